@@ -1,0 +1,1 @@
+"""takhin-ws: real-time WebSocket push of Takhin cluster metrics and change events, on Trio."""

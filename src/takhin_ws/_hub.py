@@ -1,0 +1,378 @@
+"""The hub: clients, subscriptions, offsets, history and publish (sans-IO).
+
+``publish`` is synchronous and never blocks: it encodes the message once, builds its
+WebSocket frame once, records it in the stream's history, and offers the same
+:class:`Outbound` object to every subscribed client. What a client does with it
+(write it straight to its socket, or queue it behind a backlog) is the client's
+business (:class:`Subscriber`); the hub never waits for anyone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, Protocol
+
+import attrs
+from attrs import frozen
+
+from ._exceptions import HubClosedError, HubFullError
+from ._frames import Outbound
+from ._protocol import (
+    STREAMS,
+    Envelope,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+    encode,
+    parse_channel,
+    stream_of,
+)
+from ._queue import DEFAULT_QUEUE_SIZE, DropOldestQueue
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_MAX_CLIENTS",
+    "Client",
+    "Hub",
+    "HubStatistics",
+    "QueueSubscriber",
+    "Subscriber",
+    "channel_of",
+]
+
+#: Clients one hub accepts before refusing the next one.
+DEFAULT_MAX_CLIENTS: Final = 10_000
+#: Events kept per stream for resume.
+DEFAULT_HISTORY_SIZE: Final = 1000
+#: The subscription of a client that did not choose one: everything, as in 2.9.
+ALL_CHANNELS: Final = frozenset(STREAMS)
+
+
+class Subscriber(Protocol):
+    """The receiving end of one client.
+
+    ``offer`` is called synchronously from ``publish`` and must neither block nor
+    raise: a subscriber that cannot take the item now queues it in ``queue``
+    (drop-oldest), or records its own failure for its session to act on.
+    """
+
+    queue: DropOldestQueue[Outbound]
+
+    def offer(self, item: Outbound) -> None: ...
+
+
+class QueueSubscriber:
+    """A subscriber that only queues; used in-process and by the sans-IO tests."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.queue: DropOldestQueue[Outbound] = DropOldestQueue(capacity)
+
+    def offer(self, item: Outbound) -> None:
+        self.queue.put_nowait(item)
+
+
+class Client:
+    """The hub's record of one registered client."""
+
+    __slots__ = ("channels", "id", "subscriber")
+
+    def __init__(self, client_id: str, subscriber: Subscriber, channels: frozenset[str]) -> None:
+        self.id = client_id
+        self.subscriber = subscriber
+        self.channels = channels
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} channels={sorted(self.channels)}>"
+
+
+@frozen
+class HubStatistics:
+    clients: int
+    max_clients: int
+    subscribers: Mapping[str, int]
+    offsets: Mapping[str, int]
+    published: int
+    delivered: int
+    dropped: int
+    peak_queue_depth: int
+    epoch: str
+
+
+def channel_of(payload: Payload) -> str:
+    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``)."""
+    if isinstance(payload, TopicCreated | TopicDeleted):
+        return f"topic:{payload.name}"
+    if isinstance(payload, GroupCreated | GroupUpdated | GroupDeleted):
+        return f"group:{payload.group_id}"
+    if isinstance(payload, MonitoringMetrics):
+        return "metrics"
+    raise TypeError(f"{payload.TYPE} is not published on a channel")
+
+
+@attrs.define
+class _Stream:
+    offset: int = 0
+    history: deque[tuple[float, Outbound]] = attrs.Factory(deque)
+
+
+class Hub:
+    """Registry, subscriptions and fan-out of one process. Not thread-safe; run it
+    inside one Trio run (every method is synchronous)."""
+
+    def __init__(
+        self,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl: float | None = None,
+        epoch: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_clients < 0:
+            raise ValueError("max_clients must be >= 0")
+        if history_size < 0:
+            raise ValueError("history_size must be >= 0")
+        self.max_clients = max_clients
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.epoch = epoch or secrets.token_hex(8)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._clients: dict[str, Client] = {}
+        self._members: dict[str, dict[str, Client]] = {}
+        self._targets: dict[str, tuple[Client, ...]] = {}
+        self._streams: dict[str, _Stream] = {s: _Stream() for s in STREAMS}
+        self._ids = itertools.count(1)
+        self._published = 0
+        self._delivered = 0
+        self._dropped_gone = 0
+        self._peak = 0
+        self._closed = False
+
+    # --- registry ---
+
+    def add_client(
+        self,
+        subscriber: Subscriber,
+        channels: Iterable[str] | None = None,
+        *,
+        client_id: str | None = None,
+    ) -> Client:
+        """Register *subscriber*; raise :class:`HubFullError` at ``max_clients``."""
+        if self._closed:
+            raise HubClosedError("hub is closed")
+        if len(self._clients) >= self.max_clients:
+            raise HubFullError(f"hub is full ({self.max_clients} clients)")
+        chosen = ALL_CHANNELS if channels is None else frozenset(map(parse_channel, channels))
+        cid = client_id or f"c{next(self._ids)}"
+        if cid in self._clients:
+            raise ValueError(f"client id {cid!r} is already registered")
+        client = Client(cid, subscriber, frozenset())
+        self._clients[cid] = client
+        self._set_channels(client, chosen)
+        return client
+
+    def remove_client(self, client: Client) -> None:
+        """Unregister *client* (idempotent)."""
+        if self._clients.pop(client.id, None) is None:
+            return
+        self._set_channels(client, frozenset())
+        stats = client.subscriber.queue.statistics()
+        self._dropped_gone += stats.dropped_total
+        self._peak = max(self._peak, stats.peak_size)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __contains__(self, client: object) -> bool:
+        return isinstance(client, Client) and self._clients.get(client.id) is client
+
+    def clients(self) -> tuple[Client, ...]:
+        """A snapshot of the registered clients (safe to iterate across awaits)."""
+        return tuple(self._clients.values())
+
+    # --- subscriptions ---
+
+    def subscribe(self, client: Client, channels: Iterable[str]) -> frozenset[str]:
+        added = frozenset(map(parse_channel, channels))
+        self._set_channels(client, client.channels | added)
+        return client.channels
+
+    def unsubscribe(self, client: Client, channels: Iterable[str]) -> frozenset[str]:
+        removed = frozenset(map(parse_channel, channels))
+        self._set_channels(client, client.channels - removed)
+        return client.channels
+
+    def _set_channels(self, client: Client, channels: frozenset[str]) -> None:
+        if client.id not in self._clients and channels:
+            raise ValueError(f"client {client.id} is not registered")
+        for channel in client.channels - channels:
+            members = self._members[channel]
+            del members[client.id]
+            if not members:
+                del self._members[channel]
+            self._targets.pop(channel, None)
+        for channel in channels - client.channels:
+            self._members.setdefault(channel, {})[client.id] = client
+            self._targets.pop(channel, None)
+        client.channels = channels
+
+    def _targets_of(self, channel: str) -> tuple[Client, ...]:
+        targets = self._targets.get(channel)
+        if targets is None:
+            members = self._members.get(channel)
+            targets = tuple(members.values()) if members else ()
+            self._targets[channel] = targets
+        return targets
+
+    def subscribers(self, channel: str) -> int:
+        return len(self._members.get(channel, ()))
+
+    # --- publish ---
+
+    def publish(self, channel: str, payload: Payload, *, stale: bool | None = None) -> Outbound:
+        """Assign the next offset of *channel*'s stream, encode once, fan out.
+
+        *channel* is a stream (``metrics``, ``topics``, ``groups``) or a narrow
+        channel (``topic:orders``); a narrow channel's message reaches the
+        subscribers of the narrow channel and of its stream, each exactly once.
+        """
+        if self._closed:
+            raise HubClosedError("hub is closed")
+        stream_name = stream_of(parse_channel(channel))
+        stream = self._streams[stream_name]
+        stream.offset += 1
+        envelope = Envelope(
+            payload=payload,
+            timestamp=int(self._wall_clock()),
+            channel=stream_name,
+            offset=stream.offset,
+            epoch=self.epoch,
+            stale=stale,
+        )
+        item = Outbound.of(encode(envelope), stream_name, stream.offset, channel)
+        self._remember(stream_name, stream, item)
+        self._published += 1
+        self._fan_out(stream_name, channel, item)
+        return item
+
+    def publish_event(self, payload: Payload) -> Outbound:
+        """Publish an event on the channel it belongs to (see :func:`channel_of`)."""
+        return self.publish(channel_of(payload), payload)
+
+    def deliver(self, channel: str, item: Outbound) -> None:
+        """Fan out an already-encoded item (one that came through an event bus)."""
+        stream_name = stream_of(channel)
+        stream = self._streams[stream_name]
+        if item.offset is not None and item.offset > stream.offset:
+            stream.offset = item.offset
+        self._remember(stream_name, stream, item)
+        self._published += 1
+        self._fan_out(stream_name, channel, item)
+
+    def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
+        wide = self._targets_of(stream_name)
+        for client in wide:
+            client.subscriber.offer(item)
+        delivered = len(wide)
+        if channel != stream_name:
+            wide_ids = self._members.get(stream_name, {})
+            for client in self._targets_of(channel):
+                if client.id not in wide_ids:
+                    client.subscriber.offer(item)
+                    delivered += 1
+        self._delivered += delivered
+
+    def _remember(self, stream_name: str, stream: _Stream, item: Outbound) -> None:
+        history = stream.history
+        keep = 1 if stream_name == "metrics" else self.history_size
+        if keep == 0:
+            return
+        history.append((self._clock(), item))
+        while len(history) > keep:
+            history.popleft()
+
+    def _expire(self, stream: _Stream) -> None:
+        if self.history_ttl is None:
+            return
+        horizon = self._clock() - self.history_ttl
+        history = stream.history
+        while history and history[0][0] < horizon:
+            history.popleft()
+
+    # --- history and resume ---
+
+    def offset(self, stream: str) -> int:
+        """The offset of the last message published on *stream* (0 if none)."""
+        return self._streams[stream].offset
+
+    def latest(self, stream: str) -> Outbound | None:
+        """The last message of *stream* still in its history."""
+        history = self._streams[stream].history
+        return history[-1][1] if history else None
+
+    def replay(self, stream: str, after: int, epoch: str | None) -> list[Outbound] | None:
+        """Every message of *stream* with an offset greater than *after*, in order;
+        ``None`` when that cannot be done exactly (other epoch, history too short,
+        or an offset this hub never issued)."""
+        state = self._streams[stream]
+        if epoch is not None and epoch != self.epoch:
+            return None
+        if after < 0 or after > state.offset:
+            return None
+        if after == state.offset:
+            return []
+        self._expire(state)
+        history = state.history
+        if not history or history[0][1].offset is None:
+            return None
+        first = history[0][1].offset
+        if first > after + 1:
+            return None
+        return [item for _, item in itertools.islice(history, after + 1 - first, None)]
+
+    # --- per-client replies ---
+
+    def reply(self, payload: Payload) -> Outbound:
+        """Encode a message for one client (``welcome``, ``error``...): no offset."""
+        envelope = Envelope(payload=payload, timestamp=int(self._wall_clock()))
+        return Outbound.of(encode(envelope))
+
+    # --- lifecycle and statistics ---
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> HubStatistics:
+        dropped = self._dropped_gone
+        peak = self._peak
+        for client in self._clients.values():
+            stats = client.subscriber.queue.statistics()
+            dropped += stats.dropped_total
+            peak = max(peak, stats.peak_size)
+        return HubStatistics(
+            clients=len(self._clients),
+            max_clients=self.max_clients,
+            subscribers={ch: len(m) for ch, m in sorted(self._members.items())},
+            offsets={name: s.offset for name, s in self._streams.items()},
+            published=self._published,
+            delivered=self._delivered,
+            dropped=dropped,
+            peak_queue_depth=peak,
+            epoch=self.epoch,
+        )

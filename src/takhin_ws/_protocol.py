@@ -1,0 +1,672 @@
+"""The wire protocol: Takhin 2.9 messages plus the additive v1 extensions (sans-IO).
+
+Every message is an envelope ``{"type", "data", "timestamp"}`` (timestamp in Unix
+seconds). Events additionally carry ``channel``, ``offset`` and ``epoch``; metrics
+carry ``stale``. Payloads are frozen attrs classes with snake_case attributes that
+travel as camelCase keys, through one cattrs converter on orjson.
+
+Inbound decoding is strict: no coercion (``"5"`` is not an int, a string is not a
+list), unknown keys and unknown types are rejected, and every failure is a
+:class:`~takhin_ws.RemoteProtocolError` with a code and the field path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args, get_origin
+
+import attrs
+import cattrs
+import orjson
+from attrs import field, frozen
+from cattrs.errors import IterableValidationNote
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
+
+from ._exceptions import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "ALL_TYPES",
+    "CLIENT_TYPES",
+    "EVENT_STREAMS",
+    "GROUP_STATES",
+    "PROTOCOL_VERSION",
+    "STREAMS",
+    "ClusterHealth",
+    "ConsumerLag",
+    "Envelope",
+    "Error",
+    "Gap",
+    "GroupCreated",
+    "GroupDeleted",
+    "GroupUpdated",
+    "Heartbeat",
+    "Latency",
+    "Limits",
+    "MonitoringMetrics",
+    "PartitionLag",
+    "Payload",
+    "Ping",
+    "Pong",
+    "Subscribe",
+    "Subscribed",
+    "Throughput",
+    "TopicCreated",
+    "TopicDeleted",
+    "TopicLag",
+    "TopicStats",
+    "Unsubscribe",
+    "Welcome",
+    "converter",
+    "decode",
+    "encode",
+    "parse_channel",
+    "stream_of",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+#: Error codes a peer can see in an ``error`` message.
+INVALID_JSON: Final = "invalid_json"
+UNKNOWN_TYPE: Final = "unknown_type"
+INVALID_FIELD: Final = "invalid_field"
+TOO_LARGE: Final = "too_large"
+
+GroupState: TypeAlias = Literal[
+    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"
+]
+GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
+
+#: Streams carry offsets; ``topic:<name>`` and ``group:<id>`` filter ``topics``/``groups``.
+STREAMS: Final = ("metrics", "topics", "groups")
+EVENT_STREAMS: Final = ("topics", "groups")
+_CHANNEL_RE: Final = re.compile(r"^(?:metrics|topics|groups|topic:[^\s:][^\s]{0,248}|group:[^\s]{1,249})$")
+
+
+def parse_channel(channel: str) -> str:
+    """Return *channel* if it names a valid channel, else raise ``ValueError``."""
+    if not _CHANNEL_RE.match(channel):
+        raise ValueError(
+            f"unknown channel {channel!r} (expected metrics, topics, groups, "
+            "topic:<name> or group:<id>)"
+        )
+    return channel
+
+
+def stream_of(channel: str) -> str:
+    """The stream whose offsets a channel uses: ``topic:orders`` -> ``topics``."""
+    if channel.startswith("topic:"):
+        return "topics"
+    if channel.startswith("group:"):
+        return "groups"
+    return channel
+
+
+# --- metrics payload (the 2.9 MonitoringMetrics shape, all keys always present) ---
+
+
+@frozen(kw_only=True)
+class Throughput:
+    produce_rate: float = 0.0
+    fetch_rate: float = 0.0
+    produce_bytes: float = 0.0
+    fetch_bytes: float = 0.0
+
+
+@frozen(kw_only=True)
+class Latency:
+    produce_p50: float = 0.0
+    produce_p95: float = 0.0
+    produce_p99: float = 0.0
+    fetch_p50: float = 0.0
+    fetch_p95: float = 0.0
+    fetch_p99: float = 0.0
+
+
+@frozen(kw_only=True)
+class TopicStats:
+    name: str
+    partitions: int
+    total_messages: int
+    total_bytes: int
+    produce_rate: float
+    fetch_rate: float
+
+
+@frozen(kw_only=True)
+class PartitionLag:
+    partition: int
+    current_offset: int
+    log_end_offset: int
+    lag: int
+
+
+@frozen(kw_only=True)
+class TopicLag:
+    topic: str
+    total_lag: int
+    partition_lags: tuple[PartitionLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class ConsumerLag:
+    group_id: str
+    total_lag: int
+    topic_lags: tuple[TopicLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class ClusterHealth:
+    active_connections: int = 0
+    total_topics: int = 0
+    total_partitions: int = 0
+    total_consumers: int = 0
+    disk_usage_bytes: int = 0
+    memory_usage_bytes: int = 0
+    goroutine_count: int = 0
+
+
+# --- payloads: one class per message type; TYPE is the wire name ---
+
+
+@frozen(kw_only=True)
+class MonitoringMetrics:
+    TYPE: ClassVar[str] = "metrics"
+    throughput: Throughput = Throughput()
+    latency: Latency = Latency()
+    topic_stats: tuple[TopicStats, ...] = ()
+    consumer_lags: tuple[ConsumerLag, ...] = ()
+    cluster_health: ClusterHealth = ClusterHealth()
+    timestamp: int = 0
+
+
+@frozen(kw_only=True)
+class TopicCreated:
+    TYPE: ClassVar[str] = "topic_created"
+    name: str
+    partitions: int
+
+
+@frozen(kw_only=True)
+class TopicDeleted:
+    TYPE: ClassVar[str] = "topic_deleted"
+    name: str
+
+
+@frozen(kw_only=True)
+class _GroupEvent:
+    group_id: str
+    state: GroupState
+    members: int
+
+
+@frozen(kw_only=True)
+class GroupCreated(_GroupEvent):
+    TYPE: ClassVar[str] = "group_created"
+
+
+@frozen(kw_only=True)
+class GroupUpdated(_GroupEvent):
+    TYPE: ClassVar[str] = "group_updated"
+
+
+@frozen(kw_only=True)
+class GroupDeleted(_GroupEvent):
+    TYPE: ClassVar[str] = "group_deleted"
+
+
+@frozen
+class Ping:
+    """Client heartbeat at the JSON level (``{"type": "ping"}``); no data."""
+
+    TYPE: ClassVar[str] = "ping"
+
+
+@frozen
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+
+
+def _channels(value: tuple[str, ...]) -> tuple[str, ...]:
+    for channel in value:
+        parse_channel(channel)
+    return value
+
+
+@frozen(kw_only=True)
+class Subscribe:
+    """``subscribe``: data is a string (2.9), a list, or ``{channels, since, epoch}``."""
+
+    TYPE: ClassVar[str] = "subscribe"
+    channels: tuple[str, ...] = field(converter=_channels)
+    since: Mapping[str, int] | None = None
+    epoch: str | None = None
+
+
+@frozen(kw_only=True)
+class Unsubscribe:
+    TYPE: ClassVar[str] = "unsubscribe"
+    channels: tuple[str, ...] = field(converter=_channels)
+
+
+@frozen(kw_only=True)
+class Heartbeat:
+    interval: float
+    timeout: float
+
+
+@frozen(kw_only=True)
+class Limits:
+    queue_size: int
+    max_message_size: int
+
+
+@frozen(kw_only=True)
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    protocol: int
+    client_id: str
+    epoch: str
+    channels: tuple[str, ...]
+    heartbeat: Heartbeat
+    limits: Limits
+
+
+@frozen(kw_only=True)
+class Subscribed:
+    """Answer to ``subscribe``/``unsubscribe``: the whole subscription after the change.
+
+    ``recovered`` has one entry per stream the request asked to resume (``since``):
+    ``true`` when every missed event followed, ``false`` when the client must refetch.
+    """
+
+    TYPE: ClassVar[str] = "subscribed"
+    channels: tuple[str, ...]
+    recovered: Mapping[str, bool] = attrs.Factory(dict)
+
+
+@frozen(kw_only=True)
+class Gap:
+    """Messages of *channel* with offsets ``first_offset..last_offset`` were dropped."""
+
+    TYPE: ClassVar[str] = "gap"
+    channel: str
+    first_offset: int
+    last_offset: int
+    count: int
+
+
+@frozen(kw_only=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    path: str | None = None
+
+
+Payload: TypeAlias = (
+    MonitoringMetrics
+    | TopicCreated
+    | TopicDeleted
+    | GroupCreated
+    | GroupUpdated
+    | GroupDeleted
+    | Ping
+    | Pong
+    | Subscribe
+    | Unsubscribe
+    | Welcome
+    | Subscribed
+    | Gap
+    | Error
+)
+
+_PAYLOADS: Final[dict[str, type[Any]]] = {
+    cls.TYPE: cls
+    for cls in (
+        MonitoringMetrics,
+        TopicCreated,
+        TopicDeleted,
+        GroupCreated,
+        GroupUpdated,
+        GroupDeleted,
+        Ping,
+        Pong,
+        Subscribe,
+        Unsubscribe,
+        Welcome,
+        Subscribed,
+        Gap,
+        Error,
+    )
+}
+_NO_DATA: Final = frozenset({"ping", "pong"})
+ALL_TYPES: Final = frozenset(_PAYLOADS)
+#: What a browser may send.
+CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe"})
+#: What a publisher may send to ``POST /api/events`` or the ingress API.
+EVENT_TYPES: Final = frozenset(
+    {"topic_created", "topic_deleted", "group_created", "group_updated", "group_deleted"}
+)
+
+
+@frozen(kw_only=True)
+class Envelope:
+    """One message on the wire.
+
+    ``channel``/``offset``/``epoch`` are set on messages published through the hub;
+    ``stale`` only on metrics. Fields left ``None`` are not sent, so a plain 2.9
+    message stays ``{"type", "data", "timestamp"}``.
+    """
+
+    payload: Payload
+    timestamp: int
+    channel: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    stale: bool | None = None
+
+    @property
+    def type(self) -> str:
+        return self.payload.TYPE
+
+
+# --- the converter ---
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _strict_int(value: object, _: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _strict_float(value: object, _: object) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise TypeError(f"expected a number, got {_describe(value)}")
+
+
+def _strict_str(value: object, _: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _describe(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if type(value) in (int, float):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+
+    def is_sequence(tp: Any) -> bool:
+        return get_origin(tp) in (tuple, list)
+
+    def sequence_factory(tp: Any) -> Callable[[Any, Any], Any]:
+        (item,) = [a for a in get_args(tp) if a is not Ellipsis][:1] or [Any]
+        item_hook = conv.get_structure_hook(item)
+        origin = get_origin(tp)
+
+        def structure(value: Any, _: Any) -> Any:
+            if type(value) is not list:
+                raise TypeError(f"expected an array, got {_describe(value)}")
+            errors: list[Exception] = []
+            out = []
+            for index, element in enumerate(value):
+                try:
+                    out.append(item_hook(element, item))
+                except Exception as exc:  # noqa: BLE001 - regrouped below with its index
+                    exc.__notes__ = [
+                        *getattr(exc, "__notes__", []),
+                        IterableValidationNote(f"structuring item @ index {index}", index, item),
+                    ]
+                    errors.append(exc)
+            if errors:
+                raise cattrs.IterableValidationError(
+                    "while structuring an array",
+                    errors,
+                    tp,
+                )
+            return origin(out)
+
+        return structure
+
+    conv.register_structure_hook_factory(is_sequence, sequence_factory)
+
+    def is_mapping(tp: Any) -> bool:
+        return get_origin(tp) in (Mapping, dict)
+
+    def mapping_factory(tp: Any) -> Callable[[Any, Any], Any]:
+        key_type, value_type = get_args(tp)
+        key_hook = conv.get_structure_hook(key_type)
+        value_hook = conv.get_structure_hook(value_type)
+
+        def structure(value: Any, _: Any) -> Any:
+            if type(value) is not dict:
+                raise TypeError(f"expected an object, got {_describe(value)}")
+            return {key_hook(k, key_type): value_hook(v, value_type) for k, v in value.items()}
+
+        return structure
+
+    conv.register_structure_hook_factory(is_mapping, mapping_factory)
+
+    def attrs_structure(cls: Any) -> Callable[[Any, Any], Any]:
+        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
+
+        def structure(value: Any, tp: Any) -> Any:
+            if type(value) is not dict:
+                raise TypeError(f"expected an object, got {_describe(value)}")
+            return inner(value, tp)
+
+        return structure
+
+    def attrs_unstructure(cls: Any) -> Callable[[Any], Any]:
+        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        return make_dict_unstructure_fn(cls, conv, **overrides)
+
+    conv.register_structure_hook_factory(attrs.has, attrs_structure)
+    conv.register_unstructure_hook_factory(attrs.has, attrs_unstructure)
+    conv.register_structure_hook(Subscribe, _structure_subscribe)
+    conv.register_structure_hook(Unsubscribe, _structure_unsubscribe)
+    conv.register_unstructure_hook(Subscribe, _unstructure_subscribe)
+    conv.register_unstructure_hook(Unsubscribe, lambda u: list(u.channels))
+    return conv
+
+
+@frozen(kw_only=True)
+class _SubscribeObject:
+    channels: tuple[str, ...]
+    since: dict[str, int] | None = None
+    epoch: str | None = None
+
+
+def _channel_list(value: object) -> tuple[str, ...]:
+    if type(value) is str:
+        return (value,)
+    result: tuple[str, ...] = converter.structure(value, tuple[str, ...])
+    return result
+
+
+def _structure_subscribe(value: object, _: object) -> Subscribe:
+    if type(value) is dict:
+        obj = converter.structure(value, _SubscribeObject)
+        return Subscribe(channels=obj.channels, since=obj.since, epoch=obj.epoch)
+    if type(value) not in (str, list):
+        raise TypeError(f"expected a channel, an array of channels or an object, got {_describe(value)}")
+    return Subscribe(channels=_channel_list(value))
+
+
+def _structure_unsubscribe(value: object, _: object) -> Unsubscribe:
+    if type(value) not in (str, list):
+        raise TypeError(f"expected a channel or an array of channels, got {_describe(value)}")
+    return Unsubscribe(channels=_channel_list(value))
+
+
+def _unstructure_subscribe(sub: Subscribe) -> object:
+    if sub.since is None and sub.epoch is None:
+        return sub.channels[0] if len(sub.channels) == 1 else list(sub.channels)
+    out: dict[str, object] = {"channels": list(sub.channels)}
+    if sub.since is not None:
+        out["since"] = dict(sub.since)
+    if sub.epoch is not None:
+        out["epoch"] = sub.epoch
+    return out
+
+
+converter: Final = _make_converter()
+
+
+@frozen(kw_only=True)
+class _InboundEnvelope:
+    type: str
+    data: Any = None
+    timestamp: int | None = None
+    channel: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    stale: bool | None = None
+
+
+# --- encode / decode ---
+
+
+def payload_to_data(payload: Payload) -> Any:
+    """The ``data`` value of *payload* (camelCase, plain JSON types)."""
+    if payload.TYPE in _NO_DATA:
+        return None
+    return converter.unstructure(payload)
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Serialize *envelope* to JSON bytes (one text frame's payload)."""
+    out: dict[str, Any] = {"type": envelope.payload.TYPE}
+    if envelope.payload.TYPE not in _NO_DATA:
+        out["data"] = converter.unstructure(envelope.payload)
+    out["timestamp"] = envelope.timestamp
+    for key in ("channel", "offset", "epoch", "stale"):
+        value = getattr(envelope, key)
+        if value is not None:
+            out[key] = value
+    try:
+        return orjson.dumps(out)
+    except TypeError as exc:  # e.g. an int beyond 64 bits put in by our own code
+        raise LocalProtocolError(INVALID_FIELD, f"cannot encode {envelope.type}: {exc}") from exc
+
+
+def decode(
+    raw: bytes | str,
+    *,
+    accept: frozenset[str] = ALL_TYPES,
+    max_size: int | None = None,
+) -> Envelope:
+    """Parse one message strictly; raise :class:`RemoteProtocolError` on any defect."""
+    if max_size is not None and len(raw) > max_size:
+        raise RemoteProtocolError(
+            TOO_LARGE, f"message of {len(raw)} bytes exceeds the limit of {max_size} bytes"
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RemoteProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise RemoteProtocolError(
+            INVALID_FIELD, f"a message must be a JSON object, got {_describe(obj)}", "$"
+        )
+    kind = obj.get("type")
+    if type(kind) is not str:
+        raise RemoteProtocolError(
+            INVALID_FIELD if "type" in obj else UNKNOWN_TYPE,
+            "'type' must be a string naming the message type",
+            "$.type",
+        )
+    if kind not in accept:
+        known = ", ".join(sorted(accept))
+        raise RemoteProtocolError(
+            UNKNOWN_TYPE, f"unknown message type {kind!r} (accepted: {known})", "$.type"
+        )
+    try:
+        env = converter.structure(obj, _InboundEnvelope)
+        cls = _PAYLOADS[kind]
+        if kind in _NO_DATA:
+            if env.data is not None:
+                raise TypeError(f"a {kind} message carries no data")
+            payload = cls()
+        else:
+            if "data" not in obj:
+                raise KeyError("data")
+            payload = converter.structure(env.data, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        message, path = _explain(exc, data_level=env_ok(obj))
+        raise RemoteProtocolError(INVALID_FIELD, message, path) from None
+    return Envelope(
+        payload=payload,
+        timestamp=env.timestamp if env.timestamp is not None else 0,
+        channel=env.channel,
+        offset=env.offset,
+        epoch=env.epoch,
+        stale=env.stale,
+    )
+
+
+def env_ok(obj: dict[str, Any]) -> bool:
+    """True once the envelope itself structured; errors then concern ``data``."""
+    try:
+        converter.structure(obj, _InboundEnvelope)
+    except (cattrs.BaseValidationError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _explain(exc: BaseException, *, data_level: bool) -> tuple[str, str]:
+    prefix = "$.data" if data_level else "$"
+    if isinstance(exc, KeyError) and not isinstance(exc, cattrs.BaseValidationError):
+        key = exc.args[0]
+        return f"required field {key!r} is missing", "$.data" if key == "data" else prefix
+    if isinstance(exc, cattrs.BaseValidationError):
+        first = cattrs.transform_error(exc, path=prefix, format_exception=_format_leaf)[0]
+        text, _, path = first.rpartition(" @ ")
+        path = _SNAKE_SEGMENT.sub(lambda m: "." + _camel(m.group(1)), path)
+        if text.startswith("extra fields"):
+            return text, path
+        return f"{path.removeprefix('$.')}: {text}", path
+    return str(exc), prefix
+
+
+_SNAKE_SEGMENT: Final = re.compile(r"\.([a-z0-9]+(?:_[a-z0-9]+)+)")
+
+
+def _format_leaf(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if get_origin(type_) is Literal:
+        return "expected one of " + ", ".join(map(str, get_args(type_)))
+    if isinstance(exc, (TypeError, ValueError)) and str(exc).startswith(("expected", "unknown")):
+        return str(exc)
+    if type_ is not None:
+        name = getattr(type_, "__name__", None) or str(type_)
+        return f"invalid value, expected {name}"
+    return str(exc)

@@ -1,0 +1,187 @@
+"""A bounded FIFO that never blocks its producer: when full, the oldest item goes.
+
+Sans-IO apart from the reader's wait (a Trio parking lot, like ``trio.MemoryChannel``).
+Every drop is counted, and drops of items that carry an offset are remembered per
+channel (first and last lost offset) until the reader takes them with
+:meth:`DropOldestQueue.take_drops`, so it can tell its client which range was lost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final, Generic, Protocol, TypeVar
+
+import attrs
+import trio
+from attrs import frozen
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "Drop", "DropOldestQueue", "QueueItem", "QueueStatistics"]
+
+#: Messages a client may have waiting before the oldest is dropped.
+DEFAULT_QUEUE_SIZE: Final = 256
+
+
+class QueueItem(Protocol):
+    """What the queue needs to know of an item to report its loss."""
+
+    @property
+    def channel(self) -> str | None: ...
+
+    @property
+    def offset(self) -> int | None: ...
+
+
+T = TypeVar("T", bound=QueueItem)
+
+
+@frozen
+class Drop:
+    """``count`` items of *channel* were lost, offsets ``first_offset..last_offset``."""
+
+    channel: str
+    first_offset: int
+    last_offset: int
+    count: int
+
+
+@frozen
+class QueueStatistics:
+    size: int
+    capacity: int
+    put_total: int
+    dropped_total: int
+    peak_size: int
+    closed: bool
+
+
+@attrs.define
+class _DropRange:
+    first: int
+    last: int
+    count: int
+
+
+class DropOldestQueue(Generic[T]):
+    """FIFO of at most *capacity* items; ``put_nowait`` never blocks and never fails
+    for lack of room: it drops the oldest item instead."""
+
+    __slots__ = ("_capacity", "_closed", "_drops", "_dropped", "_items", "_lot", "_peak", "_puts")
+
+    def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._items: deque[T] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._drops: dict[str, _DropRange] = {}
+        self._dropped = 0
+        self._puts = 0
+        self._peak = 0
+        self._closed = False
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def put_nowait(self, item: T) -> None:
+        """Append *item*, dropping the oldest item when the queue is full."""
+        if self._closed:
+            raise trio.ClosedResourceError("queue is closed")
+        items = self._items
+        if len(items) >= self._capacity:
+            self._record_drop(items.popleft())
+        items.append(item)
+        self._puts += 1
+        if len(items) > self._peak:
+            self._peak = len(items)
+        if self._lot:
+            self._lot.unpark()
+
+    def _record_drop(self, item: T) -> None:
+        self._dropped += 1
+        channel, offset = item.channel, item.offset
+        if channel is None or offset is None:
+            return
+        lost = self._drops.get(channel)
+        if lost is None:
+            self._drops[channel] = _DropRange(offset, offset, 1)
+        else:
+            lost.last = offset
+            lost.count += 1
+
+    def take_drops(self) -> list[Drop]:
+        """The ranges lost since the previous call, one per channel, and forget them."""
+        if not self._drops:
+            return []
+        out = [Drop(ch, r.first, r.last, r.count) for ch, r in self._drops.items()]
+        self._drops.clear()
+        return out
+
+    @property
+    def has_drops(self) -> bool:
+        return bool(self._drops)
+
+    def get_nowait(self) -> T:
+        """The oldest item; ``trio.WouldBlock`` if empty, ``trio.EndOfChannel`` if closed."""
+        if self._items:
+            return self._items.popleft()
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    def get_batch_nowait(self) -> list[T]:
+        """Every pending item, oldest first (possibly none)."""
+        if not self._items and self._closed:
+            raise trio.EndOfChannel
+        out = list(self._items)
+        self._items.clear()
+        return out
+
+    async def get(self) -> T:
+        """Wait for and return the oldest item; ``trio.EndOfChannel`` once closed and empty."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items and not self._closed:
+            await self._lot.park()
+        item = self.get_nowait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    async def get_batch(self) -> list[T]:
+        """Wait until something is pending, then take all of it."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items and not self._closed:
+            await self._lot.park()
+        batch = self.get_batch_nowait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch
+
+    def clear(self) -> int:
+        """Discard every pending item without counting it as a drop; return how many."""
+        n = len(self._items)
+        self._items.clear()
+        return n
+
+    def close(self) -> None:
+        """Refuse further puts and wake the reader; pending items can still be read."""
+        self._closed = True
+        self._lot.unpark_all()
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            size=len(self._items),
+            capacity=self._capacity,
+            put_total=self._puts,
+            dropped_total=self._dropped,
+            peak_size=self._peak,
+            closed=self._closed,
+        )

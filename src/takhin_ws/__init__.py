@@ -1,1 +1,108 @@
-"""takhin-ws: real-time WebSocket push of Takhin cluster metrics and change events, on Trio."""
+"""takhin-ws: real-time WebSocket push of Takhin cluster metrics and change events, on Trio.
+
+The implementation lives in private modules; everything public is re-exported here.
+"""
+
+from ._config import Settings
+from ._exceptions import (
+    HubClosedError,
+    HubFullError,
+    ListenError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    TakhinWsError,
+)
+from ._frames import Outbound
+from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
+from ._metrics import (
+    GroupInfo,
+    MetricsProducer,
+    MetricsSource,
+    MetricsSourceError,
+    MetricsStatistics,
+    Snapshot,
+)
+from ._protocol import (
+    ClusterHealth,
+    ConsumerLag,
+    Envelope,
+    Error,
+    Gap,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    Latency,
+    MonitoringMetrics,
+    PartitionLag,
+    Ping,
+    Pong,
+    Subscribe,
+    Subscribed,
+    Throughput,
+    TopicCreated,
+    TopicDeleted,
+    TopicLag,
+    TopicStats,
+    Unsubscribe,
+    Welcome,
+    decode,
+    encode,
+)
+from ._queue import Drop, DropOldestQueue, QueueStatistics
+from ._server import WS_PATH, Server, open_server
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "WS_PATH",
+    "Client",
+    "ClusterHealth",
+    "ConsumerLag",
+    "Drop",
+    "DropOldestQueue",
+    "Envelope",
+    "Error",
+    "Gap",
+    "GroupCreated",
+    "GroupDeleted",
+    "GroupInfo",
+    "GroupUpdated",
+    "Hub",
+    "HubClosedError",
+    "HubFullError",
+    "HubStatistics",
+    "Latency",
+    "ListenError",
+    "LocalProtocolError",
+    "MetricsProducer",
+    "MetricsSource",
+    "MetricsSourceError",
+    "MetricsStatistics",
+    "MonitoringMetrics",
+    "Outbound",
+    "PartitionLag",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "QueueStatistics",
+    "QueueSubscriber",
+    "RemoteProtocolError",
+    "Server",
+    "Settings",
+    "Snapshot",
+    "Subscribe",
+    "Subscribed",
+    "Subscriber",
+    "TakhinWsError",
+    "Throughput",
+    "TopicCreated",
+    "TopicDeleted",
+    "TopicLag",
+    "TopicStats",
+    "Unsubscribe",
+    "Welcome",
+    "decode",
+    "encode",
+    "open_server",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "HubClosedError",
     "HubFullError",
+    "ListenError",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -44,6 +45,10 @@ class LocalProtocolError(ProtocolError):
 
 class HubFullError(TakhinWsError):
     """The hub already holds ``max_clients`` clients."""
+
+
+class ListenError(TakhinWsError):
+    """The server could not bind its address (in use, not permitted, unknown host)."""
 
 
 class HubClosedError(TakhinWsError):

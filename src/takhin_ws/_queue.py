@@ -65,7 +65,7 @@ class DropOldestQueue(Generic[T]):
     """FIFO of at most *capacity* items; ``put_nowait`` never blocks and never fails
     for lack of room: it drops the oldest item instead."""
 
-    __slots__ = ("_capacity", "_closed", "_drops", "_dropped", "_items", "_lot", "_peak", "_puts")
+    __slots__ = ("_capacity", "_closed", "_dropped", "_drops", "_items", "_lot", "_peak", "_puts")
 
     def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
         if capacity < 1:

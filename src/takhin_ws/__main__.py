@@ -1,0 +1,7 @@
+"""``python -m takhin_ws``: see ``python -m takhin_ws --help``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,285 @@
+"""The byte stream of one connection, with a synchronous write-through fast path.
+
+:class:`SocketTransport` is a ``trio.abc.Stream`` over a non-blocking stdlib
+socket; trio-websocket runs on top of it (``wrap_server_stream``), so every byte
+for this peer goes through the one outbound path here: the handshake reply,
+trio-websocket's pongs and close frames (*control*, via :meth:`send_all`) and
+the hub's data frames (via :meth:`offer`).
+
+``offer`` is what ``Hub.publish`` calls for each subscriber. While nothing is
+pending for this peer it writes the shared frame straight into the kernel with
+one ``socket.send`` and wakes no task. Only when the kernel does not take it
+all does the connection grow a backlog: the rest of the frame waits as the
+*partial* chunk, later frames go into the drop-oldest queue, and one flusher
+task is started that waits for writability and drains everything pending with
+as few sends as possible. The flusher exits when the backlog is gone.
+
+Write order: the partial chunk (a frame is never interleaved), then control
+chunks, then a ``gap`` for data lost to the drop-oldest policy, then queued data.
+Control chunks are never dropped. Once a Close frame has been handed to us the
+transport is *closing*: queued data is discarded and later offers are ignored,
+so no data frame ever follows a Close frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import trio
+
+from ._frames import Outbound
+from ._queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
+
+__all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport"]
+
+log = logging.getLogger("takhin_ws.transport")
+
+#: Seconds a backed-up peer may go without taking a single byte before it is dropped.
+DEFAULT_WRITE_TIMEOUT: Final = 10.0
+#: Largest chunk the flusher hands to one ``send``: bounds how long a pong or a
+#: Close frame can wait behind data that has already started going out.
+MAX_BATCH_BYTES: Final = 64 * 1024
+#: Most bytes read by one ``receive_some``.
+RECEIVE_BYTES: Final = 16 * 1024
+
+_GONE_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
+
+
+class SocketTransport(trio.abc.Stream):
+    """One accepted TCP connection. Not shared between connections."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        nursery: trio.Nursery,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        gap_frames: Callable[[Sequence[Drop]], bytes] | None = None,
+    ) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._nursery = nursery
+        self._write_timeout = write_timeout
+        self._gap_frames = gap_frames
+        self.queue: DropOldestQueue[Outbound] = DropOldestQueue(queue_size)
+        self._prefix = b""
+        self._partial: memoryview | None = None
+        self._partial_control: int | None = None
+        self._control: deque[tuple[int, bytes]] = deque()
+        self._control_seq = 0
+        self._control_done = 0
+        self._control_lot = trio.lowlevel.ParkingLot()
+        self._flushing = False
+        self._closing = False
+        self._closed = False
+        self._is_ws_closing: Callable[[], bool] | None = None
+        self.abort_reason: str | None = None
+        self.last_receive = trio.current_time()
+        self.next_ping = 0.0
+        self.bytes_sent = 0
+        self.fast_writes = 0
+
+    # --- set-up ---
+
+    def replay(self, data: bytes) -> None:
+        """Bytes already read from the socket (the request head) that
+        :meth:`receive_some` must return first."""
+        self._prefix = data + self._prefix
+
+    def watch_close(self, is_closing: Callable[[], bool]) -> None:
+        """*is_closing* tells whether the WebSocket on top has started closing."""
+        self._is_ws_closing = is_closing
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self._closed
+
+    @property
+    def backlogged(self) -> bool:
+        return self._partial is not None or bool(self._control) or bool(self.queue)
+
+    # --- the hub's side: synchronous, never blocks, never raises ---
+
+    def offer(self, item: Outbound) -> None:
+        """Write *item*'s frame now if nothing is pending, else queue it (drop-oldest)."""
+        if self._closing or self._closed:
+            return
+        if self._partial is None and not self._control and not self.queue:
+            frame = item.frame
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.abort(f"send failed: {exc.strerror or exc}")
+                return
+            self.bytes_sent += sent
+            if sent == len(frame):
+                self.fast_writes += 1
+                return
+            self._partial = memoryview(frame)[sent:]
+            self._partial_control = None
+            self._start_flusher()
+            return
+        self.queue.put_nowait(item)
+        self._start_flusher()
+
+    def send_control_nowait(self, data: bytes) -> int:
+        """Queue a control chunk (a ping, a close frame) ahead of data; return its number."""
+        if self._closed:
+            raise trio.ClosedResourceError("transport is closed")
+        self._control_seq += 1
+        self._control.append((self._control_seq, data))
+        self._pump()
+        if self.backlogged:
+            self._start_flusher()
+        return self._control_seq
+
+    def begin_closing(self) -> None:
+        """No more data frames: drop what is queued (a Close frame follows)."""
+        if not self._closing:
+            self._closing = True
+            self.queue.clear()  # a data frame already half written still completes
+
+    # --- writing ---
+
+    def _next_chunk(self) -> tuple[bytes | memoryview, int | None] | None:
+        if self._partial is not None:
+            return self._partial, self._partial_control
+        if self._control:
+            seq, data = self._control.popleft()
+            return data, seq
+        if self._closing:
+            return None
+        queue = self.queue
+        if queue.has_drops and self._gap_frames is not None:
+            return self._gap_frames(queue.take_drops()), None
+        if not queue:
+            return None
+        first = queue.get_nowait()
+        if not queue or len(first.frame) >= MAX_BATCH_BYTES:
+            return first.frame, None
+        parts = [first.frame]
+        size = len(first.frame)
+        while queue and size < MAX_BATCH_BYTES:
+            frame = queue.get_nowait().frame
+            parts.append(frame)
+            size += len(frame)
+        return b"".join(parts), None
+
+    def _pump(self) -> bool:
+        """Write as much as the kernel takes now; True once nothing is pending."""
+        sock = self._sock
+        while not self._closed:
+            nxt = self._next_chunk()
+            if nxt is None:
+                return True
+            chunk, control = nxt
+            try:
+                sent = sock.send(chunk)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.abort(f"send failed: {exc.strerror or exc}")
+                return True
+            self.bytes_sent += sent
+            if sent < len(chunk):
+                self._partial = memoryview(chunk)[sent:]
+                self._partial_control = control
+                return False
+            self._partial = None
+            self._partial_control = None
+            if control is not None:
+                self._control_done = control
+                self._control_lot.unpark_all()
+        return True
+
+    def _start_flusher(self) -> None:
+        if not self._flushing and not self._closed:
+            self._flushing = True
+            self._nursery.start_soon(self._flusher)
+
+    async def _flusher(self) -> None:
+        try:
+            while not self._pump():
+                with trio.move_on_after(self._write_timeout) as scope:
+                    await trio.lowlevel.wait_writable(self._sock)
+                if scope.cancelled_caught:
+                    self.abort(f"write timeout: no progress for {self._write_timeout:g} s")
+                    return
+        except (trio.ClosedResourceError, OSError) as exc:
+            self.abort(f"connection lost: {exc}")
+        finally:
+            self._flushing = False
+
+    # --- trio.abc.Stream ---
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Used by trio-websocket (handshake, pong, close): returns once written."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError("transport is closed")
+        if self._is_ws_closing is not None and self._is_ws_closing():
+            self.begin_closing()
+        seq = self.send_control_nowait(bytes(data))
+        while self._control_done < seq:
+            if self._closed:
+                raise trio.BrokenResourceError(self.abort_reason or "connection closed")
+            await self._control_lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self.backlogged:
+            await trio.lowlevel.wait_writable(self._sock)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        size = max_bytes or RECEIVE_BYTES
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("transport is closed")
+            try:
+                data = self._sock.recv(size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._sock)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            self.last_receive = trio.current_time()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    def abort(self, reason: str) -> None:
+        """Close the socket at once (no handshake): wakes every task blocked on it."""
+        if self._closed:
+            return
+        self.abort_reason = self.abort_reason or reason
+        self._closing = True
+        self._closed = True
+        self.queue.clear()
+        self.queue.close()
+        self._control.clear()
+        self._partial = None
+        self._control_lot.unpark_all()
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+
+    async def aclose(self) -> None:
+        self.abort(self.abort_reason or "closed")
+        await trio.lowlevel.checkpoint()

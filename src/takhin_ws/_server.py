@@ -28,6 +28,7 @@ import trio
 from trio_websocket import wrap_server_stream
 
 from ._config import Settings
+from ._dashboard import dashboard_page
 from ._exceptions import HubFullError, ListenError, RemoteProtocolError
 from ._frames import ping_frame
 from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
@@ -200,7 +201,17 @@ class Server:
             return
         if method not in ("GET", "HEAD"):
             raise HttpError(405, f"{method} is not allowed here", headers=[("Allow", "GET, HEAD")])
-        if path == "/healthz":
+        if path in ("/", "/index.html"):
+            with trio.move_on_after(self.settings.write_timeout):
+                await transport.send_all(
+                    response_bytes(
+                        200,
+                        dashboard_page(),
+                        content_type="text/html; charset=utf-8",
+                        head_only=method == "HEAD",
+                    )
+                )
+        elif path == "/healthz":
             await self._send_json(transport, 200, {"status": "ok"})
         elif path == "/readyz":
             ready = self.ready

@@ -1,0 +1,344 @@
+"""The metrics producer: one snapshot per tick for every client, from a pluggable source.
+
+A :class:`MetricsSource` answers :meth:`~MetricsSource.collect` with a
+:class:`Snapshot` (the ``metrics`` message plus the consumer groups' state and member
+count, which the 2.9 message does not carry but change events need). The
+:class:`MetricsProducer` asks it once per tick on a drift-free schedule, publishes the
+result on the ``metrics`` channel, and turns the difference between successive
+snapshots into change events (:func:`takhin_ws._changes.diff`).
+
+A source that fails or overruns its deadline never stops the producer: the last good
+snapshot is published again with the envelope flag ``stale: true`` and the producer
+stays unready (:attr:`MetricsProducer.ready`) while ``unready_after`` or more collects
+in a row have failed. The first good collect ends the streak.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Final, Protocol
+
+import attrs
+import trio
+from attrs import frozen
+
+from ._changes import diff
+from ._exceptions import HubClosedError, TakhinWsError
+from ._hub import Hub
+from ._protocol import GroupState, MonitoringMetrics, Payload
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "GroupInfo",
+    "MetricsProducer",
+    "MetricsSource",
+    "MetricsSourceError",
+    "MetricsStatistics",
+    "Snapshot",
+]
+
+logger: Final = logging.getLogger("takhin_ws.metrics")
+
+#: Seconds between two snapshots (2.9 sent one every 2 s).
+DEFAULT_INTERVAL: Final = 2.0
+
+
+class MetricsSourceError(TakhinWsError):
+    """A source could not produce a snapshot (unreachable broker, bad answer...).
+
+    Sources raise it with a message that says what went wrong and where; the producer
+    logs that message and carries on with the last good snapshot.
+    """
+
+
+@frozen(kw_only=True)
+class GroupInfo:
+    """What a change event says about a consumer group besides its id."""
+
+    state: GroupState
+    members: int
+
+
+def _frozen_groups(groups: Mapping[str, GroupInfo]) -> Mapping[str, GroupInfo]:
+    return MappingProxyType(dict(groups))
+
+
+@frozen(kw_only=True)
+class Snapshot:
+    """One observation of the cluster: what :meth:`MetricsSource.collect` returns.
+
+    ``metrics`` is published as is; ``groups`` (every consumer group the source knows,
+    by id, including groups without lag) feeds the ``group_*`` change events.
+    """
+
+    metrics: MonitoringMetrics
+    groups: Mapping[str, GroupInfo] = attrs.field(
+        factory=dict, converter=_frozen_groups, repr=lambda g: f"<{len(g)} groups>"
+    )
+
+
+class MetricsSource(Protocol):
+    """Where snapshots come from. Plug your own into :class:`MetricsProducer`.
+
+    ``collect`` is called once per tick, never concurrently with itself, inside a
+    deadline (``collect_timeout``): it may be cancelled at any await. It returns a
+    fresh :class:`Snapshot` or raises an :class:`Exception` (preferably
+    :class:`MetricsSourceError` with a clear message); it must not swallow
+    cancellation. Rates are the source's business: it is told nothing about the
+    producer's interval, so it measures the time between its own collects.
+    """
+
+    async def collect(self) -> Snapshot: ...
+
+
+@frozen(kw_only=True)
+class MetricsStatistics:
+    """Counters of one producer (for ``/readyz``, logs and the server's own metrics)."""
+
+    #: Collects attempted (one per tick).
+    ticks: int
+    #: Collects that raised or overran their deadline, in total.
+    failures: int
+    #: Collects that failed in a row, up to now (0 after a good one).
+    failure_streak: int
+    #: Wall-clock time (Unix seconds) of the last good collect, ``None`` before it.
+    last_success: float | None
+    #: Whether the last snapshot published was the previous one again (``stale``).
+    stale: bool
+    #: Change events emitted.
+    events: int = 0
+
+
+class CollectTimeoutError(MetricsSourceError):
+    """``collect`` did not return within ``collect_timeout``."""
+
+
+class MetricsProducer:
+    """Publish a snapshot on ``metrics`` every *interval* seconds, plus change events.
+
+    - The schedule is drift-free: tick *k* is due at ``start + k * interval`` on Trio's
+      clock; a tick that could not start on time (a slow collect) is skipped rather
+      than run late, so the cadence never bunches up.
+    - Each tick calls ``source.collect()`` once, within *collect_timeout* seconds
+      (default: *interval*). A failing source is retried at the next tick, so it is
+      asked no more often than a healthy one.
+    - On success the snapshot is published with ``stale=False``; the change events
+      found by diffing it against the previous good snapshot go to *on_event* if
+      given, else to ``hub.publish_event``. The first snapshot yields no events.
+    - On failure the last good snapshot (if any) is published again with
+      ``stale=True``. The first failure of a streak is logged as a warning on the
+      ``takhin_ws.metrics`` logger, the recovery as an info line, the rest at debug.
+    - :attr:`ready` is true once a snapshot was produced and while fewer than
+      *unready_after* collects in a row have failed.
+
+    :meth:`run` runs until cancelled, or until the hub is closed. Cancellation and
+    ``KeyboardInterrupt`` propagate; only :class:`Exception` from the source is
+    contained.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        source: MetricsSource,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        collect_timeout: float | None = None,
+        unready_after: int = 3,
+        on_event: Callable[[Payload], object] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if collect_timeout is None:
+            collect_timeout = interval
+        if not collect_timeout > 0:
+            raise ValueError(f"collect_timeout must be positive, got {collect_timeout!r}")
+        if unready_after < 1:
+            raise ValueError(f"unready_after must be >= 1, got {unready_after!r}")
+        self.hub = hub
+        self.source = source
+        self.interval = float(interval)
+        self.collect_timeout = float(collect_timeout)
+        self.unready_after = unready_after
+        self._on_event = on_event
+        self._wall_clock = wall_clock
+        self._snapshot: Snapshot | None = None
+        self._ticks = 0
+        self._failures = 0
+        self._streak = 0
+        self._streak_started: float | None = None
+        self._last_success: float | None = None
+        self._stale = False
+        self._events = 0
+        self._running = False
+
+    # --- state ---
+
+    @property
+    def ready(self) -> bool:
+        """A snapshot was produced and fewer than ``unready_after`` collects in a row
+        have failed since."""
+        return self._snapshot is not None and self._streak < self.unready_after
+
+    @property
+    def latest(self) -> MonitoringMetrics | None:
+        """The last good metrics (what a new client is sent first), or ``None``."""
+        return None if self._snapshot is None else self._snapshot.metrics
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The last good snapshot, groups included."""
+        return self._snapshot
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last published snapshot was a repeat of an older one."""
+        return self._stale
+
+    def statistics(self) -> MetricsStatistics:
+        return MetricsStatistics(
+            ticks=self._ticks,
+            failures=self._failures,
+            failure_streak=self._streak,
+            last_success=self._last_success,
+            stale=self._stale,
+            events=self._events,
+        )
+
+    # --- the task ---
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick until cancelled (or until the hub closes). Reports started at once."""
+        if self._running:
+            raise RuntimeError("this MetricsProducer is already running")
+        self._running = True
+        try:
+            task_status.started()
+            start = trio.current_time()
+            tick = 0
+            while True:
+                if not await self.tick():
+                    logger.debug("hub closed: metrics producer stops")
+                    return
+                tick = self._next_tick(tick, start, trio.current_time())
+                await trio.sleep_until(start + tick * self.interval)
+        finally:
+            self._running = False
+
+    def _next_tick(self, tick: int, start: float, now: float) -> int:
+        """The next tick due at or after *now* (missed ticks are skipped, not bunched)."""
+        late = math.ceil((now - start) / self.interval - 1e-9)
+        return max(tick + 1, late)
+
+    async def tick(self) -> bool:
+        """Collect and publish once. Returns ``False`` once the hub is closed.
+
+        :meth:`run` calls this on schedule; tests and embedding code may call it
+        directly (not concurrently with :meth:`run`).
+        """
+        self._ticks += 1
+        snapshot, error = await self._collect()
+        if snapshot is not None:
+            return self._succeeded(snapshot)
+        assert error is not None
+        return self._failed(error)
+
+    async def _collect(self) -> tuple[Snapshot | None, Exception | None]:
+        result: object = None
+        error: Exception | None = None
+        with trio.move_on_after(self.collect_timeout) as scope:
+            try:
+                result = await self.source.collect()
+            except Exception as exc:
+                error = exc
+        if scope.cancelled_caught:
+            return None, CollectTimeoutError(
+                f"metrics source {type(self.source).__name__} did not answer within "
+                f"{self.collect_timeout:g} s"
+            )
+        if error is not None:
+            return None, error
+        if not isinstance(result, Snapshot):
+            return None, TypeError(
+                f"{type(self.source).__name__}.collect() returned "
+                f"{type(result).__name__}, expected a Snapshot"
+            )
+        return result, None
+
+    def _succeeded(self, snapshot: Snapshot) -> bool:
+        previous = self._snapshot
+        self._snapshot = snapshot
+        now = self._wall_clock()
+        self._last_success = now
+        if self._streak:
+            since = "" if self._streak_started is None else f" ({now - self._streak_started:.1f} s)"
+            logger.info(
+                "metrics source recovered after %d failed collect%s%s",
+                self._streak,
+                "" if self._streak == 1 else "s",
+                since,
+            )
+        self._streak = 0
+        self._streak_started = None
+        self._stale = False
+        if previous is not None and not self._emit(diff(previous, snapshot)):
+            return False
+        return self._publish(snapshot.metrics, stale=False)
+
+    def _failed(self, error: Exception) -> bool:
+        self._failures += 1
+        self._streak += 1
+        reason = _describe(error)
+        if self._streak == 1:
+            self._streak_started = self._wall_clock()
+            logger.warning(
+                "metrics source failed: %s; %s until it recovers (unready after %d "
+                "failures in a row)",
+                reason,
+                "republishing the last snapshot as stale"
+                if self._snapshot is not None
+                else "no snapshot to publish",
+                self.unready_after,
+                exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
+            )
+        else:
+            logger.debug("metrics source failed again (%d in a row): %s", self._streak, reason)
+        if self._snapshot is None:
+            return not self.hub.closed
+        self._stale = True
+        return self._publish(self._snapshot.metrics, stale=True)
+
+    def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
+        try:
+            self.hub.publish("metrics", metrics, stale=stale)
+        except HubClosedError:
+            return False
+        except Exception:
+            logger.exception("could not publish the metrics snapshot")
+        return True
+
+    def _emit(self, events: list[Payload]) -> bool:
+        for event in events:
+            try:
+                if self._on_event is not None:
+                    self._on_event(event)
+                else:
+                    self.hub.publish_event(event)
+            except HubClosedError:
+                return False
+            except Exception:
+                logger.exception("could not publish the %s event %r", event.TYPE, event)
+            else:
+                self._events += 1
+        return True
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, MetricsSourceError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

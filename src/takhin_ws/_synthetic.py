@@ -1,0 +1,448 @@
+"""The ``synthetic`` metrics source: a seeded simulation of a Takhin cluster.
+
+The default source of ``python -m takhin_ws``, for demos, front-end work and
+benchmarks. It simulates topics with partitions, produce traffic that swells and
+ebbs with noise, consumer groups whose consumption speed oscillates around the
+produce rate (so lag grows and shrinks), latency histograms with a slow tail,
+rebalances (``Stable -> PreparingRebalance -> CompletingRebalance -> Stable`` with a
+new member count), groups that empty, die and are replaced, and topics created and
+deleted now and then, so every change event shows up within minutes.
+
+Everything is drawn from one ``random.Random(seed)`` and advanced by the time the
+injected *clock* says has passed between collects: the same seed and the same clock
+readings give the same sequence of snapshots. ``topics``/``groups`` scale the
+snapshot from about 1 KB (1 and 1) to hundreds of KB (500 and 200).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import trio
+
+from ._metrics import GroupInfo, Snapshot
+from ._promstats import QUANTILES, histogram_quantile
+from ._protocol import (
+    ClusterHealth,
+    ConsumerLag,
+    GroupState,
+    Latency,
+    MonitoringMetrics,
+    PartitionLag,
+    Throughput,
+    TopicLag,
+    TopicStats,
+)
+
+__all__ = ["LATENCY_BUCKETS", "SyntheticSource"]
+
+logger: Final = logging.getLogger("takhin_ws.metrics")
+
+#: Takhin's latency histogram buckets (seconds), ``+Inf`` last.
+LATENCY_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
+
+_TOPIC_WORDS: Final = (
+    "orders",
+    "payments",
+    "page-views",
+    "clicks",
+    "inventory",
+    "shipments",
+    "user-events",
+    "sessions",
+    "audit-log",
+    "notifications",
+    "invoices",
+    "search-queries",
+    "cart-updates",
+    "fraud-alerts",
+    "price-changes",
+    "sensor-readings",
+)
+_GROUP_WORDS: Final = (
+    "billing-service",
+    "analytics",
+    "fraud-detector",
+    "warehouse-sync",
+    "mailer",
+    "search-indexer",
+    "reporting",
+    "archiver",
+)
+_PARTITION_CHOICES: Final = (1, 2, 3, 3, 4, 6, 6, 8, 12)
+_MESSAGE_SIZES: Final = (180, 512, 1024, 2048, 4096)
+#: Seconds simulated by the first collect (there is no previous one to measure from).
+_FIRST_STEP: Final = 2.0
+#: Longest step simulated at once (a paused process does not replay hours).
+_MAX_STEP: Final = 300.0
+#: Bytes a partition keeps on disk before old segments go.
+_RETENTION_BYTES: Final = 1 << 30
+_MiB: Final = 1 << 20
+
+# Mean waiting times, in simulated seconds, of the random events.
+_TOPIC_CHURN: Final = 60.0
+_REBALANCE: Final = 120.0
+_GROUP_EMPTIES: Final = 900.0
+_GROUP_REJOINS: Final = 40.0
+_GROUP_DIES: Final = 150.0
+_GROUP_BORN: Final = 30.0
+
+
+def _name(words: tuple[str, ...], index: int) -> str:
+    generation, slot = divmod(index, len(words))
+    return words[slot] if generation == 0 else f"{words[slot]}-{generation + 1}"
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _lognormal_cdf(value: float, median: float, sigma: float) -> float:
+    if value == math.inf:
+        return 1.0
+    return _normal_cdf(math.log(value / median) / sigma)
+
+
+@attrs.define
+class _Topic:
+    name: str
+    log_end: list[int]
+    disk: list[float]
+    shares: list[float]
+    carry: list[float]
+    base_rate: float
+    message_size: float
+    period: float
+    phase: float
+    rate: float = 0.0
+    fetched: float = 0.0
+
+    @property
+    def partitions(self) -> int:
+        return len(self.log_end)
+
+
+@attrs.define
+class _Group:
+    group_id: str
+    topics: list[str]
+    committed: dict[tuple[str, int], int]
+    carry: dict[tuple[str, int], float]
+    speed: float
+    period: float
+    phase: float
+    state: GroupState
+    members: int
+    target_members: int
+
+
+class SyntheticSource:
+    """A deterministic simulated cluster (see the module docstring).
+
+    *topics* and *groups* are the sizes the simulation hovers around (topic churn
+    keeps the count within about 10 %); *seed* picks the cluster and its history;
+    *clock* (Unix seconds) stamps each snapshot and measures the time simulated by
+    each collect.
+    """
+
+    def __init__(
+        self,
+        *,
+        topics: int = 8,
+        groups: int = 4,
+        seed: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if topics < 1:
+            raise ValueError(f"topics must be >= 1, got {topics!r}")
+        if groups < 0:
+            raise ValueError(f"groups must be >= 0, got {groups!r}")
+        self.target_topics = topics
+        self.target_groups = groups
+        self.seed = seed
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._elapsed = 0.0
+        self._last: float | None = None
+        self._topic_serial = 0
+        self._group_serial = 0
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[str, _Group] = {}
+        self._producers = 2 * topics + 3.0
+        for _ in range(topics):
+            self._add_topic(initial=True)
+        for _ in range(groups):
+            self._add_group(initial=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"SyntheticSource(topics={self.target_topics}, groups={self.target_groups}, "
+            f"seed={self.seed})"
+        )
+
+    async def collect(self) -> Snapshot:
+        await trio.lowlevel.checkpoint()
+        return self.step()
+
+    def step(self) -> Snapshot:
+        """Advance the simulation to the clock's present and describe it."""
+        now = self._clock()
+        if self._last is None:
+            logger.info(
+                "metrics are SYNTHETIC (a simulated cluster: %d topics, %d groups, seed %d); "
+                "to show a real Takhin broker use --source prometheus "
+                "--prometheus-url http://BROKER:9090/metrics",
+                self.target_topics,
+                self.target_groups,
+                self.seed,
+            )
+            dt = _FIRST_STEP
+        else:
+            dt = min(max(now - self._last, 0.0), _MAX_STEP)
+        self._last = now
+        self._advance(dt)
+        return self._snapshot(dt, int(now))
+
+    # --- the cluster's shape ---
+
+    def _add_topic(self, *, initial: bool = False) -> _Topic:
+        rng = self._rng
+        name = _name(_TOPIC_WORDS, self._topic_serial)
+        self._topic_serial += 1
+        count = rng.choice(_PARTITION_CHOICES)
+        raw_shares = [rng.uniform(0.6, 1.4) for _ in range(count)]
+        total = sum(raw_shares)
+        size = rng.choice(_MESSAGE_SIZES) * rng.uniform(0.7, 1.3)
+        log_end = [rng.randint(10_000, 5_000_000) if initial else 0 for _ in range(count)]
+        topic = _Topic(
+            name=name,
+            log_end=log_end,
+            disk=[min(n * size, _RETENTION_BYTES * 0.9) for n in log_end],
+            shares=[s / total for s in raw_shares],
+            carry=[0.0] * count,
+            base_rate=10 ** rng.uniform(0.5, 3.3),
+            message_size=size,
+            period=rng.uniform(120.0, 900.0),
+            phase=rng.uniform(0.0, 2 * math.pi),
+        )
+        self._topics[name] = topic
+        return topic
+
+    def _add_group(self, *, initial: bool = False) -> _Group:
+        rng = self._rng
+        group_id = _name(_GROUP_WORDS, self._group_serial)
+        self._group_serial += 1
+        names = list(self._topics)
+        chosen = rng.sample(names, k=min(len(names), rng.choice((1, 1, 2, 2, 3))))
+        committed: dict[tuple[str, int], int] = {}
+        for topic_name in chosen:
+            topic = self._topics[topic_name]
+            for partition, end in enumerate(topic.log_end):
+                committed[(topic_name, partition)] = max(end - rng.randint(0, 2_000), 0)
+        members = rng.randint(1, 4)
+        group = _Group(
+            group_id=group_id,
+            topics=chosen,
+            committed=committed,
+            carry=dict.fromkeys(committed, 0.0),
+            speed=rng.uniform(1.0, 1.3),
+            period=rng.uniform(60.0, 300.0),
+            phase=rng.uniform(0.0, 2 * math.pi),
+            state="Stable" if initial else "PreparingRebalance",
+            members=members if initial else 0,
+            target_members=members,
+        )
+        self._groups[group_id] = group
+        return group
+
+    def _chance(self, mean_wait: float, dt: float) -> bool:
+        """Whether an event with this mean waiting time happens within *dt*."""
+        return self._rng.random() < 1.0 - math.exp(-dt / mean_wait)
+
+    def _churn(self, dt: float) -> None:
+        spread = max(1, self.target_topics // 10)
+        if len(self._topics) < self.target_topics + spread and self._chance(_TOPIC_CHURN, dt):
+            self._add_topic()
+        if len(self._topics) > max(1, self.target_topics - spread) and self._chance(
+            _TOPIC_CHURN, dt
+        ):
+            consumed = {name for group in self._groups.values() for name in group.topics}
+            idle = [name for name in self._topics if name not in consumed]
+            if idle:
+                del self._topics[self._rng.choice(idle)]
+        for group_id in [g.group_id for g in self._groups.values() if g.state == "Dead"]:
+            del self._groups[group_id]
+        if len(self._groups) < self.target_groups and self._chance(_GROUP_BORN, dt):
+            self._add_group()
+
+    def _lifecycle(self, group: _Group, dt: float) -> None:
+        rng = self._rng
+        if group.state == "PreparingRebalance":
+            group.state = "CompletingRebalance"
+        elif group.state == "CompletingRebalance":
+            group.state = "Stable"
+            group.members = group.target_members
+        elif group.state == "Stable":
+            if self._chance(_GROUP_EMPTIES, dt):
+                group.state = "Empty"
+                group.members = 0
+            elif self._chance(_REBALANCE, dt):
+                group.state = "PreparingRebalance"
+                group.target_members = min(max(group.members + rng.choice((-1, 1)), 1), 8)
+        elif group.state == "Empty":
+            if self._chance(_GROUP_REJOINS, dt):
+                group.state = "PreparingRebalance"
+                group.target_members = rng.randint(1, 4)
+            elif self._chance(_GROUP_DIES, dt):
+                group.state = "Dead"
+
+    # --- traffic ---
+
+    def _advance(self, dt: float) -> None:
+        rng = self._rng
+        self._elapsed += dt
+        self._churn(dt)
+        for group in self._groups.values():
+            self._lifecycle(group, dt)
+        t = self._elapsed
+        for topic in self._topics.values():
+            load = 1.0 + 0.5 * math.sin(2 * math.pi * t / topic.period + topic.phase)
+            topic.rate = topic.base_rate * load * rng.lognormvariate(0.0, 0.15)
+            topic.fetched = 0.0
+            for partition, share in enumerate(topic.shares):
+                produced = topic.rate * share * dt + topic.carry[partition]
+                whole = int(produced)
+                topic.carry[partition] = produced - whole
+                topic.log_end[partition] += whole
+                disk = topic.disk[partition] + whole * topic.message_size
+                topic.disk[partition] = disk if disk <= _RETENTION_BYTES else disk * 0.75
+        for group in self._groups.values():
+            if group.state != "Stable":
+                continue
+            speed = group.speed * (
+                1.0 + 0.6 * math.sin(2 * math.pi * t / group.period + group.phase)
+            )
+            for topic_name in group.topics:
+                topic = self._topics[topic_name]
+                for partition, share in enumerate(topic.shares):
+                    key = (topic_name, partition)
+                    capacity = topic.rate * share * speed * dt + group.carry[key]
+                    backlog = topic.log_end[partition] - group.committed[key]
+                    consumed = min(int(capacity), backlog)
+                    group.carry[key] = capacity - int(capacity) if consumed < backlog else 0.0
+                    group.committed[key] += consumed
+                    topic.fetched += consumed
+        self._producers = max(1.0, self._producers + rng.gauss(0.0, 0.5))
+
+    # --- the snapshot ---
+
+    def _latency(self, fetch: bool) -> tuple[float, float, float]:
+        """p50/p95/p99 of this step's observations, bucketed like Takhin's histograms."""
+        cumulative = [0.0] * len(LATENCY_BUCKETS)
+        for topic in self._topics.values():
+            load = topic.rate / topic.base_rate
+            weight = topic.rate
+            median = (0.006 if fetch else 0.0025) * (0.6 + 0.6 * load)
+            sigma = 0.7 if fetch else 0.55
+            for index, upper in enumerate(LATENCY_BUCKETS):
+                body = _lognormal_cdf(upper, median, sigma)
+                tail = _lognormal_cdf(upper, median * 12, sigma)
+                cumulative[index] += weight * (0.97 * body + 0.03 * tail)
+        buckets = list(zip(LATENCY_BUCKETS, cumulative, strict=True))
+        p50, p95, p99 = (histogram_quantile(q, buckets) for q in QUANTILES)
+        return p50, p95, p99
+
+    def _snapshot(self, dt: float, timestamp: int) -> Snapshot:
+        topics = sorted(self._topics.values(), key=lambda topic: topic.name)
+        topic_stats = tuple(
+            TopicStats(
+                name=topic.name,
+                partitions=topic.partitions,
+                total_messages=sum(topic.log_end),
+                total_bytes=int(sum(topic.disk)),
+                produce_rate=topic.rate,
+                fetch_rate=topic.fetched / dt if dt > 0 else 0.0,
+            )
+            for topic in topics
+        )
+        groups = sorted(self._groups.values(), key=lambda group: group.group_id)
+        consumer_lags = []
+        for group in groups:
+            topic_lags = []
+            for topic_name in sorted(group.topics):
+                topic = self._topics[topic_name]
+                partition_lags = tuple(
+                    PartitionLag(
+                        partition=partition,
+                        current_offset=group.committed[(topic_name, partition)],
+                        log_end_offset=end,
+                        lag=end - group.committed[(topic_name, partition)],
+                    )
+                    for partition, end in enumerate(topic.log_end)
+                )
+                topic_lags.append(
+                    TopicLag(
+                        topic=topic_name,
+                        total_lag=sum(p.lag for p in partition_lags),
+                        partition_lags=partition_lags,
+                    )
+                )
+            consumer_lags.append(
+                ConsumerLag(
+                    group_id=group.group_id,
+                    total_lag=sum(t.total_lag for t in topic_lags),
+                    topic_lags=tuple(topic_lags),
+                )
+            )
+        produce = fetch = produce_bytes = fetch_bytes = 0.0
+        for topic, stats in zip(topics, topic_stats, strict=True):
+            produce += stats.produce_rate
+            fetch += stats.fetch_rate
+            produce_bytes += stats.produce_rate * topic.message_size
+            fetch_bytes += stats.fetch_rate * topic.message_size
+        produce_p50, produce_p95, produce_p99 = self._latency(fetch=False)
+        fetch_p50, fetch_p95, fetch_p99 = self._latency(fetch=True)
+        partitions = sum(topic.partitions for topic in topics)
+        consumers = sum(group.members for group in groups)
+        connections = int(self._producers) + consumers
+        metrics = MonitoringMetrics(
+            throughput=Throughput(
+                produce_rate=produce,
+                fetch_rate=fetch,
+                produce_bytes=produce_bytes,
+                fetch_bytes=fetch_bytes,
+            ),
+            latency=Latency(
+                produce_p50=produce_p50,
+                produce_p95=produce_p95,
+                produce_p99=produce_p99,
+                fetch_p50=fetch_p50,
+                fetch_p95=fetch_p95,
+                fetch_p99=fetch_p99,
+            ),
+            topic_stats=topic_stats,
+            consumer_lags=tuple(consumer_lags),
+            cluster_health=ClusterHealth(
+                active_connections=connections,
+                total_topics=len(topics),
+                total_partitions=partitions,
+                total_consumers=consumers,
+                disk_usage_bytes=sum(stats.total_bytes for stats in topic_stats),
+                memory_usage_bytes=96 * _MiB + 2 * _MiB * partitions + 65536 * connections,
+                goroutine_count=40 + 2 * connections + 3 * partitions,
+            ),
+            timestamp=timestamp,
+        )
+        return Snapshot(
+            metrics=metrics,
+            groups={
+                group.group_id: GroupInfo(state=group.state, members=group.members)
+                for group in groups
+            },
+        )

@@ -18,11 +18,12 @@ import hmac
 import itertools
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Final
 from urllib.parse import urlsplit
 
+import attrs
 import orjson
 import trio
 from trio_websocket import wrap_server_stream
@@ -33,8 +34,19 @@ from ._exceptions import HubFullError, ListenError, RemoteProtocolError
 from ._frames import ping_frame
 from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
 from ._hub import Hub
+from ._ingress import Event, EventIngress
 from ._metrics import MetricsProducer, MetricsSource
-from ._protocol import EVENT_STREAMS, EVENT_TYPES, Payload, decode, parse_channel
+from ._protocol import (
+    EVENT_STREAMS,
+    EVENT_TYPES,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    TopicCreated,
+    TopicDeleted,
+    decode,
+    parse_channel,
+)
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._stats import render_metrics
 from ._transport import SocketTransport
@@ -63,6 +75,7 @@ class Server:
         hub: Hub,
         producer: MetricsProducer | None,
         listener: socket.socket,
+        ingress: EventIngress | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -76,7 +89,7 @@ class Server:
         self.rejected: dict[int, int] = {}
         self._api_keys = [k.encode() for k in settings.api_keys]
         self._publish_keys = [k.encode() for k in settings.publish_keys]
-        self._on_event: Callable[[Payload], object] = hub.publish_event
+        self.ingress = ingress or EventIngress(hub)
 
     @property
     def port(self) -> int:
@@ -244,13 +257,9 @@ class Server:
         if ctype != "application/json":
             raise HttpError(415, "content type must be application/json")
         body = await read_body(transport, request, self.settings.max_body_size)
-        payloads = _decode_events(body)
-        items = [self._on_event_item(p) for p in payloads]
-        await self._send_json(transport, 202, {"accepted": items})
-
-    def _on_event_item(self, payload: Payload) -> dict[str, object]:
-        item = self.hub.publish_event(payload)
-        return {"type": payload.TYPE, "channel": item.channel, "offset": item.offset}
+        published = self.ingress.publish_many_nowait(_decode_events(body))
+        accepted = [attrs.asdict(p) for p in published]
+        await self._send_json(transport, 202, {"accepted": accepted})
 
     # --- WebSocket ---
 
@@ -445,7 +454,7 @@ def _connect_params(request: Request) -> tuple[list[str] | None, dict[str, int],
     return channels, since, request.param("epoch")
 
 
-def _decode_events(body: bytes) -> list[Payload]:
+def _decode_events(body: bytes) -> list[Event]:
     """A single event or a list of them; all valid or none is published."""
     try:
         parsed = orjson.loads(body)
@@ -454,11 +463,15 @@ def _decode_events(body: bytes) -> list[Payload]:
     items = parsed if isinstance(parsed, list) else [parsed]
     if not items:
         raise HttpError(400, "invalid_field: the list of events is empty")
-    payloads: list[Payload] = []
+    payloads: list[Event] = []
     for index, item in enumerate(items):
         where = f"[{index}]" if isinstance(parsed, list) else ""
         try:
-            payloads.append(decode(orjson.dumps(item), accept=EVENT_TYPES).payload)
+            payload = decode(orjson.dumps(item), accept=EVENT_TYPES).payload
+            assert isinstance(
+                payload, TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
+            )
+            payloads.append(payload)
         except RemoteProtocolError as exc:
             path = (exc.path or "$").replace("$", f"${where}", 1)
             raise HttpError(400, f"{exc.code}: {exc.message} (at {path})") from None
@@ -489,14 +502,16 @@ async def open_server(
             owned_source = None
             if source is None:
                 owned_source = source = _make_source(settings)
+            ingress = EventIngress(hub)
             producer = MetricsProducer(
                 hub,
                 source,
                 interval=settings.interval,
                 collect_timeout=settings.collect_timeout,
                 unready_after=settings.unready_after,
+                on_event=ingress.accept,
             )
-            server = Server(settings, hub, producer, listener)
+            server = Server(settings, hub, producer, listener, ingress)
             await nursery.start(producer.run)
             nursery.start_soon(server._heartbeat)
             nursery.start_soon(server._accept_loop, nursery)

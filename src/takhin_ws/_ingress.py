@@ -1,0 +1,123 @@
+"""Event ingress: the one ordered path by which change events enter the hub.
+
+Everything that announces a change goes through :class:`EventIngress`: Trio
+console code in the same process (``publish_nowait`` / ``publish``), the HTTP
+endpoint ``POST /api/events``, and the change detector of the metrics producer.
+Each event gets the next offset of its stream (``topics`` or ``groups``) in the
+order the calls are made; it is validated before anything is published, and a
+batch is published whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+from attrs import frozen
+
+from ._exceptions import LocalProtocolError
+from ._hub import Hub
+from ._protocol import (
+    EVENT_TYPES,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+    encode,
+    parse_channel,
+)
+from ._protocol import Envelope as _Envelope
+
+__all__ = ["Event", "EventIngress", "IngressStatistics", "Published"]
+
+Event = TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
+_EVENT_CLASSES: Final = (TopicCreated, TopicDeleted, GroupCreated, GroupUpdated, GroupDeleted)
+
+
+@frozen
+class Published:
+    """Where an event landed: its stream and offset, and the hub's epoch."""
+
+    type: str
+    channel: str
+    offset: int
+    epoch: str
+
+
+@frozen
+class IngressStatistics:
+    published: int
+    rejected: int
+
+
+class EventIngress:
+    """Publish change events into *hub*, in call order.
+
+    The hub's publish never blocks, so ``publish_nowait`` is complete when it
+    returns: the event has its offset and has been written to (or queued for)
+    every subscribed client. ``publish`` is the same for async callers; it is a
+    checkpoint, so a tight loop of publishes lets the clients' flushers run.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._published = 0
+        self._rejected = 0
+
+    def _check(self, events: Sequence[object]) -> list[Event]:
+        checked: list[Event] = []
+        for index, event in enumerate(events):
+            if not isinstance(event, _EVENT_CLASSES):
+                self._rejected += 1
+                kinds = ", ".join(sorted(EVENT_TYPES))
+                raise LocalProtocolError(
+                    "invalid_field",
+                    f"item {index}: {type(event).__name__} is not an event (one of {kinds})",
+                )
+            name = event.name if isinstance(event, TopicCreated | TopicDeleted) else event.group_id
+            prefix = "topic:" if isinstance(event, TopicCreated | TopicDeleted) else "group:"
+            try:
+                parse_channel(prefix + name)
+                encode(_Envelope(payload=event, timestamp=0))
+            except (ValueError, LocalProtocolError) as exc:
+                self._rejected += 1
+                raise LocalProtocolError("invalid_field", f"item {index}: {exc}") from None
+            checked.append(event)
+        return checked
+
+    def publish_nowait(self, event: Event) -> Published:
+        """Publish one event now; return its offset. Never blocks."""
+        (checked,) = self._check([event])
+        return self._publish(checked)
+
+    def publish_many_nowait(self, events: Sequence[Event]) -> list[Published]:
+        """Publish every event of *events* in order, or none if one is invalid."""
+        return [self._publish(e) for e in self._check(events)]
+
+    def accept(self, payload: Payload) -> Published:
+        """Publish a payload that should be an event (the change detector's hook);
+        raise :class:`LocalProtocolError` if it is not one."""
+        (checked,) = self._check([payload])
+        return self._publish(checked)
+
+    async def publish(self, event: Event) -> Published:
+        """Async variant of :meth:`publish_nowait` (a checkpoint)."""
+        await trio.lowlevel.checkpoint()
+        return self.publish_nowait(event)
+
+    async def publish_many(self, events: Sequence[Event]) -> list[Published]:
+        await trio.lowlevel.checkpoint()
+        return self.publish_many_nowait(events)
+
+    def _publish(self, event: Event) -> Published:
+        item = self._hub.publish_event(event)
+        self._published += 1
+        assert item.channel is not None
+        assert item.offset is not None
+        return Published(event.TYPE, item.channel, item.offset, self._hub.epoch)
+
+    def statistics(self) -> IngressStatistics:
+        return IngressStatistics(published=self._published, rejected=self._rejected)

@@ -16,11 +16,12 @@ broker does not expose counts as zero. ``docs/metrics.md`` defines every field.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Final, TypeAlias
 
@@ -464,8 +465,11 @@ class PrometheusSource:
             text = body.decode("utf-8")
             samples = parse_exposition(text)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError
+            reason = " ".join(str(exc).split())
+            if len(reason) > 160:
+                reason = reason[:160] + "..."
             raise ScrapeError(
-                f"{self.url} did not answer Prometheus text exposition: {exc}"
+                f"{self.url} did not answer Prometheus text exposition: {reason}"
             ) from None
         if not samples and not self._warned_empty:
             self._warned_empty = True
@@ -496,37 +500,52 @@ class PrometheusSource:
             "GET", self.url, headers={"Accept": _ACCEPT}, follow_redirects=True
         ) as response:
             if response.status_code != 200:
-                snippet = await self._snippet(response)
+                snippet = await self._read(response, 200)
+                text = " ".join(snippet[:200].decode("utf-8", "replace").split())
+                status = response.status_code
+                reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
                 raise ScrapeError(
-                    f"scrape of {self.url} answered HTTP {response.status_code} "
-                    f"{response.reason_phrase}" + (f": {snippet}" if snippet else "")
+                    f"scrape of {self.url} answered HTTP {status} {reason}".rstrip()
+                    + (f": {text}" if text else "")
                 )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._abandon(response, response.aiter_bytes())
                 raise ScrapeError(self._too_large(f"{int(declared)} bytes announced"))
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise ScrapeError(
-                        self._too_large(f"more than {self.max_body_bytes} bytes sent")
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
+            body = await self._read(response, self.max_body_bytes + 1)
+            if len(body) > self.max_body_bytes:
+                raise ScrapeError(self._too_large(f"more than {self.max_body_bytes} bytes sent"))
+            return body
+
+    @staticmethod
+    async def _read(response: httpx.Response, limit: int) -> bytes:
+        """Up to about *limit* bytes of the body; the rest is not read."""
+        chunks: list[bytes] = []
+        size = 0
+        body = response.aiter_bytes()
+        async for chunk in body:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                await PrometheusSource._abandon(response, body)
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+        """Stop reading a body half-way: close the connection, then run the body's
+        iterator to its end (it fails at once on the closed connection).
+
+        Simply leaving the loop would leave httpx's and httpcore's chain of async
+        generators suspended, for Trio to finalize later with a ResourceWarning.
+        """
+        await response.aclose()
+        with contextlib.suppress(Exception):
+            async for _ in body:
+                pass
 
     def _too_large(self, what: str) -> str:
         return (
             f"scrape of {self.url} refused: body too large ({what}; "
             f"the limit is max_body_bytes={self.max_body_bytes})"
         )
-
-    @staticmethod
-    async def _snippet(response: httpx.Response) -> str:
-        data = b""
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) >= 200:
-                break
-        text = data[:200].decode("utf-8", "replace").strip()
-        return " ".join(text.split())

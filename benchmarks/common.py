@@ -1,0 +1,186 @@
+"""What every benchmark process shares: process set-up, the payload and the control protocol.
+
+Control protocol: the harness writes one JSON object per line to a child's stdin and
+reads one JSON object per line (the reply) from its stdout. A child exits when its
+stdin reaches EOF, so it never outlives the harness.
+
+Payload: every server carries the same ~1 KB metrics snapshot (the takhin-ws
+``metrics`` envelope). The first topic's name is the *marker* ``bm:<run>:<seq>:<us>``:
+the run id, the message's sequence number and its planned send time in microseconds
+of ``CLOCK_MONOTONIC`` (``time.monotonic()``, shared by every process on the host),
+from which the load client computes publish-to-receive latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any, Final
+
+from takhin_ws import (
+    ClusterHealth,
+    ConsumerLag,
+    Envelope,
+    Latency,
+    MonitoringMetrics,
+    PartitionLag,
+    Throughput,
+    TopicLag,
+    TopicStats,
+    encode,
+)
+
+WS_PATH: Final = "/api/monitoring/ws"
+MARKER_PREFIX: Final = b'"bm:'
+WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+# --- process set-up ---
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pin(cpu: int | None) -> None:
+    """Pin this process to one CPU (no-op if *cpu* is None or it does not exist)."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {cpu})
+
+
+def child_setup(cpu: int | None) -> None:
+    """Common start of every child process: fd limit, CPU pin, Ctrl-C left to the harness."""
+    raise_nofile()
+    pin(cpu)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def monotonic_us() -> int:
+    return int(time.monotonic() * 1_000_000)
+
+
+# --- payload ---
+
+
+def marker(run: int, seq: int, planned: float) -> str:
+    return f"bm:{run}:{seq}:{int(planned * 1_000_000)}"
+
+
+def template_metrics(name: str = "orders") -> MonitoringMetrics:
+    """A realistic ~1 KB snapshot (one topic, one lagging group with 4 partitions)."""
+    return MonitoringMetrics(
+        throughput=Throughput(
+            produce_rate=1523.8466358552405,
+            fetch_rate=1519.25,
+            produce_bytes=1_561_516.477383333,
+            fetch_bytes=1_555_665.267515813,
+        ),
+        latency=Latency(
+            produce_p50=0.0030884658917779387,
+            produce_p95=0.008750845868530763,
+            produce_p99=0.0383530380897797,
+            fetch_p50=0.005894448479118649,
+            fetch_p95=0.02428849747128063,
+            fetch_p99=0.09235066233491046,
+        ),
+        topic_stats=(
+            TopicStats(
+                name=name,
+                partitions=4,
+                total_messages=17_555_893,
+                total_bytes=5_798_213_718,
+                produce_rate=1523.8466358552405,
+                fetch_rate=1519.25,
+            ),
+        ),
+        consumer_lags=(
+            ConsumerLag(
+                group_id="billing-service",
+                total_lag=3_287,
+                topic_lags=(
+                    TopicLag(
+                        topic="orders",
+                        total_lag=3_287,
+                        partition_lags=tuple(
+                            PartitionLag(
+                                partition=p,
+                                current_offset=3_012_902 + 1_000_003 * p,
+                                log_end_offset=3_012_902 + 1_000_003 * p + lag,
+                                lag=lag,
+                            )
+                            for p, lag in enumerate((634, 202, 1494, 957))
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        cluster_health=ClusterHealth(
+            active_connections=7,
+            total_topics=1,
+            total_partitions=4,
+            total_consumers=3,
+            disk_usage_bytes=5_798_213_718,
+            memory_usage_bytes=113_704_960,
+            goroutine_count=72,
+        ),
+        timestamp=int(time.time()),
+    )
+
+
+def template_envelope_dict() -> dict[str, Any]:
+    """The takhin-ws wire form of the snapshot as a dict (what the peers serialise)."""
+    envelope = Envelope(
+        payload=template_metrics(),
+        timestamp=int(time.time()),
+        channel="metrics",
+        offset=0,
+        epoch="0123456789abcdef",
+    )
+    parsed: dict[str, Any] = json.loads(encode(envelope))
+    return parsed
+
+
+# --- WebSocket bits ---
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())
+
+
+def text_frame_header(length: int) -> bytes:
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
+# --- control protocol (blocking side, used by the asyncio/selectors children) ---
+
+
+def reply(obj: dict[str, Any]) -> None:
+    """Write one reply line to stdout."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    t = os.times()
+    return t.user + t.system

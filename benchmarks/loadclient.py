@@ -1,0 +1,451 @@
+"""A load-client process: many raw-socket WebSocket clients on one epoll loop.
+
+Run by the harness as ``python -m benchmarks.loadclient --cpu 1`` (several of them for
+large client counts) and driven over stdin/stdout (one JSON object per line):
+
+- ``connect``: open ``count`` connections (``concurrency`` handshakes in flight), each a
+  plain HTTP/1.1 upgrade request; replies with counts and the set-up time span.
+- ``begin``: start a run (id, messages expected per client); counters reset.
+- ``status``: messages received so far (by clients that read).
+- ``end``: per-run results: received, lost, gap messages, order violations, a latency
+  histogram (log-spaced, 100 bins per decade), and this process's CPU time.
+- ``stall``: replace every ``every``-th connection by one with a 4 KiB receive buffer
+  that completes the handshake and then never reads again (the slow readers).
+
+Frames are parsed by hand: server frames are unmasked; a text frame whose payload holds
+the marker ``"bm:<run>:<seq>:<us>"`` is a benchmark message and its latency is the
+time ``epoll`` reported the socket readable minus the planned send time in the marker.
+Pings are answered with (masked) pongs. The loop never blocks on one socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import errno
+import json
+import os
+import select
+import socket
+import sys
+import time
+from array import array
+from typing import Any, Final
+
+import numpy as np
+
+from benchmarks.common import child_setup, cpu_seconds, reply
+
+CONNECTING: Final = 0
+HANDSHAKE: Final = 1
+OPEN: Final = 2
+STALLED: Final = 3
+CLOSED: Final = 4
+
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
+RECV_BYTES: Final = 256 * 1024
+#: Latency histogram: log10(seconds) from -5 (10 us) to 3 (1000 s), 100 bins per decade.
+HIST_LO: Final = -5.0
+HIST_HI: Final = 3.0
+HIST_BINS: Final = 800
+STALL_RCVBUF: Final = 4096
+
+
+class Conn:
+    __slots__ = (
+        "buf",
+        "disorder",
+        "fd",
+        "gaps",
+        "idx",
+        "last",
+        "received",
+        "sock",
+        "stall",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, idx: int, stall: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.idx = idx
+        self.stall = stall
+        self.state = CONNECTING
+        self.buf = b""
+        self.received = 0
+        self.gaps = 0
+        self.disorder = 0
+        self.last = -1
+
+
+class LoadClient:
+    def __init__(self) -> None:
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.stdin_fd = sys.stdin.fileno()
+        os.set_blocking(self.stdin_fd, False)
+        self.ep.register(self.stdin_fd, EPOLLIN)
+        self.stdin_buf = b""
+        self.stop = False
+        # connect job
+        self.addr: tuple[str, int] = ("127.0.0.1", 0)
+        self.request = b""
+        self.pending: list[tuple[int, bool]] = []
+        self.in_flight = 0
+        self.concurrency = 200
+        self.connect_reply: str | None = None  # the op to answer once connects settle
+        self.connected = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.t_first_ok = 0.0
+        self.t_last_ok = 0.0
+        self.t_start = 0.0
+        # run
+        self.run = -1
+        self.expected = 0
+        self.lat = array("d")
+        self.cpu0 = 0.0
+        self.t_begin = 0.0
+        self.closed_during_run = 0
+        self.closed_received = 0
+        self.closed_lost = 0
+
+    # --- connecting ---
+
+    def _start_one(self, idx: int, stall: bool) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if stall:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_RCVBUF)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(self.addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._fail(f"connect: {errno.errorcode.get(err, err)}")
+            return
+        conn = Conn(sock, idx, stall)
+        self.conns[conn.fd] = conn
+        self.ep.register(conn.fd, EPOLLOUT)
+        self.in_flight += 1
+
+    def _fill(self) -> None:
+        while self.pending and self.in_flight < self.concurrency:
+            idx, stall = self.pending.pop()
+            self._start_one(idx, stall)
+        self._maybe_connect_done()
+
+    def _fail(self, reason: str) -> None:
+        self.failed += 1
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def _maybe_connect_done(self) -> None:
+        if self.connect_reply is not None and not self.pending and self.in_flight == 0:
+            op, self.connect_reply = self.connect_reply, None
+            reply(
+                {
+                    "op": op,
+                    "connected": self.connected,
+                    "failed": self.failed,
+                    "errors": self.errors,
+                    "t_start": self.t_start,
+                    "t_first": self.t_first_ok,
+                    "t_last": self.t_last_ok,
+                }
+            )
+
+    def _handshake_failed(self, conn: Conn, reason: str) -> None:
+        self.in_flight -= 1
+        self._close(conn)
+        self._fail(reason)
+        self._fill()
+
+    def on_connecting(self, conn: Conn) -> None:
+        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._handshake_failed(conn, f"connect: {errno.errorcode.get(err, err)}")
+            return
+        try:
+            conn.sock.send(self.request)
+        except OSError as exc:
+            self._handshake_failed(conn, f"send: {exc.strerror}")
+            return
+        conn.state = HANDSHAKE
+        self.ep.modify(conn.fd, EPOLLIN)
+
+    def on_handshake(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._handshake_failed(conn, f"recv: {exc.strerror}")
+            return
+        if not data:
+            self._handshake_failed(conn, "closed during handshake")
+            return
+        conn.buf += data
+        end = conn.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        status = conn.buf[: conn.buf.find(b"\r\n")]
+        if b" 101 " not in status + b" ":
+            self._handshake_failed(conn, status.decode("latin-1")[:60])
+            return
+        conn.buf = conn.buf[end + 4 :]
+        self.in_flight -= 1
+        self.connected += 1
+        now = time.monotonic()
+        if not self.t_first_ok:
+            self.t_first_ok = now
+        self.t_last_ok = now
+        if conn.stall:
+            conn.state = STALLED
+            self.ep.unregister(conn.fd)  # never read again
+        else:
+            conn.state = OPEN
+            if conn.buf:
+                data, conn.buf = conn.buf, b""
+                self._frames(conn, data, now)
+        self._fill()
+
+    def _close(self, conn: Conn) -> None:
+        if conn.state == CLOSED:
+            return
+        if conn.state != STALLED:
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+        conn.state = CLOSED
+        self.conns.pop(conn.fd, None)
+        conn.sock.close()
+
+    def _gone(self, conn: Conn) -> None:
+        """The server closed a reading connection: keep its counts for the run."""
+        if self.run >= 0 and conn.state == OPEN:
+            self.closed_during_run += 1
+            self.closed_received += conn.received
+            self.closed_lost += max(0, self.expected - conn.received)
+        self._close(conn)
+
+    # --- receiving ---
+
+    def on_open(self, conn: Conn, now: float) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._gone(conn)
+            return
+        buf = conn.buf
+        if buf:
+            data = buf + data
+        self._frames(conn, data, now)
+
+    def _frames(self, conn: Conn, data: bytes, now: float) -> None:
+        n = len(data)
+        pos = 0
+        run = self.run
+        lat_append = self.lat.append
+        while n - pos >= 2:
+            ln = data[pos + 1] & 0x7F
+            if ln < 126:
+                h = pos + 2
+            elif ln == 126:
+                if n - pos < 4:
+                    break
+                ln = (data[pos + 2] << 8) | data[pos + 3]
+                h = pos + 4
+            else:
+                if n - pos < 10:
+                    break
+                ln = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                h = pos + 10
+            end = h + ln
+            if end > n:
+                break
+            op = data[pos] & 0x0F
+            if op == 1:
+                i = data.find(b'"bm:', h, end)
+                if i >= 0:
+                    j = data.find(b'"', i + 4, end)
+                    r, s, us = data[i + 4 : j].split(b":")
+                    if int(r) == run:
+                        seq = int(s)
+                        if seq <= conn.last:
+                            conn.disorder += 1
+                        conn.last = seq
+                        conn.received += 1
+                        lat_append(now - int(us) * 1e-6)
+                elif data.find(b'"type":"gap"', h, end) >= 0:
+                    conn.gaps += 1
+            elif op == 9:  # ping: answer with a masked pong (mask key 0)
+                payload = data[h:end]
+                with contextlib.suppress(OSError):
+                    conn.sock.send(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            elif op == 8:
+                self._gone(conn)
+                return
+            pos = end
+        conn.buf = data[pos:] if pos < n else b""
+
+    # --- control ---
+
+    def control(self) -> None:
+        try:
+            data = os.read(self.stdin_fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.stop = True
+            return
+        self.stdin_buf += data
+        while b"\n" in self.stdin_buf:
+            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
+            if line.strip():
+                self.command(json.loads(line))
+
+    def command(self, cmd: dict[str, Any]) -> None:
+        op = cmd["op"]
+        if op == "connect":
+            self.addr = (cmd["host"], int(cmd["port"]))
+            key = base64.b64encode(os.urandom(16))
+            self.request = (
+                (
+                    f"GET {cmd['path']} HTTP/1.1\r\nHost: {cmd['host']}:{cmd['port']}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: "
+                ).encode()
+                + key
+                + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            self.concurrency = int(cmd.get("concurrency", 200))
+            first = int(cmd["first_index"])
+            self.pending = [(first + i, False) for i in reversed(range(int(cmd["count"])))]
+            self._reset_connect_counters()
+            self.connect_reply = "connect"
+            self._fill()
+        elif op == "stall":
+            every = int(cmd["every"])
+            victims = [c for c in self.conns.values() if c.state == OPEN and c.idx % every == 0]
+            for conn in victims:
+                self._close(conn)
+            self.pending = [(c.idx, True) for c in victims]
+            self._reset_connect_counters()
+            self.connect_reply = "stall"
+            self._fill()
+        elif op == "begin":
+            self.run = int(cmd["run"])
+            self.expected = int(cmd["expected"])
+            for conn in self.conns.values():
+                conn.received = conn.gaps = conn.disorder = 0
+                conn.last = -1
+            self.lat = array("d")
+            self.closed_during_run = self.closed_received = self.closed_lost = 0
+            self.cpu0 = cpu_seconds()
+            self.t_begin = time.monotonic()
+            reply({"op": "begin"})
+        elif op == "status":
+            reading = [c for c in self.conns.values() if c.state == OPEN]
+            reply(
+                {
+                    "op": "status",
+                    "received": sum(c.received for c in reading) + self.closed_received,
+                    "complete": sum(1 for c in reading if c.received >= self.expected),
+                    "reading": len(reading),
+                    "closed": self.closed_during_run,
+                }
+            )
+        elif op == "end":
+            reply(self._results())
+            self.run = -1
+        elif op == "quit":
+            self.stop = True
+        else:
+            reply({"error": f"unknown op {op!r}"})
+
+    def _reset_connect_counters(self) -> None:
+        self.connected = self.failed = 0
+        self.errors = {}
+        self.t_first_ok = self.t_last_ok = 0.0
+        self.t_start = time.monotonic()
+
+    def _results(self) -> dict[str, Any]:
+        cpu = cpu_seconds() - self.cpu0
+        reading = [c for c in self.conns.values() if c.state == OPEN]
+        lost = 0
+        lost_clients = 0
+        for conn in reading:
+            missing = self.expected - conn.received
+            if missing > 0:
+                lost += missing
+                lost_clients += 1
+        lat = np.frombuffer(self.lat, dtype=np.float64) if len(self.lat) else np.zeros(0)
+        if lat.size:
+            logs = np.log10(np.clip(lat, 10**HIST_LO, 10**HIST_HI * 0.999))
+            hist, _ = np.histogram(logs, bins=HIST_BINS, range=(HIST_LO, HIST_HI))
+            lat_max, lat_min, lat_sum = float(lat.max()), float(lat.min()), float(lat.sum())
+        else:
+            hist = np.zeros(HIST_BINS, dtype=np.int64)
+            lat_max = lat_min = lat_sum = 0.0
+        return {
+            "op": "end",
+            "received": sum(c.received for c in reading) + self.closed_received,
+            "reading": len(reading),
+            "stalled": sum(1 for c in self.conns.values() if c.state == STALLED),
+            "closed": self.closed_during_run,
+            "lost": lost + self.closed_lost,
+            "lost_clients": lost_clients + (self.closed_during_run if self.closed_lost else 0),
+            "gaps": sum(c.gaps for c in self.conns.values()),
+            "disorder": sum(c.disorder for c in self.conns.values()),
+            "hist": hist.tolist(),
+            "lat_count": int(lat.size),
+            "lat_max": lat_max,
+            "lat_min": lat_min,
+            "lat_sum": lat_sum,
+            "cpu": cpu,
+            "wall": time.monotonic() - self.t_begin,
+        }
+
+    # --- the loop ---
+
+    def loop(self) -> None:
+        conns = self.conns
+        stdin_fd = self.stdin_fd
+        poll = self.ep.poll
+        monotonic = time.monotonic
+        while not self.stop:
+            events = poll(1.0, 65536)
+            now = monotonic()
+            for fd, ev in events:
+                if fd == stdin_fd:
+                    self.control()
+                    continue
+                conn = conns.get(fd)
+                if conn is None:
+                    continue
+                state = conn.state
+                if state == OPEN:
+                    self.on_open(conn, now)
+                elif state == HANDSHAKE:
+                    if ev & (EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                        self.on_handshake(conn)
+                elif state == CONNECTING:
+                    self.on_connecting(conn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cpu", type=int, default=None)
+    args = parser.parse_args()
+    child_setup(args.cpu)
+    client = LoadClient()
+    reply({"ready": True, "pid": os.getpid()})
+    client.loop()
+
+
+if __name__ == "__main__":
+    main()

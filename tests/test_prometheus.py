@@ -392,6 +392,38 @@ def test_golden_garbage_is_refused(name: str) -> None:
         parse_exposition(fixture(name).decode())
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello world\n",
+        '{"status": "ok"}\n',
+        'takhin_connections_active 3\nsome_other_metric{a="b"}\n',
+        "takhin_connections_active three\n",
+        'takhin_storage_log_end_offset{topic="orders" 1\n',
+    ],
+)
+def test_garbage_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        parse_exposition(text)
+
+
+def test_only_the_families_read_are_kept() -> None:
+    text = (
+        "# HELP process_cpu_seconds_total CPU\n"
+        "# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total 12.5\n"
+        'takhin_kafka_requests_total{api_key="0",version="9"} 7 1700000000000\n'
+        'other_gauge{path="/a b}c"} 1e3\n'
+        "\n"
+        '  takhin_consumer_group_state{group_id="odd } id",state="Stable"} 4  \n'
+        "go_goroutines 12\n"
+    )
+    assert parse_exposition(text) == {
+        "takhin_consumer_group_state": {(("group_id", "odd } id"), ("state", "Stable")): 4.0},
+        "go_goroutines": {(): 12.0},
+    }
+
+
 # --- a real HTTP exporter ---
 
 
@@ -410,6 +442,8 @@ class MetricsServer:
         self.url = ""
         self.reply: Callable[[], Reply] = Reply
         self.requests = 0
+        #: How each answer ended: "sent" (every byte) or "hung up" (client left).
+        self.outcomes: list[str] = []
 
     def serve(self, body: bytes, **kwargs: object) -> None:
         self.reply = lambda: Reply(body=body, **kwargs)  # type: ignore[arg-type]
@@ -446,8 +480,9 @@ class MetricsServer:
                 chunk = reply.body[start : start + 65536]
                 await stream.send_all(conn.send(h11.Data(data=chunk)))
             await stream.send_all(conn.send(h11.EndOfMessage()))
+            self.outcomes.append("sent")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client hung up (a refused body): fine
+            self.outcomes.append("hung up")  # the client left (a refused body)
         finally:
             await stream.aclose()
 
@@ -527,6 +562,17 @@ async def test_a_10_mb_body_is_refused(
     assert "max_body_bytes=8388608" in str(info.value)
 
 
+async def test_a_large_body_is_not_read_to_its_end(exporter: MetricsServer) -> None:
+    exporter.serve(b"#" * 64 * 1024 * 1024, content_length=False)  # far beyond socket buffers
+    async with PrometheusSource(exporter.url, max_body_bytes=100_000) as source:
+        with pytest.raises(ScrapeError, match="more than 100000 bytes sent"):
+            await source.collect()
+    with trio.fail_after(10):
+        while not exporter.outcomes:
+            await trio.sleep(0.01)
+    assert exporter.outcomes == ["hung up"]
+
+
 async def test_an_unreachable_broker_is_a_clear_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -546,7 +592,7 @@ async def test_an_empty_exposition_is_zeros_and_a_warning(
     assert first.metrics == MonitoringMetrics(timestamp=1_700_000_000)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "exposes no takhin_* metrics" in warnings[0].getMessage()
+    assert "exposes none of the takhin_* metrics" in warnings[0].getMessage()
 
 
 def test_bad_arguments() -> None:

@@ -109,13 +109,21 @@ def test_lag_grows_and_shrinks() -> None:
     for before, after in itertools.pairwise(snapshots):
         lags = {lag.group_id: lag.total_lag for lag in before.metrics.consumer_lags}
         for lag in after.metrics.consumer_lags:
-            if lag.group_id in lags:
-                if lag.total_lag > lags[lag.group_id]:
-                    grew[lag.group_id] += 1
-                elif lag.total_lag < lags[lag.group_id]:
-                    shrank[lag.group_id] += 1
+            group = lag.group_id
+            # only while consuming: a rebalancing or empty group's lag can only grow
+            if group not in lags or {before.groups[group].state, after.groups[group].state} != {
+                "Stable"
+            }:
+                continue
+            if lag.total_lag > lags[group]:
+                grew[group] += 1
+            elif lag.total_lag < lags[group]:
+                shrank[group] += 1
     both = [group for group in grew if grew[group] >= 10 and shrank[group] >= 10]
     assert len(both) >= 2, (grew, shrank)
+    # consumers keep up on average but not always: neither direction dominates
+    growing, shrinking = sum(grew.values()), sum(shrank.values())
+    assert 0.25 <= growing / (growing + shrinking) <= 0.75
 
 
 def test_the_cluster_changes_shape_over_a_run() -> None:

@@ -1,4 +1,9 @@
-"""A bounded FIFO that never blocks its producer: when full, the oldest item goes.
+"""A bounded FIFO that never blocks its producer: when full, the oldest message goes.
+
+"Message" means an item that carries an offset (a published event or snapshot): a
+client can learn of its loss from ``gap`` and recover it. Items without an offset
+(per-client replies such as ``subscribed`` or ``pong``) are skipped over when
+choosing what to drop, and only go when the queue holds nothing else.
 
 Sans-IO apart from the reader's wait (a Trio parking lot, like ``trio.MemoryChannel``).
 Every drop is counted, and drops of items that carry an offset are remembered per
@@ -63,7 +68,8 @@ class _DropRange:
 
 class DropOldestQueue(Generic[T]):
     """FIFO of at most *capacity* items; ``put_nowait`` never blocks and never fails
-    for lack of room: it drops the oldest item instead."""
+    for lack of room: it drops the oldest item that carries an offset instead
+    (or, if none does, the oldest item)."""
 
     __slots__ = ("_capacity", "_closed", "_dropped", "_drops", "_items", "_lot", "_peak", "_puts")
 
@@ -94,18 +100,28 @@ class DropOldestQueue(Generic[T]):
         return bool(self._items)
 
     def put_nowait(self, item: T) -> None:
-        """Append *item*, dropping the oldest item when the queue is full."""
+        """Append *item*, dropping the oldest message when the queue is full."""
         if self._closed:
             raise trio.ClosedResourceError("queue is closed")
         items = self._items
         if len(items) >= self._capacity:
-            self._record_drop(items.popleft())
+            self._record_drop(self._evict())
         items.append(item)
         self._puts += 1
         if len(items) > self._peak:
             self._peak = len(items)
         if self._lot:
             self._lot.unpark()
+
+    def _evict(self) -> T:
+        items = self._items
+        if items[0].offset is not None:
+            return items.popleft()
+        for index, item in enumerate(items):
+            if item.offset is not None:
+                del items[index]
+                return item
+        return items.popleft()
 
     def _record_drop(self, item: T) -> None:
         self._dropped += 1

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import trio
 from attrs import frozen
 
+from ._bus import EventBus, MemoryBus, Published
 from ._exceptions import LocalProtocolError
-from ._hub import Hub
+from ._hub import Hub, channel_of
 from ._protocol import (
     EVENT_TYPES,
     GroupCreated,
@@ -31,20 +31,10 @@ from ._protocol import (
 )
 from ._protocol import Envelope as _Envelope
 
-__all__ = ["Event", "EventIngress", "IngressStatistics", "Published"]
+__all__ = ["Event", "EventIngress", "IngressStatistics"]
 
 Event = TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
 _EVENT_CLASSES: Final = (TopicCreated, TopicDeleted, GroupCreated, GroupUpdated, GroupDeleted)
-
-
-@frozen
-class Published:
-    """Where an event landed: its stream and offset, and the hub's epoch."""
-
-    type: str
-    channel: str
-    offset: int
-    epoch: str
 
 
 @frozen
@@ -54,16 +44,17 @@ class IngressStatistics:
 
 
 class EventIngress:
-    """Publish change events into *hub*, in call order.
+    """Publish change events through *bus* (by default the hub itself), in call order.
 
-    The hub's publish never blocks, so ``publish_nowait`` is complete when it
-    returns: the event has its offset and has been written to (or queued for)
-    every subscribed client. ``publish`` is the same for async callers; it is a
-    checkpoint, so a tight loop of publishes lets the clients' flushers run.
+    With the in-memory bus the hub's publish never blocks, so ``publish_nowait``
+    is complete when it returns: the event has its offset and has been written to
+    (or queued for) every subscribed client. ``publish`` is the form for async
+    callers and the one that works with every bus: it waits while a shared bus
+    takes the event (backpressure) and raises ``BusUnavailableError`` if it cannot.
     """
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self, hub_or_bus: Hub | EventBus) -> None:
+        self._bus: EventBus = MemoryBus(hub_or_bus) if isinstance(hub_or_bus, Hub) else hub_or_bus
         self._published = 0
         self._rejected = 0
 
@@ -104,20 +95,26 @@ class EventIngress:
         return self._publish(checked)
 
     async def publish(self, event: Event) -> Published:
-        """Async variant of :meth:`publish_nowait` (a checkpoint)."""
-        await trio.lowlevel.checkpoint()
-        return self.publish_nowait(event)
+        """Publish one event, waiting for the bus if it needs to."""
+        (checked,) = self._check([event])
+        published = await self._bus.publish(channel_of(checked), checked)
+        self._published += 1
+        return published
 
     async def publish_many(self, events: Sequence[Event]) -> list[Published]:
-        await trio.lowlevel.checkpoint()
-        return self.publish_many_nowait(events)
+        """Publish *events* in order; none if one is invalid. If the bus fails
+        midway, the events before the failure stay published (their offsets
+        were assigned) and ``BusUnavailableError`` says so."""
+        out = []
+        for event in self._check(events):
+            out.append(await self._bus.publish(channel_of(event), event))
+            self._published += 1
+        return out
 
     def _publish(self, event: Event) -> Published:
-        item = self._hub.publish_event(event)
+        published = self._bus.publish_nowait(channel_of(event), event)
         self._published += 1
-        assert item.channel is not None
-        assert item.offset is not None
-        return Published(event.TYPE, item.channel, item.offset, self._hub.epoch)
+        return published
 
     def statistics(self) -> IngressStatistics:
         return IngressStatistics(published=self._published, rejected=self._rejected)

@@ -28,6 +28,7 @@ import orjson
 import trio
 from trio_websocket import wrap_server_stream
 
+from ._bus import BusUnavailableError
 from ._config import Settings
 from ._dashboard import dashboard_page
 from ._exceptions import HubFullError, ListenError, RemoteProtocolError
@@ -257,7 +258,12 @@ class Server:
         if ctype != "application/json":
             raise HttpError(415, "content type must be application/json")
         body = await read_body(transport, request, self.settings.max_body_size)
-        published = self.ingress.publish_many_nowait(_decode_events(body))
+        try:
+            published = await self.ingress.publish_many(_decode_events(body))
+        except BusUnavailableError as exc:
+            raise HttpError(
+                503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]
+            ) from None
         accepted = [attrs.asdict(p) for p in published]
         await self._send_json(transport, 202, {"accepted": accepted})
 

@@ -180,11 +180,12 @@ class Server:
         try:
             if request.path == WS_PATH and request.is_websocket:
                 await self._websocket(transport, nursery, request, conn_id)
-            else:
-                await self._http(transport, request)
+                return
+            await self._http(transport, request)
         except HttpError as exc:
             self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1
             await self._respond(transport, exc.status, _code(exc.status), exc.message, exc.headers)
+        await transport.linger_close()
 
     # --- plain HTTP ---
 

@@ -28,6 +28,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Final
 
 import trio
@@ -44,6 +45,9 @@ DEFAULT_WRITE_TIMEOUT: Final = 10.0
 #: Largest chunk the flusher hands to one ``send``: bounds how long a pong or a
 #: Close frame can wait behind data that has already started going out.
 MAX_BATCH_BYTES: Final = 64 * 1024
+#: How long, and how much, an HTTP peer may still send after our answer.
+LINGER_TIMEOUT: Final = 1.0
+LINGER_MAX_BYTES: Final = 1024 * 1024
 #: Most bytes read by one ``receive_some``.
 RECEIVE_BYTES: Final = 16 * 1024
 
@@ -283,3 +287,21 @@ class SocketTransport(trio.abc.Stream):
     async def aclose(self) -> None:
         self.abort(self.abort_reason or "closed")
         await trio.lowlevel.checkpoint()
+
+    async def linger_close(self) -> None:
+        """End an HTTP exchange politely: stop writing, then read and discard what
+        the peer still sends (an unread request body) for up to ``LINGER_TIMEOUT`` s,
+        so closing does not reset the connection before it has read our answer."""
+        if self._closed:
+            return
+        if not self.backlogged:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+            discarded = 0
+            with trio.move_on_after(LINGER_TIMEOUT), suppress(trio.BrokenResourceError):
+                while discarded < LINGER_MAX_BYTES:
+                    data = await self.receive_some()
+                    if not data:
+                        break
+                    discarded += len(data)
+        self.abort("connection finished")

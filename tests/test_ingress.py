@@ -110,10 +110,23 @@ def test_batch_with_a_bad_item_publishes_nothing() -> None:
     with pytest.raises(LocalProtocolError, match="item 1"):
         ingress.publish_many_nowait(bad)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError, match="item 0"):
-        ingress.publish_nowait(TopicCreated(name="bad name", partitions=1))
+        ingress.publish_nowait(TopicCreated(name="", partitions=1))
     assert hub.offset("topics") == 0
     assert ingress.statistics().rejected == 2
     assert ingress.statistics().published == 0
+
+
+def test_a_name_no_channel_can_carry_still_reaches_the_stream() -> None:
+    hub = Hub()
+    wide, narrow = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(wide, ["groups"])
+    hub.add_client(narrow, ["group:billing"])
+    published = EventIngress(hub).publish_nowait(
+        GroupUpdated(group_id="billing team", state="Stable", members=1)
+    )
+    assert published.offset == 1
+    assert [i.offset for i in wide.queue.get_batch_nowait()] == [1]
+    assert not narrow.queue
 
 
 async def test_async_publish_returns_offset() -> None:

@@ -27,7 +27,6 @@ from ._protocol import (
     TopicCreated,
     TopicDeleted,
     encode,
-    parse_channel,
 )
 from ._protocol import Envelope as _Envelope
 
@@ -69,9 +68,9 @@ class EventIngress:
                     f"item {index}: {type(event).__name__} is not an event (one of {kinds})",
                 )
             name = event.name if isinstance(event, TopicCreated | TopicDeleted) else event.group_id
-            prefix = "topic:" if isinstance(event, TopicCreated | TopicDeleted) else "group:"
             try:
-                parse_channel(prefix + name)
+                if not name:
+                    raise ValueError("the name must not be empty")
                 encode(_Envelope(payload=event, timestamp=0))
             except (ValueError, LocalProtocolError) as exc:
                 self._rejected += 1

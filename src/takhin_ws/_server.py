@@ -64,6 +64,8 @@ TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
 #: Subprotocol the server selects when offered (so browsers accept the handshake).
 SUBPROTOCOL: Final = "takhin.v1"
 LISTEN_BACKLOG: Final = 4096
+#: Share of the collect deadline a Prometheus scrape may use.
+SCRAPE_SHARE: Final = 0.9
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -559,7 +561,10 @@ def _make_source(settings: Settings) -> MetricsSource:
         from ._prometheus import PrometheusSource
 
         assert settings.prometheus_url is not None
-        return PrometheusSource(settings.prometheus_url, timeout=settings.collect_timeout or 5.0)
+        # the scrape gives up a little before the producer's deadline, so the
+        # error names the scrape rather than a bare timeout
+        deadline = settings.collect_timeout or settings.interval
+        return PrometheusSource(settings.prometheus_url, timeout=deadline * SCRAPE_SHARE)
     from ._synthetic import SyntheticSource
 
     return SyntheticSource(

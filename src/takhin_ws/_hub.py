@@ -78,7 +78,8 @@ class QueueSubscriber:
         self.queue: DropOldestQueue[Outbound] = DropOldestQueue(capacity)
 
     def offer(self, item: Outbound) -> None:
-        self.queue.put_nowait(item)
+        if not self.queue.closed:  # offer must not raise; a closed reader takes nothing
+            self.queue.put_nowait(item)
 
 
 class Client:
@@ -109,14 +110,24 @@ class HubStatistics:
 
 
 def channel_of(payload: Payload) -> str:
-    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``)."""
+    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``).
+
+    A name no channel can carry (whitespace, over 249 characters) falls back to the
+    stream itself: its subscribers still get the event, nobody loses it."""
     if isinstance(payload, TopicCreated | TopicDeleted):
-        return f"topic:{payload.name}"
+        return _narrow("topic:", payload.name, "topics")
     if isinstance(payload, GroupCreated | GroupUpdated | GroupDeleted):
-        return f"group:{payload.group_id}"
+        return _narrow("group:", payload.group_id, "groups")
     if isinstance(payload, MonitoringMetrics):
         return "metrics"
     raise TypeError(f"{payload.TYPE} is not published on a channel")
+
+
+def _narrow(prefix: str, name: str, stream: str) -> str:
+    try:
+        return parse_channel(prefix + name)
+    except ValueError:
+        return stream
 
 
 @attrs.define
@@ -272,14 +283,43 @@ class Hub:
         return self.publish(channel_of(payload), payload)
 
     def deliver(self, channel: str, item: Outbound) -> None:
-        """Fan out an already-encoded item (one that came through an event bus)."""
+        """Fan out an already-encoded item (one that came through an event bus).
+
+        Its offset becomes the stream's offset. If it does not follow the previous
+        one (the bus lost messages this hub never saw), the history before it is
+        dropped, so a resume across the hole answers ``recovered: false``."""
         stream_name = stream_of(channel)
         stream = self._streams[stream_name]
-        if item.offset is not None and item.offset > stream.offset:
-            stream.offset = item.offset
+        self._advance(stream, item)
         self._remember(stream_name, stream, item)
         self._published += 1
         self._fan_out(stream_name, channel, item)
+
+    def remember(self, channel: str, item: Outbound) -> None:
+        """Record an already-encoded item in its stream's history and offset, like
+        :meth:`deliver`, without sending it to any client: how a bus loads its recent
+        past into a starting hub, so resumes work from the first connection."""
+        stream_name = stream_of(channel)
+        stream = self._streams[stream_name]
+        self._advance(stream, item)
+        self._remember(stream_name, stream, item)
+
+    def reset(self, epoch: str) -> None:
+        """Start over in a new *epoch*: every stream's offset back to 0 and its history
+        forgotten (a bus that lost its offsets starts numbering again). Clients stay
+        registered; resumes against the old epoch answer ``recovered: false``."""
+        self.epoch = epoch
+        for stream in self._streams.values():
+            stream.offset = 0
+            stream.history.clear()
+
+    @staticmethod
+    def _advance(stream: _Stream, item: Outbound) -> None:
+        if item.offset is None:
+            return
+        if item.offset != stream.offset + 1:
+            stream.history.clear()  # the history must stay contiguous for replay
+        stream.offset = item.offset
 
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
         wide = self._targets_of(stream_name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Final, Protocol
 
@@ -134,6 +134,14 @@ class MetricsProducer:
       ``takhin_ws.metrics`` logger, the recovery as an info line, the rest at debug.
     - :attr:`ready` is true once a snapshot was produced and while fewer than
       *unready_after* collects in a row have failed.
+    - Cluster mode (both hooks default to ``None``, which keeps all of the above):
+      *should_collect* is awaited before each tick and the tick is skipped (no
+      collect, nothing published; :attr:`ready` true) unless it returns true, so one
+      node collects for all (it holds a lease); losing it forgets the last snapshot,
+      so a later takeover starts without diffing stale state. *publish* replaces the
+      hub and *on_event*: it is awaited with the snapshot and its stale flag, and
+      with each change event and ``None``; a failure is logged (a warning for the
+      first of a streak) and the tick goes on.
 
     :meth:`run` runs until cancelled, or until the hub is closed. Cancellation and
     ``KeyboardInterrupt`` propagate; only :class:`Exception` from the source is
@@ -150,6 +158,8 @@ class MetricsProducer:
         unready_after: int = 3,
         on_event: Callable[[Payload], object] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        publish: Callable[[Payload, bool | None], Awaitable[object]] | None = None,
+        should_collect: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
@@ -175,14 +185,26 @@ class MetricsProducer:
         self._stale = False
         self._events = 0
         self._running = False
+        self._publish_hook = publish
+        self._should_collect = should_collect
+        self._outbox: list[tuple[Payload, bool | None]] = []
+        self._collecting = True
+        self._publish_failing = False
 
     # --- state ---
 
     @property
     def ready(self) -> bool:
         """A snapshot was produced and fewer than ``unready_after`` collects in a row
-        have failed since."""
+        have failed since. Always true while another node collects (cluster mode)."""
+        if not self._collecting:
+            return True
         return self._snapshot is not None and self._streak < self.unready_after
+
+    @property
+    def collecting(self) -> bool:
+        """False while *should_collect* says another node collects."""
+        return self._collecting
 
     @property
     def latest(self) -> MonitoringMetrics | None:
@@ -240,12 +262,54 @@ class MetricsProducer:
         :meth:`run` calls this on schedule; tests and embedding code may call it
         directly (not concurrently with :meth:`run`).
         """
+        if self._should_collect is not None and not await self._may_collect():
+            return not self.hub.closed
         self._ticks += 1
         snapshot, error = await self._collect()
         if snapshot is not None:
-            return self._succeeded(snapshot)
-        assert error is not None
-        return self._failed(error)
+            alive = self._succeeded(snapshot)
+        else:
+            assert error is not None
+            alive = self._failed(error)
+        if self._publish_hook is not None:
+            await self._flush(self._publish_hook)
+        return alive
+
+    async def _may_collect(self) -> bool:
+        assert self._should_collect is not None
+        try:
+            collect = bool(await self._should_collect())
+        except Exception as exc:
+            logger.debug("should_collect failed (%s): not collecting this tick", _describe(exc))
+            collect = False
+        if not collect and self._collecting:
+            self._snapshot = None  # a later takeover must not diff against stale state
+            self._stale = False
+        self._collecting = collect
+        return collect
+
+    async def _flush(self, publish: Callable[[Payload, bool | None], Awaitable[object]]) -> None:
+        outbox, self._outbox = self._outbox, []
+        for payload, stale in outbox:
+            try:
+                await publish(payload, stale)
+            except Exception as exc:
+                if not self._publish_failing:
+                    logger.warning(
+                        "could not publish the %s message: %s; dropping what cannot be "
+                        "published until publishing works again",
+                        payload.TYPE,
+                        _describe(exc),
+                    )
+                else:
+                    logger.debug("could not publish the %s message: %s", payload.TYPE, exc)
+                self._publish_failing = True
+                continue
+            if self._publish_failing:
+                logger.info("publishing works again")
+                self._publish_failing = False
+            if stale is None:
+                self._events += 1
 
     async def _collect(self) -> tuple[Snapshot | None, Exception | None]:
         result: object = None
@@ -313,6 +377,9 @@ class MetricsProducer:
         return self._publish(self._snapshot.metrics, stale=True)
 
     def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
+        if self._publish_hook is not None:
+            self._outbox.append((metrics, stale))
+            return not self.hub.closed
         try:
             self.hub.publish("metrics", metrics, stale=stale)
         except HubClosedError:
@@ -322,6 +389,9 @@ class MetricsProducer:
         return True
 
     def _emit(self, events: list[Payload]) -> bool:
+        if self._publish_hook is not None:
+            self._outbox.extend((event, None) for event in events)
+            return not self.hub.closed
         for event in events:
             try:
                 if self._on_event is not None:

@@ -1,0 +1,161 @@
+"""The metrics producer in cluster mode: the ``should_collect`` and ``publish`` hooks
+(one node collects, holding a lease; its snapshots and events go through the bus)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from takhin_ws._hub import Hub, QueueSubscriber
+from takhin_ws._metrics import GroupInfo, MetricsProducer, Snapshot
+from takhin_ws._protocol import GroupCreated, MonitoringMetrics, Payload, Throughput
+
+
+class Source:
+    """Answers snapshots numbered 1, 2, ...; ``groups`` feeds the change events."""
+
+    def __init__(self) -> None:
+        self.served = 0
+        self.fail = False
+        self.groups: dict[str, GroupInfo] = {}
+
+    async def collect(self) -> Snapshot:
+        if self.fail:
+            raise RuntimeError("broker unreachable")
+        self.served += 1
+        metrics = MonitoringMetrics(throughput=Throughput(produce_rate=self.served))
+        return Snapshot(metrics=metrics, groups=self.groups)
+
+
+class Lease:
+    def __init__(self, held: bool = True) -> None:
+        self.held = held
+        self.asked = 0
+        self.error: Exception | None = None
+
+    async def __call__(self) -> bool:
+        self.asked += 1
+        if self.error is not None:
+            raise self.error
+        return self.held
+
+
+class Bus:
+    """Records what the producer publishes; fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Payload, bool | None]] = []
+        self.down = False
+
+    async def __call__(self, payload: Payload, stale: bool | None) -> None:
+        if self.down:
+            raise ConnectionError("bus down")
+        self.sent.append((payload, stale))
+
+
+def rates(bus: Bus) -> list[tuple[float, bool | None]]:
+    return [
+        (p.throughput.produce_rate, stale)
+        for p, stale in bus.sent
+        if isinstance(p, MonitoringMetrics)
+    ]
+
+
+def is_ready(producer: MetricsProducer) -> bool:
+    """Read ``ready`` through a call, so mypy does not narrow it between ticks."""
+    return producer.ready
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+async def test_without_hooks_nothing_changes(hub: Hub) -> None:
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["metrics"])
+    producer = MetricsProducer(hub, Source())
+    assert await producer.tick()
+    assert producer.collecting
+    assert len(sub.queue) == 1
+
+
+async def test_the_lease_holder_publishes_through_the_hook_only(hub: Hub) -> None:
+    sub = QueueSubscriber()
+    hub.add_client(sub)
+    source, lease, bus = Source(), Lease(), Bus()
+    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    assert not is_ready(producer)
+    assert await producer.tick()
+    source.groups = {"billing": GroupInfo(state="Stable", members=2)}
+    assert await producer.tick()
+    source.fail = True
+    assert await producer.tick()
+    assert lease.asked == 3
+    assert producer.collecting
+    assert is_ready(producer)
+    assert len(sub.queue) == 0  # nothing went to the hub directly: the bus delivers
+    assert rates(bus) == [(1.0, False), (2.0, False), (2.0, True)]
+    events = [(p, s) for p, s in bus.sent if not isinstance(p, MonitoringMetrics)]
+    assert events == [(GroupCreated(group_id="billing", state="Stable", members=2), None)]
+    assert bus.sent.index(events[0]) == 1  # the event goes before its snapshot
+    assert producer.statistics().events == 1
+
+
+async def test_a_node_without_the_lease_neither_collects_nor_publishes(hub: Hub) -> None:
+    source, lease, bus = Source(), Lease(held=False), Bus()
+    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    assert await producer.tick()
+    assert await producer.tick()
+    assert source.served == 0
+    assert bus.sent == []
+    assert not producer.collecting
+    assert producer.ready  # the holder answers for the source
+    assert producer.statistics().ticks == 0
+    lease.error = RuntimeError("redis down")  # an unanswerable lease counts as not held
+    assert await producer.tick()
+    assert source.served == 0
+
+
+async def test_a_takeover_does_not_diff_against_a_stale_snapshot(hub: Hub) -> None:
+    source, lease, bus = Source(), Lease(), Bus()
+    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    await producer.tick()
+    lease.held = False  # another node collects for a while; groups appear meanwhile
+    await producer.tick()
+    assert producer.snapshot is None
+    source.groups = {"billing": GroupInfo(state="Stable", members=1)}
+    lease.held = True
+    await producer.tick()
+    assert [type(p) for p, _ in bus.sent] == [MonitoringMetrics, MonitoringMetrics]
+    await producer.tick()  # from then on, changes are found again
+    source.groups = {}
+    await producer.tick()
+    assert [p.TYPE for p, _ in bus.sent][-2:] == ["group_deleted", "metrics"]
+
+
+async def test_publish_failures_are_logged_once_per_streak(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, bus = Source(), Bus()
+    producer = MetricsProducer(hub, source, should_collect=Lease(), publish=bus)
+    caplog.set_level(logging.DEBUG, logger="takhin_ws.metrics")
+    bus.down = True
+    for _ in range(3):
+        assert await producer.tick()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "bus down" in warnings[0].getMessage()
+    bus.down = False
+    assert await producer.tick()
+    assert rates(bus) == [(4.0, False)]
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_hub_closed_stops_the_producer(hub: Hub) -> None:
+    producer = MetricsProducer(hub, Source(), should_collect=Lease(held=False), publish=Bus())
+    hub.close()
+    assert not await producer.tick()
+    producer = MetricsProducer(hub, Source(), should_collect=Lease(), publish=Bus())
+    assert not await producer.tick()

@@ -77,8 +77,9 @@ class DropOldestQueue(Generic[T]):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
-        self._items: deque[T] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        # allocated on first use and released when drained: most clients never queue
+        self._items: deque[T] | None = None
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._drops: dict[str, _DropRange] = {}
         self._dropped = 0
         self._puts = 0
@@ -94,7 +95,7 @@ class DropOldestQueue(Generic[T]):
         return self._closed
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     def __bool__(self) -> bool:
         return bool(self._items)
@@ -104,8 +105,10 @@ class DropOldestQueue(Generic[T]):
         if self._closed:
             raise trio.ClosedResourceError("queue is closed")
         items = self._items
+        if items is None:
+            items = self._items = deque()
         if len(items) >= self._capacity:
-            self._record_drop(self._evict())
+            self._record_drop(self._evict(items))
         items.append(item)
         self._puts += 1
         if len(items) > self._peak:
@@ -113,8 +116,7 @@ class DropOldestQueue(Generic[T]):
         if self._lot:
             self._lot.unpark()
 
-    def _evict(self) -> T:
-        items = self._items
+    def _evict(self, items: deque[T]) -> T:
         if items[0].offset is not None:
             return items.popleft()
         for index, item in enumerate(items):
@@ -149,25 +151,31 @@ class DropOldestQueue(Generic[T]):
 
     def get_nowait(self) -> T:
         """The oldest item; ``trio.WouldBlock`` if empty, ``trio.EndOfChannel`` if closed."""
-        if self._items:
-            return self._items.popleft()
+        items = self._items
+        if items:
+            item = items.popleft()
+            if not items:
+                self._items = None
+            return item
         if self._closed:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
     def get_batch_nowait(self) -> list[T]:
         """Every pending item, oldest first (possibly none)."""
-        if not self._items and self._closed:
-            raise trio.EndOfChannel
-        out = list(self._items)
-        self._items.clear()
-        return out
+        items = self._items
+        if not items:
+            if self._closed:
+                raise trio.EndOfChannel
+            return []
+        self._items = None
+        return list(items)
 
     async def get(self) -> T:
         """Wait for and return the oldest item; ``trio.EndOfChannel`` once closed and empty."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._items and not self._closed:
-            await self._lot.park()
+            await self._parking_lot().park()
         item = self.get_nowait()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return item
@@ -176,25 +184,31 @@ class DropOldestQueue(Generic[T]):
         """Wait until something is pending, then take all of it."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._items and not self._closed:
-            await self._lot.park()
+            await self._parking_lot().park()
         batch = self.get_batch_nowait()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return batch
 
     def clear(self) -> int:
         """Discard every pending item without counting it as a drop; return how many."""
-        n = len(self._items)
-        self._items.clear()
+        n = len(self)
+        self._items = None
         return n
 
     def close(self) -> None:
         """Refuse further puts and wake the reader; pending items can still be read."""
         self._closed = True
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
+
+    def _parking_lot(self) -> trio.lowlevel.ParkingLot:
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        return self._lot
 
     def statistics(self) -> QueueStatistics:
         return QueueStatistics(
-            size=len(self._items),
+            size=len(self),
             capacity=self._capacity,
             put_total=self._puts,
             dropped_total=self._dropped,

@@ -20,7 +20,8 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Final
+from functools import partial
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import attrs
@@ -28,7 +29,7 @@ import orjson
 import trio
 from trio_websocket import wrap_server_stream
 
-from ._bus import BusUnavailableError
+from ._bus import BusUnavailableError, EventBus
 from ._config import Settings
 from ._dashboard import dashboard_page
 from ._exceptions import HubFullError, ListenError, RemoteProtocolError
@@ -52,6 +53,9 @@ from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._stats import render_metrics
 from ._transport import SocketTransport
 
+if TYPE_CHECKING:
+    from ._redis import RedisBus
+
 __all__ = ["WS_PATH", "Server", "open_server"]
 
 log = logging.getLogger("takhin_ws.server")
@@ -69,6 +73,16 @@ SCRAPE_SHARE: Final = 0.9
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
+@attrs.frozen
+class _Upgrade:
+    """What an admitted upgrade request asked for."""
+
+    channels: list[str] | None
+    since: dict[str, int]
+    epoch: str | None
+    subprotocol: str | None
+
+
 class Server:
     """A running takhin-ws server (see :func:`open_server`)."""
 
@@ -79,6 +93,7 @@ class Server:
         producer: MetricsProducer | None,
         listener: socket.socket,
         ingress: EventIngress | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -93,6 +108,8 @@ class Server:
         self._api_keys = [k.encode() for k in settings.api_keys]
         self._publish_keys = [k.encode() for k in settings.publish_keys]
         self.ingress = ingress or EventIngress(hub)
+        self.bus = bus
+        self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
 
     @property
     def port(self) -> int:
@@ -116,7 +133,11 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        return self._accepting and (self.producer is None or self.producer.ready)
+        return (
+            self._accepting
+            and (self.producer is None or self.producer.ready)
+            and (self.bus is None or self.bus.healthy)
+        )
 
     # --- accept loop ---
 
@@ -153,7 +174,7 @@ class Server:
                     nursery,
                     queue_size=self.settings.queue_size,
                     write_timeout=self.settings.write_timeout,
-                    gap_frames=lambda drops: gap_frames(self.hub, drops),
+                    gap_frames=self._gap_frames,
                 )
                 try:
                     await self._serve(transport, nursery, conn_id)
@@ -181,7 +202,10 @@ class Server:
             return
         try:
             if request.path == WS_PATH and request.is_websocket:
-                await self._websocket(transport, nursery, request, conn_id)
+                upgrade = self._admit(request, conn_id)
+                transport.replay(request.raw)
+                del request  # a session outlives its request: keep none of it
+                await self._websocket(transport, nursery, upgrade, conn_id)
                 return
             await self._http(transport, request)
         except HttpError as exc:
@@ -237,6 +261,8 @@ class Server:
                 reasons.append("shutting down")
             if self.producer is not None and not self.producer.ready:
                 reasons.append("metrics source has not produced a fresh snapshot")
+            if self.bus is not None and not self.bus.healthy:
+                reasons.append("event bus unavailable (Redis unreachable)")
             body = {"status": "ready" if ready else "unready", "reasons": reasons}
             await self._send_json(transport, 200 if ready else 503, body)
         elif path == "/metrics":
@@ -272,9 +298,8 @@ class Server:
 
     # --- WebSocket ---
 
-    async def _websocket(
-        self, transport: SocketTransport, nursery: trio.Nursery, request: Request, conn_id: str
-    ) -> None:
+    def _admit(self, request: Request, conn_id: str) -> _Upgrade:
+        """Check an upgrade request (state, Origin, key, capacity, parameters)."""
         settings = self.settings
         if not self._accepting:
             raise HttpError(503, "server is shutting down", headers=[("Retry-After", "1")])
@@ -292,7 +317,12 @@ class Server:
                 headers=[("Retry-After", str(settings.retry_after))],
             )
         channels, since, epoch = _connect_params(request)
-        transport.replay(request.raw)
+        return _Upgrade(channels, since, epoch, _choose_subprotocol(offered))
+
+    async def _websocket(
+        self, transport: SocketTransport, nursery: trio.Nursery, upgrade: _Upgrade, conn_id: str
+    ) -> None:
+        settings = self.settings
         self._pending_handshakes += 1
         ws = None
         try:
@@ -300,15 +330,15 @@ class Server:
                 ws_request = await wrap_server_stream(
                     nursery, transport, max_message_size=settings.max_message_size
                 )
-                ws = await ws_request.accept(subprotocol=_choose_subprotocol(offered))
+                ws = await ws_request.accept(subprotocol=upgrade.subprotocol)
         finally:
             self._pending_handshakes -= 1
         if ws is None:
             log.debug("%s: handshake did not finish in time; dropped", conn_id)
             return
-        transport.watch_close(lambda: ws.closed is not None)
+        transport.watch_close(ws)
         try:
-            client = self.hub.add_client(transport, channels)
+            client = self.hub.add_client(transport, upgrade.channels)
         except HubFullError:
             await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
             return
@@ -316,7 +346,7 @@ class Server:
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
         try:
-            session.start(since, epoch)
+            session.start(upgrade.since, upgrade.epoch)
             log.debug("%s: client %s connected", conn_id, client.id)
             await session.run()
         finally:
@@ -511,7 +541,13 @@ async def open_server(
             owned_source = None
             if source is None:
                 owned_source = source = _make_source(settings)
-            ingress = EventIngress(hub)
+            cluster: RedisBus | None = None
+            if settings.redis_url is not None:
+                from ._redis import RedisBus  # optional dependency (coredis)
+
+                cluster = RedisBus.for_settings(settings, hub)
+                await nursery.start(cluster.run)
+            ingress = EventIngress(cluster or hub)
             producer = MetricsProducer(
                 hub,
                 source,
@@ -519,8 +555,10 @@ async def open_server(
                 collect_timeout=settings.collect_timeout,
                 unready_after=settings.unready_after,
                 on_event=ingress.accept,
+                publish=None if cluster is None else cluster.metrics_publisher(ingress),
+                should_collect=None if cluster is None else cluster.hold_metrics_lease,
             )
-            server = Server(settings, hub, producer, listener, ingress)
+            server = Server(settings, hub, producer, listener, ingress, bus=cluster)
             await nursery.start(producer.run)
             nursery.start_soon(server._heartbeat)
             nursery.start_soon(server._accept_loop, nursery)
@@ -529,6 +567,8 @@ async def open_server(
             finally:
                 with trio.CancelScope(shield=True):
                     await server.shutdown()
+                    if cluster is not None:
+                        await cluster.aclose()
                     if owned_source is not None:
                         await _close_source(owned_source)
                 nursery.cancel_scope.cancel()

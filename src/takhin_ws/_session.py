@@ -70,6 +70,8 @@ def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
 class Session:
     """A registered client connection. Created by the server after the handshake."""
 
+    __slots__ = ("_bad", "_joined", "_replay", "client", "hub", "settings", "transport", "ws")
+
     def __init__(
         self,
         hub: Hub,
@@ -84,7 +86,7 @@ class Session:
         self.ws = ws
         self.client = client
         self._joined: dict[str, int] = {}
-        self._bad: deque[float] = deque()
+        self._bad: deque[float] | None = None  # times of recent invalid messages
         self._replay: list[Outbound] = []
 
     @property
@@ -157,6 +159,8 @@ class Session:
 
     def _count_bad(self) -> bool:
         now = trio.current_time()
+        if self._bad is None:
+            self._bad = deque()
         bad = self._bad
         bad.append(now)
         horizon = now - self.settings.bad_message_window

@@ -26,10 +26,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -54,8 +53,40 @@ RECEIVE_BYTES: Final = 16 * 1024
 _GONE_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
 
 
+class _Closable(Protocol):
+    @property
+    def closed(self) -> object: ...
+
+
 class SocketTransport(trio.abc.Stream):
-    """One accepted TCP connection. Not shared between connections."""
+    """One accepted TCP connection. Not shared between connections.
+
+    Kept small (slots, nothing allocated until needed): there is one per client.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_closing",
+        "_control",
+        "_control_done",
+        "_control_lot",
+        "_control_seq",
+        "_flushing",
+        "_gap_frames",
+        "_nursery",
+        "_partial",
+        "_partial_control",
+        "_prefix",
+        "_sock",
+        "_write_timeout",
+        "_ws",
+        "abort_reason",
+        "bytes_sent",
+        "fast_writes",
+        "last_receive",
+        "next_ping",
+        "queue",
+    )
 
     def __init__(
         self,
@@ -75,14 +106,14 @@ class SocketTransport(trio.abc.Stream):
         self._prefix = b""
         self._partial: memoryview | None = None
         self._partial_control: int | None = None
-        self._control: deque[tuple[int, bytes]] = deque()
+        self._control: list[tuple[int, bytes]] = []  # rarely more than one chunk
         self._control_seq = 0
         self._control_done = 0
-        self._control_lot = trio.lowlevel.ParkingLot()
+        self._control_lot: trio.lowlevel.ParkingLot | None = None
         self._flushing = False
         self._closing = False
         self._closed = False
-        self._is_ws_closing: Callable[[], bool] | None = None
+        self._ws: _Closable | None = None
         self.abort_reason: str | None = None
         self.last_receive = trio.current_time()
         self.next_ping = 0.0
@@ -96,9 +127,10 @@ class SocketTransport(trio.abc.Stream):
         :meth:`receive_some` must return first."""
         self._prefix = data + self._prefix
 
-    def watch_close(self, is_closing: Callable[[], bool]) -> None:
-        """*is_closing* tells whether the WebSocket on top has started closing."""
-        self._is_ws_closing = is_closing
+    def watch_close(self, ws: _Closable) -> None:
+        """*ws* runs on top of this transport; once its ``closed`` is set, it is
+        closing and no data frame may follow."""
+        self._ws = ws
 
     @property
     def socket(self) -> socket.socket:
@@ -161,7 +193,7 @@ class SocketTransport(trio.abc.Stream):
         if self._partial is not None:
             return self._partial, self._partial_control
         if self._control:
-            seq, data = self._control.popleft()
+            seq, data = self._control.pop(0)
             return data, seq
         if self._closing:
             return None
@@ -205,7 +237,8 @@ class SocketTransport(trio.abc.Stream):
             self._partial_control = None
             if control is not None:
                 self._control_done = control
-                self._control_lot.unpark_all()
+                if self._control_lot is not None:
+                    self._control_lot.unpark_all()
         return True
 
     def _start_flusher(self) -> None:
@@ -233,12 +266,14 @@ class SocketTransport(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("transport is closed")
-        if self._is_ws_closing is not None and self._is_ws_closing():
+        if self._ws is not None and self._ws.closed is not None:
             self.begin_closing()
         seq = self.send_control_nowait(bytes(data))
         while self._control_done < seq:
             if self._closed:
                 raise trio.BrokenResourceError(self.abort_reason or "connection closed")
+            if self._control_lot is None:
+                self._control_lot = trio.lowlevel.ParkingLot()
             await self._control_lot.park()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -280,7 +315,8 @@ class SocketTransport(trio.abc.Stream):
         self.queue.close()
         self._control.clear()
         self._partial = None
-        self._control_lot.unpark_all()
+        if self._control_lot is not None:
+            self._control_lot.unpark_all()
         trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
 

@@ -40,7 +40,10 @@ def ping_frame(payload: bytes = b"") -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    body = struct.pack("!H", code) + reason.encode()[: _MAX_CONTROL_PAYLOAD - 2]
+    encoded = reason.encode()
+    if len(encoded) > _MAX_CONTROL_PAYLOAD - 2:  # cut on a character boundary: valid UTF-8
+        encoded = encoded[: _MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
+    body = struct.pack("!H", code) + encoded
     return _header(_FIN_CLOSE, len(body)) + body
 
 

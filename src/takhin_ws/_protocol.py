@@ -81,12 +81,14 @@ GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
 #: Streams carry offsets; ``topic:<name>`` and ``group:<id>`` filter ``topics``/``groups``.
 STREAMS: Final = ("metrics", "topics", "groups")
 EVENT_STREAMS: Final = ("topics", "groups")
-_CHANNEL_RE: Final = re.compile(r"^(?:metrics|topics|groups|topic:[^\s:][^\s]{0,248}|group:[^\s]{1,249})$")
+_CHANNEL_RE: Final = re.compile(
+    r"^(?:metrics|topics|groups|topic:[^\s:][^\s]{0,248}|group:[^\s]{1,249})$"
+)
 
 
 def parse_channel(channel: str) -> str:
     """Return *channel* if it names a valid channel, else raise ``ValueError``."""
-    if not _CHANNEL_RE.match(channel):
+    if not _CHANNEL_RE.fullmatch(channel):  # not match: "$" also matches before a final "\n"
         raise ValueError(
             f"unknown channel {channel!r} (expected metrics, topics, groups, "
             "topic:<name> or group:<id>)"
@@ -438,7 +440,7 @@ def _make_converter() -> cattrs.Converter:
             for index, element in enumerate(value):
                 try:
                     out.append(item_hook(element, item))
-                except Exception as exc:  # noqa: BLE001 - regrouped below with its index
+                except Exception as exc:  # regrouped below with its index
                     exc.__notes__ = [
                         *getattr(exc, "__notes__", []),
                         IterableValidationNote(f"structuring item @ index {index}", index, item),
@@ -474,7 +476,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(is_mapping, mapping_factory)
 
     def attrs_structure(cls: Any) -> Callable[[Any, Any], Any]:
-        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        overrides: dict[str, Any] = {
+            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)
+        }
         inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
 
         def structure(value: Any, tp: Any) -> Any:
@@ -485,7 +489,9 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     def attrs_unstructure(cls: Any) -> Callable[[Any], Any]:
-        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        overrides: dict[str, Any] = {
+            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)
+        }
         return make_dict_unstructure_fn(cls, conv, **overrides)
 
     conv.register_structure_hook_factory(attrs.has, attrs_structure)
@@ -494,6 +500,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Unsubscribe, _structure_unsubscribe)
     conv.register_unstructure_hook(Subscribe, _unstructure_subscribe)
     conv.register_unstructure_hook(Unsubscribe, lambda u: list(u.channels))
+    unstructure_error = make_dict_unstructure_fn(Error, conv, path=override(omit_if_default=True))
+    conv.register_unstructure_hook(Error, unstructure_error)
     return conv
 
 
@@ -516,7 +524,9 @@ def _structure_subscribe(value: object, _: object) -> Subscribe:
         obj = converter.structure(value, _SubscribeObject)
         return Subscribe(channels=obj.channels, since=obj.since, epoch=obj.epoch)
     if type(value) not in (str, list):
-        raise TypeError(f"expected a channel, an array of channels or an object, got {_describe(value)}")
+        raise TypeError(
+            f"expected a channel, an array of channels or an object, got {_describe(value)}"
+        )
     return Subscribe(channels=_channel_list(value))
 
 
@@ -584,10 +594,14 @@ def decode(
     max_size: int | None = None,
 ) -> Envelope:
     """Parse one message strictly; raise :class:`RemoteProtocolError` on any defect."""
-    if max_size is not None and len(raw) > max_size:
-        raise RemoteProtocolError(
-            TOO_LARGE, f"message of {len(raw)} bytes exceeds the limit of {max_size} bytes"
-        )
+    # The limit is in bytes; a text frame's str is measured in UTF-8 (at most 4 per
+    # character), encoding it only when its length alone cannot settle the question.
+    if max_size is not None and len(raw) * (1 if isinstance(raw, bytes) else 4) > max_size:
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+        if size > max_size:
+            raise RemoteProtocolError(
+                TOO_LARGE, f"message of {size} bytes exceeds the limit of {max_size} bytes"
+            )
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

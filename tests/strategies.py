@@ -1,0 +1,187 @@
+"""Hypothesis strategies shared by the sans-IO tests (protocol, hub)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from takhin_ws._protocol import (
+    GROUP_STATES,
+    STREAMS,
+    ClusterHealth,
+    ConsumerLag,
+    Envelope,
+    Error,
+    Gap,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    Heartbeat,
+    Latency,
+    Limits,
+    MonitoringMetrics,
+    PartitionLag,
+    Payload,
+    Ping,
+    Pong,
+    Subscribe,
+    Subscribed,
+    Throughput,
+    TopicCreated,
+    TopicDeleted,
+    TopicLag,
+    TopicStats,
+    Unsubscribe,
+    Welcome,
+)
+
+#: What orjson can write and read back exactly: signed 64-bit integers.
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+counts = st.integers(min_value=0, max_value=2**63 - 1)
+#: JSON has no NaN or infinity.
+floats = st.floats(allow_nan=False, allow_infinity=False)
+texts = st.text(max_size=16)
+
+_non_space = st.characters(codec="utf-8").filter(lambda c: not c.isspace())
+_names = st.text(_non_space, min_size=1, max_size=24)
+
+#: Every valid channel form: the three streams, ``topic:<name>`` and ``group:<id>``.
+channels = st.one_of(
+    st.sampled_from(STREAMS),
+    _names.filter(lambda n: not n.startswith(":")).map(lambda n: f"topic:{n}"),
+    _names.map(lambda n: f"group:{n}"),
+)
+
+
+def tuples(elements: st.SearchStrategy[Any], max_size: int = 3) -> st.SearchStrategy[Any]:
+    return st.lists(elements, max_size=max_size).map(tuple)
+
+
+throughputs = st.builds(
+    Throughput, produce_rate=floats, fetch_rate=floats, produce_bytes=floats, fetch_bytes=floats
+)
+latencies = st.builds(
+    Latency,
+    produce_p50=floats,
+    produce_p95=floats,
+    produce_p99=floats,
+    fetch_p50=floats,
+    fetch_p95=floats,
+    fetch_p99=floats,
+)
+topic_stats = st.builds(
+    TopicStats,
+    name=texts,
+    partitions=ints,
+    total_messages=ints,
+    total_bytes=ints,
+    produce_rate=floats,
+    fetch_rate=floats,
+)
+partition_lags = st.builds(
+    PartitionLag, partition=ints, current_offset=ints, log_end_offset=ints, lag=ints
+)
+topic_lags = st.builds(TopicLag, topic=texts, total_lag=ints, partition_lags=tuples(partition_lags))
+consumer_lags = st.builds(
+    ConsumerLag, group_id=texts, total_lag=ints, topic_lags=tuples(topic_lags)
+)
+cluster_healths = st.builds(
+    ClusterHealth,
+    active_connections=ints,
+    total_topics=ints,
+    total_partitions=ints,
+    total_consumers=ints,
+    disk_usage_bytes=ints,
+    memory_usage_bytes=ints,
+    goroutine_count=ints,
+)
+metrics = st.builds(
+    MonitoringMetrics,
+    throughput=throughputs,
+    latency=latencies,
+    topic_stats=tuples(topic_stats),
+    consumer_lags=tuples(consumer_lags),
+    cluster_health=cluster_healths,
+    timestamp=ints,
+)
+
+group_states = st.sampled_from(GROUP_STATES)
+topic_events = st.one_of(
+    st.builds(TopicCreated, name=texts, partitions=ints),
+    st.builds(TopicDeleted, name=texts),
+)
+group_events = st.one_of(
+    *(
+        st.builds(cls, group_id=texts, state=group_states, members=ints)
+        for cls in (GroupCreated, GroupUpdated, GroupDeleted)
+    )
+)
+
+#: ``subscribe`` in its three wire forms: a string, a list, an object.
+subscribe_string = channels.map(lambda ch: Subscribe(channels=(ch,)))
+subscribe_list = st.lists(channels, max_size=4).map(lambda chs: Subscribe(channels=tuple(chs)))
+subscribe_object = st.builds(
+    Subscribe,
+    channels=tuples(channels, max_size=4),
+    since=st.none() | st.dictionaries(channels, ints, max_size=3),
+    epoch=st.none() | texts,
+).filter(lambda s: s.since is not None or s.epoch is not None)
+subscribes = st.one_of(subscribe_string, subscribe_list, subscribe_object)
+unsubscribes = st.lists(channels, max_size=4).map(lambda chs: Unsubscribe(channels=tuple(chs)))
+
+welcomes = st.builds(
+    Welcome,
+    protocol=ints,
+    client_id=texts,
+    epoch=texts,
+    channels=tuples(channels),
+    heartbeat=st.builds(Heartbeat, interval=floats, timeout=floats),
+    limits=st.builds(Limits, queue_size=ints, max_message_size=ints),
+)
+subscribeds = st.builds(
+    Subscribed, channels=tuples(channels), recovered=st.dictionaries(channels, st.booleans())
+)
+gaps = st.builds(Gap, channel=channels, first_offset=ints, last_offset=ints, count=ints)
+errors = st.builds(Error, code=texts, message=texts, path=st.none() | texts)
+
+payloads: st.SearchStrategy[Payload] = st.one_of(
+    metrics,
+    topic_events,
+    group_events,
+    st.just(Ping()),
+    st.just(Pong()),
+    subscribes,
+    unsubscribes,
+    welcomes,
+    subscribeds,
+    gaps,
+    errors,
+)
+
+
+def envelopes(
+    payload: st.SearchStrategy[Payload] = payloads, *, extensions: bool = True
+) -> st.SearchStrategy[Envelope]:
+    """Envelopes around *payload*; without *extensions* they are plain 2.9 messages."""
+    if not extensions:
+        return st.builds(Envelope, payload=payload, timestamp=ints)
+    return st.builds(
+        Envelope,
+        payload=payload,
+        timestamp=ints,
+        channel=st.none() | st.sampled_from(STREAMS),
+        offset=st.none() | counts,
+        epoch=st.none() | texts,
+        stale=st.none() | st.booleans(),
+    )
+
+
+#: Arbitrary JSON values (what a hostile or buggy peer may send).
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | ints | floats | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)

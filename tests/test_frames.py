@@ -1,0 +1,171 @@
+"""Pre-built server frames, checked with wsproto's client-side frame parser."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, Opcode
+
+from takhin_ws._frames import Outbound, close_frame, ping_frame, text_frame
+
+SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+
+
+def parse(data: bytes, chunk: int | None = None) -> list[Frame]:
+    """Feed *data* to a client-side parser (optionally in pieces); return its frames."""
+    protocol = FrameProtocol(client=True, extensions=[])
+    frames: list[Frame] = []
+    step = chunk or max(len(data), 1)
+    for start in range(0, max(len(data), 1), step):
+        protocol.receive_bytes(data[start : start + step])
+        frames.extend(protocol.received_frames())
+    return frames
+
+
+def one_message(frames: list[Frame], opcode: Opcode) -> object:
+    """The payload of the single complete message *frames* make up."""
+    assert frames
+    assert frames[0].opcode is opcode
+    assert all(f.opcode in (opcode, Opcode.CONTINUATION) for f in frames)
+    assert frames[-1].frame_finished
+    assert frames[-1].message_finished
+    assert not any(f.message_finished for f in frames[:-1])
+    if opcode is Opcode.TEXT:
+        return "".join(str(f.payload) for f in frames)
+    return b"".join(bytes(f.payload) for f in frames)  # type: ignore[arg-type]
+
+
+def close_payload(frames: list[Frame]) -> tuple[int, str]:
+    """The (code, reason) of the single close frame *frames* hold."""
+    (frame,) = frames
+    assert frame.opcode is Opcode.CLOSE
+    assert frame.message_finished
+    payload = frame.payload
+    assert isinstance(payload, tuple)
+    code, reason = payload
+    assert isinstance(code, int)
+    assert isinstance(reason, str)
+    return code, reason
+
+
+def header_size(n: int) -> int:
+    """RFC 6455 minimal length encoding of an unmasked frame's header."""
+    return 2 if n < 126 else 4 if n < 65536 else 10
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_text_frame_ascii(size: int) -> None:
+    payload = bytes(ord("a") + i % 26 for i in range(size))
+    frame = text_frame(payload)
+    assert len(frame) == header_size(size) + size
+    assert frame.endswith(payload)
+    assert one_message(parse(frame), Opcode.TEXT) == payload.decode()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_text_frame_utf8_fed_in_pieces(size: int) -> None:
+    text = "é€😀a"
+    payload = (text * (size // len(text.encode()) + 1)).encode()[:size]
+    payload = payload.decode(errors="ignore").encode()
+    payload += b"a" * (size - len(payload))
+    assert len(payload) == size
+    frame = text_frame(payload)
+    assert one_message(parse(frame, chunk=997), Opcode.TEXT) == payload.decode()
+    if size <= 1000:
+        assert one_message(parse(frame, chunk=1), Opcode.TEXT) == payload.decode()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_frames_back_to_back_stay_separate_messages(size: int) -> None:
+    first, second = b"x" * size, b'{"type":"pong","timestamp":1}'
+    frames = parse(text_frame(first) + ping_frame(b"hb") + text_frame(second))
+    finished = [f for f in frames if f.message_finished]
+    assert [f.opcode for f in finished] == [Opcode.TEXT, Opcode.PING, Opcode.TEXT]
+    assert finished[-1].payload == second.decode()
+    assert finished[1].payload == b"hb"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_text_frame_any_text(text: str) -> None:
+    assert one_message(parse(text_frame(text.encode())), Opcode.TEXT) == text
+
+
+@pytest.mark.parametrize("size", [0, 1, 125])
+def test_ping_frame(size: int) -> None:
+    payload = b"p" * size
+    frame = ping_frame(payload)
+    assert len(frame) == 2 + size
+    assert one_message(parse(frame), Opcode.PING) == payload
+
+
+def test_ping_frame_default_is_empty() -> None:
+    assert one_message(parse(ping_frame()), Opcode.PING) == b""
+
+
+@pytest.mark.parametrize("size", [126, 65535, 65536, 70000])
+def test_ping_frame_refuses_oversize_payload(size: int) -> None:
+    with pytest.raises(ValueError, match="125"):
+        ping_frame(b"p" * size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_close_frame_reason_sizes(size: int) -> None:
+    reason = "r" * size
+    frame = close_frame(1000, reason)
+    assert len(frame) <= 2 + 125  # a control frame never exceeds 125 bytes of payload
+    code, got = close_payload(parse(frame))
+    assert code == CloseReason.NORMAL_CLOSURE
+    assert got == reason[:123]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (1000, ""),
+        (1001, "server shutting down"),
+        (1008, "policy violation"),
+        (1009, "message too big"),
+        (1011, "internal error"),
+        (4000, "application code"),
+    ],
+)
+def test_close_frame_codes(code: int, reason: str) -> None:
+    parsed_code, parsed_reason = close_payload(parse(close_frame(code, reason)))
+    assert parsed_code == code
+    assert parsed_reason == reason
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        pytest.param("é" * 100, id="2-byte"),
+        pytest.param("€" * 60, id="3-byte"),
+        pytest.param("😀" * 40, id="4-byte"),
+        pytest.param("a" + "é" * 70, id="mixed"),
+        pytest.param("ab" + "😀" * 40, id="4-byte-offset"),
+    ],
+)
+def test_close_frame_truncates_reason_on_a_character_boundary(reason: str) -> None:
+    frame = close_frame(1001, reason)
+    assert len(frame) <= 2 + 125
+    code, got = close_payload(parse(frame))
+    assert code == CloseReason.GOING_AWAY
+    assert reason.startswith(got)
+    assert 123 - 3 <= len(got.encode()) <= 123  # as much as fits, whole characters only
+
+
+def test_outbound_of() -> None:
+    payload = b'{"type":"pong","timestamp":1}'
+    item = Outbound.of(payload, "topics", 7, "topic:orders")
+    assert item.frame == text_frame(payload)
+    assert (item.payload, item.channel, item.offset, item.route) == (
+        payload,
+        "topics",
+        7,
+        "topic:orders",
+    )
+    bare = Outbound.of(payload)
+    assert (bare.channel, bare.offset, bare.route) == (None, None, None)
+    assert one_message(parse(bare.frame), Opcode.TEXT) == payload.decode()

@@ -1,0 +1,422 @@
+"""The drop-oldest queue: a model-based state machine, then its Trio waiting behaviour.
+
+Overflow drops the oldest *message* (an item with an offset, which ``gap`` can report
+and resume can recover); items without one (per-client replies) are skipped over and
+go only when the queue holds nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import pytest
+import trio
+import trio.testing
+from attrs import frozen
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from takhin_ws._queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
+
+
+@frozen
+class Item:
+    channel: str | None
+    offset: int | None
+    uid: int
+
+
+_uids = itertools.count()
+
+
+def item(channel: str | None = "topics", offset: int | None = None) -> Item:
+    return Item(channel, offset, next(_uids))
+
+
+class QueueMachine(RuleBasedStateMachine):
+    """Compare :class:`DropOldestQueue` with a deque and a dictionary of drop ranges."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: DropOldestQueue[Item] = DropOldestQueue(1)
+        self.capacity = 1
+        self.model: deque[Item] = deque()
+        self.drops: dict[str, list[int]] = {}  # channel -> [first, last, count]
+        self.closed = False
+        self.next_offset: dict[str, int] = {}
+        self.put: list[Item] = []
+        self.delivered: list[Item] = []
+        self.dropped: list[Item] = []
+        self.cleared: list[Item] = []
+        self.peak = 0
+
+    @initialize(capacity=st.integers(min_value=1, max_value=6))
+    def create(self, capacity: int) -> None:
+        self.queue = DropOldestQueue(capacity)
+        self.capacity = capacity
+
+    @rule(
+        channel=st.sampled_from(["metrics", "topics", "groups", None]),
+        step=st.integers(min_value=1, max_value=3),
+        with_offset=st.booleans(),
+    )
+    def put_nowait(self, channel: str | None, step: int, with_offset: bool) -> None:
+        offset: int | None = None
+        if channel is not None and with_offset:
+            offset = self.next_offset.get(channel, 0) + step
+            self.next_offset[channel] = offset
+        new = item(channel, offset)
+        if self.closed:
+            with pytest.raises(trio.ClosedResourceError):
+                self.queue.put_nowait(new)
+            return
+        self.queue.put_nowait(new)
+        self.put.append(new)
+        if len(self.model) == self.capacity:
+            # the oldest message (an item with an offset); replies go only when alone
+            lost = next((i for i in self.model if i.offset is not None), self.model[0])
+            self.model.remove(lost)
+            self.dropped.append(lost)
+            if lost.channel is not None and lost.offset is not None:
+                drop = self.drops.setdefault(lost.channel, [lost.offset, lost.offset, 0])
+                drop[1] = lost.offset
+                drop[2] += 1
+        self.model.append(new)
+        self.peak = max(self.peak, len(self.model))
+
+    @rule()
+    def get_nowait(self) -> None:
+        if not self.model:
+            expected = trio.EndOfChannel if self.closed else trio.WouldBlock
+            with pytest.raises(expected):
+                self.queue.get_nowait()
+            return
+        got = self.queue.get_nowait()
+        assert got == self.model.popleft()
+        self.delivered.append(got)
+
+    @rule()
+    def get_batch_nowait(self) -> None:
+        if not self.model and self.closed:
+            with pytest.raises(trio.EndOfChannel):
+                self.queue.get_batch_nowait()
+            return
+        batch = self.queue.get_batch_nowait()
+        assert batch == list(self.model)
+        self.delivered.extend(batch)
+        self.model.clear()
+
+    @rule()
+    def take_drops(self) -> None:
+        assert self.queue.has_drops == bool(self.drops)
+        taken = self.queue.take_drops()
+        assert len(taken) == len({d.channel for d in taken})  # one range per channel
+        assert {d.channel: d for d in taken} == {
+            channel: Drop(channel, first, last, count)
+            for channel, (first, last, count) in self.drops.items()
+        }
+        self.drops.clear()
+        assert not self.queue.has_drops
+        assert self.queue.take_drops() == []
+
+    @rule()
+    def clear(self) -> None:
+        assert self.queue.clear() == len(self.model)
+        self.cleared.extend(self.model)
+        self.model.clear()
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def close(self) -> None:
+        self.queue.close()
+        self.closed = True
+
+    @invariant()
+    def bounded_and_in_step(self) -> None:
+        assert len(self.queue) == len(self.model) <= self.capacity
+        assert bool(self.queue) == bool(self.model)
+        assert self.queue.closed == self.closed
+        stats = self.queue.statistics()
+        assert stats.size == len(self.model)
+        assert stats.capacity == self.capacity
+        assert stats.put_total == len(self.put)
+        assert stats.dropped_total == len(self.dropped)
+        assert stats.peak_size == self.peak
+        assert stats.closed == self.closed
+
+    @invariant()
+    def every_item_accounted_for_once(self) -> None:
+        fates = [*self.delivered, *self.dropped, *self.cleared, *self.model]
+        assert sorted(i.uid for i in fates) == sorted(i.uid for i in self.put)
+        assert len({i.uid for i in fates}) == len(fates)
+        # FIFO: what was delivered came out in the order it was put
+        order = {i.uid: n for n, i in enumerate(self.put)}
+        delivered = [order[i.uid] for i in self.delivered]
+        assert delivered == sorted(delivered)
+
+
+TestQueueMachine = QueueMachine.TestCase
+TestQueueMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# --- direct examples ---
+
+
+def test_capacity_validation() -> None:
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="capacity"):
+            DropOldestQueue[Item](bad)
+    assert DropOldestQueue[Item](1).capacity == 1
+    assert DropOldestQueue[Item]().capacity == DEFAULT_QUEUE_SIZE == 256
+
+
+def test_overflow_drops_oldest_and_reports_range() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(3)
+    items = [item("topics", n) for n in range(1, 7)]
+    for i in items:
+        q.put_nowait(i)
+    assert q.get_batch_nowait() == items[3:]
+    assert q.take_drops() == [Drop("topics", 1, 3, 3)]
+    assert q.take_drops() == []
+    stats = q.statistics()
+    assert (stats.put_total, stats.dropped_total, stats.peak_size, stats.size) == (6, 3, 3, 0)
+
+
+def test_overflow_skips_replies_and_drops_the_oldest_message() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(3)
+    m1, reply, m2, m3, m4 = (
+        item("topics", 1),
+        item(None, None),
+        item("topics", 2),
+        item("groups", 1),
+        item("topics", 3),
+    )
+    for i in (m1, reply, m2, m3, m4):
+        q.put_nowait(i)
+    assert q.get_batch_nowait() == [reply, m3, m4]  # m1 and m2 went, in that order
+    assert q.take_drops() == [Drop("topics", 1, 2, 2)]
+
+
+def test_drops_without_offset_are_counted_but_not_ranged() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(1)
+    q.put_nowait(item(None, None))  # a per-client reply
+    q.put_nowait(item("topics", None))
+    q.put_nowait(item("groups", 9))
+    assert q.statistics().dropped_total == 2
+    assert not q.has_drops
+    q.put_nowait(item("groups", 10))
+    assert q.take_drops() == [Drop("groups", 9, 9, 1)]
+
+
+def test_clear_is_not_a_drop() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    for n in range(3):
+        q.put_nowait(item("topics", n))
+    assert q.clear() == 3
+    assert len(q) == 0
+    assert q.statistics().dropped_total == 0
+    assert q.take_drops() == []
+
+
+def test_closed_queue_refuses_puts_and_drains() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    a, b = item(), item()
+    q.put_nowait(a)
+    q.put_nowait(b)
+    q.close()
+    with pytest.raises(trio.ClosedResourceError):
+        q.put_nowait(item())
+    assert q.get_nowait() == a
+    assert q.get_batch_nowait() == [b]
+    with pytest.raises(trio.EndOfChannel):
+        q.get_nowait()
+    with pytest.raises(trio.EndOfChannel):
+        q.get_batch_nowait()
+
+
+def test_empty_open_queue() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    with pytest.raises(trio.WouldBlock):
+        q.get_nowait()
+    assert q.get_batch_nowait() == []
+
+
+# --- waiting (Trio) ---
+
+
+async def test_get_waits_and_wakes_on_put() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    got: list[Item] = []
+
+    async def reader() -> None:
+        got.append(await q.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # parked: nothing to read yet
+        first = item()
+        q.put_nowait(first)
+    assert got == [first]
+    assert len(q) == 0
+
+
+async def test_get_returns_at_once_when_pending() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    a, b = item(), item()
+    q.put_nowait(a)
+    q.put_nowait(b)
+    assert await q.get() == a
+    assert await q.get() == b
+
+
+async def test_get_batch_waits_then_takes_everything_pending() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    batches: list[list[Item]] = []
+
+    async def reader() -> None:
+        batches.append(await q.get_batch())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert batches == []
+        items = [item() for _ in range(3)]
+        for i in items:  # no checkpoint in between: the reader sees all three
+            q.put_nowait(i)
+    assert batches == [items]
+
+
+async def test_get_batch_respects_capacity_while_reader_sleeps() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    batches: list[list[Item]] = []
+
+    async def reader() -> None:
+        batches.append(await q.get_batch())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        items = [item("topics", n) for n in range(1, 6)]
+        for i in items:
+            q.put_nowait(i)
+    assert batches == [items[-2:]]
+    assert q.take_drops() == [Drop("topics", 1, 3, 3)]
+
+
+async def test_close_wakes_waiting_reader_with_end_of_channel() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await q.get()
+        except trio.EndOfChannel:
+            outcomes.append("end")
+
+    async def batch_reader() -> None:
+        try:
+            await q.get_batch()
+        except trio.EndOfChannel:
+            outcomes.append("batch end")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(batch_reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == []
+        q.close()
+    assert sorted(outcomes) == ["batch end", "end"]
+
+
+async def test_close_lets_reader_drain_pending_items_first() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    items = [item() for _ in range(3)]
+    for i in items:
+        q.put_nowait(i)
+    q.close()
+    got = [await q.get() for _ in items]
+    assert got == items
+    with pytest.raises(trio.EndOfChannel):
+        await q.get()
+    with pytest.raises(trio.EndOfChannel):
+        await q.get_batch()
+
+
+async def test_close_after_items_reader_gets_items_then_end() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    got: list[list[Item] | str] = []
+
+    async def reader() -> None:
+        try:
+            while True:
+                got.append(await q.get_batch())
+        except trio.EndOfChannel:
+            got.append("end")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        a, b = item(), item()
+        q.put_nowait(a)
+        q.put_nowait(b)
+        q.close()
+    assert got == [[a, b], "end"]
+
+
+async def test_two_readers_each_get_one() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    got: list[Item] = []
+
+    async def reader() -> None:
+        got.append(await q.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        a = item()
+        q.put_nowait(a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [a]
+        b = item()
+        q.put_nowait(b)
+    assert got == [a, b]
+
+
+async def test_cancelled_get_loses_nothing() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await q.get()
+    assert scope.cancelled_caught
+    a = item()
+    q.put_nowait(a)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await q.get()  # cancelled before it takes anything
+    assert scope.cancelled_caught
+    assert len(q) == 1
+
+    async def parked_reader(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as inner:
+            task_status.started(inner)
+            await q.get_batch()
+            raise AssertionError("unreachable: cancelled while parked")
+
+    q.get_nowait()
+    async with trio.open_nursery() as nursery:
+        inner = await nursery.start(parked_reader)
+        await trio.testing.wait_all_tasks_blocked()
+        inner.cancel()
+    b = item()
+    q.put_nowait(b)
+    assert q.get_nowait() == b

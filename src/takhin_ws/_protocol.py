@@ -664,12 +664,15 @@ def _explain(exc: BaseException, *, data_level: bool) -> tuple[str, str]:
         first = cattrs.transform_error(exc, path=prefix, format_exception=_format_leaf)[0]
         text, _, path = first.rpartition(" @ ")
         path = _SNAKE_SEGMENT.sub(lambda m: "." + _camel(m.group(1)), path)
-        if text.startswith("extra fields"):
-            return text, path
+        extra = _EXTRA_FIELDS.search(text)
+        if extra:
+            names = ", ".join(repr(_camel(n.strip())) for n in extra.group(1).split(","))
+            return f"{path}: unknown field(s) {names}", path
         return f"{path.removeprefix('$.')}: {text}", path
     return str(exc), prefix
 
 
+_EXTRA_FIELDS: Final = re.compile(r"extra fields[^:]*: (.*)$", re.IGNORECASE)
 _SNAKE_SEGMENT: Final = re.compile(r"\.([a-z0-9]+(?:_[a-z0-9]+)+)")
 
 

@@ -31,21 +31,38 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
 import coredis
 import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
 from ._bus import BusUnavailableError, Published
+from ._config import Settings
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._frames import Outbound
 from ._hub import Hub
-from ._protocol import STREAMS, Envelope, Payload, decode, encode, parse_channel, stream_of
+from ._ingress import EventIngress
+from ._protocol import (
+    STREAMS,
+    Envelope,
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+    decode,
+    encode,
+    parse_channel,
+    stream_of,
+)
 
 __all__ = ["DEFAULT_PREFIX", "METRICS_STREAM_LENGTH", "MIN_STREAM_LENGTH", "RedisBus"]
 
@@ -101,6 +118,34 @@ _RELEASE_SCRIPT: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _closing_buffers(connection_class: type[Any]) -> type[Any]:
+    """*connection_class*, closing its in-memory buffers however its ``run`` ends.
+
+    A coredis connection creates them when constructed but closes them only once
+    connected, so every failed or cancelled connect (Redis down, shutdown) would leave
+    them to the garbage collector with a ``ResourceWarning``.
+    """
+
+    class Closing(connection_class):  # type: ignore[misc]
+        async def run(self, **kwargs: Any) -> None:
+            try:
+                await super().run(**kwargs)
+            finally:
+                for value in list(vars(self).values()):
+                    if isinstance(value, MemoryObjectSendStream | MemoryObjectReceiveStream):
+                        value.close()
+
+    Closing.__name__ = Closing.__qualname__ = f"Closing{connection_class.__name__}"
+    return Closing
+
+
+def _client(url: str, **options: Any) -> coredis.Redis[bytes]:
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(url, **options)
+    pool = client.connection_pool
+    pool.connection_class = _closing_buffers(pool.connection_class)
+    return client
 
 
 class _EpochChangedError(Exception):
@@ -172,9 +217,9 @@ class RedisBus:
             "connect_timeout": min(timeout, 2.0),
             "stream_timeout": timeout,
         }
-        self._client: coredis.Redis[bytes] = coredis.Redis.from_url(url, **options)
+        self._client = _client(url, **options)
         options["stream_timeout"] = None  # XREAD BLOCK: bounded by our own deadline
-        self._reader: coredis.Redis[bytes] = coredis.Redis.from_url(url, **options)
+        self._reader = _client(url, **options)
         self._publish_script = self._client.register_script(_PUBLISH_SCRIPT)
         self._epoch_script = self._client.register_script(_EPOCH_SCRIPT)
         self._lease_script = self._client.register_script(_LEASE_SCRIPT)
@@ -188,6 +233,20 @@ class RedisBus:
         self.published = 0
         self.delivered = 0
         self.reconnects = 0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, hub: Hub) -> RedisBus:
+        """The server's bus for ``--redis-url``: streams sized by ``--history-size``; the
+        metrics lease outlives three ticks (at least 1 s) without renewal."""
+        if settings.redis_url is None:
+            raise ValueError("settings.redis_url is not set")
+        tick = max(settings.interval, settings.collect_timeout or settings.interval)
+        return cls(
+            hub,
+            settings.redis_url,
+            history_size=settings.history_size,
+            lease_ttl=max(3 * tick, 1.0),
+        )
 
     # --- state ---
 
@@ -266,6 +325,23 @@ class RedisBus:
                 log.info("this node (%s) no longer collects the metrics", self.node_id)
         self._holds_lease = held
         return held
+
+    def metrics_publisher(
+        self, ingress: EventIngress
+    ) -> Callable[[Payload, bool | None], Awaitable[Published]]:
+        """The producer's ``publish`` hook: snapshots go on the ``metrics`` stream,
+        change events through *ingress* (validated and counted, then this bus)."""
+
+        async def publish(payload: Payload, stale: bool | None) -> Published:
+            if isinstance(payload, MonitoringMetrics):
+                return await self.publish("metrics", payload, stale=bool(stale))
+            if isinstance(
+                payload, TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
+            ):
+                return await ingress.publish(payload)
+            raise TypeError(f"{payload.TYPE} is neither a snapshot nor an event")
+
+        return publish
 
     async def release_metrics_lease(self) -> None:
         """Give the lease up (if held) so another node takes over at once. Never raises."""

@@ -1,0 +1,281 @@
+"""The Redis Streams bus against a real ``redis-server`` (see ``redis_server.py``).
+
+Several buses in one Trio run play several nodes: each has its own hub and its own
+Redis clients, exactly as separate processes would. Every wait is a condition with a
+generous deadline (a hang guard, not a timing assertion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from redis_server import RedisServer, redis_binary
+from takhin_ws import Settings, open_server
+from takhin_ws._bus import BusUnavailableError
+from takhin_ws._frames import Outbound
+from takhin_ws._hub import Hub, QueueSubscriber
+from takhin_ws._metrics import Snapshot
+from takhin_ws._protocol import MonitoringMetrics, TopicCreated, decode
+from takhin_ws._redis import MIN_STREAM_LENGTH, RedisBus
+
+GUARD = 20  # seconds: hang guard of every wait
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def flushed(redis: RedisServer) -> None:
+    if not redis.ping():  # a failed test may have left it stopped
+        redis.start()
+    redis.command("FLUSHALL")
+
+
+def topic(name: str) -> TopicCreated:
+    return TopicCreated(name=name, partitions=1)
+
+
+def drain(sub: QueueSubscriber) -> list[Outbound]:
+    return sub.queue.get_batch_nowait() if sub.queue else []
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    with trio.fail_after(GUARD):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running(redis: RedisServer, **options: Any) -> AsyncIterator[RedisBus]:
+    """A bus (and its hub) running until the block ends."""
+    hub = Hub(history_size=options.pop("history_size", 50))
+    options = {"block": 0.2, "backoff": (0.05, 0.2), **options}
+    bus = RedisBus(hub, redis.url, **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        yield bus
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_publish_reaches_every_node_identically(redis: RedisServer) -> None:
+    async with running(redis) as a, running(redis) as b:
+        assert a.healthy
+        assert b.healthy
+        assert a.hub.epoch == b.hub.epoch
+        subs = {}
+        for bus in (a, b):
+            subs[bus] = QueueSubscriber()
+            bus.hub.add_client(subs[bus], ["topic:orders"])
+        published = [
+            await a.publish("topic:orders", topic("orders")),
+            await b.publish("topic:payments", topic("payments")),
+            await b.publish("topic:orders", topic("orders")),
+        ]
+        assert [p.offset for p in published] == [1, 2, 3]
+        assert {p.epoch for p in published} == {a.hub.epoch}
+        await wait_until(lambda: a.hub.offset("topics") == 3 and b.hub.offset("topics") == 3)
+        got_a, got_b = drain(subs[a]), drain(subs[b])
+        assert [i.offset for i in got_a] == [1, 3]  # the narrow channel only
+        assert [i.payload for i in got_a] == [i.payload for i in got_b]  # byte for byte
+        first = decode(got_a[0].payload)
+        assert (first.channel, first.offset, first.epoch) == ("topics", 1, a.hub.epoch)
+        assert first.payload == topic("orders")
+        assert a.hub.replay("topics", 0, a.hub.epoch) == b.hub.replay("topics", 0, b.hub.epoch)
+
+
+async def test_publish_nowait_and_a_stopped_bus_refuse(redis: RedisServer) -> None:
+    bus = RedisBus(Hub(), redis.url)
+    with pytest.raises(BusUnavailableError, match="await publish"):
+        bus.publish_nowait("topics", topic("x"))
+    with pytest.raises(BusUnavailableError, match="not running"):
+        await bus.publish("topics", topic("x"))
+    assert not bus.healthy
+
+
+async def test_a_starting_node_loads_the_history_without_sending_it(redis: RedisServer) -> None:
+    async with running(redis) as a:
+        for name in "abcde":
+            await a.publish(f"topic:{name}", topic(name))
+        snapshot = MonitoringMetrics(timestamp=7)
+        await a.publish("metrics", snapshot, stale=True)
+        await wait_until(lambda: a.hub.offset("topics") == 5 and a.hub.offset("metrics") == 1)
+        hub = Hub(history_size=3)
+        sub = QueueSubscriber()
+        hub.add_client(sub)
+        late = RedisBus(hub, redis.url, block=0.2)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(late.run)
+            assert drain(sub) == []  # the past is for resumes, not for live clients
+            assert hub.epoch == a.hub.epoch
+            assert hub.offset("topics") == 5
+            replay = hub.replay("topics", 2, hub.epoch)
+            assert replay == a.hub.replay("topics", 2, a.hub.epoch)
+            assert replay is not None
+            assert [i.offset for i in replay] == [3, 4, 5]
+            assert hub.replay("topics", 1, hub.epoch) is None  # beyond its history size
+            latest = hub.latest("metrics")
+            assert latest is not None
+            assert latest.payload == a.hub.latest("metrics").payload  # type: ignore[union-attr]
+            assert decode(latest.payload).stale is True
+            nursery.cancel_scope.cancel()
+
+
+async def test_streams_are_capped(redis: RedisServer) -> None:
+    async with running(redis, history_size=10) as bus:
+        total = 2 * MIN_STREAM_LENGTH + 50
+        for n in range(total):
+            await bus.publish("topics", topic(f"t{n}"))
+        for n in range(40):
+            await bus.publish("metrics", MonitoringMetrics(timestamp=n), stale=False)
+        await wait_until(lambda: bus.hub.offset("topics") == total)
+    length = int(redis.command("XLEN", "takhin:stream:topics").strip(b":\r\n"))
+    assert MIN_STREAM_LENGTH <= length < total  # approximate MAXLEN, never below the bound
+    assert int(redis.command("XLEN", "takhin:stream:metrics").strip(b":\r\n")) <= 16
+
+
+def _reader_ids(redis: RedisServer) -> list[str]:
+    listing = redis.command("CLIENT", "LIST").decode()
+    return [
+        field.removeprefix("id=")
+        for line in listing.splitlines()
+        if "cmd=xread" in line
+        for field in line.split()
+        if field.startswith("id=")
+    ]
+
+
+async def test_a_reader_that_loses_its_connection_resumes_where_it_left_off(
+    redis: RedisServer,
+) -> None:
+    async with running(redis) as a, running(redis, backoff=(0.5, 0.5)) as b:
+        sub = QueueSubscriber()
+        b.hub.add_client(sub)
+        await a.publish("topics", topic("before"))
+        await wait_until(lambda: b.hub.offset("topics") == 1)
+        epoch = b.hub.epoch
+        await wait_until(lambda: len(_reader_ids(redis)) == 2)
+        for ident in _reader_ids(redis):
+            redis.command("CLIENT", "KILL", "ID", ident)
+        await wait_until(lambda: not b.healthy)
+        for name in ("during1", "during2"):  # b's reader is away (backing off)
+            await a.publish("topics", topic(name))
+        await wait_until(lambda: b.healthy and b.hub.offset("topics") == 3)
+        assert b.reconnects >= 1
+        assert b.hub.epoch == epoch  # same Redis state: same epoch, no reset
+        got = [decode(i.payload) for i in drain(sub)]
+        assert [(e.offset, e.payload) for e in got] == [
+            (1, topic("before")),
+            (2, topic("during1")),
+            (3, topic("during2")),
+        ]
+
+
+async def test_a_redis_restart_is_survived_under_a_new_epoch(redis: RedisServer) -> None:
+    async with running(redis) as a, running(redis) as b:
+        subs = {}
+        for bus in (a, b):
+            subs[bus] = QueueSubscriber()
+            bus.hub.add_client(subs[bus])
+        await a.publish("topics", topic("old"))
+        await wait_until(lambda: b.hub.offset("topics") == 1)
+        old_epoch = a.hub.epoch
+        await trio.to_thread.run_sync(redis.stop)
+        await wait_until(lambda: not a.healthy and not b.healthy)
+        with pytest.raises(BusUnavailableError, match="Redis at"):
+            await a.publish("topics", topic("lost"))
+        await trio.to_thread.run_sync(redis.start)  # empty: persistence is off
+        await wait_until(lambda: a.healthy and b.healthy)
+        assert a.hub.epoch == b.hub.epoch != old_epoch
+        published = await b.publish("topics", topic("new"))
+        assert (published.offset, published.epoch) == (1, a.hub.epoch)
+        await wait_until(lambda: a.hub.offset("topics") == 1 and b.hub.offset("topics") == 1)
+        for bus in (a, b):
+            assert len(bus.hub) == 1  # the client is still there
+            got = [decode(i.payload) for i in drain(subs[bus])]
+            assert [(e.offset, e.epoch, e.payload) for e in got] == [
+                (1, old_epoch, topic("old")),
+                (1, a.hub.epoch, topic("new")),
+            ]
+            assert bus.hub.replay("topics", 1, old_epoch) is None  # a resume must refetch
+
+
+async def test_a_flush_without_restart_is_noticed(redis: RedisServer) -> None:
+    async with running(redis) as a:
+        for name in "abc":
+            await a.publish("topics", topic(name))
+        await wait_until(lambda: a.hub.offset("topics") == 3)
+        old_epoch = a.hub.epoch
+        redis.command("FLUSHALL")  # connections stay up
+        await wait_until(lambda: a.hub.epoch != old_epoch)
+        published = await a.publish("topics", topic("d"))
+        assert published.offset == 1
+        await wait_until(lambda: a.hub.offset("topics") == 1)
+
+
+async def test_one_node_at_a_time_holds_the_metrics_lease(redis: RedisServer) -> None:
+    async with running(redis, lease_ttl=0.5) as a, running(redis, lease_ttl=0.5) as b:
+        assert await a.hold_metrics_lease()
+        assert not await b.hold_metrics_lease()
+        assert await a.hold_metrics_lease()  # renewed
+        assert a.holds_lease
+        await a.release_metrics_lease()
+        assert await b.hold_metrics_lease()  # free at once after a release
+        assert not await a.hold_metrics_lease()
+        # b stops renewing (as if it died): a takes over once the lease expires
+        with trio.fail_after(GUARD):
+            while not await a.hold_metrics_lease():
+                await trio.sleep(0.05)
+        assert not await b.hold_metrics_lease()
+
+
+# --- the server wired to Redis (in process) ---
+
+
+class StaticSource:
+    async def collect(self) -> Snapshot:
+        return Snapshot(metrics=MonitoringMetrics(timestamp=1))
+
+
+async def test_server_with_redis_answers_503_while_redis_is_down(redis: RedisServer) -> None:
+    settings = Settings(port=0, interval=0.2, redis_url=redis.url, publish_keys=("k",))
+    async with open_server(settings, source=StaticSource()) as server:
+        assert server.bus is not None
+        await wait_until(lambda: server.ready)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            headers = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+            body = orjson.dumps({"type": "topic_created", "data": {"name": "x", "partitions": 1}})
+            answer = await http.post("/api/events", content=body, headers=headers)
+            assert answer.status_code == 202
+            assert answer.json()["accepted"][0]["epoch"] == server.hub.epoch
+            await wait_until(lambda: server.hub.offset("topics") == 1)
+            await wait_until(lambda: server.hub.latest("metrics") is not None)
+            assert redis.command("GET", "takhin:metrics-lease").startswith(b"$")
+            await trio.to_thread.run_sync(redis.stop)
+            await wait_until(lambda: not server.ready)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert "event bus unavailable (Redis unreachable)" in ready.json()["reasons"]
+            answer = await http.post("/api/events", content=body, headers=headers)
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "1"
+            await trio.to_thread.run_sync(redis.start)
+            await wait_until(lambda: server.ready)
+            assert (await http.get("/readyz")).status_code == 200
+            answer = await http.post("/api/events", content=body, headers=headers)
+            assert answer.status_code == 202
+    # the lease was released on the way out
+    assert redis.command("GET", "takhin:metrics-lease") == b"$-1\r\n"

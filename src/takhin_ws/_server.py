@@ -56,9 +56,6 @@ from ._transport import SocketTransport
 if TYPE_CHECKING:
     from ._redis import RedisBus
 
-if TYPE_CHECKING:
-    from ._redis import RedisBus
-
 __all__ = ["WS_PATH", "Server", "open_server"]
 
 log = logging.getLogger("takhin_ws.server")
@@ -111,7 +108,6 @@ class Server:
         self._api_keys = [k.encode() for k in settings.api_keys]
         self._publish_keys = [k.encode() for k in settings.publish_keys]
         self.ingress = ingress or EventIngress(hub)
-        self.bus = bus
         self.bus = bus
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
 
@@ -265,8 +261,6 @@ class Server:
                 reasons.append("shutting down")
             if self.producer is not None and not self.producer.ready:
                 reasons.append("metrics source has not produced a fresh snapshot")
-            if self.bus is not None and not self.bus.healthy:
-                reasons.append("event bus unavailable (Redis unreachable)")
             if self.bus is not None and not self.bus.healthy:
                 reasons.append("event bus unavailable (Redis unreachable)")
             body = {"status": "ready" if ready else "unready", "reasons": reasons}

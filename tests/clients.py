@@ -136,8 +136,7 @@ class RawClient:
         except trio.BrokenResourceError:
             data = b""
         if not data:
-            self.eof = True
-            self.ws.receive_data(None)
+            self.eof = True  # (not fed to wsproto: it would invent a 1006 Close)
         else:
             self.ws.receive_data(data)
         self._events.extend(self.ws.events())

@@ -53,6 +53,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--clients-per-proc", type=int, default=2500, help="connections per load-client process"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure burst and steady N times and report the quietest trial (the one "
+        "during which other processes used the least CPU); all trials go to the JSON",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each run wait up to this many seconds for other processes to leave "
+        "the two cores idle (for shared machines; default 0: do not wait)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     return parser.parse_args(argv)
 
@@ -66,7 +80,7 @@ def make_config(args: argparse.Namespace) -> Config:
             burst_count=200,
             burst_min_deliveries=20_000,
             burst_max_reps=2,
-            steady_seconds=3.0,
+            steady_seconds=2.0,
             slow_close_wait=0.0,
             stagnation=3.0,
             settle=0.5,
@@ -83,6 +97,8 @@ def make_config(args: argparse.Namespace) -> Config:
         cfg.steady_seconds = args.steady_seconds
     cfg.steady_rate = args.steady_rate
     cfg.clients_per_proc = args.clients_per_proc
+    cfg.quiet_wait = args.quiet_wait
+    cfg.repeat = args.repeat
     cfg.log_dir = args.out / "tmp"
     return cfg
 
@@ -95,6 +111,28 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "?"
     return out
+
+
+def git_state() -> str:
+    """The commit the server code comes from, and whether src/ had local changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=RESULTS.parent.parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "src")
+    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "versions": versions(),
+        "git": git_state(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
         "nofile": nofile,
     }

@@ -5,7 +5,7 @@ reads one JSON object per line (the reply) from its stdout. A child exits when i
 stdin reaches EOF, so it never outlives the harness.
 
 Payload: every server carries the same ~1 KB metrics snapshot (the takhin-ws
-``metrics`` envelope). The first topic's name is the *marker* ``bm:<run>:<seq>:<us>``:
+``metrics`` envelope). The first topic's name is the *marker* ``bm:<run>:<seq>:<us>`` (fixed width):
 the run id, the message's sequence number and its planned send time in microseconds
 of ``CLOCK_MONOTONIC`` (``time.monotonic()``, shared by every process on the host),
 from which the load client computes publish-to-receive latency.
@@ -79,7 +79,20 @@ def monotonic_us() -> int:
 
 
 def marker(run: int, seq: int, planned: float) -> str:
-    return f"bm:{run}:{seq}:{int(planned * 1_000_000)}"
+    """Fixed width, so the load client parses it by slicing: ``bm:RRRR:SSSSSS:U{16}``."""
+    return f"bm:{run % 10_000:04d}:{seq:06d}:{int(planned * 1_000_000):016d}"
+
+
+def run_tag(run: int) -> bytes:
+    """The run field of the marker, as it appears in the payload."""
+    return b"%04d" % (run % 10_000)
+
+
+#: Offsets of the marker's fields from its opening quote.
+MARK_RUN: Final = 4
+MARK_SEQ: Final = 9
+MARK_US: Final = 16
+MARK_END: Final = 32
 
 
 def template_metrics(name: str = "orders") -> MonitoringMetrics:

@@ -22,6 +22,7 @@ stopped), divided by the deliveries the clients counted.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +59,13 @@ class Config:
     clients_per_proc: int = 2500
     connect_concurrency: int = 200
     stagnation: float = 5.0
+    #: measure burst and steady this many times; report the quietest (see Group.run)
+    repeat: int = 1
     settle: float = 1.0
+    #: before each measured run, wait up to this long for other processes to use less
+    #: than ``quiet_threshold`` of either core (the machine may be shared)
+    quiet_wait: float = 0.0
+    quiet_threshold: float = 0.15
     log_dir: Path = field(default_factory=lambda: Path("benchmarks/results/tmp"))
 
 
@@ -161,9 +168,17 @@ class Group:
             "client_procs": procs,
         }
 
+    def _children(self) -> list[Child]:
+        return [*self.loaders, *([self.server] if self.server else [])]
+
     def close(self) -> None:
-        for child in [*self.loaders, *([self.server] if self.server else [])]:
-            child.close(timeout=10)
+        """Clients first (their sockets close), then the server; each bounded."""
+        for child in self._children():
+            child.close(timeout=15)
+
+    def kill(self) -> None:
+        for child in self._children():
+            child.kill()
 
     # --- helpers ---
 
@@ -178,6 +193,35 @@ class Group:
             if have == want or time.monotonic() > deadline:
                 return have
             time.sleep(0.1)
+
+    def _our_cpu(self) -> dict[int, float]:
+        """CPU seconds of our processes, by the core they are pinned to."""
+        assert self.server is not None
+        t = os.times()
+        clients = sum(c.cpu_seconds() for c in self.loaders) + t.user + t.system
+        return {SERVER_CPU: self.server.cpu_seconds(), CLIENT_CPU: clients}
+
+    def _others(self, busy0: dict[int, float], ours0: dict[int, float], wall: float) -> list[float]:
+        """Fraction of each core used by processes outside the benchmark since the marks."""
+        busy1, ours1 = core_busy(), self._our_cpu()
+        out = []
+        for core in (SERVER_CPU, CLIENT_CPU):
+            used = busy1.get(core, 0.0) - busy0.get(core, 0.0)
+            mine = ours1[core] - ours0[core]
+            out.append(max(0.0, used - mine) / max(wall, 1e-9))
+        return out
+
+    def _wait_quiet(self) -> float:
+        """Wait (bounded) until other processes leave both cores nearly idle."""
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.quiet_wait
+        while True:
+            busy0, ours0, t0 = core_busy(), self._our_cpu(), time.monotonic()
+            time.sleep(0.5)
+            other = max(self._others(busy0, ours0, time.monotonic() - t0))
+            if other <= cfg.quiet_threshold or time.monotonic() >= deadline:
+                return other
+            self.progress(f"waiting for a quiet machine (others use {other:.0%} of a core)")
 
     def _all(self, obj: dict[str, Any], timeout: float = 30) -> list[dict[str, Any]]:
         for child in self.loaders:
@@ -207,8 +251,22 @@ class Group:
             self._wait_server_clients(self.n, timeout=30)
             extra["stalled"] = stalled
             before = self._stats()
-        runs = [self._one_run(workload, count, rate, rep, reps) for rep in range(reps)]
-        figures = _combine(runs)
+        # a shared machine: measure `repeat` times and keep the quietest measurement
+        # (least CPU used by other processes), never the best-looking one
+        trials = 1 if workload == "slow" else max(1, cfg.repeat)
+        measured = []
+        for trial in range(trials):
+            if cfg.quiet_wait > 0:
+                self._wait_quiet()
+            runs = [
+                self._one_run(workload, count, rate, rep, reps, trial, trials)
+                for rep in range(reps)
+            ]
+            measured.append(_combine(runs))
+        figures = min(measured, key=lambda f: f["other_core0_pct"] + f["other_core1_pct"])
+        figures["trials"] = [
+            {k: f[k] for k in _TRIAL_KEYS} | {"chosen": f is figures} for f in measured
+        ]
         figures.update(self.common)
         figures.update(extra)
         figures["reps"] = reps
@@ -221,19 +279,24 @@ class Group:
         return cell
 
     def _one_run(
-        self, workload: str, count: int, rate: float, rep: int, reps: int
+        self, workload: str, count: int, rate: float, rep: int, reps: int, trial: int, trials: int
     ) -> dict[str, Any]:
         assert self.server is not None
         self.run_id += 1
         run = self.run_id
         label = workload if reps == 1 else f"{workload} {rep + 1}/{reps}"
+        if trials > 1:
+            label += f" (trial {trial + 1}/{trials})"
         self._all({"op": "begin", "run": run, "expected": count})
+        busy0, ours0 = core_busy(), self._our_cpu()
         cpu0 = self.server.cpu_seconds()
         sched0 = self.server.sched_seconds()
         t_cmd = time.monotonic()
         self.server.send({"op": "publish", "run": run, "count": count, "rate": rate})
         self.progress(f"{label}: publishing")
-        pub = self.server.receive(timeout=60 + (count / rate if rate else 0) + self.n / 100)
+        # generous: 200 us per delivery (contended machine) on top of the schedule
+        budget = 60 + (count / rate if rate else 0) + count * self.n * 200e-6
+        pub = self.server.receive(timeout=budget)
         # drain: until every reading client has all messages, or progress stops
         last_total = -1
         last_change = time.monotonic()
@@ -255,6 +318,7 @@ class Group:
         t_done = time.monotonic()
         cpu1 = self.server.cpu_seconds()
         sched1 = self.server.sched_seconds()
+        other0, other1 = self._others(busy0, ours0, t_done - t_cmd)
         ends = self._all({"op": "end"}, timeout=60)
         received = sum(e["received"] for e in ends)
         return {
@@ -276,6 +340,8 @@ class Group:
             "lat_max": max(e["lat_max"] for e in ends),
             "lat_sum": sum(e["lat_sum"] for e in ends),
             "lat_count": sum(e["lat_count"] for e in ends),
+            "other_core0_s": other0 * (t_done - t_cmd),
+            "other_core1_s": other1 * (t_done - t_cmd),
         }
 
     def _watch_stalled(self, before: dict[str, Any], stalled: int) -> dict[str, Any]:
@@ -294,6 +360,32 @@ class Group:
         if "dropped" in stats:
             out["server_dropped"] = int(stats["dropped"]) - int(before.get("dropped", 0))
         return out
+
+
+def core_busy() -> dict[int, float]:
+    """Busy seconds per CPU since boot (/proc/stat: everything but idle and iowait)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            values = [int(v) for v in fields[:8]]
+            idle = values[3] + values[4]
+            out[int(name[3:])] = (sum(values) - idle) / tick
+    return out
+
+
+_TRIAL_KEYS = (
+    "cpu_us_per_delivery",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "lost",
+    "other_core0_pct",
+    "other_core1_pct",
+)
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -319,6 +411,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "wall_s",
             "lat_sum",
             "lat_count",
+            "other_core0_s",
+            "other_core1_s",
         )
     }
     hist = merge_hist([r["hist"] for r in runs])
@@ -333,6 +427,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "sched_us_per_delivery": sums["server_sched_s"] / deliveries * 1e6,
             "server_core_pct": 100 * sums["server_cpu_s"] / max(sums["wall_s"], 1e-9),
             "client_core_pct": 100 * sums["client_cpu_s"] / max(sums["wall_s"], 1e-9),
+            "other_core0_pct": 100 * sums["other_core0_s"] / max(sums["wall_s"], 1e-9),
+            "other_core1_pct": 100 * sums["other_core1_s"] / max(sums["wall_s"], 1e-9),
             "p50_ms": percentile(hist, 50) * 1000,
             "p99_ms": percentile(hist, 99) * 1000,
             "max_ms": max(r["lat_max"] for r in runs) * 1000,
@@ -348,26 +444,41 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run_group(
     cfg: Config, server: str, clients: int, progress: Progress, done: Callable[[Cell], None]
 ) -> list[Cell]:
-    """All workloads of one (server, clients); failures become failed cells."""
-    group = Group(cfg, server, clients, progress)
+    """All workloads of one (server, clients). A failed workload becomes a failed cell
+    and the server and its clients are restarted for the next one (a child that missed
+    a deadline may answer late, so it is not trusted again)."""
     cells: list[Cell] = []
+    group: Group | None = None
     try:
-        try:
-            group.start()
-        except (ChildError, OSError, KeyError, ValueError) as exc:
-            for workload in cfg.workloads:
-                cell = Cell(server, clients, workload, "failed", f"set-up: {exc}")
-                cells.append(cell)
-                done(cell)
-            return cells
         for workload in cfg.workloads:
+            if group is None:
+                group = Group(cfg, server, clients, progress)
+                try:
+                    group.start()
+                except (ChildError, OSError, KeyError, ValueError) as exc:
+                    cell = Cell(server, clients, workload, "failed", f"set-up: {exc}")
+                    cells.append(cell)
+                    done(cell)
+                    progress("stopping")
+                    group.close()
+                    group = None
+                    continue
             try:
                 cell = group.run(workload)
             except (ChildError, OSError, KeyError, ValueError) as exc:
                 cell = Cell(server, clients, workload, "failed", str(exc))
+                progress("stopping after a failure")
+                group.close()
+                group = None
             cells.append(cell)
             done(cell)
+    except BaseException:
+        if group is not None:
+            group.kill()
+            group = None
+        raise
     finally:
-        progress("stopping")
-        group.close()
+        if group is not None:
+            progress("stopping")
+            group.close()
     return cells

@@ -10,7 +10,8 @@ large client counts) and driven over stdin/stdout (one JSON object per line):
 - ``end``: per-run results: received, lost, gap messages, order violations, a latency
   histogram (log-spaced, 100 bins per decade), and this process's CPU time.
 - ``stall``: replace every ``every``-th connection by one with a 4 KiB receive buffer
-  that completes the handshake and then never reads again (the slow readers).
+  and a 1460-byte MSS that completes the handshake and then never reads again (the
+  slow readers).
 
 Frames are parsed by hand: server frames are unmasked; a text frame whose payload holds
 the marker ``"bm:<run>:<seq>:<us>"`` is a benchmark message and its latency is the
@@ -35,7 +36,16 @@ from typing import Any, Final
 
 import numpy as np
 
-from benchmarks.common import child_setup, cpu_seconds, reply
+from benchmarks.common import (
+    MARK_END,
+    MARK_RUN,
+    MARK_SEQ,
+    MARK_US,
+    child_setup,
+    cpu_seconds,
+    reply,
+    run_tag,
+)
 
 CONNECTING: Final = 0
 HANDSHAKE: Final = 1
@@ -50,7 +60,11 @@ RECV_BYTES: Final = 256 * 1024
 HIST_LO: Final = -5.0
 HIST_HI: Final = 3.0
 HIST_BINS: Final = 800
+#: A stalled client looks like a slow Internet peer: small receive buffer, MSS of a
+#: 1500-byte MTU. Without the MSS clamp, loopback's 64 KB MSS lets the server's send
+#: buffer autotune to tcp_wmem's maximum (4 MB: ~4,000 messages) before it backs up.
 STALL_RCVBUF: Final = 4096
+STALL_MSS: Final = 1460
 
 
 class Conn:
@@ -77,7 +91,7 @@ class Conn:
         self.received = 0
         self.gaps = 0
         self.disorder = 0
-        self.last = -1
+        self.last = b""
 
 
 class LoadClient:
@@ -104,8 +118,11 @@ class LoadClient:
         self.t_start = 0.0
         # run
         self.run = -1
+        self.tag = b"----"
+        self.moff = 0
         self.expected = 0
-        self.lat = array("d")
+        self.marks: list[bytes] = []
+        self.times = array("d")
         self.cpu0 = 0.0
         self.t_begin = 0.0
         self.closed_during_run = 0
@@ -119,6 +136,7 @@ class LoadClient:
         sock.setblocking(False)
         if stall:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_RCVBUF)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, STALL_MSS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(self.addr)
         if err not in (0, errno.EINPROGRESS):
@@ -248,8 +266,10 @@ class LoadClient:
     def _frames(self, conn: Conn, data: bytes, now: float) -> None:
         n = len(data)
         pos = 0
-        run = self.run
-        lat_append = self.lat.append
+        tag = self.tag
+        moff = self.moff
+        marks_append = self.marks.append
+        times_append = self.times.append
         while n - pos >= 2:
             ln = data[pos + 1] & 0x7F
             if ln < 126:
@@ -269,17 +289,23 @@ class LoadClient:
                 break
             op = data[pos] & 0x0F
             if op == 1:
-                i = data.find(b'"bm:', h, end)
+                # the marker sits at the same offset in every benchmark message
+                i = h + moff
+                if not data.startswith(b'"bm:', i):
+                    i = data.find(b'"bm:', h, end)
+                    if i >= 0:
+                        moff = self.moff = i - h
                 if i >= 0:
-                    j = data.find(b'"', i + 4, end)
-                    r, s, us = data[i + 4 : j].split(b":")
-                    if int(r) == run:
-                        seq = int(s)
-                        if seq <= conn.last:
+                    if data.startswith(tag, i + MARK_RUN):
+                        # "SSSSSS:UUUU...": fixed width, so bytes order is sequence order;
+                        # the numbers are parsed in bulk by _results()
+                        mark = data[i + MARK_SEQ : i + MARK_END]
+                        if mark <= conn.last:
                             conn.disorder += 1
-                        conn.last = seq
+                        conn.last = mark
                         conn.received += 1
-                        lat_append(now - int(us) * 1e-6)
+                        marks_append(mark)
+                        times_append(now)
                 elif data.find(b'"type":"gap"', h, end) >= 0:
                     conn.gaps += 1
             elif op == 9:  # ping: answer with a masked pong (mask key 0)
@@ -339,11 +365,13 @@ class LoadClient:
             self._fill()
         elif op == "begin":
             self.run = int(cmd["run"])
+            self.tag = run_tag(self.run)
             self.expected = int(cmd["expected"])
             for conn in self.conns.values():
                 conn.received = conn.gaps = conn.disorder = 0
-                conn.last = -1
-            self.lat = array("d")
+                conn.last = b""
+            self.marks = []
+            self.times = array("d")
             self.closed_during_run = self.closed_received = self.closed_lost = 0
             self.cpu0 = cpu_seconds()
             self.t_begin = time.monotonic()
@@ -362,6 +390,7 @@ class LoadClient:
         elif op == "end":
             reply(self._results())
             self.run = -1
+            self.tag = b"----"
         elif op == "quit":
             self.stop = True
         else:
@@ -373,6 +402,17 @@ class LoadClient:
         self.t_first_ok = self.t_last_ok = 0.0
         self.t_start = time.monotonic()
 
+    def _latencies(self) -> Any:
+        """Receive time minus planned send time of every message of the run (seconds)."""
+        if not self.marks:
+            return np.zeros(0)
+        width = MARK_END - MARK_SEQ
+        raw = np.frombuffer(b"".join(self.marks), dtype=np.uint8).reshape(-1, width)
+        digits = raw[:, MARK_US - MARK_SEQ :].astype(np.int64) - 48
+        powers = 10 ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)
+        planned_us = digits @ powers
+        return np.frombuffer(self.times, dtype=np.float64) - planned_us * 1e-6
+
     def _results(self) -> dict[str, Any]:
         cpu = cpu_seconds() - self.cpu0
         reading = [c for c in self.conns.values() if c.state == OPEN]
@@ -383,7 +423,7 @@ class LoadClient:
             if missing > 0:
                 lost += missing
                 lost_clients += 1
-        lat = np.frombuffer(self.lat, dtype=np.float64) if len(self.lat) else np.zeros(0)
+        lat = self._latencies()
         if lat.size:
             logs = np.log10(np.clip(lat, 10**HIST_LO, 10**HIST_HI * 0.999))
             hist, _ = np.histogram(logs, bins=HIST_BINS, range=(HIST_LO, HIST_HI))

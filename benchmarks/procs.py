@@ -124,6 +124,17 @@ class Child:
         with contextlib.suppress(OSError):
             self._log.close()
 
+    def kill(self) -> None:
+        """At once, no questions (Ctrl-C)."""
+        with contextlib.suppress(OSError):
+            if self.proc.poll() is None:
+                self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=3)
+        _LIVE.discard(self)
+        with contextlib.suppress(OSError):
+            self._log.close()
+
 
 def kill_all() -> None:
     """Last resort (Ctrl-C, a crash): kill every child still alive, by pid."""

@@ -156,17 +156,18 @@ def goals(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
     lines = [
-        f"Run: `{meta['command']}` on {meta['date']} ({meta['host']})",
+        f"Run: `{meta['command']}` on {meta['date']} ({meta['host']}; code {meta.get('git', '?')})",
         "",
-        "| clients | workload | server | deliveries/s | CPU us/delivery | p50 ms | p99 ms "
-        "| max ms | lost | gaps | RSS/conn KB | conn/s | server core % | client core % |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | workload | server | deliveries/s | CPU us/delivery (schedstat) | p50 ms "
+        "| p99 ms | max ms | lost | gaps | RSS/conn KB | conn/s | server core % "
+        "| client core % | other load % core0/core1 |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in sorted(cells, key=lambda c: (*_order((c["clients"], c["workload"])), c["server"])):
         if c["status"] != "ok":
             lines.append(
                 f"| {c['clients']:,} | {c['workload']} | {c['server']} | FAILED: "
-                f"{(c['error'] or '').replace('|', '/')[:160]} |||||||||||"
+                f"{(c['error'] or '').replace('|', '/')[:160]} ||||||||||||"
             )
             continue
         lines.append(
@@ -177,7 +178,7 @@ def markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
                     c["workload"],
                     c["server"],
                     _fmt(c["deliveries_per_s"]),
-                    _fmt(c["cpu_us_per_delivery"], 2),
+                    f"{_fmt(c['cpu_us_per_delivery'], 2)} ({_fmt(c['sched_us_per_delivery'], 2)})",
                     _fmt(c["p50_ms"]),
                     _fmt(c["p99_ms"]),
                     _fmt(c["max_ms"]),
@@ -187,6 +188,7 @@ def markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
                     _fmt(c["connect_rate"]),
                     _fmt(c["server_core_pct"], 0),
                     _fmt(c["client_core_pct"], 0),
+                    f"{c['other_core0_pct']:.0f}/{c['other_core1_pct']:.0f}",
                 ]
             )
             + " |"
@@ -319,5 +321,6 @@ def summary_line(cell: dict[str, Any]) -> str:
         f"{cell['server']:>10} {cell['clients']:>6,} {cell['workload']:<6} "
         f"{cell['cpu_us_per_delivery']:6.2f} us/deliv  p50 {cell['p50_ms']:8.1f} ms  "
         f"p99 {cell['p99_ms']:8.1f} ms  lost {cell['lost']:<6} gaps {cell['gaps']:<4} "
-        f"RSS/conn {cell['rss_per_conn_kb']:5.1f} KB  client core {cell['client_core_pct']:3.0f}%"
+        f"RSS/conn {cell['rss_per_conn_kb']:5.1f} KB  client core {cell['client_core_pct']:3.0f}%  "
+        f"others {cell['other_core0_pct']:.0f}/{cell['other_core1_pct']:.0f}%"
     )

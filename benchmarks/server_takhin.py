@@ -91,6 +91,46 @@ class Runner:
         }
 
 
+_baseline: Any = None
+
+
+def _memsnap(top: int) -> dict[str, Any]:
+    """With ``--tracemalloc``: the first call takes a baseline, later ones report the
+    allocation sites (3-frame tracebacks) that grew most since then."""
+    global _baseline
+    import gc
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return {"error": "start the server with --tracemalloc"}
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    if _baseline is None:
+        _baseline = snap
+        return {"baseline": True}
+    by_package: dict[str, float] = {}
+    for st in snap.compare_to(_baseline, "filename"):
+        name = st.traceback[0].filename.split("site-packages/")[-1]
+        package = name.split("/")[0] if "site-packages" in st.traceback[0].filename else name
+        if "takhin_ws" in name:
+            package = "takhin_ws/" + name.rsplit("/", 1)[-1]
+        by_package[package] = by_package.get(package, 0.0) + st.size_diff / 1024
+    stats = snap.compare_to(_baseline, "traceback")[:top]
+    return {
+        "by_package_kb": dict(sorted(by_package.items(), key=lambda kv: -kv[1])[:top]),
+        "top": [
+            {
+                "kb": round(st.size_diff / 1024, 1),
+                "count": st.count_diff,
+                "where": [
+                    f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in st.traceback
+                ],
+            }
+            for st in stats
+        ],
+    }
+
+
 async def _lines(stream: trio.lowlevel.FdStream) -> AsyncIterator[dict[str, Any]]:
     buf = b""
     while True:
@@ -132,6 +172,8 @@ async def main(args: argparse.Namespace) -> None:
                 _reply(result)
             elif op == "stats":
                 _reply(runner.stats())
+            elif op == "memsnap":
+                _reply(_memsnap(int(cmd.get("top", 25))))
             elif op == "quit":
                 _reply({"bye": True})
                 break
@@ -144,10 +186,23 @@ def cli() -> None:
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--max-clients", type=int, default=30_000)
     parser.add_argument("--write-timeout", type=float, default=None)
+    parser.add_argument("--profile", default=None, help="write cProfile stats here at exit")
+    parser.add_argument("--tracemalloc", action="store_true", help="enable the memsnap op")
     args = parser.parse_args()
     child_setup(args.cpu)
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(3)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    trio.run(main, args)
+    if args.profile:
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            trio.run(main, args)
+        profile.dump_stats(args.profile)
+    else:
+        trio.run(main, args)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ async def read_request(stream: trio.abc.ReceiveStream) -> Request:
             conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
+            # h11 bounds only a head still incomplete; one that arrived whole is measured here
+            if len(raw) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+                raise HttpError(431, "request head too large")
             break
         raise HttpError(400, "bad request")
     headers: dict[str, str] = {}
@@ -130,8 +133,9 @@ def response_bytes(
 ) -> bytes:
     """A complete ``Connection: close`` response."""
     conn = h11.Connection(h11.SERVER)
-    # h11 needs to have seen a request before it writes a response
-    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # h11 needs to have seen a request before it writes a response (HEAD: no body)
+    method = b"HEAD" if head_only else b"GET"
+    conn.receive_data(method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.next_event()
     all_headers = [
         ("Content-Type", content_type),

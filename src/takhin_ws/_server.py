@@ -193,7 +193,7 @@ class Server:
             try:
                 request = await read_request(transport)
             except HttpError as exc:
-                await self._respond(transport, exc.status, "bad_request", exc.message)
+                await self._respond(transport, exc.status, _code(exc.status), exc.message)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return

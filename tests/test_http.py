@@ -1,0 +1,236 @@
+"""Plain HTTP on the WebSocket port (health, readiness, Prometheus text, errors), the
+request-head limits, and ``_http`` itself on in-memory streams."""
+
+from __future__ import annotations
+
+import h11
+import httpx
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from clients import http_exchange, open_raw_stream, status_of, ws_connect
+from conftest import FakeSource, ServerFactory, wait_ready, wait_until
+from takhin_ws import Server, TopicCreated
+from takhin_ws._http import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    Request,
+    read_body,
+    read_request,
+    response_bytes,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error"]["status"] == status
+    assert body["error"]["code"] == code
+    message: str = body["error"]["message"]
+    assert message
+    return message
+
+
+async def test_health_metrics_and_errors(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.get("/healthz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+        assert response.headers["cache-control"] == "no-store"
+
+        response = await http.get("/readyz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready", "reasons": []}
+
+        response = await http.get("/nowhere")
+        assert "/nowhere" in error_of(response, 404, "not_found")
+
+        # the WebSocket path without an upgrade
+        response = await http.get("/api/monitoring/ws")
+        error_of(response, 426, "upgrade_required")
+        assert response.headers["upgrade"] == "websocket"
+
+        response = await http.post("/healthz", content=b"{}")
+        error_of(response, 405, "method_not_allowed")
+        assert "GET" in response.headers["allow"]
+
+        response = await http.head("/")
+        assert response.status_code == 200
+        assert response.content == b""
+
+
+async def test_prometheus_text_counts_clients(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "# TYPE takhin_ws_clients gauge" in response.text
+        assert "takhin_ws_clients 0.0" in response.text
+
+        async with (
+            ws_connect(server.ws_url) as a,
+            ws_connect(server.ws_url + "?channels=topic:orders") as b,
+        ):
+            for ws in (a, b):
+                await ws.get_message()
+            server.hub.publish_event(TopicCreated(name="orders", partitions=1))
+            text = (await http.get("/metrics")).text
+        lines = set(text.splitlines())
+        assert "takhin_ws_clients 2.0" in lines
+        assert 'takhin_ws_channel_subscribers{channel="topic:orders"} 1.0' in lines
+        assert 'takhin_ws_stream_offset{stream="topics"} 1.0' in lines
+        assert "takhin_ws_ready 1.0" in lines
+        with trio.fail_after(5):
+            await wait_until(lambda: len(server.hub) == 0)
+        text = (await http.get("/metrics")).text
+        assert "takhin_ws_clients 0.0" in text.splitlines()
+
+
+async def test_readyz_waits_for_the_first_snapshot(make_server: ServerFactory) -> None:
+    source = FakeSource(blocked=True)
+    async with (
+        make_server(source) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        response = await http.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unready"
+        assert body["reasons"] == ["metrics source has not produced a fresh snapshot"]
+        assert (await http.get("/healthz")).status_code == 200  # alive all the same
+        assert "takhin_ws_ready 0.0" in (await http.get("/metrics")).text
+
+        source.release()
+        await wait_ready(server)
+        response = await http.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["status"] == "ready"
+
+
+async def test_a_request_head_over_16_kib_gets_431(server: Server) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (MAX_HEAD_BYTES + 1024)
+    with trio.fail_after(10):
+        response = await http_exchange(server.port, head + b"\r\n\r\n")
+    assert status_of(response) == 431
+    assert b'"code":"head_too_large"' in response
+    # just under the limit is fine
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (MAX_HEAD_BYTES - 200)
+    with trio.fail_after(10):
+        assert status_of(await http_exchange(server.port, head + b"\r\n\r\n")) == 200
+
+
+async def test_a_connection_that_sends_nothing_is_dropped(make_server: ServerFactory) -> None:
+    async with make_server(handshake_timeout=0.2) as server:
+        await wait_ready(server)
+        for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):
+            stream = await open_raw_stream(server.port)
+            async with stream:
+                await stream.send_all(opening)
+                with trio.fail_after(10):
+                    assert await stream.receive_some(1024) == b""  # closed, no answer
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_requests_are_answered_one_per_connection(server: Server) -> None:
+    """``Connection: close``: a pipelined second request is not answered."""
+    two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+    with trio.fail_after(10):
+        response = await http_exchange(server.port, two)
+    assert response.count(b"HTTP/1.1 200") == 1
+    assert b"connection: close" in response.lower()
+
+
+# --- _http on in-memory streams ---
+
+
+async def _read(data: bytes) -> Request | HttpError:
+    send, receive = trio.testing.memory_stream_pair()
+    await send.send_all(data)
+    await send.aclose()
+    try:
+        return await read_request(receive)
+    except HttpError as exc:
+        return exc
+
+
+async def test_read_request_parses_the_head_and_keeps_the_raw_bytes() -> None:
+    raw = (
+        b"GET /api/monitoring/ws?channels=a&channels=b&token=&since=topics:4 HTTP/1.1\r\n"
+        b"Host: example\r\nUpgrade: WebSocket\r\nX-Twice: 1\r\nX-Twice: 2\r\n\r\n"
+    )
+    request = await _read(raw)
+    assert isinstance(request, Request)
+    assert request.method == "GET"
+    assert request.path == "/api/monitoring/ws"
+    assert request.param("channels") == "b"  # the last one wins
+    assert request.param("token") == ""
+    assert request.param("missing") is None
+    assert request.header("x-twice") == "1, 2"
+    assert request.is_websocket
+    assert request.raw == raw
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"NOT HTTP\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
+    ],
+)
+async def test_read_request_refuses_bad_heads(data: bytes, status: int) -> None:
+    error = await _read(data)
+    assert isinstance(error, HttpError)
+    assert error.status == status
+
+
+async def test_read_request_on_early_eof() -> None:
+    send, receive = trio.testing.memory_stream_pair()
+    await send.send_all(b"GET / HTTP/1.1\r\n")
+    await send.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        await read_request(receive)
+
+
+async def test_read_body_with_a_limit() -> None:
+    send, receive = trio.testing.memory_stream_pair()
+    await send.send_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel")
+    request = await read_request(receive)
+    await send.send_all(b"lo")
+    assert await read_body(receive, request, 5) == b"hello"
+
+    send, receive = trio.testing.memory_stream_pair()
+    await send.send_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nhello!")
+    request = await read_request(receive)
+    with pytest.raises(HttpError) as info:
+        await read_body(receive, request, 5)
+    assert info.value.status == 413
+
+
+def test_response_bytes_is_a_complete_closing_response() -> None:
+    body = orjson.dumps({"ok": True})
+    raw = response_bytes(503, body, headers=[("Retry-After", "3")])
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.receive_data(raw)
+    response = client.next_event()
+    assert isinstance(response, h11.Response)
+    assert response.status_code == 503
+    headers = {k.decode(): v.decode() for k, v in response.headers}
+    assert headers["retry-after"] == "3"
+    assert headers["connection"] == "close"
+    assert headers["content-length"] == str(len(body))
+    data = client.next_event()
+    assert isinstance(data, h11.Data)
+    assert data.data == body
+    assert isinstance(client.next_event(), h11.EndOfMessage)
+
+    head_only = response_bytes(200, b"abc", head_only=True)
+    assert head_only.endswith(b"\r\n\r\n")
+    assert b"content-length: 3" in head_only.lower()

@@ -147,7 +147,10 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     args = parser.parse_args(list(argv or []), namespace=from_env)
     for name in _LISTS:
         setattr(args, name, _split(getattr(args, name)))
-    values = {a.name: getattr(args, a.name) for a in attrs.fields(Settings)}
+    # settings without a flag (bad_message_limit...) keep their defaults
+    values = {
+        a.name: getattr(args, a.name) for a in attrs.fields(Settings) if hasattr(args, a.name)
+    }
     try:
         return Settings(**values)
     except (ValueError, TypeError) as exc:

@@ -144,7 +144,7 @@ async def test_a_partial_write_becomes_a_backlog_drained_in_order(pair: Pair) ->
     big = item(b"B" * BIG)
     t.offer(big)
     assert t.backlogged  # the kernel took only part of it
-    assert t.fast_writes == 0
+    assert t.fast_writes < 1
     assert pair.tasks == 1  # one flusher, started because of the backlog
     queued = [item(b"q%d" % i) for i in range(5)]
     for it in queued:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -28,16 +29,27 @@ ENV_PREFIX = "TAKHIN_WS_"
 log = logging.getLogger("takhin_ws")
 
 
+class _EnvValueError(Exception):
+    """A bad value in a TAKHIN_WS_* variable (reported naming the variable)."""
+
+
 class _Parser(argparse.ArgumentParser):
+    parsing_env = False
+
     def error(self, message: str) -> NoReturn:
+        if self.parsing_env:
+            raise _EnvValueError(message)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _float(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _int(text: str) -> int:
@@ -100,7 +112,7 @@ def _env_name(flag: str) -> str:
     return ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     defaults = Settings()
     parser = _Parser(
         prog="python -m takhin_ws",
@@ -140,10 +152,15 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
             env_args += [flag, value]
         else:
             env_args.append(f"{flag}={value}")
+    parser.parsing_env = True
     try:
         from_env = parser.parse_args(env_args)
-    except SystemExit:
-        parser.exit(2, f"{parser.prog}: error: bad value in a {ENV_PREFIX}* environment variable\n")
+    except _EnvValueError as exc:
+        message = str(exc)
+        for flag, _, _, _ in _FLAGS:
+            message = message.replace(f"argument {flag}:", f"{_env_name(flag)}:")
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    parser.parsing_env = False
     args = parser.parse_args(list(argv or []), namespace=from_env)
     for name in _LISTS:
         setattr(args, name, _split(getattr(args, name)))

@@ -246,8 +246,33 @@ async def test_one_node_at_a_time_holds_the_metrics_lease(redis: RedisServer) ->
 
 
 class StaticSource:
+    def __init__(self) -> None:
+        self.collected = 0
+
     async def collect(self) -> Snapshot:
-        return Snapshot(metrics=MonitoringMetrics(timestamp=1))
+        self.collected += 1
+        return Snapshot(metrics=MonitoringMetrics(timestamp=self.collected))
+
+
+async def test_one_server_collects_the_metrics_for_all(redis: RedisServer) -> None:
+    settings = Settings(port=0, interval=0.05, redis_url=redis.url)
+    sources = [StaticSource(), StaticSource()]
+    async with (
+        open_server(settings, source=sources[0]) as one,
+        open_server(settings, source=sources[1]) as two,
+    ):
+        await wait_until(lambda: one.hub.offset("metrics") >= 10)
+        assert one.producer is not None
+        assert two.producer is not None
+        collecting = [one.producer.collecting, two.producer.collecting]
+        assert sorted(collecting) == [False, True]
+        assert 0 in [s.collected for s in sources]  # the other one never asked its source
+        await wait_until(lambda: two.hub.offset("metrics") >= one.hub.offset("metrics"))
+        latest = one.hub.latest("metrics"), two.hub.latest("metrics")
+        assert latest[0] is not None
+        assert latest[1] is not None
+        assert one.ready
+        assert two.ready
 
 
 async def test_server_with_redis_answers_503_while_redis_is_down(redis: RedisServer) -> None:

@@ -90,6 +90,22 @@ async def test_client_away_for_five_events_recovers_exactly_those(server: Server
     assert [m["offset"] for m in rest] == [9]
 
 
+async def test_welcome_offsets_let_a_fresh_client_resume_from_its_first_connect(
+    server: Server,
+) -> None:
+    _publish(server, "before-1", "before-2")
+    async with open_websocket_url(server.ws_url + "?channels=topics") as ws:
+        welcome = await _until(ws, "welcome")
+    assert welcome["data"]["offsets"] == {"topics": 2, "groups": 0}
+    _publish(server, "while-away")
+    since = welcome["data"]["offsets"]["topics"]
+    url = f"{server.ws_url}?channels=topics&since=topics:{since}&epoch={server.hub.epoch}"
+    async with open_websocket_url(url) as ws:
+        await _until(ws, "subscribed")
+        events = await _events_until_pong(ws)
+    assert [m["data"]["name"] for m in events] == ["while-away"]
+
+
 async def test_other_epoch_or_too_old_is_not_recovered(server: Server) -> None:
     _publish(server, *[f"t{i}" for i in range(30)])  # history keeps the last 20
     for query in ("since=topics:29&epoch=not-this-server", "since=topics:2"):

@@ -33,7 +33,7 @@ from takhin_ws import (
 
 pytestmark = pytest.mark.slow
 
-WELCOME_KEYS = {"protocol", "clientId", "epoch", "channels", "heartbeat", "limits"}
+WELCOME_KEYS = {"protocol", "clientId", "epoch", "channels", "heartbeat", "limits", "offsets"}
 
 
 async def until_pong(ws: WebSocketConnection) -> list[dict[str, Any]]:
@@ -71,6 +71,7 @@ async def test_welcome_is_first_then_the_latest_snapshot(
         assert data["channels"] == ["groups", "metrics", "topics"]  # everything, as in 2.9
         assert data["heartbeat"] == {"interval": 54.0, "timeout": 60.0}
         assert data["limits"] == {"queueSize": 256, "maxMessageSize": 64 * 1024}
+        assert data["offsets"] == {"topics": 0, "groups": 0}
         assert isinstance(welcome["timestamp"], int)
 
         snapshot = await recv_json(ws)

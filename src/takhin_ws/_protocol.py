@@ -273,6 +273,9 @@ class Welcome:
     channels: tuple[str, ...]
     heartbeat: Heartbeat
     limits: Limits
+    #: The offset of the last event of each event stream when the client connected:
+    #: resume from there (``since``) to miss nothing that happened after.
+    offsets: Mapping[str, int] = attrs.Factory(dict)
 
 
 @frozen(kw_only=True)

@@ -111,6 +111,7 @@ class Session:
                 limits=Limits(
                     queue_size=settings.queue_size, max_message_size=settings.max_message_size
                 ),
+                offsets={stream: hub.offset(stream) for stream in EVENT_STREAMS},
             )
         )
         if since:

@@ -212,6 +212,11 @@ class RedisBus:
         self.lease_key = f"{prefix}:metrics-lease"
         self.stream_keys: Mapping[str, str] = {s: f"{prefix}:stream:{s}" for s in STREAMS}
         self._stream_of_key = {k.encode(): s for s, k in self.stream_keys.items()}
+        # This bus reports Redis's availability itself (once per outage); coredis's
+        # own info lines (each lost connection, each first EVALSHA) would repeat it.
+        coredis_log = logging.getLogger("coredis")
+        if coredis_log.level == logging.NOTSET:
+            coredis_log.setLevel(logging.WARNING)
         options: dict[str, Any] = {
             "retry_policy": NoRetryPolicy(),  # a lost reply must not publish twice
             "connect_timeout": min(timeout, 2.0),
@@ -393,7 +398,7 @@ class RedisBus:
                 if failures:
                     log.info(
                         "Redis at %s is reachable again after %.1f s (%d failed attempt%s); "
-                        "resuming the streams where this node left off",
+                        "reading the streams on from where this node left off",
                         self.where,
                         trio.current_time() - down_since,
                         failures,

@@ -213,6 +213,26 @@ async def test_a_redis_restart_is_survived_under_a_new_epoch(redis: RedisServer)
             assert bus.hub.replay("topics", 1, old_epoch) is None  # a resume must refetch
 
 
+async def test_a_node_started_while_redis_is_down_catches_up(redis: RedisServer) -> None:
+    async with running(redis) as a:
+        await a.publish("topics", topic("earlier"))
+        await trio.to_thread.run_sync(redis.stop)
+        hub = Hub()
+        local_epoch = hub.epoch
+        late = RedisBus(hub, redis.url, block=0.2, backoff=(0.05, 0.2))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(late.run)  # does not wait for Redis
+            assert not late.healthy
+            with pytest.raises(BusUnavailableError):
+                await late.publish("topics", topic("refused"))
+            await trio.to_thread.run_sync(redis.start)
+            await wait_until(lambda: late.healthy and a.healthy)
+            assert hub.epoch == a.hub.epoch != local_epoch
+            published = await late.publish("topics", topic("now"))
+            await wait_until(lambda: a.hub.offset("topics") == published.offset == 1)
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_flush_without_restart_is_noticed(redis: RedisServer) -> None:
     async with running(redis) as a:
         for name in "abc":

@@ -25,7 +25,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import report
 from benchmarks.common import pin, raise_nofile
-from benchmarks.harness import CLIENT_CPU, SERVERS, WORKLOADS, Cell, Config, run_group
+from benchmarks.harness import (
+    CLIENT_CPU,
+    SERVERS,
+    WORKLOADS,
+    Cell,
+    Config,
+    build_engine,
+    run_group,
+)
 from benchmarks.procs import kill_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,6 +60,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steady-rate", type=float, default=20.0, help="steady events/s (20)")
     parser.add_argument(
         "--clients-per-proc", type=int, default=2500, help="connections per load-client process"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="the load client's receive loop: c (benchmarks/wsload.c, compiled at start, "
+        "needs cc), python, or auto (c if it compiles, else python)",
     )
     parser.add_argument(
         "--repeat",
@@ -99,6 +114,7 @@ def make_config(args: argparse.Namespace) -> Config:
     cfg.clients_per_proc = args.clients_per_proc
     cfg.quiet_wait = args.quiet_wait
     cfg.repeat = args.repeat
+    cfg.engine = "python" if args.engine == "python" else "c"
     cfg.log_dir = args.out / "tmp"
     return cfg
 
@@ -156,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
         "nofile": nofile,
     }
+    if cfg.engine == "c":
+        lib, why = build_engine(cfg.log_dir)
+        if lib is None:
+            if args.engine == "c":
+                console.print(f"[red]cannot build the C load client: {why}")
+                return 2
+            console.print(f"[yellow]C load client unavailable ({why}); using the Python one")
+            cfg.engine = "python"
+        cfg.engine_lib = lib
+    meta["client_engine"] = cfg.engine
+    meta["config"]["engine"] = cfg.engine
     cells: list[Cell] = []
     groups = [(n, s) for n in cfg.clients for s in cfg.servers]
     started = time.monotonic()

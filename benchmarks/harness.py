@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +61,9 @@ class Config:
     clients_per_proc: int = 2500
     connect_concurrency: int = 200
     stagnation: float = 5.0
+    #: the load client's receive loop: "c" (wsload.c via ctypes) or "python"
+    engine: str = "python"
+    engine_lib: str | None = None
     #: measure burst and steady this many times; report the quietest (see Group.run)
     repeat: int = 1
     settle: float = 1.0
@@ -123,9 +128,10 @@ class Group:
         rss0 = self.server.rss()
         procs = max(1, math.ceil(self.n / cfg.clients_per_proc))
         for i in range(procs):
-            child = Child(
-                f"{tag}-client{i}", "benchmarks.loadclient", ["--cpu", str(CLIENT_CPU)], cfg.log_dir
-            )
+            args = ["--cpu", str(CLIENT_CPU), "--engine", cfg.engine]
+            if cfg.engine_lib:
+                args += ["--lib", cfg.engine_lib]
+            child = Child(f"{tag}-client{i}", "benchmarks.loadclient", args, cfg.log_dir)
             self.loaders.append(child)
         for child in self.loaders:
             child.receive(timeout=30)
@@ -360,6 +366,24 @@ class Group:
         if "dropped" in stats:
             out["server_dropped"] = int(stats["dropped"]) - int(before.get("dropped", 0))
         return out
+
+
+def build_engine(out_dir: Path) -> tuple[str | None, str]:
+    """Compile wsload.c into a shared library; (path, "") or (None, why not)."""
+    source = Path(__file__).with_name("wsload.c")
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return None, "no C compiler found"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "libwsload.so"
+    cmd = [compiler, "-O2", "-Wall", "-shared", "-fPIC", "-o", str(lib), str(source)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{compiler} failed: {exc}"
+    if done.returncode != 0:
+        return None, f"{compiler} failed: {done.stderr.strip()[-400:]}"
+    return str(lib.resolve()), ""
 
 
 def core_busy() -> dict[int, float]:

@@ -52,6 +52,8 @@ HANDSHAKE: Final = 1
 OPEN: Final = 2
 STALLED: Final = 3
 CLOSED: Final = 4
+#: open and read by the C engine (wsload.c), not by this loop
+OPEN_C: Final = 5
 
 EPOLLIN: Final = select.EPOLLIN
 EPOLLOUT: Final = select.EPOLLOUT
@@ -65,6 +67,45 @@ HIST_BINS: Final = 800
 #: buffer autotune to tcp_wmem's maximum (4 MB: ~4,000 messages) before it backs up.
 STALL_RCVBUF: Final = 4096
 STALL_MSS: Final = 1460
+
+
+class CEngine:
+    """The receive loop of ``wsload.c`` (ctypes): it owns the fds of open connections."""
+
+    def __init__(self, lib_path: str, fd_limit: int) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+        lib = ctypes.CDLL(lib_path)
+        lib.wl_init.argtypes = [ctypes.c_int]
+        lib.wl_add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.wl_remove.argtypes = [ctypes.c_int]
+        lib.wl_pump.argtypes = [ctypes.c_int]
+        lib.wl_pump.restype = ctypes.c_long
+        lib.wl_begin.argtypes = [ctypes.c_char_p, ctypes.c_int64]
+        lib.wl_totals.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+        lib.wl_latencies.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        self.fd = lib.wl_init(fd_limit)
+        if self.fd < 0:
+            raise OSError("wl_init failed")
+
+    def add(self, fd: int, data: bytes) -> None:
+        if self.lib.wl_add(fd, data, len(data)) != 0:
+            raise OSError(f"wl_add({fd}) failed")
+
+    def totals(self) -> dict[str, int]:
+        out = (self.ctypes.c_int64 * 9)()
+        self.lib.wl_totals(out)
+        keys = ("received", "complete", "reading", "closed", "lost", "lost_clients", "gaps")
+        values = dict(zip((*keys, "disorder", "nlat"), (int(v) for v in out), strict=True))
+        return values
+
+    def latencies(self, count: int) -> Any:
+        dst = np.empty(count, dtype=np.float64)
+        if count:
+            self.lib.wl_latencies(dst.ctypes.data)
+        return dst
 
 
 class Conn:
@@ -95,8 +136,11 @@ class Conn:
 
 
 class LoadClient:
-    def __init__(self) -> None:
+    def __init__(self, engine: CEngine | None = None) -> None:
         self.ep = select.epoll()
+        self.engine = engine
+        if engine is not None:
+            self.ep.register(engine.fd, EPOLLIN)
         self.conns: dict[int, Conn] = {}
         self.stdin_fd = sys.stdin.fileno()
         os.set_blocking(self.stdin_fd, False)
@@ -221,6 +265,11 @@ class LoadClient:
         if conn.stall:
             conn.state = STALLED
             self.ep.unregister(conn.fd)  # never read again
+        elif self.engine is not None:
+            conn.state = OPEN_C
+            self.ep.unregister(conn.fd)
+            data, conn.buf = conn.buf, b""
+            self.engine.add(conn.fd, data)
         else:
             conn.state = OPEN
             if conn.buf:
@@ -231,7 +280,10 @@ class LoadClient:
     def _close(self, conn: Conn) -> None:
         if conn.state == CLOSED:
             return
-        if conn.state != STALLED:
+        if conn.state == OPEN_C:
+            assert self.engine is not None
+            self.engine.lib.wl_remove(conn.fd)
+        elif conn.state != STALLED:
             with contextlib.suppress(OSError, ValueError):
                 self.ep.unregister(conn.fd)
         conn.state = CLOSED
@@ -356,7 +408,9 @@ class LoadClient:
             self._fill()
         elif op == "stall":
             every = int(cmd["every"])
-            victims = [c for c in self.conns.values() if c.state == OPEN and c.idx % every == 0]
+            victims = [
+                c for c in self.conns.values() if c.state in (OPEN, OPEN_C) and c.idx % every == 0
+            ]
             for conn in victims:
                 self._close(conn)
             self.pending = [(c.idx, True) for c in victims]
@@ -373,9 +427,22 @@ class LoadClient:
             self.marks = []
             self.times = array("d")
             self.closed_during_run = self.closed_received = self.closed_lost = 0
+            if self.engine is not None:
+                self.engine.lib.wl_begin(self.tag, self.expected)
             self.cpu0 = cpu_seconds()
             self.t_begin = time.monotonic()
             reply({"op": "begin"})
+        elif op == "status" and self.engine is not None:
+            t = self.engine.totals()
+            reply(
+                {
+                    "op": "status",
+                    "received": t["received"],
+                    "complete": t["complete"],
+                    "reading": t["reading"],
+                    "closed": t["closed"],
+                }
+            )
         elif op == "status":
             reading = [c for c in self.conns.values() if c.state == OPEN]
             reply(
@@ -391,6 +458,8 @@ class LoadClient:
             reply(self._results())
             self.run = -1
             self.tag = b"----"
+            if self.engine is not None:
+                self.engine.lib.wl_end()
         elif op == "quit":
             self.stop = True
         else:
@@ -414,6 +483,30 @@ class LoadClient:
         return np.frombuffer(self.times, dtype=np.float64) - planned_us * 1e-6
 
     def _results(self) -> dict[str, Any]:
+        if self.engine is not None:
+            return self._results_c()
+        return self._results_py()
+
+    def _results_c(self) -> dict[str, Any]:
+        assert self.engine is not None
+        cpu = cpu_seconds() - self.cpu0
+        t = self.engine.totals()
+        return {
+            "op": "end",
+            "received": t["received"],
+            "reading": t["reading"],
+            "stalled": sum(1 for c in self.conns.values() if c.state == STALLED),
+            "closed": t["closed"],
+            "lost": t["lost"],
+            "lost_clients": t["lost_clients"],
+            "gaps": t["gaps"],
+            "disorder": t["disorder"],
+            **_histogram(self.engine.latencies(t["nlat"])),
+            "cpu": cpu,
+            "wall": time.monotonic() - self.t_begin,
+        }
+
+    def _results_py(self) -> dict[str, Any]:
         cpu = cpu_seconds() - self.cpu0
         reading = [c for c in self.conns.values() if c.state == OPEN]
         lost = 0
@@ -423,14 +516,6 @@ class LoadClient:
             if missing > 0:
                 lost += missing
                 lost_clients += 1
-        lat = self._latencies()
-        if lat.size:
-            logs = np.log10(np.clip(lat, 10**HIST_LO, 10**HIST_HI * 0.999))
-            hist, _ = np.histogram(logs, bins=HIST_BINS, range=(HIST_LO, HIST_HI))
-            lat_max, lat_min, lat_sum = float(lat.max()), float(lat.min()), float(lat.sum())
-        else:
-            hist = np.zeros(HIST_BINS, dtype=np.int64)
-            lat_max = lat_min = lat_sum = 0.0
         return {
             "op": "end",
             "received": sum(c.received for c in reading) + self.closed_received,
@@ -441,11 +526,7 @@ class LoadClient:
             "lost_clients": lost_clients + (self.closed_during_run if self.closed_lost else 0),
             "gaps": sum(c.gaps for c in self.conns.values()),
             "disorder": sum(c.disorder for c in self.conns.values()),
-            "hist": hist.tolist(),
-            "lat_count": int(lat.size),
-            "lat_max": lat_max,
-            "lat_min": lat_min,
-            "lat_sum": lat_sum,
+            **_histogram(self._latencies()),
             "cpu": cpu,
             "wall": time.monotonic() - self.t_begin,
         }
@@ -457,12 +538,17 @@ class LoadClient:
         stdin_fd = self.stdin_fd
         poll = self.ep.poll
         monotonic = time.monotonic
+        engine_fd = self.engine.fd if self.engine is not None else -1
+        pump = self.engine.lib.wl_pump if self.engine is not None else None
         while not self.stop:
             events = poll(1.0, 65536)
             now = monotonic()
             for fd, ev in events:
                 if fd == stdin_fd:
                     self.control()
+                    continue
+                if fd == engine_fd:
+                    pump(64)
                     continue
                 conn = conns.get(fd)
                 if conn is None:
@@ -477,12 +563,39 @@ class LoadClient:
                     self.on_connecting(conn)
 
 
+def _histogram(lat: Any) -> dict[str, Any]:
+    if lat.size:
+        logs = np.log10(np.clip(lat, 10**HIST_LO, 10**HIST_HI * 0.999))
+        hist, _ = np.histogram(logs, bins=HIST_BINS, range=(HIST_LO, HIST_HI))
+        return {
+            "hist": hist.tolist(),
+            "lat_count": int(lat.size),
+            "lat_max": float(lat.max()),
+            "lat_min": float(lat.min()),
+            "lat_sum": float(lat.sum()),
+        }
+    return {
+        "hist": [0] * HIST_BINS,
+        "lat_count": 0,
+        "lat_max": 0.0,
+        "lat_min": 0.0,
+        "lat_sum": 0.0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--engine", choices=("python", "c"), default="python")
+    parser.add_argument("--lib", default=None, help="the compiled wsload.c (--engine c)")
     args = parser.parse_args()
     child_setup(args.cpu)
-    client = LoadClient()
+    engine = None
+    if args.engine == "c":
+        import resource
+
+        engine = CEngine(args.lib, resource.getrlimit(resource.RLIMIT_NOFILE)[0] + 16)
+    client = LoadClient(engine)
     reply({"ready": True, "pid": os.getpid()})
     client.loop()
 

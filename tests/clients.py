@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -41,9 +41,25 @@ def loads(raw: str | bytes) -> dict[str, Any]:
     return value
 
 
-async def recv_json(ws: WebSocketConnection) -> dict[str, Any]:
+#: Bound on any single wait for the server in these tests: a broken server fails the
+#: test instead of hanging it.
+WAIT: float = 10.0
+
+
+async def recv_json(ws: WebSocketConnection, *, timeout: float = WAIT) -> dict[str, Any]:
     """The next message of a trio-websocket client, parsed."""
-    return loads(await ws.get_message())
+    with trio.fail_after(timeout):
+        return loads(await ws.get_message())
+
+
+async def until_closed(ws: WebSocketConnection, *, timeout: float = WAIT) -> CloseReason | None:
+    """Read (and drop) messages until the connection closes; its close reason."""
+    with trio.fail_after(timeout):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            return exc.reason
 
 
 async def send_json(ws: WebSocketConnection, obj: object) -> None:
@@ -165,23 +181,25 @@ class RawClient:
                     continue
                 return None
 
-    async def message(self) -> dict[str, Any]:
+    async def message(self, *, timeout: float = WAIT) -> dict[str, Any]:
         """The next JSON message (pings are skipped); fails on close or EOF."""
-        while True:
-            event = await self.next_event()
-            if isinstance(event, Message):
-                assert isinstance(event.data, str)
-                return loads(event.data)
-            if event is None or isinstance(event, CloseConnection):
-                raise AssertionError(f"connection ended ({event!r}) while a message was expected")
+        with trio.fail_after(timeout):
+            while True:
+                event = await self.next_event()
+                if isinstance(event, Message):
+                    assert isinstance(event.data, str)
+                    return loads(event.data)
+                if event is None or isinstance(event, CloseConnection):
+                    raise AssertionError(f"connection ended ({event!r}) while a message was due")
 
     async def send_text(self, text: str) -> None:
         await self.stream.send_all(self.ws.send(TextMessage(data=text)))
 
-    async def wait_closed(self) -> CloseConnection | None:
+    async def wait_closed(self, *, timeout: float = 3 * WAIT) -> CloseConnection | None:
         """Read until the server ends the connection; the Close frame if it sent one."""
-        while await self.next_event() is not None:
-            pass
+        with trio.fail_after(timeout):
+            while await self.next_event() is not None:
+                pass
         return self.close
 
 
@@ -222,7 +240,8 @@ async def raw_client(
         reject: RejectConnection | None = None
         body = b""
         while True:
-            event = await client.next_event()
+            with trio.fail_after(WAIT):
+                event = await client.next_event()
             if isinstance(event, AcceptConnection):
                 break
             if isinstance(event, RejectConnection):
@@ -246,16 +265,21 @@ async def http_exchange(port: int, request: bytes) -> bytes:
     stream = await open_raw_stream(port)
     async with stream:
         await stream.send_all(request)
-        chunks = []
-        while True:
-            try:
-                data = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks)
+        with trio.fail_after(WAIT):
+            return await read_to_eof(stream)
+
+
+async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 def status_of(response: bytes) -> int:
@@ -263,15 +287,14 @@ def status_of(response: bytes) -> int:
     return int(line.split()[1])
 
 
-async def in_asyncio(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run an asyncio coroutine (for the ``websockets`` client) in a worker thread.
-
-    The coroutine must bound its own waits: a thread cannot be cancelled from Trio.
-    """
+async def in_asyncio(factory: Callable[[], Awaitable[T]], *, timeout: float = 3 * WAIT) -> T:
+    """Run an asyncio coroutine (for the ``websockets`` client) in a worker thread,
+    bounded by *timeout* (a thread cannot be cancelled from Trio)."""
 
     def run() -> T:
         async def main() -> T:
-            return await factory()
+            async with asyncio.timeout(timeout):
+                return await factory()
 
         return asyncio.run(main())
 

@@ -20,7 +20,7 @@ import websockets.asyncio.client
 from trio_websocket import ConnectionClosed, wrap_client_stream
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 
-from clients import in_asyncio, loads
+from clients import in_asyncio, loads, recv_json
 from takhin_ws._cli import ENV_PREFIX, main, parse_args
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0() -> None:
             ws = await wrap_client_stream(
                 nursery, stream, f"127.0.0.1:{port}", "/api/monitoring/ws"
             )
-            welcome = loads(await ws.get_message())
+            welcome = await recv_json(ws)
             assert welcome["type"] == "welcome"
             nursery.start_soon(websockets_client, match.group(3))
             # both are registered once /metrics counts them

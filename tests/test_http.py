@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from clients import http_exchange, open_raw_stream, status_of, ws_connect
+from clients import http_exchange, open_raw_stream, recv_json, status_of, ws_connect
 from conftest import FakeSource, ServerFactory, wait_ready, wait_until
 from takhin_ws import Server, TopicCreated
 from takhin_ws._http import (
@@ -77,7 +77,7 @@ async def test_prometheus_text_counts_clients(server: Server) -> None:
             ws_connect(server.ws_url + "?channels=topic:orders") as b,
         ):
             for ws in (a, b):
-                await ws.get_message()
+                await recv_json(ws)
             server.hub.publish_event(TopicCreated(name="orders", partitions=1))
             text = (await http.get("/metrics")).text
         lines = set(text.splitlines())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -18,7 +19,6 @@ import trio
 import trio.testing
 import websockets.asyncio.client
 from trio_websocket import (
-    ConnectionClosed,
     ConnectionRejected,
     WebSocketConnection,
     wrap_client_stream,
@@ -37,6 +37,7 @@ from clients import (
     recv_json,
     send_json,
     status_of,
+    until_closed,
     ws_connect,
 )
 from conftest import ServerFactory, sample_metrics, wait_ready, wait_until
@@ -47,6 +48,7 @@ from takhin_ws import (
     TopicCreated,
     TopicStats,
 )
+from takhin_ws._session import Session
 
 pytestmark = pytest.mark.slow
 
@@ -511,6 +513,40 @@ async def test_broken_handshakes_never_reach_the_server(
     assert "Traceback" not in caplog.text
 
 
+async def test_one_connections_failure_never_reaches_the_server(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault inside one session (injected) closes that connection, is logged with
+    its connection id, and every other client goes on being served."""
+    original = Session._handle
+
+    def handle(self: Session, raw: str | bytes) -> bool:
+        if raw == "boom":
+            raise RuntimeError("injected fault")
+        return original(self, raw)
+
+    monkeypatch.setattr(Session, "_handle", handle)
+    url = server.ws_url + "?channels=topics"
+    async with ws_connect(url) as victim, ws_connect(url) as bystander:
+        await welcomed(victim)
+        await welcomed(bystander)
+        await victim.send_message("boom")
+        reason = await until_closed(victim)
+        assert reason is not None
+        assert reason.code == 1006  # dropped
+        with trio.fail_after(5):
+            await wait_until(lambda: len(server.hub) == 1)
+        server.hub.publish_event(TopicCreated(name="t", partitions=1))
+        assert (await recv_json(bystander))["type"] == "topic_created"
+        await ping_pong(bystander)
+        async with ws_connect(url) as newcomer:
+            await welcomed(newcomer)
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1
+    assert re.match(r"conn-\d+ failed", failures[0].getMessage())
+    assert "injected fault" in caplog.text
+
+
 # --- graceful shutdown (in process) ---
 
 
@@ -547,10 +583,9 @@ async def test_leaving_open_server_closes_every_client_with_1001(
             with trio.fail_after(10):
                 await wait_until(lambda: len(server.hub) == 2)
         async with stream:
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.get_message()
-        assert info.value.reason is not None
-        assert (info.value.reason.code, info.value.reason.reason) == (1001, "server shutting down")
+            reason = await until_closed(ws)
+        assert reason is not None
+        assert (reason.code, reason.reason) == (1001, "server shutting down")
     assert codes == [(1001, "server shutting down")]
 
 

@@ -64,7 +64,7 @@ async def test_welcome_is_first_then_the_latest_snapshot(
         welcome = await recv_json(ws)
         assert welcome["type"] == "welcome"
         data = welcome["data"]
-        assert set(data) == WELCOME_KEYS
+        assert set(data) >= WELCOME_KEYS
         assert data["protocol"] == 1
         assert data["clientId"]
         assert data["epoch"] == server.hub.epoch
@@ -97,7 +97,7 @@ async def test_welcome_and_snapshot_with_the_websockets_client(server: Server) -
 
     welcome, snapshot, pong = await in_asyncio(session)
     assert welcome["type"] == "welcome"
-    assert set(welcome["data"]) == WELCOME_KEYS
+    assert set(welcome["data"]) >= WELCOME_KEYS
     assert snapshot["type"] == "metrics"
     assert snapshot["data"]["topicStats"][0]["name"] == "orders"
     assert pong["type"] == "pong"
@@ -371,7 +371,7 @@ async def test_too_many_bad_messages_close_with_1008(make_server: ServerFactory)
             assert await until_pong(ws) == []  # at the limit: still open
             await ws.send_message("nope")
             await _expect_error(ws, "invalid_json")
-            with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
             assert info.value.reason is not None
             assert info.value.reason.code == 1008
@@ -393,7 +393,7 @@ async def test_a_frame_over_max_message_size_closes_with_1009(
             assert (await recv_json(ws))["type"] == "metrics"
             await _expect_error(ws, "invalid_field")
             await ws.send_message("x" * 2000)
-            with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
             assert info.value.reason is not None
             assert info.value.reason.code == 1009

@@ -38,10 +38,11 @@ class Pair:
     async def read(self, size: int) -> bytes:
         """Exactly *size* bytes from the peer's side."""
         out = bytearray()
-        while len(out) < size:
-            data = await self.tpeer.recv(min(size - len(out), 256 * 1024))
-            assert data, f"EOF after {len(out)} of {size} bytes"
-            out += data
+        with trio.fail_after(10):
+            while len(out) < size:
+                data = await self.tpeer.recv(min(size - len(out), 256 * 1024))
+                assert data, f"EOF after {len(out)} of {size} bytes"
+                out += data
         return bytes(out)
 
     def nothing_more(self) -> bool:
@@ -268,25 +269,27 @@ async def test_overflow_drops_the_oldest_and_writes_a_gap_first() -> None:
 # --- closing ---
 
 
-async def test_no_data_frame_follows_a_close_frame(pair: Pair) -> None:
-    t = pair.transport
-    big = item(b"B" * BIG)
-    t.offer(big)
-    for i in range(3):
-        t.offer(item(b"dropped %d" % i))
-    t.begin_closing()
-    assert not t.queue  # queued data discarded
-    close = close_frame(1001, "bye")
-    t.send_control_nowait(close)
-    t.offer(item(b"too late"))  # ignored
-    assert not t.queue
+async def test_no_data_frame_follows_a_close_frame() -> None:
+    """Not queued data, not a late offer, not even the ``gap`` owed for dropped data."""
+    async with open_pair(queue_size=2, gap_frames=lambda drops: text_frame(b"gap")) as p:
+        t = p.transport
+        big = item(b"B" * BIG, offset=1)
+        t.offer(big)
+        for offset in range(2, 6):
+            t.offer(item(b"m%d" % offset, offset))  # two of them dropped: a gap is owed
+        t.begin_closing()
+        assert not t.queue  # queued data discarded
+        close = close_frame(1001, "bye")
+        t.send_control_nowait(close)
+        t.offer(item(b"too late", 6))  # ignored
+        assert not t.queue
 
-    data = await pair.read(len(big.frame) + len(close))
-    assert frames(data) == [(0x1, big.payload), (0x8, close[2:])]
-    with trio.fail_after(10):
-        await wait_until(lambda: pair.tasks == 0)
-    t.offer(item(b"still too late"))
-    assert pair.nothing_more()
+        data = await p.read(len(big.frame) + len(close))
+        assert frames(data) == [(0x1, big.payload), (0x8, close[2:])]
+        with trio.fail_after(10):
+            await wait_until(lambda: p.tasks == 0)
+        t.offer(item(b"still too late", 7))
+        assert p.nothing_more()
 
 
 class FakeWebSocket:
@@ -315,7 +318,8 @@ async def test_send_all_of_a_close_frame_starts_closing(pair: Pair) -> None:
             result.append(await read_all())
 
         nursery.start_soon(reader)
-        await t.send_all(close)
+        with trio.fail_after(10):
+            await t.send_all(close)
         t.offer(item(b"after close"))
     assert frames(result[0]) == [(0x1, big.payload), (0x8, close[2:])]
     assert pair.nothing_more()

@@ -9,7 +9,7 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -40,13 +40,25 @@ from clients import (
     until_closed,
     ws_connect,
 )
-from conftest import ServerFactory, sample_metrics, wait_ready, wait_until
+from conftest import (
+    FakeSource,
+    ServerFactory,
+    make_settings,
+    sample_metrics,
+    wait_ready,
+    wait_until,
+)
 from takhin_ws import (
+    Client,
     ConsumerLag,
+    Hub,
+    HubFullError,
     MonitoringMetrics,
     Server,
+    Subscriber,
     TopicCreated,
     TopicStats,
+    open_server,
 )
 from takhin_ws._session import Session
 
@@ -137,6 +149,25 @@ async def test_the_connection_limit_answers_503_with_retry_after(
                 await welcomed(third)
                 await ping_pong(second)
         assert server.rejected == {503: 2}
+
+
+async def test_a_hub_full_after_the_handshake_closes_with_1013(fake_source: FakeSource) -> None:
+    """The limit is checked at the upgrade (503); if the hub is full all the same when
+    the client is registered (another registrant raced it), the client is told 1013."""
+
+    class RacedHub(Hub):
+        def add_client(
+            self, subscriber: Subscriber, channels: Iterable[str] | None = None, **kw: Any
+        ) -> Client:
+            raise HubFullError("hub is full")
+
+    hub = RacedHub(max_clients=10)
+    async with open_server(make_settings(), source=fake_source, hub=hub) as server:
+        async with ws_connect(server.ws_url) as ws:
+            reason = await until_closed(ws)
+        assert reason is not None
+        assert (reason.code, reason.reason) == (1013, "connection limit reached")
+        assert not server.sessions
 
 
 # --- API keys ---

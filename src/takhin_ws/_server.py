@@ -530,11 +530,12 @@ async def open_server(
     Raises ``OSError`` if the address cannot be bound.
     """
     settings = settings or Settings()
-    hub = hub or Hub(
-        max_clients=settings.max_clients,
-        history_size=settings.history_size,
-        history_ttl=settings.history_ttl,
-    )
+    if hub is None:  # not `hub or ...`: a Hub with no clients yet is falsy (len 0)
+        hub = Hub(
+            max_clients=settings.max_clients,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+        )
     listener = _bind(settings.host, settings.port)
     try:
         async with trio.open_nursery() as nursery:

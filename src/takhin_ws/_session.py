@@ -70,7 +70,17 @@ def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
 class Session:
     """A registered client connection. Created by the server after the handshake."""
 
-    __slots__ = ("_bad", "_joined", "_replay", "client", "hub", "settings", "transport", "ws")
+    __slots__ = (
+        "_bad",
+        "_closing",
+        "_joined",
+        "_replay",
+        "client",
+        "hub",
+        "settings",
+        "transport",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -88,6 +98,7 @@ class Session:
         self._joined: dict[str, int] = {}
         self._bad: deque[float] | None = None  # times of recent invalid messages
         self._replay: list[Outbound] = []
+        self._closing: trio.CancelScope | None = None  # the wait in close(), if any
 
     @property
     def id(self) -> str:
@@ -137,6 +148,12 @@ class Session:
                     return
         except ConnectionClosed:
             return
+        finally:
+            # The connection ends with this method and its trio-websocket reader is
+            # then cancelled, possibly before it records the peer's Close reply: a
+            # close() waiting for that reply would wait out its whole deadline.
+            if self._closing is not None:
+                self._closing.cancel()
 
     def _handle(self, raw: str | bytes) -> bool:
         """Answer one message; False once the peer has sent too many bad ones."""
@@ -243,6 +260,6 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         """Close handshake, bounded by the write deadline; then drop the socket."""
-        with trio.move_on_after(self.settings.write_timeout):
+        with trio.move_on_after(self.settings.write_timeout) as self._closing:
             await self.ws.aclose(code, reason)
         self.transport.abort(reason)

@@ -578,6 +578,33 @@ async def test_one_connections_failure_never_reaches_the_server(
     assert "injected fault" in caplog.text
 
 
+async def test_refused_handshakes_hold_no_connection_slot(make_server: ServerFactory) -> None:
+    """An upgrade the WebSocket layer would refuse is refused up front (JSON body), and
+    never keeps a handshake slot until the handshake deadline."""
+    async with make_server(max_clients=2, handshake_timeout=60) as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url) as bystander:
+            await welcomed(bystander)
+            cases = [
+                (UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b""), 400),
+                (UPGRADE.replace(b"Connection: Upgrade", b"Connection: keep-alive"), 400),
+                (UPGRADE.replace(b"Version: 13", b"Version: 8"), 426),
+                (UPGRADE.replace(b"Sec-WebSocket-Version: 13\r\n", b""), 400),
+                (UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: websocket, h2c"), 400),
+            ]
+            for request, status in cases:
+                response = await http_exchange(server.port, request)
+                assert status_of(response) == status, request
+                head, _, body = response.partition(b"\r\n\r\n")
+                assert error_body(body)["status"] == status
+                if status == 426:
+                    assert b"sec-websocket-version: 13" in head.lower()
+            # the one free slot is free: a newcomer gets in at once
+            async with ws_connect(server.ws_url) as newcomer:
+                await welcomed(newcomer)
+            await ping_pong(bystander)
+
+
 # --- graceful shutdown (in process) ---
 
 

@@ -303,6 +303,7 @@ class Server:
         settings = self.settings
         if not self._accepting:
             raise HttpError(503, "server is shutting down", headers=[("Retry-After", "1")])
+        _check_handshake(request)
         if not self._origin_allowed(request):
             log.warning("%s: refused origin %r", conn_id, request.header("origin"))
             raise HttpError(403, "origin not allowed")
@@ -455,6 +456,25 @@ def _key_matches(keys: list[bytes], candidate: str | None) -> bool:
     for key in keys:
         ok |= hmac.compare_digest(key, given)
     return ok
+
+
+def _check_handshake(request: Request) -> None:
+    """Refuse here what wsproto would refuse: its refusal leaves ``wrap_server_stream``
+    waiting (and a handshake slot taken) until the handshake deadline."""
+    tokens = {t.strip().lower() for t in (request.header("connection") or "").split(",")}
+    if "upgrade" not in tokens:
+        raise HttpError(400, "a WebSocket upgrade needs 'Connection: Upgrade'")
+    if (request.header("upgrade") or "").strip().lower() != "websocket":
+        raise HttpError(400, "a WebSocket upgrade needs 'Upgrade: websocket'")
+    version = request.header("sec-websocket-version")
+    if version != "13":
+        raise HttpError(
+            426 if version else 400,
+            "only WebSocket version 13 is supported",
+            headers=[("Sec-WebSocket-Version", "13")],
+        )
+    if not request.header("sec-websocket-key") or not request.header("host"):
+        raise HttpError(400, "a WebSocket upgrade needs 'Sec-WebSocket-Key' and 'Host'")
 
 
 def _subprotocols(request: Request) -> list[str]:

@@ -8,7 +8,9 @@ timed) and measures CPU time per delivery of:
 - ``hub, no-op subscribers``: ``Hub.publish`` with subscribers whose ``offer`` does
   nothing: the hub's own per-publish and per-delivery cost (encode, offsets, loop);
 - ``hub + SocketTransport``: ``Hub.publish`` into the real write-through transports:
-  the takhin-ws fast path as the server runs it.
+  the takhin-ws fast path as the server runs it;
+- ``hub + LeanTransport``: the same with a leaner ``offer`` (see ``LeanTransport``),
+  to size a suggested change.
 
 The differences isolate the user-space overhead of takhin-ws from the kernel's cost of a
 ``send``, which dominates the end-to-end figures.
@@ -28,6 +30,39 @@ from benchmarks.common import child_setup, marker, template_metrics
 from takhin_ws import Hub, MonitoringMetrics, Outbound
 from takhin_ws._queue import DropOldestQueue
 from takhin_ws._transport import SocketTransport
+
+
+class LeanTransport(SocketTransport):
+    """A benchmark-only variant of the fast path suggested in docs/benchmarks.md: one
+    flag test instead of a Python-level ``DropOldestQueue.__bool__`` call, the bound
+    ``socket.send`` looked up once, and no per-delivery counters. The slow path is the
+    parent's. Not used by the server; it measures what such a change would save."""
+
+    def __init__(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        super().__init__(sock, nursery)
+        self._send = sock.send
+        self._items = self.queue._items
+
+    def offer(self, item: Outbound) -> None:
+        if self._closing:
+            return
+        if self._partial is None and not self._control and not self._items:
+            frame = item.frame
+            try:
+                sent = self._send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.abort(f"send failed: {exc.strerror or exc}")
+                return
+            if sent == len(frame):
+                return
+            self._partial = memoryview(frame)[sent:]
+            self._partial_control = None
+            self._start_flusher()
+            return
+        self.queue.put_nowait(item)
+        self._start_flusher()
 
 
 class NoopSubscriber:
@@ -118,6 +153,23 @@ async def run(n: int, m: int) -> dict[str, float]:
         results["fast writes %"] = 100 * sum(t.fast_writes for t in transports) / (n * m)
         _drain(clients)
         for t in transports:
+            t.abort("done")
+    for c in clients:
+        c.close()
+    clients, servers = _pairs(n)
+    async with trio.open_nursery() as nursery:
+        hub3 = Hub(max_clients=n + 1)
+        lean = [LeanTransport(s, nursery) for s in servers]
+        for t in lean:
+            hub3.add_client(t)
+        t0 = time.process_time()
+        for msg in messages:
+            hub3.publish("metrics", msg)
+        results["hub + LeanTransport (suggested fast path)"] = (
+            (time.process_time() - t0) / (n * m) * 1e6
+        )
+        _drain(clients)
+        for t in lean:
             t.abort("done")
     for c in clients:
         c.close()

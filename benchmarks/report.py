@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import cdf
 
+_NUMBER_LIST = re.compile(r"\[\s*-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*\s*\]")
 TAKHIN = "takhin-ws"
 PEER = "websockets"
 FLOOR = "raw-floor"
@@ -233,7 +235,12 @@ def write(out_dir: Path, meta: dict[str, Any], cells: list[dict[str, Any]]) -> l
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, "cells": cells, "ratios": ratios(cells), "goals": goals(cells)}
     paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(data, indent=1) + "\n")
+    text = json.dumps(data, indent=1)
+    # lists of numbers (the latency histograms) on one line each
+    text = _NUMBER_LIST.sub(
+        lambda m: "[" + ", ".join(t.strip(",") for t in m.group(0)[1:-1].split()) + "]", text
+    )
+    paths[0].write_text(text + "\n")
     paths[1].write_text(markdown(meta, cells))
     paths += plots(out_dir, cells)
     return paths

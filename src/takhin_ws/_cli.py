@@ -96,6 +96,12 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--shutdown-timeout", "shutdown_timeout", _float, "seconds to wait for clients on exit"),
     ("--max-message-size", "max_message_size", _int, "largest client message in bytes (1009)"),
     ("--max-body-size", "max_body_size", _int, "largest POST /api/events body in bytes"),
+    (
+        "--send-buffer-size",
+        "send_buffer_size",
+        _int,
+        "kernel send buffer per client (0 = OS default)",
+    ),
     ("--redis-url", "redis_url", str, "redis://host:port/db to share events between nodes"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
     ("--log-format", "log_format", str, "text or json"),

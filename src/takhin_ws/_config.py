@@ -21,6 +21,9 @@ DEFAULT_PING_INTERVAL: Final = 54.0
 DEFAULT_PING_TIMEOUT: Final = 60.0
 DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Kernel send buffer per client (SO_SNDBUF; 0 = the system's default, which on
+#: loopback lets a stalled peer hold megabytes before the queue and ``gap`` engage).
+DEFAULT_SEND_BUFFER_SIZE: Final = 256 * 1024
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 #: More than this many invalid messages within the window closes the connection (1008).
 DEFAULT_BAD_MESSAGE_LIMIT: Final = 10
@@ -67,6 +70,7 @@ class Settings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive)
     max_body_size: int = attrs.field(default=DEFAULT_MAX_BODY_SIZE, validator=_positive)
+    send_buffer_size: int = DEFAULT_SEND_BUFFER_SIZE
     bad_message_limit: int = DEFAULT_BAD_MESSAGE_LIMIT
     bad_message_window: float = attrs.field(default=DEFAULT_BAD_MESSAGE_WINDOW, validator=_positive)
     retry_after: int = DEFAULT_RETRY_AFTER
@@ -79,5 +83,7 @@ class Settings:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.source == "prometheus" and not self.prometheus_url:
             raise ValueError("--source prometheus needs --prometheus-url")
+        if self.send_buffer_size < 0:
+            raise ValueError(f"send-buffer-size must be >= 0, got {self.send_buffer_size}")
         if self.max_clients < 0 or self.history_size < 0:
             raise ValueError("max-clients and history-size must be >= 0")

@@ -161,6 +161,8 @@ class Server:
                     return
                 raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.settings.send_buffer_size:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_size)
             self.connections_total += 1
             nursery.start_soon(self._connection, sock, f"conn-{next(self._ids)}")
             await trio.lowlevel.checkpoint()

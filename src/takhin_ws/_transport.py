@@ -293,16 +293,19 @@ class SocketTransport(trio.abc.Stream):
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("transport is closed")
+            would_block = False
             try:
-                data = self._sock.recv(size)
+                received = self._sock.recv(size)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._sock)
-                continue
+                would_block = True  # wait outside the handler: it would keep the exception alive
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
+            if would_block:
+                await trio.lowlevel.wait_readable(self._sock)
+                continue
             self.last_receive = trio.current_time()
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            return received
 
     def abort(self, reason: str) -> None:
         """Close the socket at once (no handshake): wakes every task blocked on it."""

@@ -670,3 +670,31 @@ async def test_shutdown_does_not_wait_past_its_timeout_for_a_deaf_client(
         assert close is not None
         assert close.code == 1001
         assert server.hub.closed
+
+
+async def test_shutdown_waits_for_the_clients_close_reply(make_server: ServerFactory) -> None:
+    """RFC 6455: after sending Close the server keeps the connection until the peer's
+    Close arrives. The reply's code (4321) reaching the server proves it was read."""
+    from wsproto.events import CloseConnection
+
+    async with AsyncExitStack() as stack:
+        with trio.fail_after(20):
+            async with make_server(shutdown_timeout=10) as server:
+                await wait_ready(server)
+                client = await stack.enter_async_context(raw_client(server.port))
+                assert (await client.message())["type"] == "welcome"
+                (session,) = server.sessions
+
+                async def reply_late() -> None:
+                    while not isinstance(await client.next_event(), CloseConnection):
+                        pass
+                    await trio.sleep(0.2)  # a slow but polite peer
+                    reply = client.ws.send(CloseConnection(code=4321, reason="bye"))
+                    await client.stream.send_all(reply)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reply_late)
+                    await server.shutdown()
+        closed = session.ws.closed
+        assert closed is not None
+        assert closed.code == 4321

@@ -72,6 +72,7 @@ class Session:
 
     __slots__ = (
         "_bad",
+        "_closed",
         "_closing",
         "_joined",
         "_replay",
@@ -99,6 +100,7 @@ class Session:
         self._bad: deque[float] | None = None  # times of recent invalid messages
         self._replay: list[Outbound] = []
         self._closing: trio.CancelScope | None = None  # the wait in close(), if any
+        self._closed: trio.Event | None = None  # set when close() is done
 
     @property
     def id(self) -> str:
@@ -147,6 +149,10 @@ class Session:
                     await ws.aclose(CLOSE_POLICY, "too many invalid messages")
                     return
         except ConnectionClosed:
+            if self._closed is not None:
+                # close() sent our Close frame: keep the connection (and its reader)
+                # until the peer's reply arrives or close() gives up, as RFC 6455 asks
+                await self._closed.wait()
             return
         finally:
             # The connection ends with this method and its trio-websocket reader is
@@ -260,6 +266,10 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         """Close handshake, bounded by the write deadline; then drop the socket."""
-        with trio.move_on_after(self.settings.write_timeout) as self._closing:
-            await self.ws.aclose(code, reason)
-        self.transport.abort(reason)
+        self._closed = trio.Event()
+        try:
+            with trio.move_on_after(self.settings.write_timeout) as self._closing:
+                await self.ws.aclose(code, reason)
+            self.transport.abort(reason)
+        finally:
+            self._closed.set()

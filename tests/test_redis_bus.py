@@ -314,12 +314,14 @@ async def test_server_with_redis_answers_503_while_redis_is_down(redis: RedisSer
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert "event bus unavailable (Redis unreachable)" in ready.json()["reasons"]
+            assert "takhin_ws_bus_healthy 0.0" in (await http.get("/metrics")).text
             answer = await http.post("/api/events", content=body, headers=headers)
             assert answer.status_code == 503
             assert answer.headers["retry-after"] == "1"
             await trio.to_thread.run_sync(redis.start)
             await wait_until(lambda: server.ready)
             assert (await http.get("/readyz")).status_code == 200
+            assert "takhin_ws_bus_healthy 1.0" in (await http.get("/metrics")).text
             answer = await http.post("/api/events", content=body, headers=headers)
             assert answer.status_code == 202
     # the lease was released on the way out

@@ -74,6 +74,12 @@ class _ServerCollector(Collector):
             value=backlogged,
         )
         yield GaugeMetricFamily("takhin_ws_ready", "1 when /readyz answers 200", value=server.ready)
+        if server.bus is not None:
+            yield GaugeMetricFamily(
+                "takhin_ws_bus_healthy",
+                "1 while the shared event bus (Redis) is reachable",
+                value=server.bus.healthy,
+            )
         producer = server.producer
         if producer is not None:
             pstats = producer.statistics()

@@ -210,11 +210,6 @@ async def serve(settings: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_server(settings) as server:
             log.info("takhin-ws serving %s (WebSocket %s)", server.url + "/", server.ws_url)
-            if settings.source == "synthetic":
-                log.info(
-                    "metrics are SYNTHETIC (a simulated cluster); point at a real broker with "
-                    "--source prometheus --prometheus-url http://BROKER:9090/metrics"
-                )
             async for signum in signals:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 break

@@ -197,3 +197,30 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process so far."""
     t = os.times()
     return t.user + t.system
+
+
+class StdinCommands:
+    """Non-blocking reader of the harness's JSON-lines commands on a child's stdin."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def read(self) -> list[dict[str, Any]]:
+        """The complete commands available now (none if nothing is ready); sets ``eof``
+        once the harness has closed the pipe."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        if not data:
+            self.eof = True
+            return []
+        self.buf += data
+        commands = []
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            if line.strip():
+                commands.append(json.loads(line))
+        return commands

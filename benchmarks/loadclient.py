@@ -25,7 +25,6 @@ import argparse
 import base64
 import contextlib
 import errno
-import json
 import os
 import select
 import socket
@@ -41,6 +40,7 @@ from benchmarks.common import (
     MARK_RUN,
     MARK_SEQ,
     MARK_US,
+    StdinCommands,
     child_setup,
     cpu_seconds,
     reply,
@@ -145,7 +145,7 @@ class LoadClient:
         self.stdin_fd = sys.stdin.fileno()
         os.set_blocking(self.stdin_fd, False)
         self.ep.register(self.stdin_fd, EPOLLIN)
-        self.stdin_buf = b""
+        self.commands = StdinCommands(self.stdin_fd)
         self.stop = False
         # connect job
         self.addr: tuple[str, int] = ("127.0.0.1", 0)
@@ -373,18 +373,10 @@ class LoadClient:
     # --- control ---
 
     def control(self) -> None:
-        try:
-            data = os.read(self.stdin_fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
+        for cmd in self.commands.read():
+            self.command(cmd)
+        if self.commands.eof:
             self.stop = True
-            return
-        self.stdin_buf += data
-        while b"\n" in self.stdin_buf:
-            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
-            if line.strip():
-                self.command(json.loads(line))
 
     def command(self, cmd: dict[str, Any]) -> None:
         op = cmd["op"]

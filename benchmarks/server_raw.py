@@ -11,7 +11,6 @@ heartbeat. Same control protocol as ``server_takhin``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import selectors
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 
 from benchmarks.common import (
+    StdinCommands,
     accept_key,
     child_setup,
     marker,
@@ -60,7 +60,7 @@ class Floor:
         self.stdin_fd = sys.stdin.fileno()
         os.set_blocking(self.stdin_fd, False)
         self.sel.register(self.stdin_fd, READ, "stdin")
-        self.stdin_buf = b""
+        self.commands = StdinCommands(self.stdin_fd)
         self.stop = False
         # the publish job in progress: (run, count, rate, next seq, start, max_late, t_first)
         self.job: list[Any] | None = None
@@ -206,18 +206,10 @@ class Floor:
     # --- control ---
 
     def control(self) -> None:
-        try:
-            data = os.read(self.stdin_fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
+        for cmd in self.commands.read():
+            self.command(cmd)
+        if self.commands.eof:
             self.stop = True
-            return
-        self.stdin_buf += data
-        while b"\n" in self.stdin_buf:
-            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
-            if line.strip():
-                self.command(json.loads(line))
 
     def command(self, cmd: dict[str, Any]) -> None:
         op = cmd.get("op")

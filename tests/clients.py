@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 
 import orjson
 import trio
+import websockets.asyncio.client
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, wrap_client_stream
+from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -299,3 +301,23 @@ async def in_asyncio(factory: Callable[[], Awaitable[T]], *, timeout: float = 3 
         return asyncio.run(main())
 
     return await trio.to_thread.run_sync(run)
+
+
+async def websockets_close_code(url: str) -> tuple[int, str | None]:
+    """Connect with the ``websockets`` package's client, check the first frame is
+    ``welcome``, read until the server closes; the Close frame's code and reason."""
+
+    async def session() -> tuple[int, str | None]:
+        async with websockets.asyncio.client.connect(url, open_timeout=10) as ws:
+            assert loads(await ws.recv())["type"] == "welcome"
+            try:
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.recv()
+            except WsConnectionClosed as exc:
+                rcvd = exc.rcvd
+        if rcvd is None:
+            raise AssertionError("no Close frame received")
+        return rcvd.code, rcvd.reason
+
+    return await in_asyncio(session)

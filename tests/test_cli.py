@@ -4,7 +4,6 @@ codes (0 after a signal, 1 when the port is taken, 2 for a bad flag or variable)
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -16,11 +15,9 @@ from functools import partial
 
 import pytest
 import trio
-import websockets.asyncio.client
 from trio_websocket import ConnectionClosed, wrap_client_stream
-from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 
-from clients import in_asyncio, loads, recv_json
+from clients import recv_json, websockets_close_code
 from takhin_ws._cli import ENV_PREFIX, main, parse_args
 
 pytestmark = pytest.mark.slow
@@ -58,20 +55,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0() -> None:
     codes: list[tuple[int, str | None]] = []
 
     async def websockets_client(url: str) -> None:
-        async def session() -> tuple[int, str | None]:
-            async with websockets.asyncio.client.connect(url, open_timeout=10) as ws:
-                assert loads(await ws.recv())["type"] == "welcome"
-                try:
-                    async with asyncio.timeout(20):
-                        while True:
-                            await ws.recv()
-                except WsConnectionClosed as exc:
-                    rcvd = exc.rcvd
-            if rcvd is None:
-                raise AssertionError("no Close frame received")
-            return rcvd.code, rcvd.reason
-
-        codes.append(await in_asyncio(session))
+        codes.append(await websockets_close_code(url))
 
     args = ("--port", "0", "--interval", "0.2", "--shutdown-timeout", "5", "--log-level", "info")
     async with trio.open_nursery() as nursery:

@@ -23,7 +23,6 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
-from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
@@ -38,6 +37,7 @@ from clients import (
     send_json,
     status_of,
     until_closed,
+    websockets_close_code,
     ws_connect,
 )
 from conftest import (
@@ -616,19 +616,7 @@ async def test_leaving_open_server_closes_every_client_with_1001(
     codes: list[tuple[int, str | None]] = []
 
     async def websockets_client(url: str) -> None:
-        async def session() -> tuple[int, str | None]:
-            async with websockets.asyncio.client.connect(url, open_timeout=10) as c:
-                try:
-                    async with asyncio.timeout(20):
-                        while True:
-                            await c.recv()
-                except WsConnectionClosed as exc:
-                    rcvd = exc.rcvd
-            if rcvd is None:
-                raise AssertionError("no Close frame received")
-            return rcvd.code, rcvd.reason
-
-        codes.append(await in_asyncio(session))
+        codes.append(await websockets_close_code(url))
 
     for _ in range(5):
         # the clients' tasks live in a nursery that outlasts the server

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from takhin_ws._changes import diff
-from takhin_ws._metrics import GroupInfo, Snapshot
 from takhin_ws._protocol import (
     GroupCreated,
     GroupDeleted,
@@ -16,6 +15,7 @@ from takhin_ws._protocol import (
     TopicDeleted,
     TopicStats,
 )
+from takhin_ws._snapshot import GroupInfo, Snapshot
 
 
 def snap(topics: Mapping[str, int], groups: Mapping[str, tuple[GroupState, int]]) -> Snapshot:

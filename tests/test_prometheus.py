@@ -27,16 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from takhin_ws._changes import diff
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._metrics import GroupInfo, MetricsProducer, Snapshot
-from takhin_ws._prometheus import (
-    PrometheusSource,
-    Scrape,
-    ScrapeError,
-    compute_snapshot,
-    group_state,
-    parse_exposition,
-)
-from takhin_ws._promstats import counter_increase, histogram_quantile, merge_buckets
+from takhin_ws._producer import MetricsProducer
 from takhin_ws._protocol import (
     ClusterHealth,
     ConsumerLag,
@@ -53,6 +44,16 @@ from takhin_ws._protocol import (
     TopicStats,
     decode,
 )
+from takhin_ws._snapshot import GroupInfo, Snapshot
+from takhin_ws.sources.prometheus import (
+    PrometheusSource,
+    Scrape,
+    ScrapeError,
+    compute_snapshot,
+    group_state,
+    parse_exposition,
+)
+from takhin_ws.sources.promql import counter_increase, histogram_quantile, merge_buckets
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prometheus"
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

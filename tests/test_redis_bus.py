@@ -21,9 +21,9 @@ from takhin_ws import Settings, open_server
 from takhin_ws._bus import BusUnavailableError
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._metrics import Snapshot
 from takhin_ws._protocol import MonitoringMetrics, TopicCreated, decode
 from takhin_ws._redis import MIN_STREAM_LENGTH, RedisBus
+from takhin_ws._snapshot import Snapshot
 
 GUARD = 20  # seconds: hang guard of every wait
 

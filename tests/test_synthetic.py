@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takhin_ws._changes import diff
-from takhin_ws._metrics import Snapshot
 from takhin_ws._protocol import Envelope, MonitoringMetrics, decode, encode
-from takhin_ws._synthetic import SyntheticSource
+from takhin_ws._snapshot import Snapshot
+from takhin_ws.sources.synthetic import SyntheticSource
 
 START = 1_700_000_000.0
 

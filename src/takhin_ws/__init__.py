@@ -15,14 +15,7 @@ from ._exceptions import (
 )
 from ._frames import Outbound
 from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
-from ._metrics import (
-    GroupInfo,
-    MetricsProducer,
-    MetricsSource,
-    MetricsSourceError,
-    MetricsStatistics,
-    Snapshot,
-)
+from ._producer import MetricsProducer, MetricsStatistics
 from ._protocol import (
     ClusterHealth,
     ConsumerLag,
@@ -51,6 +44,7 @@ from ._protocol import (
 )
 from ._queue import Drop, DropOldestQueue, QueueStatistics
 from ._server import WS_PATH, Server, open_server
+from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """Change events from successive snapshots (pure).
 
-:func:`diff` compares two :class:`~takhin_ws._metrics.Snapshot` objects and names
+:func:`diff` compares two :class:`~takhin_ws.Snapshot` objects and names
 what changed in the shape of the cluster, as the 2.9 event messages do:
 
 - a topic present now but not before: ``topic_created {name, partitions}``;
@@ -30,7 +30,7 @@ from ._protocol import (
 )
 
 if TYPE_CHECKING:
-    from ._metrics import Snapshot
+    from ._snapshot import Snapshot
 
 __all__ = ["diff"]
 

@@ -37,7 +37,7 @@ from ._frames import ping_frame
 from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
 from ._hub import Hub
 from ._ingress import Event, EventIngress
-from ._metrics import MetricsProducer, MetricsSource
+from ._producer import MetricsProducer
 from ._protocol import (
     EVENT_STREAMS,
     EVENT_TYPES,
@@ -50,6 +50,7 @@ from ._protocol import (
     parse_channel,
 )
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
+from ._snapshot import MetricsSource
 from ._stats import render_metrics
 from ._transport import SocketTransport
 
@@ -621,14 +622,14 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _make_source(settings: Settings) -> MetricsSource:
     if settings.source == "prometheus":
-        from ._prometheus import PrometheusSource
+        from .sources.prometheus import PrometheusSource
 
         assert settings.prometheus_url is not None
         # the scrape gives up a little before the producer's deadline, so the
         # error names the scrape rather than a bare timeout
         deadline = settings.collect_timeout or settings.interval
         return PrometheusSource(settings.prometheus_url, timeout=deadline * SCRAPE_SHARE)
-    from ._synthetic import SyntheticSource
+    from .sources.synthetic import SyntheticSource
 
     return SyntheticSource(
         topics=settings.synthetic_topics,

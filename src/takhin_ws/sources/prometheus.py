@@ -4,7 +4,7 @@
 (which runs on Trio), parses it with prometheus-client's parser, and derives the
 ``metrics`` message from two successive scrapes (:func:`compute_snapshot`):
 
-- rates are counter increases (:func:`~takhin_ws._promstats.counter_increase`,
+- rates are counter increases (:func:`~takhin_ws.sources.promql.counter_increase`,
   resets handled) over the real time elapsed between the two scrapes;
 - latency quantiles come from the increase of each histogram bucket over that same
   window, summed by ``le``, through PromQL's ``histogram_quantile`` algorithm;
@@ -31,9 +31,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from ._metrics import GroupInfo, MetricsSourceError, Snapshot
-from ._promstats import QUANTILES, counter_increase, histogram_quantile
-from ._protocol import (
+from .._protocol import (
     GROUP_STATES,
     ClusterHealth,
     ConsumerLag,
@@ -45,6 +43,8 @@ from ._protocol import (
     TopicLag,
     TopicStats,
 )
+from .._snapshot import GroupInfo, MetricsSourceError, Snapshot
+from .promql import QUANTILES, counter_increase, histogram_quantile
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

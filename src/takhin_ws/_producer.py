@@ -1,8 +1,7 @@
 """The metrics producer: one snapshot per tick for every client, from a pluggable source.
 
-A :class:`MetricsSource` answers :meth:`~MetricsSource.collect` with a
-:class:`Snapshot` (the ``metrics`` message plus the consumer groups' state and member
-count, which the 2.9 message does not carry but change events need). The
+A :class:`~takhin_ws.MetricsSource` answers ``collect()`` with a
+:class:`~takhin_ws.Snapshot` (see :mod:`takhin_ws._snapshot`). The
 :class:`MetricsProducer` asks it once per tick on a drift-free schedule, publishes the
 result on the ``metrics`` channel, and turns the difference between successive
 snapshots into change events (:func:`takhin_ws._changes.diff`).
@@ -18,81 +17,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from types import MappingProxyType
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Final
 
-import attrs
 import trio
 from attrs import frozen
 
 from ._changes import diff
-from ._exceptions import HubClosedError, TakhinWsError
+from ._exceptions import HubClosedError
 from ._hub import Hub
-from ._protocol import GroupState, MonitoringMetrics, Payload
+from ._protocol import MonitoringMetrics, Payload
+from ._snapshot import MetricsSource, MetricsSourceError, Snapshot
 
 __all__ = [
     "DEFAULT_INTERVAL",
-    "GroupInfo",
     "MetricsProducer",
-    "MetricsSource",
-    "MetricsSourceError",
     "MetricsStatistics",
-    "Snapshot",
 ]
 
 logger: Final = logging.getLogger("takhin_ws.metrics")
 
 #: Seconds between two snapshots (2.9 sent one every 2 s).
 DEFAULT_INTERVAL: Final = 2.0
-
-
-class MetricsSourceError(TakhinWsError):
-    """A source could not produce a snapshot (unreachable broker, bad answer...).
-
-    Sources raise it with a message that says what went wrong and where; the producer
-    logs that message and carries on with the last good snapshot.
-    """
-
-
-@frozen(kw_only=True)
-class GroupInfo:
-    """What a change event says about a consumer group besides its id."""
-
-    state: GroupState
-    members: int
-
-
-def _frozen_groups(groups: Mapping[str, GroupInfo]) -> Mapping[str, GroupInfo]:
-    return MappingProxyType(dict(groups))
-
-
-@frozen(kw_only=True)
-class Snapshot:
-    """One observation of the cluster: what :meth:`MetricsSource.collect` returns.
-
-    ``metrics`` is published as is; ``groups`` (every consumer group the source knows,
-    by id, including groups without lag) feeds the ``group_*`` change events.
-    """
-
-    metrics: MonitoringMetrics
-    groups: Mapping[str, GroupInfo] = attrs.field(
-        factory=dict, converter=_frozen_groups, repr=lambda g: f"<{len(g)} groups>"
-    )
-
-
-class MetricsSource(Protocol):
-    """Where snapshots come from. Plug your own into :class:`MetricsProducer`.
-
-    ``collect`` is called once per tick, never concurrently with itself, inside a
-    deadline (``collect_timeout``): it may be cancelled at any await. It returns a
-    fresh :class:`Snapshot` or raises an :class:`Exception` (preferably
-    :class:`MetricsSourceError` with a clear message); it must not swallow
-    cancellation. Rates are the source's business: it is told nothing about the
-    producer's interval, so it measures the time between its own collects.
-    """
-
-    async def collect(self) -> Snapshot: ...
 
 
 @frozen(kw_only=True)

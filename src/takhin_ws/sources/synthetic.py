@@ -26,9 +26,7 @@ from typing import Final
 import attrs
 import trio
 
-from ._metrics import GroupInfo, Snapshot
-from ._promstats import QUANTILES, histogram_quantile
-from ._protocol import (
+from .._protocol import (
     ClusterHealth,
     ConsumerLag,
     GroupState,
@@ -39,6 +37,8 @@ from ._protocol import (
     TopicLag,
     TopicStats,
 )
+from .._snapshot import GroupInfo, Snapshot
+from .promql import QUANTILES, histogram_quantile
 
 __all__ = ["LATENCY_BUCKETS", "SyntheticSource"]
 

@@ -17,14 +17,7 @@ import trio.testing
 
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._metrics import (
-    GroupInfo,
-    MetricsProducer,
-    MetricsSource,
-    MetricsSourceError,
-    MetricsStatistics,
-    Snapshot,
-)
+from takhin_ws._producer import MetricsProducer, MetricsStatistics
 from takhin_ws._protocol import (
     Envelope,
     GroupUpdated,
@@ -36,7 +29,8 @@ from takhin_ws._protocol import (
     TopicStats,
     decode,
 )
-from takhin_ws._synthetic import SyntheticSource
+from takhin_ws._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from takhin_ws.sources.synthetic import SyntheticSource
 
 
 def metrics(n: int, topics: tuple[str, ...] = ()) -> MonitoringMetrics:

@@ -53,6 +53,7 @@ from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._snapshot import MetricsSource
 from ._stats import render_metrics
 from ._transport import SocketTransport
+from .sources import close_source, source_for
 
 if TYPE_CHECKING:
     from ._redis import RedisBus
@@ -69,8 +70,6 @@ TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
 #: Subprotocol the server selects when offered (so browsers accept the handshake).
 SUBPROTOCOL: Final = "takhin.v1"
 LISTEN_BACKLOG: Final = 4096
-#: Share of the collect deadline a Prometheus scrape may use.
-SCRAPE_SHARE: Final = 0.9
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -564,7 +563,7 @@ async def open_server(
         async with trio.open_nursery() as nursery:
             owned_source = None
             if source is None:
-                owned_source = source = _make_source(settings)
+                owned_source = source = source_for(settings)
             cluster: RedisBus | None = None
             if settings.redis_url is not None:
                 from ._redis import RedisBus  # optional dependency (coredis)
@@ -594,7 +593,7 @@ async def open_server(
                     if cluster is not None:
                         await cluster.aclose()
                     if owned_source is not None:
-                        await _close_source(owned_source)
+                        await close_source(owned_source)
                 nursery.cancel_scope.cancel()
     finally:
         listener.close()
@@ -618,27 +617,3 @@ def _bind(host: str, port: int) -> socket.socket:
         reason = (exc.strerror or str(exc)).lower()
         raise ListenError(f"cannot listen on {host}:{port}: {reason}") from exc
     return sock
-
-
-def _make_source(settings: Settings) -> MetricsSource:
-    if settings.source == "prometheus":
-        from .sources.prometheus import PrometheusSource
-
-        assert settings.prometheus_url is not None
-        # the scrape gives up a little before the producer's deadline, so the
-        # error names the scrape rather than a bare timeout
-        deadline = settings.collect_timeout or settings.interval
-        return PrometheusSource(settings.prometheus_url, timeout=deadline * SCRAPE_SHARE)
-    from .sources.synthetic import SyntheticSource
-
-    return SyntheticSource(
-        topics=settings.synthetic_topics,
-        groups=settings.synthetic_groups,
-        seed=settings.synthetic_seed,
-    )
-
-
-async def _close_source(source: MetricsSource) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -32,9 +32,27 @@ DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
 DEFAULT_UNREADY_AFTER: Final = 3
 #: Seconds a refused client is asked to wait (``Retry-After``) when the hub is full.
 DEFAULT_RETRY_AFTER: Final = 5
+#: Channels one connection may be subscribed to at once (``too_many_channels`` beyond).
+DEFAULT_MAX_CHANNELS: Final = 256
+#: Client commands per second one connection may sustain, after a burst of
+#: ``DEFAULT_COMMAND_BURST``; a faster sender is throttled (its messages wait).
+DEFAULT_COMMAND_RATE: Final = 50.0
+DEFAULT_COMMAND_BURST: Final = 100
+#: Seconds an HTTP request body may take to arrive (408 after).
+DEFAULT_BODY_TIMEOUT: Final = 10.0
+#: Largest Prometheus exposition accepted (a 3,000-topic broker serves ~23 MiB).
+DEFAULT_SCRAPE_MAX_BYTES: Final = 64 * 1024 * 1024
+#: Frames shorter than this are sent uncompressed even to clients that negotiated
+#: permessage-deflate (deflate gains nothing on a pong-sized message).
+DEFAULT_COMPRESS_MIN_SIZE: Final = 512
+#: Seconds of chart series (throughput, latency, lag per group) kept for a reloaded page.
+DEFAULT_SERIES_WINDOW: Final = 900.0
 
-Source = Literal["synthetic", "prometheus"]
+Source = Literal["synthetic", "prometheus", "kafka"]
 LogFormat = Literal["text", "json"]
+#: ``envelope``: the 2.9 protocol (``{type, data, timestamp}``); ``bare``: each frame is one
+#: ``MonitoringMetrics`` object and nothing else (what the Takhin console's own dashboard reads).
+Format = Literal["envelope", "bare"]
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -75,6 +93,27 @@ class Settings:
     bad_message_window: float = attrs.field(default=DEFAULT_BAD_MESSAGE_WINDOW, validator=_positive)
     retry_after: int = DEFAULT_RETRY_AFTER
     redis_url: str | None = None
+    #: Wire format of connections that do not ask (``?format=``).
+    format: Format = "envelope"
+    #: Kafka bootstrap servers (``host:port,...``) for ``source="kafka"``.
+    kafka_bootstrap: str | None = None
+    #: Extra librdkafka client properties (TLS, SASL...), as ``(key, value)`` pairs.
+    kafka_config: tuple[tuple[str, str], ...] = ()
+    #: Show internal topics (``__consumer_offsets``...) in snapshots of the kafka source.
+    show_internal_topics: bool = False
+    #: Largest Prometheus exposition a scrape accepts (bytes).
+    scrape_max_bytes: int = DEFAULT_SCRAPE_MAX_BYTES
+    #: Announce topic/group changes found by diffing successive snapshots.
+    detect_changes: bool = True
+    #: Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    compression: bool = True
+    compress_min_size: int = DEFAULT_COMPRESS_MIN_SIZE
+    max_channels: int = DEFAULT_MAX_CHANNELS
+    command_rate: float = DEFAULT_COMMAND_RATE
+    command_burst: int = DEFAULT_COMMAND_BURST
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    #: Seconds of chart history kept on the server for a client that asks (``history``).
+    series_window: float = DEFAULT_SERIES_WINDOW
     log_level: str = "info"
     log_format: LogFormat = "text"
 

@@ -215,9 +215,136 @@ def test_help_documents_every_flag_and_its_variable(capsys: pytest.CaptureFixtur
         "--max-message-size",
     ]
     flags = sorted(set(re.findall(r"(--[a-z][a-z-]+)", text)) - {"--help"})
+    # a boolean's --no-X form shares the variable of --X
+    flags = [f for f in flags if not (f.startswith("--no-") and "--" + f[5:] in flags)]
     for flag in required:
         assert flag in flags
     for flag in flags:
         variable = ENV_PREFIX + flag[2:].replace("-", "_").upper()
         assert f"[env {variable}]" in text, flag
     assert "TAKHIN_WS_<FLAG>" in text
+
+
+def test_the_flags_of_this_wave_with_their_variables() -> None:
+    settings = parse_args(
+        [
+            "--format",
+            "bare",
+            "--source",
+            "kafka",
+            "--kafka-bootstrap",
+            "b1:9092,b2:9092",
+            "--kafka-config",
+            "sasl.mechanism=PLAIN",
+            "--no-compression",
+            "--show-internal-topics",
+            "--scrape-max-bytes",
+            "1000",
+            "--compress-min-size",
+            "64",
+            "--max-channels",
+            "9",
+            "--command-rate",
+            "2.5",
+            "--command-burst",
+            "3",
+            "--body-timeout",
+            "4",
+            "--series-window",
+            "60",
+        ],
+        env={},
+    )
+    assert settings.format == "bare"
+    assert settings.source == "kafka"
+    assert settings.kafka_bootstrap == "b1:9092,b2:9092"
+    assert settings.kafka_config == (("sasl.mechanism", "PLAIN"),)
+    assert (settings.compression, settings.show_internal_topics) == (False, True)
+    assert settings.detect_changes is True
+    assert (settings.scrape_max_bytes, settings.compress_min_size) == (1000, 64)
+    assert (settings.max_channels, settings.command_rate, settings.command_burst) == (9, 2.5, 3)
+    assert (settings.body_timeout, settings.series_window) == (4.0, 60.0)
+    env = {
+        "TAKHIN_WS_FORMAT": "bare",
+        "TAKHIN_WS_MAX_CHANNELS": "5",
+        "TAKHIN_WS_DETECT_CHANGES": "No",
+        "TAKHIN_WS_COMPRESSION": "0",
+        "TAKHIN_WS_SHOW_INTERNAL_TOPICS": "TRUE",
+    }
+    settings = parse_args([], env=env)
+    assert (settings.format, settings.max_channels) == ("bare", 5)
+    assert (settings.detect_changes, settings.compression) == (False, False)
+    assert settings.show_internal_topics is True
+    # the flag wins over the variable, both ways
+    assert parse_args(["--detect-changes"], env=env).detect_changes is True
+    assert parse_args(["--no-show-internal-topics"], env=env).show_internal_topics is False
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("NO", False)],
+)
+def test_boolean_variables(value: str, expected: bool) -> None:
+    assert parse_args([], env={"TAKHIN_WS_COMPRESSION": value}).compression is expected
+
+
+def test_a_bad_boolean_variable_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args([], env={"TAKHIN_WS_DETECT_CHANGES": "maybe"})
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m takhin_ws: error: TAKHIN_WS_DETECT_CHANGES: "
+        "expected true or false (1/0, yes/no), got 'maybe'\n"
+    )
+
+
+def test_kafka_config_from_the_environment_and_secrets_by_reference() -> None:
+    env = {
+        "TAKHIN_WS_KAFKA_CONFIG": "security.protocol=SASL_SSL\nssl.cipher.suites=A,B\n",
+        "KAFKA_PASSWORD": "hunter2",
+    }
+    settings = parse_args(
+        ["--kafka-config", "sasl.password=env:KAFKA_PASSWORD", "--kafka-config", "a=b=c"],
+        env=env,
+    )
+    assert settings.kafka_config == (
+        ("security.protocol", "SASL_SSL"),
+        ("ssl.cipher.suites", "A,B"),  # one item per line keeps commas
+        ("sasl.password", "hunter2"),
+        ("a", "b=c"),
+    )
+    comma = parse_args([], env={"TAKHIN_WS_KAFKA_CONFIG": "x=1, y=2"})
+    assert comma.kafka_config == (("x", "1"), ("y", "2"))
+    # secrets never show in a repr (nor do keys)
+    secret = parse_args(["--api-key", "k3y", "--publish-key", "p4b"], env=env)
+    text = repr(secret)
+    for value in ("hunter2", "SASL_SSL", "k3y", "p4b"):
+        assert value not in text
+    assert "('security.protocol', '***')" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--kafka-config", "novalue"], {}, "argument --kafka-config: expected KEY=VALUE"),
+        (["--kafka-config", "=s3cret"], {}, "argument --kafka-config: expected KEY=VALUE"),
+        (
+            ["--kafka-config", "sasl.password=env:NOPE"],
+            {},
+            "--kafka-config sasl.password: environment variable 'NOPE' is not set",
+        ),
+        ([], {"TAKHIN_WS_KAFKA_CONFIG": "s3cret"}, "TAKHIN_WS_KAFKA_CONFIG: expected KEY=VALUE"),
+        (["--format", "xml"], {}, "argument --format: invalid choice: 'xml'"),
+        ([], {"TAKHIN_WS_FORMAT": "xml"}, "TAKHIN_WS_FORMAT: invalid choice: 'xml'"),
+    ],
+)
+def test_bad_kafka_config_and_format(
+    args: list[str], env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(args, env=env)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(lines(err.encode())) == 1, err
+    assert expected in err
+    assert "s3cret" not in err

@@ -70,13 +70,49 @@ def _split(values: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _bool(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false (1/0, yes/no), got {text!r}")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--kafka-config``; the value is never echoed (it may be a secret)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError("expected KEY=VALUE (the value is not shown)")
+    return key.strip(), value
+
+
+def _env_items(value: str) -> list[str]:
+    """A list variable: one item per line, or (on one line) comma separated."""
+    parts = value.splitlines() if "\n" in value else value.split(",")
+    return [part.strip() for part in parts if part.strip()]
+
+
 # (flag, Settings attribute, type, help); list-valued flags are repeatable.
 _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "interface to listen on"),
     ("--port", "port", _int, "TCP port for WebSocket and HTTP (0 picks a free one)"),
     ("--interval", "interval", _float, "seconds between metrics snapshots"),
-    ("--source", "source", str, "where metrics come from: synthetic or prometheus"),
+    ("--source", "source", str, "where metrics come from"),
     ("--prometheus-url", "prometheus_url", str, "broker metrics URL for --source prometheus"),
+    ("--kafka-bootstrap", "kafka_bootstrap", str, "brokers HOST:PORT[,...] (--source kafka)"),
+    (
+        "--kafka-config",
+        "kafka_config",
+        _key_value,
+        "client property KEY=VALUE for --source kafka (repeatable; VALUE env:NAME reads $NAME)",
+    ),
+    ("--show-internal-topics", "show_internal_topics", _bool, "show __consumer_offsets..."),
+    ("--scrape-max-bytes", "scrape_max_bytes", _int, "largest Prometheus exposition (bytes)"),
+    ("--detect-changes", "detect_changes", _bool, "announce changes found between snapshots"),
     ("--synthetic-topics", "synthetic_topics", _int, "topics in the synthetic cluster"),
     ("--synthetic-groups", "synthetic_groups", _int, "consumer groups in the synthetic cluster"),
     ("--synthetic-seed", "synthetic_seed", _int, "seed of the synthetic cluster"),
@@ -103,12 +139,24 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "kernel send buffer per client (0 = OS default)",
     ),
     ("--redis-url", "redis_url", str, "redis://host:port/db to share events between nodes"),
+    ("--format", "format", str, "wire format of clients that do not ask (?format=)"),
+    ("--compression", "compression", _bool, "permessage-deflate with clients that offer it"),
+    ("--compress-min-size", "compress_min_size", _int, "smaller frames are sent uncompressed"),
+    ("--max-channels", "max_channels", _int, "channels one connection may subscribe to"),
+    ("--command-rate", "command_rate", _float, "client messages per second (then throttled)"),
+    ("--command-burst", "command_burst", _int, "client messages allowed in a burst"),
+    ("--body-timeout", "body_timeout", _float, "seconds an HTTP request body may take (408)"),
+    ("--series-window", "series_window", _float, "seconds of chart history kept (history)"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
     ("--log-format", "log_format", str, "text or json"),
 ]
 _LISTS = {"api_keys", "publish_keys", "allowed_origins"}
+#: repeatable flags whose items are kept whole (a value may hold a comma)
+_PAIRS = {"kafka_config"}
+_BOOLS = {"show_internal_topics", "detect_changes", "compression"}
 _CHOICES = {
-    "source": ("synthetic", "prometheus"),
+    "source": ("synthetic", "prometheus", "kafka"),
+    "format": ("envelope", "bare"),
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
 }
@@ -133,6 +181,18 @@ def build_parser() -> _Parser:
         help_text = f"{text} [env {_env_name(flag)}]"
         if name in _LISTS:
             parser.add_argument(flag, dest=name, action="append", help=help_text)
+        elif name in _PAIRS:
+            parser.add_argument(
+                flag, dest=name, type=kind, action="append", metavar="KEY=VALUE", help=help_text
+            )
+        elif name in _BOOLS:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=getattr(defaults, name),
+                help=help_text,
+            )
         else:
             parser.add_argument(
                 flag,
@@ -156,6 +216,15 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
             continue
         if name in _LISTS:
             env_args += [flag, value]
+        elif name in _PAIRS:
+            for item in _env_items(value):
+                env_args += [flag, item]
+        elif name in _BOOLS:
+            try:
+                on = _bool(value)
+            except argparse.ArgumentTypeError as exc:
+                parser.exit(2, f"{parser.prog}: error: {_env_name(flag)}: {exc}\n")
+            env_args.append(flag if on else "--no-" + flag.removeprefix("--"))
         else:
             env_args.append(f"{flag}={value}")
     parser.parsing_env = True
@@ -170,6 +239,7 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     args = parser.parse_args(list(argv or []), namespace=from_env)
     for name in _LISTS:
         setattr(args, name, _split(getattr(args, name)))
+    args.kafka_config = _resolve_secrets(parser, args.kafka_config or (), env)
     # settings without a flag (bad_message_limit...) keep their defaults
     values = {
         a.name: getattr(args, a.name) for a in attrs.fields(Settings) if hasattr(args, a.name)
@@ -178,6 +248,21 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
         return Settings(**values)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+
+
+def _resolve_secrets(
+    parser: _Parser, pairs: Sequence[tuple[str, str]], env: dict[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """``KEY=env:NAME`` takes the value of the environment variable NAME."""
+    out: list[tuple[str, str]] = []
+    for key, value in pairs:
+        if value.startswith("env:"):
+            name = value.removeprefix("env:")
+            if name not in env:
+                parser.error(f"--kafka-config {key}: environment variable {name!r} is not set")
+            value = env[name]
+        out.append((key, value))
+    return tuple(out)
 
 
 class _JsonFormatter(logging.Formatter):

@@ -60,6 +60,14 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attribute.name.replace('_', '-')} must be > 0, got {value}")
 
 
+def _mask_keys(keys: tuple[str, ...]) -> str:
+    return repr(tuple("***" for _ in keys))
+
+
+def _mask_values(pairs: tuple[tuple[str, str], ...]) -> str:
+    return repr(tuple((key, "***") for key, _ in pairs))
+
+
 @frozen(kw_only=True)
 class Settings:
     """Configuration of one takhin-ws server (the CLI flags, as a value)."""
@@ -78,8 +86,8 @@ class Settings:
     queue_size: int = attrs.field(default=DEFAULT_QUEUE_SIZE, validator=_positive)
     history_size: int = DEFAULT_HISTORY_SIZE
     history_ttl: float | None = None
-    api_keys: tuple[str, ...] = ()
-    publish_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = attrs.field(default=(), repr=_mask_keys)
+    publish_keys: tuple[str, ...] = attrs.field(default=(), repr=_mask_keys)
     allowed_origins: tuple[str, ...] = ()
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_positive)
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)
@@ -98,7 +106,8 @@ class Settings:
     #: Kafka bootstrap servers (``host:port,...``) for ``source="kafka"``.
     kafka_bootstrap: str | None = None
     #: Extra librdkafka client properties (TLS, SASL...), as ``(key, value)`` pairs.
-    kafka_config: tuple[tuple[str, str], ...] = ()
+    #: Values are secrets as far as ``repr`` goes (masked).
+    kafka_config: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=_mask_values)
     #: Show internal topics (``__consumer_offsets``...) in snapshots of the kafka source.
     show_internal_topics: bool = False
     #: Largest Prometheus exposition a scrape accepts (bytes).

@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the sans-IO tests (protocol, hub)."""
+"""Hypothesis strategies shared by the sans-IO tests (channels, messages, codec)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from takhin_ws._protocol import (
+from takhin_ws._channels import STREAMS
+from takhin_ws._messages import (
     GROUP_STATES,
-    STREAMS,
     ClusterHealth,
     ConsumerLag,
     Envelope,
+    EpochChanged,
     Error,
     Gap,
     GroupCreated,
     GroupDeleted,
+    GroupDetail,
     GroupUpdated,
     Heartbeat,
     Latency,
@@ -28,8 +30,10 @@ from takhin_ws._protocol import (
     Subscribe,
     Subscribed,
     Throughput,
+    TopicConsumer,
     TopicCreated,
     TopicDeleted,
+    TopicDetail,
     TopicLag,
     TopicStats,
     Unsubscribe,
@@ -46,11 +50,17 @@ texts = st.text(max_size=16)
 _non_space = st.characters(codec="utf-8").filter(lambda c: not c.isspace())
 _names = st.text(_non_space, min_size=1, max_size=24)
 
-#: Every valid channel form: the three streams, ``topic:<name>`` and ``group:<id>``.
+_topic_names = _names.filter(lambda n: not n.startswith(":"))
+
+#: Every valid channel form: the three streams, ``topic:<name>``, ``group:<id>``
+#: and the metrics views.
 channels = st.one_of(
     st.sampled_from(STREAMS),
-    _names.filter(lambda n: not n.startswith(":")).map(lambda n: f"topic:{n}"),
+    _topic_names.map(lambda n: f"topic:{n}"),
     _names.map(lambda n: f"group:{n}"),
+    st.just("metrics:lean"),
+    _topic_names.map(lambda n: f"metrics:topic:{n}"),
+    _names.map(lambda n: f"metrics:group:{n}"),
 )
 
 
@@ -107,6 +117,31 @@ metrics = st.builds(
 )
 
 group_states = st.sampled_from(GROUP_STATES)
+group_details = st.builds(
+    GroupDetail,
+    group_id=texts,
+    state=group_states,
+    members=ints,
+    total_lag=ints,
+    topic_lags=tuples(topic_lags),
+)
+topic_details = st.builds(
+    TopicDetail,
+    name=texts,
+    partitions=ints,
+    total_messages=ints,
+    total_bytes=ints,
+    produce_rate=floats,
+    fetch_rate=floats,
+    consumers=tuples(
+        st.builds(
+            TopicConsumer, group_id=texts, total_lag=ints, partition_lags=tuples(partition_lags)
+        )
+    ),
+)
+epoch_changes = st.builds(
+    EpochChanged, epoch=texts, previous=texts, recovered=st.dictionaries(texts, st.booleans())
+)
 topic_events = st.one_of(
     st.builds(TopicCreated, name=texts, partitions=ints),
     st.builds(TopicDeleted, name=texts),
@@ -147,6 +182,9 @@ errors = st.builds(Error, code=texts, message=texts, path=st.none() | texts)
 
 payloads: st.SearchStrategy[Payload] = st.one_of(
     metrics,
+    group_details,
+    topic_details,
+    epoch_changes,
     topic_events,
     group_events,
     st.just(Ping()),
@@ -175,6 +213,38 @@ def envelopes(
         epoch=st.none() | texts,
         stale=st.none() | st.booleans(),
     )
+
+
+#: One simple message of every type, by wire type.
+SAMPLES: dict[str, Payload] = {
+    p.TYPE: p
+    for p in (
+        MonitoringMetrics(),
+        GroupDetail(group_id="g"),
+        TopicDetail(name="t"),
+        EpochChanged(epoch="e2", previous="e1", recovered={"topics": False, "groups": False}),
+        TopicCreated(name="t", partitions=1),
+        TopicDeleted(name="t"),
+        GroupCreated(group_id="g", state="Empty", members=0),
+        GroupUpdated(group_id="g", state="Stable", members=1),
+        GroupDeleted(group_id="g", state="Dead", members=0),
+        Ping(),
+        Pong(),
+        Subscribe(channels=("metrics",)),
+        Unsubscribe(channels=("metrics",)),
+        Welcome(
+            protocol=1,
+            client_id="c1",
+            epoch="e",
+            channels=("metrics",),
+            heartbeat=Heartbeat(interval=54.0, timeout=60.0),
+            limits=Limits(queue_size=256, max_message_size=524288),
+        ),
+        Subscribed(channels=("metrics",), recovered={"topics": True}),
+        Gap(channel="topics", first_offset=3, last_offset=5, count=3),
+        Error(code="c", message="m"),
+    )
+}
 
 
 #: Arbitrary JSON values (what a hostile or buggy peer may send).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from takhin_ws._changes import diff
-from takhin_ws._protocol import (
+from takhin_ws._messages import (
     GroupCreated,
     GroupDeleted,
     GroupState,

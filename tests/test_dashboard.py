@@ -44,7 +44,8 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
-from takhin_ws._protocol import (
+from takhin_ws._codec import encode
+from takhin_ws._messages import (
     Envelope,
     Gap,
     Heartbeat,
@@ -57,7 +58,6 @@ from takhin_ws._protocol import (
     TopicCreated,
     TopicStats,
     Welcome,
-    encode,
 )
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,11 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from takhin_ws._codec import decode, encode
 from takhin_ws._exceptions import HubClosedError, HubFullError
 from takhin_ws._frames import Outbound, text_frame
 from takhin_ws._hub import Hub, QueueSubscriber, channel_of
-from takhin_ws._protocol import (
+from takhin_ws._messages import (
     Envelope,
     Error,
     GroupDeleted,
@@ -24,8 +25,6 @@ from takhin_ws._protocol import (
     Ping,
     TopicCreated,
     TopicDeleted,
-    decode,
-    encode,
 )
 
 EVERYTHING = frozenset({"metrics", "topics", "groups"})

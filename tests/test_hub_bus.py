@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._protocol import MonitoringMetrics, TopicCreated
+from takhin_ws._messages import MonitoringMetrics, TopicCreated
 
 
 def topic(name: str) -> TopicCreated:

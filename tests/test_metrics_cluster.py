@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from takhin_ws._hub import Hub, QueueSubscriber
+from takhin_ws._messages import GroupCreated, MonitoringMetrics, Payload, Throughput
 from takhin_ws._producer import MetricsProducer
-from takhin_ws._protocol import GroupCreated, MonitoringMetrics, Payload, Throughput
 from takhin_ws._snapshot import GroupInfo, Snapshot
 
 

@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 
+from takhin_ws._codec import decode
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._producer import MetricsProducer, MetricsStatistics
-from takhin_ws._protocol import (
+from takhin_ws._messages import (
     Envelope,
     GroupUpdated,
     MonitoringMetrics,
@@ -27,8 +27,8 @@ from takhin_ws._protocol import (
     TopicCreated,
     TopicDeleted,
     TopicStats,
-    decode,
 )
+from takhin_ws._producer import MetricsProducer, MetricsStatistics
 from takhin_ws._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from takhin_ws.sources.synthetic import SyntheticSource
 

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from takhin_ws._changes import diff
+from takhin_ws._codec import decode
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._producer import MetricsProducer
-from takhin_ws._protocol import (
+from takhin_ws._messages import (
     ClusterHealth,
     ConsumerLag,
     GroupCreated,
@@ -42,8 +42,8 @@ from takhin_ws._protocol import (
     TopicDeleted,
     TopicLag,
     TopicStats,
-    decode,
 )
+from takhin_ws._producer import MetricsProducer
 from takhin_ws._snapshot import GroupInfo, Snapshot
 from takhin_ws.sources.prometheus import (
     PrometheusSource,

@@ -19,9 +19,10 @@ import trio
 from redis_server import RedisServer, redis_binary
 from takhin_ws import Settings, open_server
 from takhin_ws._bus import BusUnavailableError
+from takhin_ws._codec import decode
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._protocol import MonitoringMetrics, TopicCreated, decode
+from takhin_ws._messages import MonitoringMetrics, TopicCreated
 from takhin_ws._redis import MIN_STREAM_LENGTH, RedisBus
 from takhin_ws._snapshot import Snapshot
 

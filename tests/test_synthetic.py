@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takhin_ws._changes import diff
-from takhin_ws._protocol import Envelope, MonitoringMetrics, decode, encode
+from takhin_ws._codec import decode, encode
+from takhin_ws._messages import Envelope, MonitoringMetrics
 from takhin_ws._snapshot import Snapshot
 from takhin_ws.sources.synthetic import SyntheticSource
 

@@ -3,6 +3,7 @@
 The implementation lives in private modules; everything public is re-exported here.
 """
 
+from ._codec import decode, encode
 from ._config import Settings
 from ._exceptions import (
     HubClosedError,
@@ -15,15 +16,16 @@ from ._exceptions import (
 )
 from ._frames import Outbound
 from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
-from ._producer import MetricsProducer, MetricsStatistics
-from ._protocol import (
+from ._messages import (
     ClusterHealth,
     ConsumerLag,
     Envelope,
+    EpochChanged,
     Error,
     Gap,
     GroupCreated,
     GroupDeleted,
+    GroupDetail,
     GroupUpdated,
     Latency,
     MonitoringMetrics,
@@ -33,15 +35,16 @@ from ._protocol import (
     Subscribe,
     Subscribed,
     Throughput,
+    TopicConsumer,
     TopicCreated,
     TopicDeleted,
+    TopicDetail,
     TopicLag,
     TopicStats,
     Unsubscribe,
     Welcome,
-    decode,
-    encode,
 )
+from ._producer import MetricsProducer, MetricsStatistics
 from ._queue import Drop, DropOldestQueue, QueueStatistics
 from ._server import WS_PATH, Server, open_server
 from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
@@ -56,10 +59,12 @@ __all__ = [
     "Drop",
     "DropOldestQueue",
     "Envelope",
+    "EpochChanged",
     "Error",
     "Gap",
     "GroupCreated",
     "GroupDeleted",
+    "GroupDetail",
     "GroupInfo",
     "GroupUpdated",
     "Hub",
@@ -90,8 +95,10 @@ __all__ = [
     "Subscriber",
     "TakhinWsError",
     "Throughput",
+    "TopicConsumer",
     "TopicCreated",
     "TopicDeleted",
+    "TopicDetail",
     "TopicLag",
     "TopicStats",
     "Unsubscribe",

@@ -16,7 +16,7 @@ from attrs import frozen
 
 from ._exceptions import TakhinWsError
 from ._hub import Hub
-from ._protocol import Payload
+from ._messages import Payload
 
 __all__ = ["BusUnavailableError", "EventBus", "MemoryBus", "Published"]
 

@@ -20,14 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._protocol import (
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
+from ._messages import GroupCreated, GroupDeleted, GroupUpdated, Payload, TopicCreated, TopicDeleted
 
 if TYPE_CHECKING:
     from ._snapshot import Snapshot

@@ -19,10 +19,11 @@ from typing import Final, Protocol
 import attrs
 from attrs import frozen
 
+from ._channels import STREAMS, parse_channel, stream_of
+from ._codec import encode
 from ._exceptions import HubClosedError, HubFullError
 from ._frames import Outbound
-from ._protocol import (
-    STREAMS,
+from ._messages import (
     Envelope,
     GroupCreated,
     GroupDeleted,
@@ -31,9 +32,6 @@ from ._protocol import (
     Payload,
     TopicCreated,
     TopicDeleted,
-    encode,
-    parse_channel,
-    stream_of,
 )
 from ._queue import DEFAULT_QUEUE_SIZE, DropOldestQueue
 

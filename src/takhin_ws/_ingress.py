@@ -16,9 +16,10 @@ from typing import Final
 from attrs import frozen
 
 from ._bus import EventBus, MemoryBus, Published
+from ._codec import encode
 from ._exceptions import LocalProtocolError
 from ._hub import Hub, channel_of
-from ._protocol import (
+from ._messages import (
     EVENT_TYPES,
     GroupCreated,
     GroupDeleted,
@@ -26,9 +27,8 @@ from ._protocol import (
     Payload,
     TopicCreated,
     TopicDeleted,
-    encode,
 )
-from ._protocol import Envelope as _Envelope
+from ._messages import Envelope as _Envelope
 
 __all__ = ["Event", "EventIngress", "IngressStatistics"]
 

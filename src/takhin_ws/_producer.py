@@ -26,7 +26,7 @@ from attrs import frozen
 from ._changes import diff
 from ._exceptions import HubClosedError
 from ._hub import Hub
-from ._protocol import MonitoringMetrics, Payload
+from ._messages import MonitoringMetrics, Payload
 from ._snapshot import MetricsSource, MetricsSourceError, Snapshot
 
 __all__ = [

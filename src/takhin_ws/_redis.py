@@ -43,13 +43,14 @@ from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
 from ._bus import BusUnavailableError, Published
+from ._channels import STREAMS, parse_channel, stream_of
+from ._codec import decode, encode
 from ._config import Settings
 from ._exceptions import LocalProtocolError, RemoteProtocolError
 from ._frames import Outbound
 from ._hub import Hub
 from ._ingress import EventIngress
-from ._protocol import (
-    STREAMS,
+from ._messages import (
     Envelope,
     GroupCreated,
     GroupDeleted,
@@ -58,10 +59,6 @@ from ._protocol import (
     Payload,
     TopicCreated,
     TopicDeleted,
-    decode,
-    encode,
-    parse_channel,
-    stream_of,
 )
 
 __all__ = ["DEFAULT_PREFIX", "METRICS_STREAM_LENGTH", "MIN_STREAM_LENGTH", "RedisBus"]

@@ -30,6 +30,8 @@ import trio
 from trio_websocket import wrap_server_stream
 
 from ._bus import BusUnavailableError, EventBus
+from ._channels import EVENT_STREAMS, parse_channel
+from ._codec import decode
 from ._config import Settings
 from ._dashboard import dashboard_page
 from ._exceptions import HubFullError, ListenError, RemoteProtocolError
@@ -37,18 +39,15 @@ from ._frames import ping_frame
 from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
 from ._hub import Hub
 from ._ingress import Event, EventIngress
-from ._producer import MetricsProducer
-from ._protocol import (
-    EVENT_STREAMS,
+from ._messages import (
     EVENT_TYPES,
     GroupCreated,
     GroupDeleted,
     GroupUpdated,
     TopicCreated,
     TopicDeleted,
-    decode,
-    parse_channel,
 )
+from ._producer import MetricsProducer
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._snapshot import MetricsSource
 from ._stats import render_metrics

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Final
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from ._channels import EVENT_STREAMS, stream_of
+from ._codec import decode
 from ._exceptions import RemoteProtocolError
 from ._frames import Outbound
 from ._hub import Client, Hub
-from ._protocol import (
+from ._messages import (
     CLIENT_TYPES,
-    EVENT_STREAMS,
     PROTOCOL_VERSION,
     Error,
     Gap,
@@ -33,8 +34,6 @@ from ._protocol import (
     Subscribed,
     Unsubscribe,
     Welcome,
-    decode,
-    stream_of,
 )
 from ._queue import Drop
 from ._transport import SocketTransport

@@ -16,7 +16,7 @@ import attrs
 from attrs import frozen
 
 from ._exceptions import TakhinWsError
-from ._protocol import GroupState, MonitoringMetrics
+from ._messages import GroupState, MonitoringMetrics
 
 __all__ = ["GroupInfo", "MetricsSource", "MetricsSourceError", "Snapshot"]
 

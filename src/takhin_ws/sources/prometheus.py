@@ -31,7 +31,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from .._protocol import (
+from .._messages import (
     GROUP_STATES,
     ClusterHealth,
     ConsumerLag,

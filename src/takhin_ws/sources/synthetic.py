@@ -26,7 +26,7 @@ from typing import Final
 import attrs
 import trio
 
-from .._protocol import (
+from .._messages import (
     ClusterHealth,
     ConsumerLag,
     GroupState,

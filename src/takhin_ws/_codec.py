@@ -1,9 +1,4 @@
-"""The wire protocol: Takhin 2.9 messages plus the additive v1 extensions (sans-IO).
-
-Every message is an envelope ``{"type", "data", "timestamp"}`` (timestamp in Unix
-seconds). Events additionally carry ``channel``, ``offset`` and ``epoch``; metrics
-carry ``stale``. Payloads are frozen attrs classes with snake_case attributes that
-travel as camelCase keys, through one cattrs converter on orjson.
+"""The codec: one strict cattrs converter on orjson, ``encode`` and ``decode`` (sans-IO).
 
 Inbound decoding is strict: no coercion (``"5"`` is not an int, a string is not a
 list), unknown keys and unknown types are rejected, and every failure is a
@@ -14,367 +9,44 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args, get_origin
+from typing import Any, Final, Literal, get_args, get_origin
 
 import attrs
 import cattrs
 import orjson
-from attrs import field, frozen
+from attrs import frozen
 from cattrs.errors import IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
 from ._exceptions import LocalProtocolError, RemoteProtocolError
+from ._messages import (
+    ALL_TYPES,
+    NO_DATA_TYPES,
+    PAYLOAD_CLASSES,
+    Envelope,
+    Error,
+    Payload,
+    Subscribe,
+    Unsubscribe,
+)
 
 __all__ = [
-    "ALL_TYPES",
-    "CLIENT_TYPES",
-    "EVENT_STREAMS",
-    "GROUP_STATES",
-    "PROTOCOL_VERSION",
-    "STREAMS",
-    "ClusterHealth",
-    "ConsumerLag",
-    "Envelope",
-    "Error",
-    "Gap",
-    "GroupCreated",
-    "GroupDeleted",
-    "GroupUpdated",
-    "Heartbeat",
-    "Latency",
-    "Limits",
-    "MonitoringMetrics",
-    "PartitionLag",
-    "Payload",
-    "Ping",
-    "Pong",
-    "Subscribe",
-    "Subscribed",
-    "Throughput",
-    "TopicCreated",
-    "TopicDeleted",
-    "TopicLag",
-    "TopicStats",
-    "Unsubscribe",
-    "Welcome",
+    "INVALID_FIELD",
+    "INVALID_JSON",
+    "TOO_LARGE",
+    "UNKNOWN_TYPE",
     "converter",
     "decode",
     "encode",
-    "parse_channel",
-    "stream_of",
+    "payload_to_data",
 ]
-
-PROTOCOL_VERSION: Final = 1
 
 #: Error codes a peer can see in an ``error`` message.
 INVALID_JSON: Final = "invalid_json"
 UNKNOWN_TYPE: Final = "unknown_type"
 INVALID_FIELD: Final = "invalid_field"
 TOO_LARGE: Final = "too_large"
-
-GroupState: TypeAlias = Literal[
-    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"
-]
-GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
-
-#: Streams carry offsets; ``topic:<name>`` and ``group:<id>`` filter ``topics``/``groups``.
-STREAMS: Final = ("metrics", "topics", "groups")
-EVENT_STREAMS: Final = ("topics", "groups")
-_CHANNEL_RE: Final = re.compile(
-    r"^(?:metrics|topics|groups|topic:[^\s:][^\s]{0,248}|group:[^\s]{1,249})$"
-)
-
-
-def parse_channel(channel: str) -> str:
-    """Return *channel* if it names a valid channel, else raise ``ValueError``."""
-    if not _CHANNEL_RE.fullmatch(channel):  # not match: "$" also matches before a final "\n"
-        raise ValueError(
-            f"unknown channel {channel!r} (expected metrics, topics, groups, "
-            "topic:<name> or group:<id>)"
-        )
-    return channel
-
-
-def stream_of(channel: str) -> str:
-    """The stream whose offsets a channel uses: ``topic:orders`` -> ``topics``."""
-    if channel.startswith("topic:"):
-        return "topics"
-    if channel.startswith("group:"):
-        return "groups"
-    return channel
-
-
-# --- metrics payload (the 2.9 MonitoringMetrics shape, all keys always present) ---
-
-
-@frozen(kw_only=True)
-class Throughput:
-    produce_rate: float = 0.0
-    fetch_rate: float = 0.0
-    produce_bytes: float = 0.0
-    fetch_bytes: float = 0.0
-
-
-@frozen(kw_only=True)
-class Latency:
-    produce_p50: float = 0.0
-    produce_p95: float = 0.0
-    produce_p99: float = 0.0
-    fetch_p50: float = 0.0
-    fetch_p95: float = 0.0
-    fetch_p99: float = 0.0
-
-
-@frozen(kw_only=True)
-class TopicStats:
-    name: str
-    partitions: int
-    total_messages: int
-    total_bytes: int
-    produce_rate: float
-    fetch_rate: float
-
-
-@frozen(kw_only=True)
-class PartitionLag:
-    partition: int
-    current_offset: int
-    log_end_offset: int
-    lag: int
-
-
-@frozen(kw_only=True)
-class TopicLag:
-    topic: str
-    total_lag: int
-    partition_lags: tuple[PartitionLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class ConsumerLag:
-    group_id: str
-    total_lag: int
-    topic_lags: tuple[TopicLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class ClusterHealth:
-    active_connections: int = 0
-    total_topics: int = 0
-    total_partitions: int = 0
-    total_consumers: int = 0
-    disk_usage_bytes: int = 0
-    memory_usage_bytes: int = 0
-    goroutine_count: int = 0
-
-
-# --- payloads: one class per message type; TYPE is the wire name ---
-
-
-@frozen(kw_only=True)
-class MonitoringMetrics:
-    TYPE: ClassVar[str] = "metrics"
-    throughput: Throughput = Throughput()
-    latency: Latency = Latency()
-    topic_stats: tuple[TopicStats, ...] = ()
-    consumer_lags: tuple[ConsumerLag, ...] = ()
-    cluster_health: ClusterHealth = ClusterHealth()
-    timestamp: int = 0
-
-
-@frozen(kw_only=True)
-class TopicCreated:
-    TYPE: ClassVar[str] = "topic_created"
-    name: str
-    partitions: int
-
-
-@frozen(kw_only=True)
-class TopicDeleted:
-    TYPE: ClassVar[str] = "topic_deleted"
-    name: str
-
-
-@frozen(kw_only=True)
-class _GroupEvent:
-    group_id: str
-    state: GroupState
-    members: int
-
-
-@frozen(kw_only=True)
-class GroupCreated(_GroupEvent):
-    TYPE: ClassVar[str] = "group_created"
-
-
-@frozen(kw_only=True)
-class GroupUpdated(_GroupEvent):
-    TYPE: ClassVar[str] = "group_updated"
-
-
-@frozen(kw_only=True)
-class GroupDeleted(_GroupEvent):
-    TYPE: ClassVar[str] = "group_deleted"
-
-
-@frozen
-class Ping:
-    """Client heartbeat at the JSON level (``{"type": "ping"}``); no data."""
-
-    TYPE: ClassVar[str] = "ping"
-
-
-@frozen
-class Pong:
-    TYPE: ClassVar[str] = "pong"
-
-
-def _channels(value: tuple[str, ...]) -> tuple[str, ...]:
-    for channel in value:
-        parse_channel(channel)
-    return value
-
-
-@frozen(kw_only=True)
-class Subscribe:
-    """``subscribe``: data is a string (2.9), a list, or ``{channels, since, epoch}``."""
-
-    TYPE: ClassVar[str] = "subscribe"
-    channels: tuple[str, ...] = field(converter=_channels)
-    since: Mapping[str, int] | None = None
-    epoch: str | None = None
-
-
-@frozen(kw_only=True)
-class Unsubscribe:
-    TYPE: ClassVar[str] = "unsubscribe"
-    channels: tuple[str, ...] = field(converter=_channels)
-
-
-@frozen(kw_only=True)
-class Heartbeat:
-    interval: float
-    timeout: float
-
-
-@frozen(kw_only=True)
-class Limits:
-    queue_size: int
-    max_message_size: int
-
-
-@frozen(kw_only=True)
-class Welcome:
-    TYPE: ClassVar[str] = "welcome"
-    protocol: int
-    client_id: str
-    epoch: str
-    channels: tuple[str, ...]
-    heartbeat: Heartbeat
-    limits: Limits
-    #: The offset of the last event of each event stream when the client connected:
-    #: resume from there (``since``) to miss nothing that happened after.
-    offsets: Mapping[str, int] = attrs.Factory(dict)
-
-
-@frozen(kw_only=True)
-class Subscribed:
-    """Answer to ``subscribe``/``unsubscribe``: the whole subscription after the change.
-
-    ``recovered`` has one entry per stream the request asked to resume (``since``):
-    ``true`` when every missed event followed, ``false`` when the client must refetch.
-    """
-
-    TYPE: ClassVar[str] = "subscribed"
-    channels: tuple[str, ...]
-    recovered: Mapping[str, bool] = attrs.Factory(dict)
-
-
-@frozen(kw_only=True)
-class Gap:
-    """Messages of *channel* with offsets ``first_offset..last_offset`` were dropped."""
-
-    TYPE: ClassVar[str] = "gap"
-    channel: str
-    first_offset: int
-    last_offset: int
-    count: int
-
-
-@frozen(kw_only=True)
-class Error:
-    TYPE: ClassVar[str] = "error"
-    code: str
-    message: str
-    path: str | None = None
-
-
-Payload: TypeAlias = (
-    MonitoringMetrics
-    | TopicCreated
-    | TopicDeleted
-    | GroupCreated
-    | GroupUpdated
-    | GroupDeleted
-    | Ping
-    | Pong
-    | Subscribe
-    | Unsubscribe
-    | Welcome
-    | Subscribed
-    | Gap
-    | Error
-)
-
-_PAYLOADS: Final[dict[str, type[Any]]] = {
-    cls.TYPE: cls
-    for cls in (
-        MonitoringMetrics,
-        TopicCreated,
-        TopicDeleted,
-        GroupCreated,
-        GroupUpdated,
-        GroupDeleted,
-        Ping,
-        Pong,
-        Subscribe,
-        Unsubscribe,
-        Welcome,
-        Subscribed,
-        Gap,
-        Error,
-    )
-}
-_NO_DATA: Final = frozenset({"ping", "pong"})
-ALL_TYPES: Final = frozenset(_PAYLOADS)
-#: What a browser may send.
-CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe"})
-#: What a publisher may send to ``POST /api/events`` or the ingress API.
-EVENT_TYPES: Final = frozenset(
-    {"topic_created", "topic_deleted", "group_created", "group_updated", "group_deleted"}
-)
-
-
-@frozen(kw_only=True)
-class Envelope:
-    """One message on the wire.
-
-    ``channel``/``offset``/``epoch`` are set on messages published through the hub;
-    ``stale`` only on metrics. Fields left ``None`` are not sent, so a plain 2.9
-    message stays ``{"type", "data", "timestamp"}``.
-    """
-
-    payload: Payload
-    timestamp: int
-    channel: str | None = None
-    offset: int | None = None
-    epoch: str | None = None
-    stale: bool | None = None
-
-    @property
-    def type(self) -> str:
-        return self.payload.TYPE
 
 
 # --- the converter ---
@@ -569,7 +241,7 @@ class _InboundEnvelope:
 
 def payload_to_data(payload: Payload) -> Any:
     """The ``data`` value of *payload* (camelCase, plain JSON types)."""
-    if payload.TYPE in _NO_DATA:
+    if payload.TYPE in NO_DATA_TYPES:
         return None
     return converter.unstructure(payload)
 
@@ -577,7 +249,7 @@ def payload_to_data(payload: Payload) -> Any:
 def encode(envelope: Envelope) -> bytes:
     """Serialize *envelope* to JSON bytes (one text frame's payload)."""
     out: dict[str, Any] = {"type": envelope.payload.TYPE}
-    if envelope.payload.TYPE not in _NO_DATA:
+    if envelope.payload.TYPE not in NO_DATA_TYPES:
         out["data"] = converter.unstructure(envelope.payload)
     out["timestamp"] = envelope.timestamp
     for key in ("channel", "offset", "epoch", "stale"):
@@ -627,8 +299,8 @@ def decode(
         )
     try:
         env = converter.structure(obj, _InboundEnvelope)
-        cls = _PAYLOADS[kind]
-        if kind in _NO_DATA:
+        cls = PAYLOAD_CLASSES[kind]
+        if kind in NO_DATA_TYPES:
             if env.data is not None:
                 raise TypeError(f"a {kind} message carries no data")
             payload = cls()

@@ -1,10 +1,8 @@
-"""The wire protocol: 2.9 shape, round trips, strict decoding, fuzzing, golden messages."""
+"""The codec: strict decoding, error codes and paths, size limit, fuzzing."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,222 +11,26 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import strategies as S
+from takhin_ws._codec import decode, encode
 from takhin_ws._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
-from takhin_ws._protocol import (
+from takhin_ws._messages import (
     ALL_TYPES,
     CLIENT_TYPES,
     GROUP_STATES,
     ClusterHealth,
     Envelope,
-    Error,
-    Gap,
-    GroupCreated,
-    GroupDeleted,
     GroupUpdated,
-    Heartbeat,
-    Limits,
     MonitoringMetrics,
     Payload,
     Ping,
-    Pong,
     Subscribe,
-    Subscribed,
     TopicCreated,
-    TopicDeleted,
     TopicStats,
     Unsubscribe,
-    Welcome,
-    decode,
-    encode,
-    parse_channel,
-    stream_of,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
 CODES = {"invalid_json", "unknown_type", "invalid_field", "too_large"}
-
-# The key sets of the 2.9 MonitoringMetrics shape (facts sheet), all always present.
-METRICS_KEYS = {"throughput", "latency", "topicStats", "consumerLags", "clusterHealth", "timestamp"}
-THROUGHPUT_KEYS = {"produceRate", "fetchRate", "produceBytes", "fetchBytes"}
-LATENCY_KEYS = {
-    "produceP50",
-    "produceP95",
-    "produceP99",
-    "fetchP50",
-    "fetchP95",
-    "fetchP99",
-}
-TOPIC_STATS_KEYS = {"name", "partitions", "totalMessages", "totalBytes", "produceRate", "fetchRate"}
-CONSUMER_LAG_KEYS = {"groupId", "totalLag", "topicLags"}
-TOPIC_LAG_KEYS = {"topic", "totalLag", "partitionLags"}
-PARTITION_LAG_KEYS = {"partition", "currentOffset", "logEndOffset", "lag"}
-CLUSTER_HEALTH_KEYS = {
-    "activeConnections",
-    "totalTopics",
-    "totalPartitions",
-    "totalConsumers",
-    "diskUsageBytes",
-    "memoryUsageBytes",
-    "goroutineCount",
-}
-GROUP_EVENT_KEYS = {"groupId", "state", "members"}
-CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
-
 FAST = settings(max_examples=150, deadline=None)
-
-
-def assert_metrics_shape(data: Any) -> None:
-    assert set(data) == METRICS_KEYS
-    assert set(data["throughput"]) == THROUGHPUT_KEYS
-    assert set(data["latency"]) == LATENCY_KEYS
-    assert set(data["clusterHealth"]) == CLUSTER_HEALTH_KEYS
-    assert all(type(v) is float for v in data["throughput"].values())
-    assert all(type(v) is float for v in data["latency"].values())
-    assert all(type(v) is int for v in data["clusterHealth"].values())
-    assert type(data["timestamp"]) is int
-    assert type(data["topicStats"]) is list
-    for stats in data["topicStats"]:
-        assert set(stats) == TOPIC_STATS_KEYS
-    assert type(data["consumerLags"]) is list
-    for lag in data["consumerLags"]:
-        assert set(lag) == CONSUMER_LAG_KEYS
-        assert type(lag["topicLags"]) is list
-        for topic_lag in lag["topicLags"]:
-            assert set(topic_lag) == TOPIC_LAG_KEYS
-            assert type(topic_lag["partitionLags"]) is list
-            for partition_lag in topic_lag["partitionLags"]:
-                assert set(partition_lag) == PARTITION_LAG_KEYS
-
-
-def assert_camel_keys(value: Any, *, skip: frozenset[str] = frozenset()) -> None:
-    """Every object key is camelCase (values of keys in *skip* are maps keyed by channel)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            assert CAMEL.match(key), key
-            if key not in skip:
-                assert_camel_keys(item, skip=skip)
-    elif isinstance(value, list):
-        for item in value:
-            assert_camel_keys(item, skip=skip)
-
-
-def assert_data_shape(payload: Payload, data: Any) -> None:
-    """The ``data`` of *payload* has the documented shape for its type."""
-    match payload:
-        case MonitoringMetrics():
-            assert_metrics_shape(data)
-        case TopicCreated():
-            assert set(data) == {"name", "partitions"}
-        case TopicDeleted():
-            assert set(data) == {"name"}
-        case Subscribe(since=None, epoch=None, channels=(channel,)):
-            assert data == channel  # the 2.9 form: a bare string
-        case Subscribe(since=None, epoch=None):
-            assert data == list(payload.channels)
-        case Subscribe():
-            assert type(data) is dict
-            assert data["channels"] == list(payload.channels)
-            assert set(data) <= {"channels", "since", "epoch"}
-        case Unsubscribe():
-            assert data == list(payload.channels)
-        case Ping() | Pong():
-            raise AssertionError("ping and pong carry no data")
-        case _:
-            assert type(data) is dict
-            if payload.TYPE.startswith("group_"):
-                assert set(data) == GROUP_EVENT_KEYS
-    assert_camel_keys(data, skip=frozenset({"since", "recovered"}))
-
-
-# --- round trips and the 2.9 shape ---
-
-
-@FAST
-@given(S.envelopes(extensions=False))
-def test_round_trip_plain_29_messages(env: Envelope) -> None:
-    raw = encode(env)
-    assert decode(raw) == env
-    obj = orjson.loads(raw)
-    if env.type in ("ping", "pong"):
-        assert list(obj) == ["type", "timestamp"]
-    else:
-        assert list(obj) == ["type", "data", "timestamp"]
-        assert_data_shape(env.payload, obj["data"])
-    assert obj["type"] == env.type
-    assert obj["timestamp"] == env.timestamp
-
-
-@FAST
-@given(S.envelopes())
-def test_round_trip_with_v1_extensions(env: Envelope) -> None:
-    raw = encode(env)
-    assert decode(raw) == env
-    assert decode(raw.decode()) == env  # a text frame arrives as str
-    obj = orjson.loads(raw)
-    extensions = [k for k in ("channel", "offset", "epoch", "stale") if getattr(env, k) is not None]
-    head = ["type", "timestamp"] if env.type in ("ping", "pong") else ["type", "data", "timestamp"]
-    assert list(obj) == head + extensions  # additive: the 2.9 keys come first, unchanged
-
-
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        pytest.param(S.metrics, id="metrics"),
-        pytest.param(S.topic_events, id="topic-events"),
-        pytest.param(S.group_events, id="group-events"),
-        pytest.param(st.sampled_from([Ping(), Pong()]), id="ping-pong"),
-        pytest.param(S.subscribe_string, id="subscribe-string"),
-        pytest.param(S.subscribe_list, id="subscribe-list"),
-        pytest.param(S.subscribe_object, id="subscribe-object"),
-        pytest.param(S.unsubscribes, id="unsubscribe"),
-        pytest.param(S.welcomes, id="welcome"),
-        pytest.param(S.subscribeds, id="subscribed"),
-        pytest.param(S.gaps, id="gap"),
-        pytest.param(S.errors, id="error"),
-    ],
-)
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_round_trip_each_payload_type(strategy: st.SearchStrategy[Payload], data: Any) -> None:
-    payload = data.draw(strategy)
-    env = Envelope(payload=payload, timestamp=data.draw(S.ints))
-    obj = orjson.loads(encode(env))
-    if "data" in obj:
-        assert_data_shape(payload, obj["data"])
-    assert decode(encode(env)).payload == payload
-
-
-def test_subscribe_wire_forms() -> None:
-    as_string = orjson.loads(
-        encode(Envelope(payload=Subscribe(channels=("metrics",)), timestamp=1))
-    )
-    assert as_string["data"] == "metrics"
-    as_list = Envelope(payload=Subscribe(channels=("metrics", "topic:orders")), timestamp=1)
-    assert orjson.loads(encode(as_list))["data"] == ["metrics", "topic:orders"]
-    as_object = Subscribe(channels=("topics",), since={"topics": 7}, epoch="e1")
-    assert orjson.loads(encode(Envelope(payload=as_object, timestamp=1)))["data"] == {
-        "channels": ["topics"],
-        "since": {"topics": 7},
-        "epoch": "e1",
-    }
-    decoded = decode(b'{"type":"subscribe","data":{"channels":["topics"],"since":{"topics":7}}}')
-    assert decoded.payload == Subscribe(channels=("topics",), since={"topics": 7})
-    assert decoded.timestamp == 0  # a client may omit the timestamp
-
-
-def test_metrics_defaults_send_every_key() -> None:
-    obj = orjson.loads(encode(Envelope(payload=MonitoringMetrics(), timestamp=5)))
-    assert_metrics_shape(obj["data"])
-    assert obj["data"]["topicStats"] == []
-    assert obj["data"]["clusterHealth"]["goroutineCount"] == 0
-
-
-def test_error_without_path_sends_code_and_message_only() -> None:
-    obj = orjson.loads(encode(Envelope(payload=Error(code="x", message="y"), timestamp=1)))
-    assert obj["data"] == {"code": "x", "message": "y"}
-    with_path = Error(code="x", message="y", path="$.data")
-    obj = orjson.loads(encode(Envelope(payload=with_path, timestamp=1)))
-    assert obj["data"] == {"code": "x", "message": "y", "path": "$.data"}
 
 
 def test_encode_refuses_what_json_cannot_carry() -> None:
@@ -236,60 +38,6 @@ def test_encode_refuses_what_json_cannot_carry() -> None:
     with pytest.raises(LocalProtocolError) as info:
         encode(env)
     assert info.value.code == "invalid_field"
-
-
-# --- channels ---
-
-
-@pytest.mark.parametrize(
-    "channel",
-    ["metrics", "topics", "groups", "topic:orders", "topic:a:b", "group:billing", "group::x"],
-)
-def test_valid_channels(channel: str) -> None:
-    assert parse_channel(channel) == channel
-
-
-@pytest.mark.parametrize(
-    "channel",
-    [
-        "",
-        "metric",
-        "Metrics",
-        "topic",
-        "topic:",
-        "topic::x",
-        "topic:a b",
-        "group:",
-        "group:a\tb",
-        "metrics\n",
-        "topics\n",
-        "topic:orders\n",
-        " metrics",
-        "topic:" + "x" * 250,
-    ],
-)
-def test_invalid_channels(channel: str) -> None:
-    with pytest.raises(ValueError, match="unknown channel"):
-        parse_channel(channel)
-    raw = orjson.dumps({"type": "subscribe", "data": channel, "timestamp": 1})
-    with pytest.raises(RemoteProtocolError) as info:
-        decode(raw)
-    assert info.value.code == "invalid_field"
-    assert info.value.path == "$.data"
-
-
-@pytest.mark.parametrize(
-    ("channel", "stream"),
-    [
-        ("metrics", "metrics"),
-        ("topics", "topics"),
-        ("groups", "groups"),
-        ("topic:orders", "topics"),
-        ("group:billing", "groups"),
-    ],
-)
-def test_stream_of(channel: str, stream: str) -> None:
-    assert stream_of(channel) == stream
 
 
 # --- strictness ---
@@ -531,41 +279,9 @@ def test_envelope_level_errors(raw: bytes, code: str, path: str | None) -> None:
     assert info.value.path == path
 
 
-SAMPLES: dict[str, Payload] = {
-    p.TYPE: p
-    for p in (
-        MonitoringMetrics(),
-        TopicCreated(name="t", partitions=1),
-        TopicDeleted(name="t"),
-        GroupCreated(group_id="g", state="Empty", members=0),
-        GroupUpdated(group_id="g", state="Stable", members=1),
-        GroupDeleted(group_id="g", state="Dead", members=0),
-        Ping(),
-        Pong(),
-        Subscribe(channels=("metrics",)),
-        Unsubscribe(channels=("metrics",)),
-        Welcome(
-            protocol=1,
-            client_id="c1",
-            epoch="e",
-            channels=("metrics",),
-            heartbeat=Heartbeat(interval=54.0, timeout=60.0),
-            limits=Limits(queue_size=256, max_message_size=524288),
-        ),
-        Subscribed(channels=("metrics",), recovered={"topics": True}),
-        Gap(channel="topics", first_offset=3, last_offset=5, count=3),
-        Error(code="c", message="m"),
-    )
-}
-
-
-def test_samples_cover_every_type() -> None:
-    assert set(SAMPLES) == ALL_TYPES
-
-
 @pytest.mark.parametrize("kind", sorted(ALL_TYPES - CLIENT_TYPES))
 def test_client_types_reject_server_only_types(kind: str) -> None:
-    raw = encode(Envelope(payload=SAMPLES[kind], timestamp=1))
+    raw = encode(Envelope(payload=S.SAMPLES[kind], timestamp=1))
     assert decode(raw).type == kind
     with pytest.raises(RemoteProtocolError) as info:
         decode(raw, accept=CLIENT_TYPES)
@@ -695,66 +411,3 @@ def test_fuzz_mutated_valid_messages(env: Envelope, data: Any) -> None:
     path = data.draw(st.sampled_from(_leaf_paths(obj)))
     mutated = _replace(obj, path, data.draw(S.json_values))
     _decode_or_error(orjson.dumps(mutated))
-
-
-# --- golden messages, hand-built from the 2.9 documentation ---
-
-
-def _ordered(value: Any) -> Any:
-    """*value* with every object turned into its ordered list of items."""
-    if isinstance(value, dict):
-        return [(k, _ordered(v)) for k, v in value.items()]
-    if isinstance(value, list):
-        return [_ordered(v) for v in value]
-    return value
-
-
-GOLDEN_FILES = sorted(GOLDEN.glob("*.json"))
-
-
-def test_golden_files_present() -> None:
-    names = {p.stem for p in GOLDEN_FILES}
-    assert names >= {
-        "metrics",
-        "topic_created",
-        "topic_deleted",
-        "group_updated",
-        "ping",
-        "pong",
-        "subscribe",
-        "error",
-    }
-
-
-@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
-def test_golden_round_trip(path: Path) -> None:
-    text = path.read_text()
-    expected = json.loads(text)
-    env = decode(text.encode())
-    assert env.type == expected["type"] == path.stem.split(".")[0]
-    again = json.loads(encode(env))
-    assert again == expected
-    assert _ordered(again) == _ordered(expected)  # key order too, at every level
-    assert list(again) == list(expected)
-
-
-def test_golden_metrics_decodes_to_expected_objects() -> None:
-    env = decode((GOLDEN / "metrics.json").read_bytes())
-    metrics = env.payload
-    assert isinstance(metrics, MonitoringMetrics)
-    assert env.timestamp == metrics.timestamp == 1700000000
-    assert metrics.throughput.produce_rate == 1520.5
-    assert metrics.latency.fetch_p99 == 0.0475
-    assert [t.name for t in metrics.topic_stats] == ["orders", "payments"]
-    lag = metrics.consumer_lags[0].topic_lags[0].partition_lags[1]
-    assert (lag.partition, lag.current_offset, lag.log_end_offset, lag.lag) == (1, 40998, 41000, 2)
-    assert metrics.cluster_health.goroutine_count == 87
-    assert_metrics_shape(json.loads((GOLDEN / "metrics.json").read_text())["data"])
-
-
-def test_golden_client_messages_accepted_from_clients() -> None:
-    for name in ("ping", "subscribe"):
-        env = decode((GOLDEN / f"{name}.json").read_bytes(), accept=CLIENT_TYPES)
-        assert env.type == name
-    sub = decode((GOLDEN / "subscribe.json").read_bytes()).payload
-    assert sub == Subscribe(channels=("topic:orders",))

@@ -1,0 +1,64 @@
+"""The channel grammar: which names a client may subscribe to, and their streams (sans-IO).
+
+Streams carry offsets (``metrics``, ``topics``, ``groups``). The other channels are
+filters or views of one stream and share its offsets:
+
+- ``topic:<name>`` and ``group:<id>``: the events of one topic or group;
+- ``metrics:lean``: the ``metrics`` message without per-partition lags;
+- ``metrics:group:<groupId>``: a ``group_detail`` message for one consumer group;
+- ``metrics:topic:<name>``: a ``topic_detail`` message for one topic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = [
+    "EVENT_STREAMS",
+    "METRICS_GROUP_PREFIX",
+    "METRICS_LEAN",
+    "METRICS_TOPIC_PREFIX",
+    "STREAMS",
+    "parse_channel",
+    "stream_of",
+]
+
+STREAMS: Final = ("metrics", "topics", "groups")
+EVENT_STREAMS: Final = ("topics", "groups")
+
+#: The metrics views (part of the ``metrics`` stream).
+METRICS_LEAN: Final = "metrics:lean"
+METRICS_GROUP_PREFIX: Final = "metrics:group:"
+METRICS_TOPIC_PREFIX: Final = "metrics:topic:"
+
+# A topic name in a channel: no whitespace, not starting with ":" (at most 249
+# characters, Kafka's limit); a group id: any 1-249 non-whitespace characters.
+_TOPIC: Final = r"[^\s:][^\s]{0,248}"
+_GROUP: Final = r"[^\s]{1,249}"
+_CHANNEL_RE: Final = re.compile(
+    rf"^(?:metrics|topics|groups|topic:{_TOPIC}|group:{_GROUP}"
+    rf"|metrics:lean|metrics:topic:{_TOPIC}|metrics:group:{_GROUP})$"
+)
+
+
+def parse_channel(channel: str) -> str:
+    """Return *channel* if it names a valid channel, else raise ``ValueError``."""
+    if not _CHANNEL_RE.fullmatch(channel):  # not match: "$" also matches before a final "\n"
+        raise ValueError(
+            f"unknown channel {channel!r} (expected metrics, topics, groups, "
+            "topic:<name>, group:<id>, metrics:lean, metrics:topic:<name> "
+            "or metrics:group:<id>)"
+        )
+    return channel
+
+
+def stream_of(channel: str) -> str:
+    """The stream whose offsets a channel uses: ``topic:orders`` -> ``topics``."""
+    if channel.startswith("topic:"):
+        return "topics"
+    if channel.startswith("group:"):
+        return "groups"
+    if channel.startswith("metrics:"):
+        return "metrics"
+    return channel

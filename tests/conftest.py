@@ -2,18 +2,20 @@
 
 Kept generic on purpose: any test that needs a real server over real sockets can use
 ``server`` (default test settings) or ``make_server`` (its own settings), with the
-``fake_source`` that decides when the first snapshot exists.
+``fake_source`` that decides when the first snapshot exists. ``redis`` is a real
+``redis-server`` per test module (the cluster tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 import pytest
 import trio
 
+from redis_server import RedisServer, redis_binary
 from takhin_ws import (
     ClusterHealth,
     MonitoringMetrics,
@@ -119,3 +121,15 @@ async def server(make_server: ServerFactory) -> AsyncIterator[Server]:
     async with make_server() as srv:
         await wait_ready(srv)
         yield srv
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` (no persistence) for the module's tests; skips without
+    one (see ``redis_server.py``)."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

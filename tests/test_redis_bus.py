@@ -7,7 +7,7 @@ generous deadline (a hang guard, not a timing assertion).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,27 +16,17 @@ import orjson
 import pytest
 import trio
 
-from redis_server import RedisServer, redis_binary
+from redis_server import RedisServer
 from takhin_ws import Settings, open_server
 from takhin_ws._bus import BusUnavailableError
 from takhin_ws._codec import decode
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
 from takhin_ws._messages import MonitoringMetrics, TopicCreated
-from takhin_ws._redis import MIN_STREAM_LENGTH, RedisBus
 from takhin_ws._snapshot import Snapshot
+from takhin_ws.cluster.bus import MIN_STREAM_LENGTH, RedisBus
 
 GUARD = 20  # seconds: hang guard of every wait
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -245,22 +235,6 @@ async def test_a_flush_without_restart_is_noticed(redis: RedisServer) -> None:
         published = await a.publish("topics", topic("d"))
         assert published.offset == 1
         await wait_until(lambda: a.hub.offset("topics") == 1)
-
-
-async def test_one_node_at_a_time_holds_the_metrics_lease(redis: RedisServer) -> None:
-    async with running(redis, lease_ttl=0.5) as a, running(redis, lease_ttl=0.5) as b:
-        assert await a.hold_metrics_lease()
-        assert not await b.hold_metrics_lease()
-        assert await a.hold_metrics_lease()  # renewed
-        assert a.holds_lease
-        await a.release_metrics_lease()
-        assert await b.hold_metrics_lease()  # free at once after a release
-        assert not await a.hold_metrics_lease()
-        # b stops renewing (as if it died): a takes over once the lease expires
-        with trio.fail_after(GUARD):
-            while not await a.hold_metrics_lease():
-                await trio.sleep(0.05)
-        assert not await b.hold_metrics_lease()
 
 
 # --- the server wired to Redis (in process) ---

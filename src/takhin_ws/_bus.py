@@ -2,7 +2,7 @@
 
 :class:`EventBus` is the interface; :class:`MemoryBus` (the default) is one
 process: publishing is ``Hub.publish`` itself, synchronous and immediate. A
-shared implementation (Redis Streams, see ``_redis``) assigns offsets centrally
+shared implementation (Redis Streams, see ``cluster.bus``) assigns offsets centrally
 and feeds every node's hub through :meth:`Hub.deliver` from its ``run`` task,
 so all nodes see the same messages, in the same order, with the same offsets.
 """

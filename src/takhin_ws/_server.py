@@ -55,7 +55,8 @@ from ._transport import SocketTransport
 from .sources import close_source, source_for
 
 if TYPE_CHECKING:
-    from ._redis import RedisBus
+    from .cluster.bus import RedisBus
+    from .cluster.lease import MetricsLease
 
 __all__ = ["WS_PATH", "Server", "open_server"]
 
@@ -564,11 +565,15 @@ async def open_server(
             if source is None:
                 owned_source = source = source_for(settings)
             cluster: RedisBus | None = None
+            lease: MetricsLease | None = None
             if settings.redis_url is not None:
-                from ._redis import RedisBus  # optional dependency (coredis)
+                from .cluster.bus import RedisBus  # optional dependency (coredis)
+                from .cluster.lease import MetricsLease
 
                 cluster = RedisBus.for_settings(settings, hub)
+                lease = MetricsLease.for_settings(settings)
                 await nursery.start(cluster.run)
+                await nursery.start(lease.run)
             ingress = EventIngress(cluster or hub)
             producer = MetricsProducer(
                 hub,
@@ -578,7 +583,7 @@ async def open_server(
                 unready_after=settings.unready_after,
                 on_event=ingress.accept,
                 publish=None if cluster is None else cluster.metrics_publisher(ingress),
-                should_collect=None if cluster is None else cluster.hold_metrics_lease,
+                should_collect=None if lease is None else lease.hold,
             )
             server = Server(settings, hub, producer, listener, ingress, bus=cluster)
             await nursery.start(producer.run)
@@ -589,8 +594,8 @@ async def open_server(
             finally:
                 with trio.CancelScope(shield=True):
                     await server.shutdown()
-                    if cluster is not None:
-                        await cluster.aclose()
+                    if lease is not None:
+                        await lease.aclose()
                     if owned_source is not None:
                         await close_source(owned_source)
                 nursery.cancel_scope.cancel()

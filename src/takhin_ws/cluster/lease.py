@@ -1,0 +1,138 @@
+"""The metrics lease: which node of a cluster collects the metrics (leader election).
+
+One node at a time holds ``<prefix>:metrics-lease`` (a string with a TTL, holding the
+node's id). :meth:`MetricsLease.hold` is the producer's ``should_collect`` hook: it
+takes the lease if free or renews it if held, before each tick; a holder that stops
+renewing (it died) loses it when the TTL runs out, and another node takes over at its
+next tick. A node that stops cleanly releases it at once (:meth:`MetricsLease.aclose`).
+Redis unreachable counts as "not held": no node collects until it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from coredis.exceptions import RedisError
+
+from .connection import DEFAULT_PREFIX, Keys, describe, new_node_id, open_client, where
+from .scripts import LEASE_HOLD, LEASE_RELEASE
+
+if TYPE_CHECKING:
+    from .._config import Settings
+
+__all__ = ["LEASE_TICKS", "MIN_LEASE_TTL", "MetricsLease"]
+
+log: Final = logging.getLogger("takhin_ws.cluster")
+
+#: Collect periods the lease outlives its last renewal (for :meth:`MetricsLease.for_settings`).
+LEASE_TICKS: Final = 3
+#: The shortest TTL :meth:`MetricsLease.for_settings` gives the lease, in seconds.
+MIN_LEASE_TTL: Final = 1.0
+#: The longest wait for Redis to confirm a release (shutdown should not wait for it).
+RELEASE_TIMEOUT: Final = 1.0
+
+
+class MetricsLease:
+    """The metrics lease of one node, in the Redis at *url*.
+
+    Start :meth:`run` in a nursery (``await nursery.start(lease.run)``): it owns the
+    Redis client, open while it runs. *ttl* is how long the lease outlives its last
+    renewal, *timeout* the deadline of one Redis call, *node_id* this node's name in
+    the lease (``host:pid:random`` by default).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float = 6.0,
+        timeout: float = 5.0,
+        node_id: str | None = None,
+    ) -> None:
+        if not (ttl > 0 and timeout > 0):
+            raise ValueError("ttl and timeout must be positive")
+        self.url = url
+        self.where = where(url)
+        self.key = Keys(prefix).lease
+        self.ttl = ttl
+        self.timeout = timeout
+        self.node_id = node_id or new_node_id()
+        self._client = open_client(url, timeout=timeout)
+        self._hold_script = self._client.register_script(LEASE_HOLD)
+        self._release_script = self._client.register_script(LEASE_RELEASE)
+        self._running = False
+        self._open = False
+        self._held = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MetricsLease:
+        """The server's lease for ``--redis-url``: it outlives :data:`LEASE_TICKS`
+        collect periods (``max(--interval, --collect-timeout)``, at least
+        :data:`MIN_LEASE_TTL`) without renewal."""
+        if settings.redis_url is None:
+            raise ValueError("settings.redis_url is not set")
+        tick = max(settings.interval, settings.collect_timeout or settings.interval)
+        return cls(settings.redis_url, ttl=max(LEASE_TICKS * tick, MIN_LEASE_TTL))
+
+    @property
+    def held(self) -> bool:
+        """Whether this node held the lease at its last attempt."""
+        return self._held
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the Redis client open until cancelled (it connects on first use)."""
+        if self._running:
+            raise RuntimeError("this MetricsLease is already running")
+        self._running = True
+        try:
+            async with self._client:
+                self._open = True
+                try:
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    self._open = False
+                    self._held = False
+        finally:
+            self._running = False
+
+    async def hold(self) -> bool:
+        """Take the lease if free, or renew it if this node holds it; True when this
+        node holds it now. False when another node does, Redis is unreachable, or
+        :meth:`run` is not running. (The ``should_collect`` hook of
+        :class:`~takhin_ws.MetricsProducer`.)"""
+        held = False
+        if self._open:
+            ttl_ms = max(1, math.ceil(self.ttl * 1000))
+            try:
+                with trio.fail_after(self.timeout):
+                    reply: Any = await self._hold_script([self.key], [self.node_id, ttl_ms])
+                held = bool(reply)
+            except (RedisError, OSError, trio.TooSlowError) as exc:
+                log.debug("metrics lease: Redis at %s: %s", self.where, describe(exc))
+        if held != self._held:
+            if held:
+                log.info("this node (%s) now collects the metrics (lease taken)", self.node_id)
+            else:
+                log.info("this node (%s) no longer collects the metrics", self.node_id)
+        self._held = held
+        return held
+
+    async def release(self) -> None:
+        """Give the lease up (if held) so another node takes over at once. Never raises."""
+        if not (self._open and self._held):
+            return
+        self._held = False
+        try:
+            with trio.move_on_after(min(self.timeout, RELEASE_TIMEOUT)):
+                await self._release_script([self.key], [self.node_id])
+        except (RedisError, OSError) as exc:
+            log.debug("could not release the metrics lease: %s", describe(exc))
+
+    async def aclose(self) -> None:
+        """Prepare to stop: release the lease. (``run``'s end closes the client.)"""
+        await self.release()

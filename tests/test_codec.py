@@ -5,17 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import cattrs
 import orjson
 import pytest
+from cattrs.errors import AttributeValidationNote, IterableValidationNote
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import strategies as S
-from takhin_ws._codec import decode, encode
+from takhin_ws._codec import decode, encode, explain
 from takhin_ws._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
 from takhin_ws._messages import (
     ALL_TYPES,
     CLIENT_TYPES,
+    EVENT_TYPES,
     GROUP_STATES,
     ClusterHealth,
     Envelope,
@@ -25,6 +28,7 @@ from takhin_ws._messages import (
     Ping,
     Subscribe,
     TopicCreated,
+    TopicLag,
     TopicStats,
     Unsubscribe,
 )
@@ -132,7 +136,8 @@ _LAGS = [
         pytest.param(_metrics_message(bogus=1), "$.data", id="unknown-key-data"),
         pytest.param({"type": "ping", "timestamp": 1, "bogus": 1}, "$", id="unknown-key-envelope"),
         pytest.param({"type": "ping", "timestamp": "1"}, "$.timestamp", id="str-timestamp"),
-        pytest.param({"type": "ping", "timestamp": 1.0}, "$.timestamp", id="float-timestamp"),
+        pytest.param({"type": "ping", "timestamp": True}, "$.timestamp", id="bool-timestamp"),
+        pytest.param({"type": "ping", "timestamp": 1e300}, "$.timestamp", id="huge-timestamp"),
         pytest.param({"type": "ping", "timestamp": 1, "stale": 1}, "$.stale", id="int-not-bool"),
         pytest.param({"type": "ping", "data": {}, "timestamp": 1}, "$.data", id="ping-with-data"),
         pytest.param({"type": "topic_created", "timestamp": 1}, "$.data", id="missing-data"),
@@ -218,6 +223,296 @@ def test_error_message_names_wire_field() -> None:
     assert "total_messages" not in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        (1700000000, 1700000000),
+        (1700000000.987, 1700000000),
+        (0.5, 0),
+        (-1.5, -1),
+        (2.0**62, 2**62),
+    ],
+)
+def test_timestamp_is_an_int_or_a_float(timestamp: float, expected: int) -> None:
+    # The 2.9 docs' heartbeat sends ``Date.now() / 1000``: a float of seconds.
+    env = decode(orjson.dumps({"type": "ping", "timestamp": timestamp}), accept=CLIENT_TYPES)
+    assert env.timestamp == expected
+    assert type(env.timestamp) is int
+
+
+# --- the error text a client sees (code, message, path), word for word ---
+
+_WELCOME = {
+    "protocol": 1,
+    "clientId": "c1",
+    "epoch": "e",
+    "channels": [],
+    "heartbeat": {"interval": 1, "timeout": 2},
+    "limits": {"queueSize": 1, "maxMessageSize": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("message", "text", "path"),
+    [
+        pytest.param(
+            _metrics_message(topicStats=[_TOPIC_STATS, _with(_TOPIC_STATS, partitions="5")]),
+            "data.topicStats[1].partitions: expected an integer, got a string",
+            "$.data.topicStats[1].partitions",
+            id="int-got-string",
+        ),
+        pytest.param(
+            _metrics_message(clusterHealth={"totalTopics": 1.5}),
+            "data.clusterHealth.totalTopics: expected an integer, got a number",
+            "$.data.clusterHealth.totalTopics",
+            id="int-got-number",
+        ),
+        pytest.param(
+            _metrics_message(clusterHealth={"totalTopics": False}),
+            "data.clusterHealth.totalTopics: expected an integer, got a boolean",
+            "$.data.clusterHealth.totalTopics",
+            id="int-got-boolean",
+        ),
+        pytest.param(
+            _metrics_message(throughput={"fetchRate": None}),
+            "data.throughput.fetchRate: expected a number, got null",
+            "$.data.throughput.fetchRate",
+            id="number-got-null",
+        ),
+        pytest.param(
+            _metrics_message(latency={"produceP50": [1]}),
+            "data.latency.produceP50: expected a number, got an array",
+            "$.data.latency.produceP50",
+            id="number-got-array",
+        ),
+        pytest.param(
+            {"type": "topic_deleted", "data": {"name": {"a": 1}}},
+            "data.name: expected a string, got an object",
+            "$.data.name",
+            id="string-got-object",
+        ),
+        pytest.param(
+            {"type": "ping", "stale": "yes"},
+            "stale: expected true or false, got a string",
+            "$.stale",
+            id="bool-got-string",
+        ),
+        pytest.param(
+            {"type": "ping", "timestamp": "now"},
+            "timestamp: expected a number, got a string",
+            "$.timestamp",
+            id="timestamp-got-string",
+        ),
+        pytest.param(
+            {"type": "ping", "timestamp": 1e300},
+            "timestamp: expected a number of seconds, got one out of range",
+            "$.timestamp",
+            id="timestamp-out-of-range",
+        ),
+        pytest.param(
+            _metrics_message(consumerLags={"groupId": "g"}),
+            "data.consumerLags: expected an array, got an object",
+            "$.data.consumerLags",
+            id="array-got-object",
+        ),
+        pytest.param(
+            _metrics_message(topicStats=[7]),
+            "data.topicStats[0]: expected an object, got a number",
+            "$.data.topicStats[0]",
+            id="object-got-number",
+        ),
+        pytest.param(
+            _metrics_message(consumerLags=_LAGS),
+            "data.consumerLags[0].topicLags[0].partitionLags[0].lag: "
+            "expected an integer, got a string",
+            "$.data.consumerLags[0].topicLags[0].partitionLags[0].lag",
+            id="deep-path",
+        ),
+        pytest.param(
+            {"type": "gap", "data": {"channel": "topics", "firstOffset": 1, "lastOffset": 2}},
+            "data.count: required field missing",
+            "$.data.count",
+            id="missing-field",
+        ),
+        pytest.param(
+            {"type": "welcome", "data": {**_WELCOME, "heartbeat": {"interval": 1}}},
+            "data.heartbeat.timeout: required field missing",
+            "$.data.heartbeat.timeout",
+            id="missing-nested-field",
+        ),
+        pytest.param(
+            {"type": "topic_created", "data": {"name": "t", "partitions": 1, "b": 1, "a": 2}},
+            "$.data: unknown field(s) 'a', 'b'",
+            "$.data",
+            id="unknown-fields-sorted",
+        ),
+        pytest.param(
+            _metrics_message(topicStats=[_with(_TOPIC_STATS, total_bytes=1)]),
+            "$.data.topicStats[0]: unknown field(s) 'total_bytes'",
+            "$.data.topicStats[0]",
+            id="unknown-field-as-sent",
+        ),
+        pytest.param(
+            {"type": "pong", "timestamp": 1, "extra": True},
+            "$: unknown field(s) 'extra'",
+            "$",
+            id="unknown-envelope-field",
+        ),
+        pytest.param(
+            {"type": "group_created", "data": {"groupId": "g", "state": "Busy", "members": 1}},
+            "data.state: expected one of Empty, PreparingRebalance, CompletingRebalance, "
+            "Stable, Dead",
+            "$.data.state",
+            id="group-state",
+        ),
+        pytest.param(
+            {"type": "group_created", "data": {"groupId": "g", "state": 1, "members": 1}},
+            "data.state: expected one of Empty, PreparingRebalance, CompletingRebalance, "
+            "Stable, Dead",
+            "$.data.state",
+            id="group-state-not-a-string",
+        ),
+        pytest.param(
+            {"type": "ping", "data": 1},
+            "a ping message carries no data",
+            "$.data",
+            id="ping-with-data",
+        ),
+        pytest.param(
+            {"type": "topic_deleted"},
+            "required field 'data' is missing",
+            "$.data",
+            id="missing-data",
+        ),
+        pytest.param(
+            {"type": "topic_deleted", "data": "orders"},
+            "expected an object, got a string",
+            "$.data",
+            id="data-not-an-object",
+        ),
+        pytest.param(
+            {"type": "subscribe", "data": True},
+            "expected a channel, an array of channels or an object, got a boolean",
+            "$.data",
+            id="subscribe-boolean",
+        ),
+        pytest.param(
+            {"type": "unsubscribe", "data": None},
+            "expected a channel or an array of channels, got null",
+            "$.data",
+            id="unsubscribe-null",
+        ),
+        pytest.param(
+            {"type": "subscribe", "data": ["metrics", "topics", 3]},
+            "data[2]: expected a string, got a number",
+            "$.data[2]",
+            id="channel-index",
+        ),
+        pytest.param(
+            {"type": "subscribe", "data": {"channels": ["topics"], "since": []}},
+            "data.since: expected an object, got an array",
+            "$.data.since",
+            id="since-not-an-object",
+        ),
+        pytest.param(
+            {"type": "subscribe", "data": "bogus"},
+            "unknown channel 'bogus' (expected metrics, topics, groups, topic:<name>, "
+            "group:<id>, metrics:lean, metrics:topic:<name> or metrics:group:<id>)",
+            "$.data",
+            id="unknown-channel",
+        ),
+    ],
+)
+def test_error_text(message: dict[str, Any], text: str, path: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(orjson.dumps(message))
+    assert (info.value.code, info.value.message, info.value.path) == ("invalid_field", text, path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "text", "path"),
+    [
+        pytest.param(b"[1]", "invalid_field", "a message must be a JSON object, got an array", "$"),
+        pytest.param(
+            b"true", "invalid_field", "a message must be a JSON object, got a boolean", "$"
+        ),
+        pytest.param(b"1.5", "invalid_field", "a message must be a JSON object, got a number", "$"),
+        pytest.param(
+            b'{"data":1}',
+            "unknown_type",
+            "'type' must be a string naming the message type",
+            "$.type",
+        ),
+        pytest.param(
+            b'{"type":null}',
+            "invalid_field",
+            "'type' must be a string naming the message type",
+            "$.type",
+        ),
+        pytest.param(
+            b'{"type":"metrics"}',
+            "unknown_type",
+            "unknown message type 'metrics' (accepted: ping, subscribe, unsubscribe)",
+            "$.type",
+        ),
+        pytest.param(
+            b"{",
+            "invalid_json",
+            "not valid JSON: unexpected end of data: line 1 column 2 (char 1)",
+            None,
+        ),
+    ],
+)
+def test_envelope_error_text(raw: bytes, code: str, text: str, path: str | None) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(raw, accept=CLIENT_TYPES)
+    assert (info.value.code, info.value.message, info.value.path) == (code, text, path)
+
+
+def test_too_large_text() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(b'{"type":"ping"}', max_size=4)
+    assert info.value.message == "message of 15 bytes exceeds the limit of 4 bytes"
+    assert info.value.path is None
+
+
+def test_first_defect_is_reported() -> None:
+    # Several defects: the first field in declaration order wins, deterministically.
+    bad = {"type": "topic_created", "data": {"name": 1, "partitions": "x", "zzz": 0}}
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(orjson.dumps(bad))
+    assert info.value.path == "$.data.name"
+
+
+def _noted(exc: Exception, note: object) -> Exception:
+    exc.__notes__ = [note]
+    return exc
+
+
+def test_explain_walks_cattrs_notes_not_text() -> None:
+    # The path comes from the notes (attribute names in wire form, indices), the text
+    # from the leaf; cattrs' own wording of the groups plays no part.
+    leaf = _noted(
+        TypeError("expected an integer, got a string"), IterableValidationNote("?", 2, int)
+    )
+    inner = cattrs.IterableValidationError("?", [leaf], tuple[int, ...])
+    outer = cattrs.ClassValidationError(
+        "?", [_noted(inner, AttributeValidationNote("?", "partition_lags", list))], TopicLag
+    )
+    assert explain(outer, "$.data") == (
+        "data.partitionLags[2]: expected an integer, got a string",
+        "$.data.partitionLags[2]",
+    )
+
+
+def test_explain_of_an_unexpected_leaf() -> None:
+    odd = _noted(RuntimeError("boom"), AttributeValidationNote("?", "total_lag", int))
+    group = cattrs.ClassValidationError("?", [odd], TopicLag)
+    assert explain(group) == ("totalLag: invalid value, expected int", "$.totalLag")
+    bare = cattrs.ClassValidationError("?", [RuntimeError("boom")], TopicLag)
+    assert explain(bare, "$.data") == ("data: boom", "$.data")
+
+
 def test_ints_are_accepted_for_float_fields() -> None:
     # Go's encoding/json writes a float64 0 as ``0``.
     env = decode(orjson.dumps(_metrics_message(throughput={"produceRate": 0})))
@@ -279,7 +574,38 @@ def test_envelope_level_errors(raw: bytes, code: str, path: str | None) -> None:
     assert info.value.path == path
 
 
-@pytest.mark.parametrize("kind", sorted(ALL_TYPES - CLIENT_TYPES))
+#: Every type a client must never send (written out, not derived from CLIENT_TYPES).
+SERVER_ONLY = (
+    "metrics",
+    "group_detail",
+    "topic_detail",
+    "epoch",
+    "topic_created",
+    "topic_deleted",
+    "group_created",
+    "group_updated",
+    "group_deleted",
+    "pong",
+    "welcome",
+    "subscribed",
+    "gap",
+    "error",
+)
+
+
+def test_type_sets_are_pinned() -> None:
+    assert frozenset({"ping", "subscribe", "unsubscribe"}) == CLIENT_TYPES
+    assert CLIENT_TYPES | set(SERVER_ONLY) == ALL_TYPES
+    assert {
+        "topic_created",
+        "topic_deleted",
+        "group_created",
+        "group_updated",
+        "group_deleted",
+    } == EVENT_TYPES
+
+
+@pytest.mark.parametrize("kind", SERVER_ONLY)
 def test_client_types_reject_server_only_types(kind: str) -> None:
     raw = encode(Envelope(payload=S.SAMPLES[kind], timestamp=1))
     assert decode(raw).type == kind

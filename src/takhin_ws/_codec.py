@@ -7,15 +7,14 @@ list), unknown keys and unknown types are rejected, and every failure is a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, NewType, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
 import orjson
 from attrs import frozen
-from cattrs.errors import IterableValidationNote
+from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
@@ -39,6 +38,7 @@ __all__ = [
     "converter",
     "decode",
     "encode",
+    "explain",
     "payload_to_data",
 ]
 
@@ -47,6 +47,14 @@ INVALID_JSON: Final = "invalid_json"
 UNKNOWN_TYPE: Final = "unknown_type"
 INVALID_FIELD: Final = "invalid_field"
 TOO_LARGE: Final = "too_large"
+
+_T = TypeVar("_T")
+
+#: Unix seconds on an inbound envelope: an integer, or any number (the 2.9 docs'
+#: heartbeat sends ``Date.now() / 1000``), truncated to whole seconds.
+_Seconds = NewType("_Seconds", int)
+#: Timestamps are signed 64-bit integers on the wire.
+_SECONDS_LIMIT: Final = 2**63
 
 
 # --- the converter ---
@@ -83,6 +91,16 @@ def _strict_bool(value: object, _: object) -> bool:
     return value
 
 
+def _strict_seconds(value: object, _: object) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        if abs(value) < _SECONDS_LIMIT:
+            return int(value)
+        raise ValueError("expected a number of seconds, got one out of range")
+    raise TypeError(f"expected a number, got {_describe(value)}")
+
+
 def _describe(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
@@ -98,6 +116,23 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(_Seconds, _strict_seconds)
+
+    def literal_factory(tp: Any) -> Callable[[Any, Any], Any]:
+        allowed = get_args(tp)
+        expected = "expected one of " + ", ".join(map(str, allowed))
+
+        def structure(value: Any, _: Any) -> Any:
+            if type(value) is not str or value not in allowed:
+                raise ValueError(expected)
+            return value
+
+        return structure
+
+    def is_literal(tp: Any) -> bool:
+        return get_origin(tp) is Literal
+
+    conv.register_structure_hook_factory(is_literal, literal_factory)
 
     def is_sequence(tp: Any) -> bool:
         return get_origin(tp) in (tuple, list)
@@ -229,7 +264,7 @@ converter: Final = _make_converter()
 class _InboundEnvelope:
     type: str
     data: Any = None
-    timestamp: int | None = None
+    timestamp: _Seconds | None = None
     channel: str | None = None
     offset: int | None = None
     epoch: str | None = None
@@ -297,20 +332,16 @@ def decode(
         raise RemoteProtocolError(
             UNKNOWN_TYPE, f"unknown message type {kind!r} (accepted: {known})", "$.type"
         )
-    try:
-        env = converter.structure(obj, _InboundEnvelope)
-        cls = PAYLOAD_CLASSES[kind]
-        if kind in NO_DATA_TYPES:
-            if env.data is not None:
-                raise TypeError(f"a {kind} message carries no data")
-            payload = cls()
-        else:
-            if "data" not in obj:
-                raise KeyError("data")
-            payload = converter.structure(env.data, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
-        message, path = _explain(exc, data_level=env_ok(obj))
-        raise RemoteProtocolError(INVALID_FIELD, message, path) from None
+    env = _structure(obj, _InboundEnvelope, "$")
+    cls = PAYLOAD_CLASSES[kind]
+    if kind in NO_DATA_TYPES:
+        if env.data is not None:
+            raise RemoteProtocolError(INVALID_FIELD, f"a {kind} message carries no data", "$.data")
+        payload = cls()
+    elif "data" not in obj:
+        raise RemoteProtocolError(INVALID_FIELD, "required field 'data' is missing", "$.data")
+    else:
+        payload = _structure(env.data, cls, "$.data")
     return Envelope(
         payload=payload,
         timestamp=env.timestamp if env.timestamp is not None else 0,
@@ -321,41 +352,65 @@ def decode(
     )
 
 
-def env_ok(obj: dict[str, Any]) -> bool:
-    """True once the envelope itself structured; errors then concern ``data``."""
+# --- decoding errors: cattrs' structured exceptions to one (message, path) ---
+
+#: What structuring raises: cattrs' grouped errors and our hooks' leaves.
+_STRUCTURE_ERRORS: Final = (cattrs.BaseValidationError, TypeError, ValueError, KeyError)
+
+
+def _structure(value: object, cls: type[_T], path: str) -> _T:
     try:
-        converter.structure(obj, _InboundEnvelope)
-    except (cattrs.BaseValidationError, TypeError, ValueError):
-        return False
-    return True
+        return converter.structure(value, cls)
+    except _STRUCTURE_ERRORS as exc:
+        message, where = explain(exc, path)
+        raise RemoteProtocolError(INVALID_FIELD, message, where) from None
 
 
-def _explain(exc: BaseException, *, data_level: bool) -> tuple[str, str]:
-    prefix = "$.data" if data_level else "$"
-    if isinstance(exc, KeyError) and not isinstance(exc, cattrs.BaseValidationError):
-        key = exc.args[0]
-        return f"required field {key!r} is missing", "$.data" if key == "data" else prefix
-    if isinstance(exc, cattrs.BaseValidationError):
-        first = cattrs.transform_error(exc, path=prefix, format_exception=_format_leaf)[0]
-        text, _, path = first.rpartition(" @ ")
-        path = _SNAKE_SEGMENT.sub(lambda m: "." + _camel(m.group(1)), path)
-        extra = _EXTRA_FIELDS.search(text)
-        if extra:
-            names = ", ".join(repr(_camel(n.strip())) for n in extra.group(1).split(","))
-            return f"{path}: unknown field(s) {names}", path
-        return f"{path.removeprefix('$.')}: {text}", path
-    return str(exc), prefix
+def explain(exc: BaseException, path: str = "$") -> tuple[str, str]:
+    """The message and path of the first defect in *exc* (raised structuring at *path*).
+
+    Walks cattrs' exception groups by their notes (an attribute, an array index) to
+    the first leaf; the path uses the wire (camelCase) names.
+    """
+    leaf, leaf_path, type_ = _first_leaf(exc, path, None)
+    if isinstance(leaf, ForbiddenExtraKeysError):
+        names = ", ".join(repr(name) for name in sorted(leaf.extra_fields))
+        return f"{leaf_path}: unknown field(s) {names}", leaf_path
+    if leaf is exc:  # a hook's own error at the top: its text says it all
+        return str(leaf), leaf_path
+    return f"{leaf_path.removeprefix('$.')}: {_describe_leaf(leaf, type_)}", leaf_path
 
 
-_EXTRA_FIELDS: Final = re.compile(r"extra fields[^:]*: (.*)$", re.IGNORECASE)
-_SNAKE_SEGMENT: Final = re.compile(r"\.([a-z0-9]+(?:_[a-z0-9]+)+)")
+def _first_leaf(exc: BaseException, path: str, type_: Any) -> tuple[BaseException, str, Any]:
+    if isinstance(exc, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+        noted: list[tuple[BaseException, str, Any]] = []
+        bare: list[BaseException] = []
+        for sub in exc.exceptions:
+            note = _note_of(sub)
+            if isinstance(note, AttributeValidationNote):
+                noted.append((sub, f"{path}.{_camel(note.name)}", note.type))
+            elif isinstance(note, IterableValidationNote):
+                noted.append((sub, f"{path}[{note.index}]", note.type))
+            else:
+                bare.append(sub)
+        if noted:  # field errors first, as they name the most precise place
+            return _first_leaf(*noted[0])
+        if bare:
+            return _first_leaf(bare[0], path, None)
+    return exc, path, type_
 
 
-def _format_leaf(exc: BaseException, type_: Any) -> str:
+def _note_of(exc: BaseException) -> object:
+    notes = [n for n in getattr(exc, "__notes__", ()) if isinstance(n, _NOTE_TYPES)]
+    return notes[-1] if notes else None
+
+
+_NOTE_TYPES: Final = (AttributeValidationNote, IterableValidationNote)
+
+
+def _describe_leaf(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
-    if get_origin(type_) is Literal:
-        return "expected one of " + ", ".join(map(str, get_args(type_)))
     if isinstance(exc, (TypeError, ValueError)) and str(exc).startswith(("expected", "unknown")):
         return str(exc)
     if type_ is not None:

@@ -484,7 +484,7 @@ def test_first_defect_is_reported() -> None:
     assert info.value.path == "$.data.name"
 
 
-def _noted(exc: Exception, note: object) -> Exception:
+def _noted(exc: Exception, note: str) -> Exception:
     exc.__notes__ = [note]
     return exc
 

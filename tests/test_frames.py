@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, Opcode
 
-from takhin_ws._frames import Outbound, close_frame, ping_frame, text_frame
+from takhin_ws._codec import encode, payload_to_data
+from takhin_ws._frames import (
+    BARE,
+    PLAIN,
+    Outbound,
+    Variant,
+    bare_payload,
+    close_frame,
+    deflated_frame,
+    ping_frame,
+    text_frame,
+)
+from takhin_ws._messages import Envelope, MonitoringMetrics
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 
@@ -169,3 +183,121 @@ def test_outbound_of() -> None:
     bare = Outbound.of(payload)
     assert (bare.channel, bare.offset, bare.route) == (None, None, None)
     assert one_message(parse(bare.frame), Opcode.TEXT) == payload.decode()
+
+
+# --- wire variants: built once, shared, decoded by independent receivers ---
+
+METRICS = (
+    b'{"type":"metrics","data":{"throughput":{"produceRate":1.5},"topicStats":['
+    + b",".join([b'{"name":"t,\\"timestamp\\":","timestamp":1}'] * 40)
+    + b'],"timestamp":7},"timestamp":8,"channel":"metrics","offset":3,"stale":false}'
+)
+EVENT = b'{"type":"topic_created","data":{"name":"orders","partitions":3},"timestamp":1}'
+DEFLATE_15 = Variant(window_bits=15, min_size=200)
+RESPONSE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def inflating_parser(bits: int = 15) -> FrameProtocol:
+    """A client-side parser with wsproto's own permessage-deflate, as negotiated."""
+    extension = PerMessageDeflate()
+    response = RESPONSE + (f"; server_max_window_bits={bits}" if bits != 15 else "")
+    extension.finalize(response)
+    return FrameProtocol(client=True, extensions=[extension])
+
+
+def received(protocol: FrameProtocol, data: bytes) -> list[str]:
+    protocol.receive_bytes(data)
+    return [str(f.payload) for f in protocol.received_frames() if f.message_finished]
+
+
+def test_plain_variant_is_the_item_itself() -> None:
+    item = Outbound.of(METRICS, "metrics", 3, "metrics")
+    assert item.variant(PLAIN) is item
+    assert item.variant(Variant()) is item
+
+
+def test_bare_variant_is_the_metrics_data() -> None:
+    item = Outbound.of(METRICS, "metrics", 3, "metrics")
+    bare = item.variant(BARE)
+    assert bare is not None
+    assert bare.payload == orjson.dumps(orjson.loads(METRICS)["data"])
+    assert one_message(parse(bare.frame), Opcode.TEXT) == bare.payload.decode()
+    assert (bare.channel, bare.offset, bare.route) == ("metrics", 3, "metrics")
+    assert item.variant(BARE) is bare  # built once
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        EVENT,
+        b'{"type":"pong","timestamp":1}',
+        b'{"type":"welcome","data":{},"timestamp":1}',
+        b'{"type":"metrics","data":{}}',
+        b'{"type":"metrics"}',
+    ],
+)
+def test_bare_variant_of_anything_else_is_nothing(payload: bytes) -> None:
+    item = Outbound.of(payload)
+    assert item.variant(BARE) is None
+    assert item.variant(Variant(bare=True, window_bits=15)) is None
+
+
+def test_bare_payload_of_a_real_envelope() -> None:
+    metrics = MonitoringMetrics(timestamp=5)
+    envelope = Envelope(payload=metrics, timestamp=9, channel="metrics", offset=1, epoch="e")
+    assert bare_payload(encode(envelope)) == orjson.dumps(payload_to_data(metrics))
+
+
+@pytest.mark.parametrize("bits", [9, 10, 12, 15])
+def test_deflated_variant_decoded_by_wsproto(bits: int) -> None:
+    item = Outbound.of(METRICS * 3)
+    variant = Variant(window_bits=bits)
+    compressed = item.variant(variant)
+    assert compressed is not None
+    assert compressed.frame[0] == 0xC1  # FIN, RSV1, text
+    assert len(compressed.frame) < len(item.frame) / 4
+    assert compressed.payload == item.payload
+    assert item.variant(variant) is compressed  # built once, then shared
+    # the same bytes, twice: each message stands alone (no context takeover)
+    protocol = inflating_parser(bits)
+    assert received(protocol, compressed.frame * 2) == [METRICS.decode() * 3] * 2
+
+
+def test_compressed_and_plain_frames_mix_on_one_connection() -> None:
+    item = Outbound.of(METRICS)
+    small = Outbound.of(EVENT)
+    compressed = item.variant(DEFLATE_15)
+    assert compressed is not None
+    assert small.variant(DEFLATE_15) is small  # below min_size: plain
+    stream = compressed.frame + small.frame + ping_frame(b"x") + compressed.frame
+    assert received(inflating_parser(), stream) == [
+        METRICS.decode(),
+        EVENT.decode(),
+        "b'x'",
+        METRICS.decode(),
+    ]
+
+
+def test_bare_compressed_variant() -> None:
+    item = Outbound.of(METRICS)
+    variant = Variant(bare=True, window_bits=15)
+    compressed = item.variant(variant)
+    bare = item.variant(BARE)
+    assert compressed is not None
+    assert bare is not None
+    assert compressed.payload == bare.payload
+    assert received(inflating_parser(), compressed.frame) == [bare.payload.decode()]
+
+
+def test_deflated_frame_header_sizes() -> None:
+    for size in (0, 125, 126, 65536):
+        frame = deflated_frame(b"z" * size)
+        assert frame[0] == 0xC1
+        assert len(frame) == header_size(size) + size
+
+
+def test_variant_equality_groups_clients() -> None:
+    assert Variant(window_bits=15, min_size=512) == Variant(window_bits=15, min_size=512)
+    assert hash(BARE) == hash(Variant(bare=True))
+    assert Variant(window_bits=15).uncompressed is PLAIN
+    assert Variant(bare=True, window_bits=10).uncompressed is BARE

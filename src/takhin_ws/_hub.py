@@ -2,9 +2,11 @@
 
 ``publish`` is synchronous and never blocks: it encodes the message once, builds its
 WebSocket frame once, records it in the stream's history, and offers the same
-:class:`Outbound` object to every subscribed client. What a client does with it
-(write it straight to its socket, or queue it behind a backlog) is the client's
-business (:class:`Subscriber`); the hub never waits for anyone.
+:class:`Outbound` object to every subscribed client. Clients that receive another
+wire variant (``format=bare``, permessage-deflate) are grouped by variant when the
+subscriptions change; a publish builds each variant once, for its whole group. What
+a client does with it (write it straight to its socket, or queue it behind a backlog)
+is the client's business (:class:`Subscriber`); the hub never waits for anyone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from attrs import frozen
 from ._channels import STREAMS, parse_channel, stream_of
 from ._codec import encode
 from ._exceptions import HubClosedError, HubFullError
-from ._frames import Outbound
+from ._frames import PLAIN, Outbound, Variant
 from ._messages import (
     Envelope,
     GroupCreated,
@@ -81,14 +83,30 @@ class QueueSubscriber:
 
 
 class Client:
-    """The hub's record of one registered client."""
+    """The hub's record of one registered client.
 
-    __slots__ = ("channels", "id", "subscriber")
+    ``variant`` is the form in which it receives published messages (see
+    :class:`~takhin_ws.Variant`); it is fixed at the handshake."""
 
-    def __init__(self, client_id: str, subscriber: Subscriber, channels: frozenset[str]) -> None:
+    __slots__ = ("channels", "id", "subscriber", "variant")
+
+    def __init__(
+        self,
+        client_id: str,
+        subscriber: Subscriber,
+        channels: frozenset[str],
+        variant: Variant = PLAIN,
+    ) -> None:
         self.id = client_id
         self.subscriber = subscriber
         self.channels = channels
+        self.variant = variant
+
+    def offer(self, item: Outbound) -> None:
+        """Hand *item* to this client in its variant (replies, replays, snapshots)."""
+        out = item.variant(self.variant)
+        if out is not None:
+            self.subscriber.offer(out)
 
     def __repr__(self) -> str:
         return f"<Client {self.id} channels={sorted(self.channels)}>"
@@ -128,6 +146,11 @@ def _narrow(prefix: str, name: str, stream: str) -> str:
         return stream
 
 
+#: The subscribers of one channel, one group per variant: the variant and the
+#: clients, with their bound ``offer`` (looked up once per subscription change).
+_Group = tuple[Variant, tuple["Client", ...], tuple[Callable[[Outbound], None], ...]]
+
+
 @attrs.define
 class _Stream:
     offset: int = 0
@@ -160,7 +183,7 @@ class Hub:
         self._wall_clock = wall_clock
         self._clients: dict[str, Client] = {}
         self._members: dict[str, dict[str, Client]] = {}
-        self._targets: dict[str, tuple[Client, ...]] = {}
+        self._targets: dict[str, tuple[_Group, ...]] = {}
         self._streams: dict[str, _Stream] = {s: _Stream() for s in STREAMS}
         self._ids = itertools.count(1)
         self._published = 0
@@ -177,8 +200,10 @@ class Hub:
         channels: Iterable[str] | None = None,
         *,
         client_id: str | None = None,
+        variant: Variant = PLAIN,
     ) -> Client:
-        """Register *subscriber*; raise :class:`HubFullError` at ``max_clients``."""
+        """Register *subscriber*, receiving published messages as *variant*; raise
+        :class:`HubFullError` at ``max_clients``."""
         if self._closed:
             raise HubClosedError("hub is closed")
         if len(self._clients) >= self.max_clients:
@@ -187,7 +212,7 @@ class Hub:
         cid = client_id or f"c{next(self._ids)}"
         if cid in self._clients:
             raise ValueError(f"client id {cid!r} is already registered")
-        client = Client(cid, subscriber, frozenset())
+        client = Client(cid, subscriber, frozenset(), variant)
         self._clients[cid] = client
         self._set_channels(client, chosen)
         return client
@@ -237,11 +262,16 @@ class Hub:
             self._targets.pop(channel, None)
         client.channels = channels
 
-    def _targets_of(self, channel: str) -> tuple[Client, ...]:
+    def _targets_of(self, channel: str) -> tuple[_Group, ...]:
         targets = self._targets.get(channel)
         if targets is None:
-            members = self._members.get(channel)
-            targets = tuple(members.values()) if members else ()
+            by_variant: dict[Variant, list[Client]] = {}
+            for client in self._members.get(channel, {}).values():
+                by_variant.setdefault(client.variant, []).append(client)
+            targets = tuple(
+                (variant, tuple(clients), tuple(c.subscriber.offer for c in clients))
+                for variant, clients in by_variant.items()
+            )
             self._targets[channel] = targets
         return targets
 
@@ -320,16 +350,24 @@ class Hub:
         stream.offset = item.offset
 
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
-        wide = self._targets_of(stream_name)
-        for client in wide:
-            client.subscriber.offer(item)
-        delivered = len(wide)
+        delivered = 0
+        for variant, clients, offers in self._targets_of(stream_name):
+            out = item.variant(variant)  # built once for the whole group
+            if out is None:
+                continue
+            for offer in offers:
+                offer(out)
+            delivered += len(clients)
         if channel != stream_name:
             wide_ids = self._members.get(stream_name, {})
-            for client in self._targets_of(channel):
-                if client.id not in wide_ids:
-                    client.subscriber.offer(item)
-                    delivered += 1
+            for variant, clients, _ in self._targets_of(channel):
+                out = item.variant(variant)
+                if out is None:
+                    continue
+                for client in clients:
+                    if client.id not in wide_ids:
+                        client.subscriber.offer(out)
+                        delivered += 1
         self._delivered += delivered
 
     def _remember(self, stream_name: str, stream: _Stream, item: Outbound) -> None:

@@ -117,6 +117,16 @@ metrics = st.builds(
 )
 
 group_states = st.sampled_from(GROUP_STATES)
+
+#: Valid Kafka topic names: 1-249 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``.
+topic_names = st.from_regex(r"[A-Za-z0-9._-]{1,249}", fullmatch=True).filter(
+    lambda n: n not in (".", "..")
+)
+#: Valid group ids: 1-255 characters of any kind.
+group_ids = st.text(min_size=1, max_size=255)
+#: Kafka's 32-bit counts.
+partition_counts = st.integers(min_value=1, max_value=2**31 - 1)
+member_counts = st.integers(min_value=0, max_value=2**31 - 1)
 group_details = st.builds(
     GroupDetail,
     group_id=texts,
@@ -142,13 +152,14 @@ topic_details = st.builds(
 epoch_changes = st.builds(
     EpochChanged, epoch=texts, previous=texts, recovered=st.dictionaries(texts, st.booleans())
 )
+#: Valid change events (what the ingress accepts).
 topic_events = st.one_of(
-    st.builds(TopicCreated, name=texts, partitions=ints),
-    st.builds(TopicDeleted, name=texts),
+    st.builds(TopicCreated, name=topic_names, partitions=partition_counts),
+    st.builds(TopicDeleted, name=topic_names),
 )
 group_events = st.one_of(
     *(
-        st.builds(cls, group_id=texts, state=group_states, members=ints)
+        st.builds(cls, group_id=group_ids, state=group_states, members=member_counts)
         for cls in (GroupCreated, GroupUpdated, GroupDeleted)
     )
 )

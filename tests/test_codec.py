@@ -637,10 +637,11 @@ def test_max_size() -> None:
 
 
 def test_max_size_counts_utf8_bytes_of_text() -> None:
-    message = orjson.dumps({"type": "topic_deleted", "data": {"name": "é" * 100}}).decode()
+    data = {"groupId": "é" * 100, "state": "Dead", "members": 0}
+    message = orjson.dumps({"type": "group_deleted", "data": data}).decode()
     size = len(message.encode())
     assert len(message) < size
-    assert decode(message, max_size=size).type == "topic_deleted"
+    assert decode(message, max_size=size).type == "group_deleted"
     with pytest.raises(RemoteProtocolError) as info:
         decode(message, max_size=size - 1)
     assert info.value.code == "too_large"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,7 +11,10 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from conftest import FakeSource, ServerFactory, wait_until
 from takhin_ws import (
+    GroupCreated,
+    GroupDeleted,
     GroupUpdated,
     Hub,
     LocalProtocolError,
@@ -21,28 +25,38 @@ from takhin_ws import (
     Snapshot,
     TopicCreated,
     TopicDeleted,
+    TopicStats,
     open_server,
 )
-from takhin_ws._ingress import EventIngress
+from takhin_ws._codec import decode
+from takhin_ws._http import HttpError
+from takhin_ws._ingress import (
+    MAX_ANNOUNCED,
+    Event,
+    EventIngress,
+    IngressStatistics,
+    decode_events,
+)
 from takhin_ws._server import Server
 
 KEY = "publish-secret"
-
-
-class StaticSource:
-    async def collect(self) -> Snapshot:
-        return Snapshot(metrics=MonitoringMetrics(timestamp=1))
+PUBLISHING: dict[str, object] = {"publish_keys": (KEY,), "max_body_size": 4096}
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    settings = Settings(port=0, publish_keys=(KEY,), max_body_size=4096, interval=60)
-    async with open_server(settings, source=StaticSource()) as srv:
+async def publisher(make_server: ServerFactory) -> AsyncIterator[Server]:
+    """A server that takes events over HTTP with the publish key *KEY*."""
+    async with make_server(FakeSource(MonitoringMetrics(timestamp=1)), **PUBLISHING) as srv:
         yield srv
 
 
 def _event(name: str, partitions: int = 3) -> dict[str, object]:
     return {"type": "topic_created", "data": {"name": name, "partitions": partitions}}
+
+
+def _group(group_id: str, members: int = 1) -> dict[str, object]:
+    data = {"groupId": group_id, "state": "Stable", "members": members}
+    return {"type": "group_updated", "data": data}
 
 
 async def _post(
@@ -107,13 +121,185 @@ def test_batch_with_a_bad_item_publishes_nothing() -> None:
     hub = Hub()
     ingress = EventIngress(hub)
     bad: list[object] = [TopicCreated(name="ok", partitions=1), Ping()]
-    with pytest.raises(LocalProtocolError, match="item 1"):
+    with pytest.raises(LocalProtocolError) as info:
         ingress.publish_many_nowait(bad)  # type: ignore[arg-type]
-    with pytest.raises(LocalProtocolError, match="item 0"):
+    assert info.value.message.startswith("item 1: Ping is not an event (one of group_created")
+    assert info.value.path == "$[1]"
+    with pytest.raises(LocalProtocolError) as info:
         ingress.publish_nowait(TopicCreated(name="", partitions=1))
+    assert info.value.message == "data.name: a topic name must not be empty"
+    assert (info.value.code, info.value.path) == ("invalid_field", "$.data.name")
     assert hub.offset("topics") == 0
     assert ingress.statistics().rejected == 2
     assert ingress.statistics().published == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "path"),
+    [
+        (TopicCreated(name="a b", partitions=1), "$.data.name"),
+        (TopicCreated(name="orders", partitions=0), "$.data.partitions"),
+        (TopicDeleted(name=".."), "$.data.name"),
+        (GroupUpdated(group_id="", state="Stable", members=1), "$.data.groupId"),
+        (GroupUpdated(group_id="g", state="Stable", members=-1), "$.data.members"),
+    ],
+)
+async def test_every_in_process_door_refuses_a_bad_event(event: Event, path: str) -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    good = TopicCreated(name="fine", partitions=1)
+    with pytest.raises(LocalProtocolError) as info:
+        ingress.publish_nowait(event)
+    assert info.value.path == path
+    with pytest.raises(LocalProtocolError) as info:
+        await ingress.publish(event)
+    assert info.value.path == path
+    with pytest.raises(LocalProtocolError) as info:
+        ingress.publish_many_nowait([good, event])
+    assert info.value.path == path.replace("$", "$[1]", 1)
+    assert info.value.message.startswith("item 1: data.")
+    with pytest.raises(LocalProtocolError) as info:
+        await ingress.publish_many([good, event])
+    assert info.value.path == path.replace("$", "$[1]", 1)
+    with pytest.raises(LocalProtocolError):
+        ingress.detected_nowait(event)
+    with pytest.raises(LocalProtocolError):
+        await ingress.detected(event)
+    assert hub.offset("topics") == hub.offset("groups") == 0  # all or nothing, every time
+    assert ingress.statistics() == IngressStatistics(published=0, rejected=6, suppressed=0)
+
+
+# --- what the ingress announced, the change detector does not announce again ---
+
+
+def _offsets(hub: Hub) -> tuple[int, int]:
+    return hub.offset("topics"), hub.offset("groups")
+
+
+def test_detected_event_already_announced_is_not_published_again() -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    ingress.publish_nowait(TopicCreated(name="orders", partitions=3))
+    ingress.publish_nowait(GroupCreated(group_id="g", state="Empty", members=0))
+    # the source catches up: the diff finds what the console announced
+    assert ingress.detected_nowait(TopicCreated(name="orders", partitions=3)) is None
+    assert ingress.detected_nowait(GroupCreated(group_id="g", state="Empty", members=0)) is None
+    assert _offsets(hub) == (1, 1)
+    assert ingress.statistics().suppressed == 2
+    # from then on the snapshots' differences are news again
+    assert ingress.detected_nowait(TopicDeleted(name="orders")) is not None
+    assert ingress.detected_nowait(GroupUpdated(group_id="g", state="Stable", members=2))
+    assert _offsets(hub) == (2, 2)
+
+
+def test_detected_partitions_do_not_matter_for_a_creation() -> None:
+    ingress = EventIngress(Hub())
+    ingress.publish_nowait(TopicCreated(name="orders", partitions=3))
+    assert ingress.detected_nowait(TopicCreated(name="orders", partitions=6)) is None
+
+
+def test_detected_deletion_already_announced() -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    ingress.publish_nowait(TopicDeleted(name="old"))
+    ingress.publish_nowait(GroupDeleted(group_id="gone", state="Dead", members=0))
+    assert ingress.detected_nowait(TopicDeleted(name="old")) is None
+    assert ingress.detected_nowait(GroupDeleted(group_id="gone", state="Dead", members=0)) is None
+    assert _offsets(hub) == (1, 1)
+
+
+def test_detected_change_that_differs_from_the_announcement_is_published() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub)
+    ingress = EventIngress(hub)
+    ingress.publish_nowait(TopicCreated(name="t", partitions=1))
+    ingress.publish_nowait(GroupCreated(group_id="g", state="Empty", members=0))
+    ingress.publish_nowait(GroupUpdated(group_id="h", state="Stable", members=1))
+    sub.queue.get_batch_nowait()
+    # the console announced the topic; the snapshots saw it come and go already
+    assert ingress.detected_nowait(TopicDeleted(name="t")) is not None
+    # the group exists for the clients, but the snapshots see another state: an update
+    assert ingress.detected_nowait(GroupCreated(group_id="g", state="Stable", members=2))
+    assert ingress.detected_nowait(GroupUpdated(group_id="h", state="Stable", members=4))
+    sent = [decode(item.payload).payload for item in sub.queue.get_batch_nowait()]
+    assert sent == [
+        TopicDeleted(name="t"),
+        GroupUpdated(group_id="g", state="Stable", members=2),
+        GroupUpdated(group_id="h", state="Stable", members=4),
+    ]
+    assert ingress.statistics().suppressed == 0
+
+
+def test_the_latest_announcement_counts() -> None:
+    ingress = EventIngress(Hub())
+    ingress.publish_nowait(TopicCreated(name="t", partitions=1))
+    ingress.publish_nowait(TopicDeleted(name="t"))
+    assert ingress.detected_nowait(TopicDeleted(name="t")) is None
+    ingress.publish_nowait(GroupUpdated(group_id="g", state="Stable", members=1))
+    ingress.publish_nowait(GroupUpdated(group_id="g", state="Stable", members=2))
+    assert ingress.detected_nowait(GroupUpdated(group_id="g", state="Stable", members=1))
+    assert ingress.statistics().suppressed == 1
+
+
+def test_detected_events_are_not_remembered() -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    assert ingress.detected_nowait(TopicCreated(name="t", partitions=1)) is not None
+    assert ingress.detected_nowait(TopicCreated(name="t", partitions=1)) is not None
+    assert hub.offset("topics") == 2
+
+
+def test_announcements_are_bounded() -> None:
+    ingress = EventIngress(Hub())
+    ingress.publish_many_nowait(
+        [TopicCreated(name=f"t{i}", partitions=1) for i in range(MAX_ANNOUNCED + 1)]
+    )
+    # the oldest was forgotten (it costs one repeated event), the newest is known
+    assert ingress.detected_nowait(TopicCreated(name="t0", partitions=1)) is not None
+    assert ingress.detected_nowait(TopicCreated(name=f"t{MAX_ANNOUNCED}", partitions=1)) is None
+
+
+async def test_async_detected() -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    await ingress.publish(TopicCreated(name="t", partitions=1))
+    assert await ingress.detected(TopicCreated(name="t", partitions=1)) is None
+    published = await ingress.detected(TopicDeleted(name="t"))
+    assert published is not None
+    assert published.offset == 2
+
+
+# --- the HTTP body ---
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"type":"topic_created","data":{"name":"","partitions":1}}',
+            "invalid_field: data.name: a topic name must not be empty (at $.data.name)",
+        ),
+        (
+            b'[{"type":"topic_deleted","data":{"name":"ok"}},'
+            b'{"type":"topic_deleted","data":{"name":"a/b"}}]',
+            "invalid_field: data.name: a topic name may only contain ASCII letters, digits, "
+            "'.', '_' and '-', got 'a/b' (at $[1].data.name)",
+        ),
+        (b"[]", "invalid_field: the list of events is empty"),
+        (b"{", "invalid_json: unexpected end of data: line 1 column 2 (char 1)"),
+    ],
+)
+def test_decode_events_errors(body: bytes, message: str) -> None:
+    with pytest.raises(HttpError) as info:
+        decode_events(body)
+    assert (info.value.status, info.value.message) == (400, message)
+
+
+def test_decode_events_one_or_many() -> None:
+    one = b'{"type":"topic_deleted","data":{"name":"a"}}'
+    assert decode_events(one) == [TopicDeleted(name="a")]
+    assert decode_events(b"[" + one + b"," + one + b"]") == [TopicDeleted(name="a")] * 2
 
 
 def test_a_name_no_channel_can_carry_still_reaches_the_stream() -> None:
@@ -143,7 +329,8 @@ async def test_async_publish_returns_offset() -> None:
 # --- over HTTP ---
 
 
-async def test_http_publish_reaches_only_subscribed_clients(server: Server) -> None:
+async def test_http_publish_reaches_only_subscribed_clients(publisher: Server) -> None:
+    server = publisher
     async with (
         open_websocket_url(server.ws_url + "?channels=topic:orders") as orders,
         open_websocket_url(server.ws_url + "?channels=groups") as groups,
@@ -194,28 +381,49 @@ async def test_http_publish_reaches_only_subscribed_clients(server: Server) -> N
         ),
         ({"body": [_event("good"), _event("x", "5")]}, 400, "expected an integer"),  # type: ignore[arg-type]
         ({"body": None, "raw": b"[" + b" " * 5000 + b"]"}, 413, "limit"),
+        # Kafka's naming rules and sane counts; a good event beside a bad one waits too
+        ({"body": _event("")}, 400, "a topic name must not be empty (at $.data.name)"),
+        ({"body": [_event("good"), _event("")]}, 400, "(at $[1].data.name)"),
+        ({"body": [_event("good"), _event("a b")]}, 400, "got 'a b' (at $[1].data.name)"),
+        ({"body": [_event("good"), _event("a\tb")]}, 400, "(at $[1].data.name)"),
+        ({"body": [_event("good"), _event("a:b")]}, 400, "(at $[1].data.name)"),
+        ({"body": [_event("good"), _event("a/b")]}, 400, "(at $[1].data.name)"),
+        ({"body": [_event("good"), _event("..")]}, 400, "cannot be '..' (at $[1].data.name)"),
+        ({"body": [_event("good"), _event("x" * 250)]}, 400, "at most 249 characters"),
+        ({"body": [_event("good"), _event("t", 0)]}, 400, "(at $[1].data.partitions)"),
+        ({"body": _event("t", -1)}, 400, "partitions must be at least 1, got -1"),
+        (
+            {"body": [_event("good"), _group("g", members=-1)]},
+            400,
+            "members must not be negative, got -1 (at $[1].data.members)",
+        ),
+        ({"body": _group("")}, 400, "a group id must not be empty (at $.data.groupId)"),
     ],
 )
 async def test_bad_bodies_get_a_status_and_change_nothing(
-    server: Server, kwargs: dict[str, object], status: int, fragment: str
+    publisher: Server, kwargs: dict[str, object], status: int, fragment: str
 ) -> None:
-    response = await _post(server, **kwargs)  # type: ignore[arg-type]
+    response = await _post(publisher, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == status
-    assert fragment in response.json()["error"]["message"]
-    assert server.hub.offset("topics") == 0
-    assert server.hub.offset("groups") == 0
+    error = response.json()["error"]
+    assert error["status"] == status
+    assert fragment in error["message"]
+    assert publisher.hub.offset("topics") == 0
+    assert publisher.hub.offset("groups") == 0
+    # the connection was answered, and the server goes on taking good events
+    assert (await _post(publisher, _event("next"))).status_code == 202
 
 
-async def test_publishing_is_refused_without_a_configured_key() -> None:
-    async with open_server(Settings(port=0, interval=60), source=StaticSource()) as srv:
+async def test_publishing_is_refused_without_a_configured_key(make_server: ServerFactory) -> None:
+    async with make_server() as srv:
         response = await _post(srv, _event("t"))
         assert response.status_code == 403
         assert srv.hub.offset("topics") == 0
 
 
-async def test_wrong_method_on_events_path(server: Server) -> None:
+async def test_wrong_method_on_events_path(publisher: Server) -> None:
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{server.url}/api/events")
+        response = await client.get(f"{publisher.url}/api/events")
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 
@@ -229,8 +437,6 @@ async def test_change_detector_events_flow_through_ingress() -> None:
 
         async def collect(self) -> Snapshot:
             self.calls += 1
-            from takhin_ws import TopicStats
-
             topics = tuple(
                 TopicStats(
                     name=f"t{i}",
@@ -254,3 +460,83 @@ async def test_change_detector_events_flow_through_ingress() -> None:
         assert first["type"] == second["type"] == "topic_created"
         assert int(str(second["offset"])) == int(str(first["offset"])) + 1
         assert srv.ingress.statistics().published >= 2
+
+
+def _topics(*names: str) -> MonitoringMetrics:
+    stats = tuple(
+        TopicStats(
+            name=name,
+            partitions=3,
+            total_messages=0,
+            total_bytes=0,
+            produce_rate=0.0,
+            fetch_rate=0.0,
+        )
+        for name in names
+    )
+    return MonitoringMetrics(topic_stats=stats)
+
+
+async def _ticks(source: FakeSource, count: int) -> None:
+    """Until the producer has collected *count* more snapshots."""
+    target = source.collected + count
+    with trio.fail_after(10):
+        await wait_until(lambda: source.collected >= target)
+
+
+async def test_an_event_the_console_published_arrives_once(make_server: ServerFactory) -> None:
+    source = FakeSource(_topics())
+    async with (
+        make_server(source, interval=0.02) as srv,
+        open_websocket_url(srv.ws_url + "?channels=topics") as ws,
+    ):
+        await _ticks(source, 1)
+        srv.ingress.publish_nowait(TopicCreated(name="orders", partitions=3))
+        source.metrics = _topics("orders")  # the console's source catches up
+        with trio.fail_after(10):
+            await wait_until(lambda: srv.ingress.statistics().suppressed == 1)
+        source.metrics = _topics()  # a deletion nobody announced: news
+        with trio.fail_after(10):
+            created = await _next_event(ws)
+            deleted = await _next_event(ws)
+        assert (created["type"], created["offset"]) == ("topic_created", 1)
+        assert (deleted["type"], deleted["offset"]) == ("topic_deleted", 2)
+
+
+async def test_change_detection_can_be_turned_off(make_server: ServerFactory) -> None:
+    source = FakeSource(_topics())
+    async with make_server(source, interval=0.02, detect_changes=False) as srv:
+        await _ticks(source, 1)
+        source.metrics = _topics("orders", "payments")
+        await _ticks(source, 3)
+        source.metrics = _topics()
+        await _ticks(source, 3)
+        assert srv.hub.offset("topics") == 0
+        assert srv.producer is not None
+        assert srv.producer.statistics().events == 0
+        srv.ingress.publish_nowait(TopicCreated(name="orders", partitions=1))  # still works
+        assert srv.hub.offset("topics") == 1
+
+
+async def test_a_source_reporting_a_bad_topic_name_warns_once(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = FakeSource(_topics("good"))
+    async with make_server(source, interval=0.02) as srv:
+        await _ticks(source, 1)
+        for _ in range(4):  # the bad topic comes and goes: a change every tick
+            source.metrics = _topics("good", "")
+            await _ticks(source, 2)
+            source.metrics = _topics("good")
+            await _ticks(source, 2)
+        source.metrics = _topics("good", "fine")
+        with trio.fail_after(10):
+            await wait_until(lambda: srv.hub.offset("topics") == 1)  # good news still flows
+        assert srv.producer is not None
+        assert srv.producer.statistics().invalid_events >= 8
+    warnings = [r for r in caplog.records if "cannot be announced" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert "topic ''" in warnings[0].getMessage()
+    assert "a topic name must not be empty" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

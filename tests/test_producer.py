@@ -378,6 +378,48 @@ async def test_a_failing_event_consumer_does_not_stop_the_producer(
     assert is_ready(producer)
 
 
+async def test_detect_changes_off_yields_no_events(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[Payload] = []
+    topics_sub = subscribe(hub, "topics", "groups")
+    source = FakeSource()
+    producer = MetricsProducer(hub, source, on_event=events.append, detect_changes=False)
+    for topics, groups in _events_source():
+        source.topics, source.groups = topics, groups
+        await producer.tick()
+    assert events == []
+    assert received(topics_sub) == []
+    assert producer.statistics().events == 0
+    assert producer.statistics().ticks == 4
+
+
+async def test_invalid_names_from_the_source_are_skipped_with_one_warning(
+    hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[Payload] = []
+    source = FakeSource()
+    producer = MetricsProducer(hub, source, on_event=events.append)
+    await producer.tick()
+    for _ in range(3):  # they come and go: an event each tick
+        source.topics, source.groups = ("ok", "a b"), {"": GroupInfo(state="Stable", members=1)}
+        await producer.tick()
+        source.topics, source.groups = ("ok",), {}
+        await producer.tick()
+    assert events == [TopicCreated(name="ok", partitions=1)]  # the valid one still flows
+    assert producer.statistics().invalid_events == 12
+    assert producer.statistics().events == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "metrics source FakeSource reports topic 'a b', which cannot be announced (a topic "
+        "name may only contain ASCII letters, digits, '.', '_' and '-', got 'a b'); "
+        "skipping its change events",
+        "metrics source FakeSource reports group '', which cannot be announced (a group id "
+        "must not be empty); skipping its change events",
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # --- lifecycle ---
 
 

@@ -1,8 +1,10 @@
 """The codec: one strict cattrs converter on orjson, ``encode`` and ``decode`` (sans-IO).
 
 Inbound decoding is strict: no coercion (``"5"`` is not an int, a string is not a
-list), unknown keys and unknown types are rejected, and every failure is a
-:class:`~takhin_ws.RemoteProtocolError` with a code and the field path.
+list), unknown keys and unknown types are rejected, change events must pass
+:func:`~takhin_ws._validate.check_event` (Kafka's naming rules, counts in range),
+and every failure is a :class:`~takhin_ws.RemoteProtocolError` with a code and the
+field path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ._messages import (
     Subscribe,
     Unsubscribe,
 )
+from ._validate import EVENT_CLASSES, EventError, check_event
 
 __all__ = [
     "INVALID_FIELD",
@@ -342,6 +345,12 @@ def decode(
         raise RemoteProtocolError(INVALID_FIELD, "required field 'data' is missing", "$.data")
     else:
         payload = _structure(env.data, cls, "$.data")
+        if isinstance(payload, EVENT_CLASSES):
+            try:
+                check_event(payload)
+            except EventError as exc:
+                message = f"data.{exc.field}: {exc.message}"
+                raise RemoteProtocolError(INVALID_FIELD, message, exc.path) from None
     return Envelope(
         payload=payload,
         timestamp=env.timestamp if env.timestamp is not None else 0,

@@ -26,8 +26,17 @@ from attrs import frozen
 from ._changes import diff
 from ._exceptions import HubClosedError
 from ._hub import Hub
-from ._messages import MonitoringMetrics, Payload
+from ._messages import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+)
 from ._snapshot import MetricsSource, MetricsSourceError, Snapshot
+from ._validate import EventError, check_event
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -39,6 +48,8 @@ logger: Final = logging.getLogger("takhin_ws.metrics")
 
 #: Seconds between two snapshots (2.9 sent one every 2 s).
 DEFAULT_INTERVAL: Final = 2.0
+#: Invalid topic names and group ids from a source each logged once, up to this many.
+MAX_REPORTED_NAMES: Final = 1000
 
 
 @frozen(kw_only=True)
@@ -55,8 +66,10 @@ class MetricsStatistics:
     last_success: float | None
     #: Whether the last snapshot published was the previous one again (``stale``).
     stale: bool
-    #: Change events emitted.
+    #: Change events emitted (handed to the ingress, the hub or the publish hook).
     events: int = 0
+    #: Change events skipped because the source reported an invalid topic or group.
+    invalid_events: int = 0
 
 
 class CollectTimeoutError(MetricsSourceError):
@@ -74,7 +87,10 @@ class MetricsProducer:
       asked no more often than a healthy one.
     - On success the snapshot is published with ``stale=False``; the change events
       found by diffing it against the previous good snapshot go to *on_event* if
-      given, else to ``hub.publish_event``. The first snapshot yields no events.
+      given, else to ``hub.publish_event``. The first snapshot yields no events;
+      with *detect_changes* false there are none at all. An event that fails
+      :func:`~takhin_ws._validate.check_event` (a topic name Kafka would refuse,
+      an empty group id) is skipped, with one warning per name.
     - On failure the last good snapshot (if any) is published again with
       ``stale=True``. The first failure of a streak is logged as a warning on the
       ``takhin_ws.metrics`` logger, the recovery as an info line, the rest at debug.
@@ -106,6 +122,7 @@ class MetricsProducer:
         wall_clock: Callable[[], float] = time.time,
         publish: Callable[[Payload, bool | None], Awaitable[object]] | None = None,
         should_collect: Callable[[], Awaitable[bool]] | None = None,
+        detect_changes: bool = True,
     ) -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
@@ -136,6 +153,9 @@ class MetricsProducer:
         self._outbox: list[tuple[Payload, bool | None]] = []
         self._collecting = True
         self._publish_failing = False
+        self._detect_changes = detect_changes
+        self._invalid_events = 0
+        self._reported: set[str] = set()
 
     # --- state ---
 
@@ -175,6 +195,7 @@ class MetricsProducer:
             last_success=self._last_success,
             stale=self._stale,
             events=self._events,
+            invalid_events=self._invalid_events,
         )
 
     # --- the task ---
@@ -295,7 +316,11 @@ class MetricsProducer:
         self._streak = 0
         self._streak_started = None
         self._stale = False
-        if previous is not None and not self._emit(diff(previous, snapshot)):
+        if (
+            self._detect_changes
+            and previous is not None
+            and not self._emit(self._valid(diff(previous, snapshot)))
+        ):
             return False
         return self._publish(snapshot.metrics, stale=False)
 
@@ -334,6 +359,29 @@ class MetricsProducer:
             logger.exception("could not publish the metrics snapshot")
         return True
 
+    def _valid(self, events: list[Payload]) -> list[Payload]:
+        valid: list[Payload] = []
+        for event in events:
+            try:
+                check_event(event)
+            except EventError as exc:
+                self._invalid_events += 1
+                name = _subject(event)
+                if name in self._reported:
+                    logger.debug("skipping the %s event of %s: %s", event.TYPE, name, exc)
+                elif len(self._reported) < MAX_REPORTED_NAMES:
+                    self._reported.add(name)
+                    logger.warning(
+                        "metrics source %s reports %s, which cannot be announced (%s); "
+                        "skipping its change events",
+                        type(self.source).__name__,
+                        name,
+                        exc,
+                    )
+                continue
+            valid.append(event)
+        return valid
+
     def _emit(self, events: list[Payload]) -> bool:
         if self._publish_hook is not None:
             self._outbox.extend((event, None) for event in events)
@@ -351,6 +399,14 @@ class MetricsProducer:
             else:
                 self._events += 1
         return True
+
+
+def _subject(event: Payload) -> str:
+    if isinstance(event, TopicCreated | TopicDeleted):
+        return f"topic {event.name!r}"
+    if isinstance(event, GroupCreated | GroupUpdated | GroupDeleted):
+        return f"group {event.group_id!r}"
+    return event.TYPE
 
 
 def _describe(error: BaseException) -> str:

@@ -31,22 +31,13 @@ from trio_websocket import wrap_server_stream
 
 from ._bus import BusUnavailableError, EventBus
 from ._channels import EVENT_STREAMS, parse_channel
-from ._codec import decode
 from ._config import Settings
 from ._dashboard import dashboard_page
-from ._exceptions import HubFullError, ListenError, RemoteProtocolError
+from ._exceptions import HubFullError, ListenError
 from ._frames import ping_frame
 from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
 from ._hub import Hub
-from ._ingress import Event, EventIngress
-from ._messages import (
-    EVENT_TYPES,
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    TopicCreated,
-    TopicDeleted,
-)
+from ._ingress import EventIngress, decode_events
 from ._producer import MetricsProducer
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._snapshot import MetricsSource
@@ -290,7 +281,7 @@ class Server:
             raise HttpError(415, "content type must be application/json")
         body = await read_body(transport, request, self.settings.max_body_size)
         try:
-            published = await self.ingress.publish_many(_decode_events(body))
+            published = await self.ingress.publish_many(decode_events(body))
         except BusUnavailableError as exc:
             raise HttpError(
                 503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]
@@ -515,30 +506,6 @@ def _connect_params(request: Request) -> tuple[list[str] | None, dict[str, int],
     return channels, since, request.param("epoch")
 
 
-def _decode_events(body: bytes) -> list[Event]:
-    """A single event or a list of them; all valid or none is published."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"invalid_json: {exc}") from None
-    items = parsed if isinstance(parsed, list) else [parsed]
-    if not items:
-        raise HttpError(400, "invalid_field: the list of events is empty")
-    payloads: list[Event] = []
-    for index, item in enumerate(items):
-        where = f"[{index}]" if isinstance(parsed, list) else ""
-        try:
-            payload = decode(orjson.dumps(item), accept=EVENT_TYPES).payload
-            assert isinstance(
-                payload, TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
-            )
-            payloads.append(payload)
-        except RemoteProtocolError as exc:
-            path = (exc.path or "$").replace("$", f"${where}", 1)
-            raise HttpError(400, f"{exc.code}: {exc.message} (at {path})") from None
-    return payloads
-
-
 @asynccontextmanager
 async def open_server(
     settings: Settings | None = None,
@@ -581,7 +548,8 @@ async def open_server(
                 interval=settings.interval,
                 collect_timeout=settings.collect_timeout,
                 unready_after=settings.unready_after,
-                on_event=ingress.accept,
+                on_event=ingress.detected_nowait,
+                detect_changes=settings.detect_changes,
                 publish=None if cluster is None else cluster.metrics_publisher(ingress),
                 should_collect=None if lease is None else lease.hold,
             )

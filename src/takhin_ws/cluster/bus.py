@@ -185,17 +185,17 @@ class RedisBus:
 
     def metrics_publisher(
         self, ingress: EventIngress
-    ) -> Callable[[Payload, bool | None], Awaitable[Published]]:
+    ) -> Callable[[Payload, bool | None], Awaitable[Published | None]]:
         """The producer's ``publish`` hook: snapshots go on the ``metrics`` stream,
         change events through *ingress* (validated and counted, then this bus)."""
 
-        async def publish(payload: Payload, stale: bool | None) -> Published:
+        async def publish(payload: Payload, stale: bool | None) -> Published | None:
             if isinstance(payload, MonitoringMetrics):
                 return await self.publish("metrics", payload, stale=bool(stale))
             if isinstance(
                 payload, TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
             ):
-                return await ingress.publish(payload)
+                return await ingress.detected(payload)
             raise TypeError(f"{payload.TYPE} is neither a snapshot nor an event")
 
         return publish

@@ -1,0 +1,203 @@
+"""The event check: Kafka's topic naming rules, group ids, counts (sans-IO)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+
+import strategies as S
+from takhin_ws._codec import decode
+from takhin_ws._exceptions import RemoteProtocolError
+from takhin_ws._messages import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    Ping,
+    TopicCreated,
+    TopicDeleted,
+)
+from takhin_ws._validate import (
+    MAX_COUNT,
+    MAX_GROUP_ID_LENGTH,
+    MAX_TOPIC_NAME_LENGTH,
+    EventError,
+    check_event,
+    check_group_id,
+    check_topic_name,
+)
+
+FAST = settings(max_examples=200, deadline=None)
+
+
+def test_limits_are_pinned() -> None:
+    assert MAX_TOPIC_NAME_LENGTH == 249  # Kafka's
+    assert MAX_GROUP_ID_LENGTH == 255
+    assert MAX_COUNT == 2**31 - 1  # Kafka's int32
+
+
+@FAST
+@given(S.topic_names)
+def test_every_valid_topic_name_passes(name: str) -> None:
+    check_topic_name(name)
+    created = TopicCreated(name=name, partitions=1)
+    assert check_event(created) is created
+    check_event(TopicDeleted(name=name))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "A-Z_0.9", "__consumer_offsets", "...", ".a", "a..b", "-", "x" * 249],
+)
+def test_valid_topic_names(name: str) -> None:
+    check_topic_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "a topic name must not be empty"),
+        (".", "a topic name cannot be '.'"),
+        ("..", "a topic name cannot be '..'"),
+        ("x" * 250, "a topic name has at most 249 characters, got 250"),
+        (
+            "a b",
+            "a topic name may only contain ASCII letters, digits, '.', '_' and '-', got 'a b'",
+        ),
+        ("a\tb", "got 'a\\tb'"),
+        ("a:b", "got 'a:b'"),
+        ("a/b", "got 'a/b'"),
+        ("orders\n", "got 'orders\\n'"),
+        ("é", "got 'é'"),
+        ("topic:x", "got 'topic:x'"),
+        ("y" * 60 + " ", "got '" + "y" * 40 + "'..."),  # long values are cut
+    ],
+)
+def test_invalid_topic_names(name: str, message: str) -> None:
+    with pytest.raises(EventError) as info:
+        check_topic_name(name)
+    assert info.value.field == "name"
+    assert info.value.path == "$.data.name"
+    assert message in info.value.message
+    with pytest.raises(EventError):
+        check_event(TopicDeleted(name=name))
+
+
+@FAST
+@given(S.group_ids)
+def test_every_group_id_up_to_the_limit_passes(group_id: str) -> None:
+    check_group_id(group_id)
+
+
+@pytest.mark.parametrize(
+    ("group_id", "message"),
+    [
+        ("", "a group id must not be empty"),
+        ("g" * 256, "a group id has at most 255 characters, got 256"),
+        (5, "a group id must be a string, got int"),
+    ],
+)
+def test_invalid_group_ids(group_id: Any, message: str) -> None:
+    with pytest.raises(EventError) as info:
+        check_event(GroupUpdated(group_id=group_id, state="Stable", members=1))
+    assert (info.value.field, info.value.message) == ("groupId", message)
+    assert info.value.path == "$.data.groupId"
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "message"),
+    [
+        (
+            TopicCreated(name="t", partitions=0),
+            "partitions",
+            "partitions must be at least 1, got 0",
+        ),
+        (
+            TopicCreated(name="t", partitions=-3),
+            "partitions",
+            "partitions must be at least 1, got -3",
+        ),
+        (
+            TopicCreated(name="t", partitions=2**31),
+            "partitions",
+            "partitions must be at most 2147483647, got 2147483648",
+        ),
+        (
+            TopicCreated(name="t", partitions=True),
+            "partitions",
+            "partitions must be an integer, got bool",
+        ),
+        (
+            GroupCreated(group_id="g", state="Empty", members=-1),
+            "members",
+            "members must not be negative, got -1",
+        ),
+        (
+            GroupDeleted(group_id="g", state="Dead", members=2**31),
+            "members",
+            "members must be at most 2147483647, got 2147483648",
+        ),
+        (
+            GroupUpdated(group_id="g", state="Busy", members=1),  # type: ignore[arg-type]
+            "state",
+            "state must be one of Empty, PreparingRebalance, CompletingRebalance, Stable, Dead",
+        ),
+        (TopicDeleted(name=7), "name", "a topic name must be a string, got int"),  # type: ignore[arg-type]
+    ],
+)
+def test_invalid_fields(event: object, field: str, message: str) -> None:
+    with pytest.raises(EventError) as info:
+        check_event(event)
+    assert (info.value.field, info.value.message) == (field, message)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        TopicCreated(name="t", partitions=1),
+        TopicCreated(name="t", partitions=MAX_COUNT),
+        GroupCreated(group_id="g", state="Empty", members=0),
+        GroupUpdated(group_id="billing team", state="Stable", members=MAX_COUNT),
+        GroupDeleted(group_id="g", state="Dead", members=0),
+    ],
+)
+def test_boundaries_pass(event: object) -> None:
+    assert check_event(event) is event
+
+
+@FAST
+@given(S.topic_events | S.group_events)
+def test_generated_events_pass(event: object) -> None:
+    assert check_event(event) is event
+
+
+@pytest.mark.parametrize("value", [Ping(), "topic_created", None, {"name": "t"}])
+def test_not_an_event(value: object) -> None:
+    with pytest.raises(TypeError, match="is not a change event"):
+        check_event(value)
+
+
+# --- the codec applies the same check to every event it decodes ---
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "path"),
+    [
+        (
+            {"name": "", "partitions": 1},
+            "data.name: a topic name must not be empty",
+            "$.data.name",
+        ),
+        (
+            {"name": "t", "partitions": 0},
+            "data.partitions: partitions must be at least 1, got 0",
+            "$.data.partitions",
+        ),
+    ],
+)
+def test_decode_checks_events(data: dict[str, object], text: str, path: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(orjson.dumps({"type": "topic_created", "data": data}))
+    assert (info.value.code, info.value.message, info.value.path) == ("invalid_field", text, path)

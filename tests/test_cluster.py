@@ -20,6 +20,7 @@ import orjson
 import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
+from websockets.sync.client import connect as sync_connect
 
 from redis_server import RedisServer, free_port
 
@@ -282,3 +283,58 @@ async def test_a_redis_restart_drops_no_client_and_loses_no_later_event(
     for node in (a, b):
         assert node.proc.poll() is None
         assert "Redis at 127.0.0.1" in node.log()
+
+
+def wait_ready_sync(*nodes: Node) -> None:
+    deadline = time.monotonic() + GUARD
+    for node in nodes:
+        while httpx.get(node.url + "/readyz", timeout=GUARD).status_code != 200:
+            assert time.monotonic() < deadline, f"{node.name} did not become ready again"
+            time.sleep(0.05)
+
+
+def publish_sync(node: Node, name: str) -> int:
+    body = {"type": "topic_created", "data": {"name": name, "partitions": 1}}
+    headers = {"Authorization": f"Bearer {PUBLISH_KEY}"}
+    answer = httpx.post(node.url + "/api/events", json=body, headers=headers, timeout=GUARD)
+    assert answer.status_code == 202, answer.text
+    offset: int = answer.json()["accepted"][0]["offset"]
+    return offset
+
+
+async def test_a_live_client_is_told_of_a_new_epoch_before_its_first_event(
+    nodes: tuple[Node, Node], redis: RedisServer
+) -> None:
+    """A ``websockets`` client stays connected to A while Redis restarts empty; the
+    scenario is synchronous (that client's sync API), run in a worker thread."""
+    a, b = nodes
+
+    def scenario() -> list[dict[str, Any]]:
+        with sync_connect(a.ws_url + "?channels=topics", open_timeout=GUARD) as ws:
+
+            def read() -> dict[str, Any]:
+                message = orjson.loads(ws.recv(GUARD))
+                assert isinstance(message, dict)
+                return message
+
+            hello = read()
+            assert publish_sync(b, "before") == 1
+            before = read()
+            redis.restart()  # empty: persistence is off
+            wait_ready_sync(a, b)
+            assert publish_sync(b, "after") == 1  # a new epoch starts at 1
+            return [hello, before, read(), read()]
+
+    hello, before, told, after = await trio.to_thread.run_sync(scenario)
+    old_epoch = hello["data"]["epoch"]
+    assert (before["type"], before["offset"], before["epoch"]) == ("topic_created", 1, old_epoch)
+    new_epoch = after["epoch"]
+    assert new_epoch != old_epoch
+    assert told["type"] == "epoch"  # before the first event of the new epoch
+    assert told["data"] == {
+        "epoch": new_epoch,
+        "previous": old_epoch,
+        "recovered": {"topics": False, "groups": False},
+    }
+    assert set(told) == {"type", "data", "timestamp"}
+    assert (after["type"], after["offset"], after["data"]["name"]) == ("topic_created", 1, "after")

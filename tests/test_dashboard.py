@@ -47,6 +47,7 @@ from playwright.sync_api import Error as PlaywrightError
 from takhin_ws._codec import encode
 from takhin_ws._messages import (
     Envelope,
+    EpochChanged,
     Gap,
     Heartbeat,
     Latency,
@@ -535,4 +536,13 @@ def test_dashboard_handles_stale_flag_gap_and_duplicates(
     peer.send(_metrics(10, 300.0))
     expect(page.locator("#tp-produce-rate")).to_have_text("300", timeout=SOON)
     expect(page.locator("#log-notice")).to_be_hidden()
+    # the offsets restart under a new epoch (Redis lost them): adopted, and said
+    lost = {"topics": False, "groups": False}
+    peer.send(_wire(EpochChanged(epoch="e2", previous="e1", recovered=lost)))
+    expect(page.locator("#log-notice")).to_be_visible(timeout=SOON)
+    expect(page.locator("#log-notice")).to_contain_text("new epoch e2")
+    expect(page.locator("#session-meta")).to_have_attribute("data-epoch", "e2")
+    reborn = TopicCreated(name="new-epoch", partitions=1)
+    peer.send(_wire(reborn, channel="topics", offset=1, epoch="e2"))
+    expect(log.locator('li[data-offset="1"]', has_text="new-epoch")).to_have_count(1, timeout=SOON)
     watch.assert_clean()

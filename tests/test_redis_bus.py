@@ -22,7 +22,7 @@ from takhin_ws._bus import BusUnavailableError
 from takhin_ws._codec import decode
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import MonitoringMetrics, TopicCreated
+from takhin_ws._messages import EpochChanged, MonitoringMetrics, TopicCreated
 from takhin_ws._snapshot import Snapshot
 from takhin_ws.cluster.bus import MIN_STREAM_LENGTH, RedisBus
 
@@ -42,6 +42,15 @@ def topic(name: str) -> TopicCreated:
 
 def drain(sub: QueueSubscriber) -> list[Outbound]:
     return sub.queue.get_batch_nowait() if sub.queue else []
+
+
+def notice(item: Outbound) -> tuple[str, str] | None:
+    """(epoch, previous) of an ``epoch`` message; None for any other message."""
+    payload = decode(item.payload).payload
+    if not isinstance(payload, EpochChanged):
+        return None
+    assert payload.recovered == {"topics": False, "groups": False}
+    return payload.epoch, payload.previous
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
@@ -105,12 +114,17 @@ async def test_a_starting_node_loads_the_history_without_sending_it(redis: Redis
         await a.publish("metrics", snapshot, stale=True)
         await wait_until(lambda: a.hub.offset("topics") == 5 and a.hub.offset("metrics") == 1)
         hub = Hub(history_size=3)
+        local_epoch = hub.epoch
         sub = QueueSubscriber()
         hub.add_client(sub)
         late = RedisBus(hub, redis.url, block=0.2)
         async with trio.open_nursery() as nursery:
             await nursery.start(late.run)
-            assert drain(sub) == []  # the past is for resumes, not for live clients
+            got = drain(sub)
+            # the past is for resumes, not for live clients; a client that came
+            # before the epoch of Redis was adopted is told of the change
+            assert [i for i in got if i.offset is not None] == []
+            assert [notice(i) for i in got] == [(a.hub.epoch, local_epoch)]
             assert hub.epoch == a.hub.epoch
             assert hub.offset("topics") == 5
             replay = hub.replay("topics", 2, hub.epoch)
@@ -196,11 +210,14 @@ async def test_a_redis_restart_is_survived_under_a_new_epoch(redis: RedisServer)
         await wait_until(lambda: a.hub.offset("topics") == 1 and b.hub.offset("topics") == 1)
         for bus in (a, b):
             assert len(bus.hub) == 1  # the client is still there
-            got = [decode(i.payload) for i in drain(subs[bus])]
+            items = drain(subs[bus])
+            got = [decode(i.payload) for i in items if i.offset is not None]
             assert [(e.offset, e.epoch, e.payload) for e in got] == [
                 (1, old_epoch, topic("old")),
                 (1, a.hub.epoch, topic("new")),
             ]
+            # told of the new epoch once, between the last old and the first new event
+            assert [notice(i) for i in items] == [None, (a.hub.epoch, old_epoch), None]
             assert bus.hub.replay("topics", 1, old_epoch) is None  # a resume must refetch
 
 
@@ -210,6 +227,8 @@ async def test_a_node_started_while_redis_is_down_catches_up(redis: RedisServer)
         await trio.to_thread.run_sync(redis.stop)
         hub = Hub()
         local_epoch = hub.epoch
+        early = QueueSubscriber()  # connected while this node still had its own epoch
+        hub.add_client(early)
         late = RedisBus(hub, redis.url, block=0.2, backoff=(0.05, 0.2))
         async with trio.open_nursery() as nursery:
             await nursery.start(late.run)  # does not wait for Redis
@@ -221,11 +240,17 @@ async def test_a_node_started_while_redis_is_down_catches_up(redis: RedisServer)
             assert hub.epoch == a.hub.epoch != local_epoch
             published = await late.publish("topics", topic("now"))
             await wait_until(lambda: a.hub.offset("topics") == published.offset == 1)
+            await wait_until(lambda: hub.offset("topics") == 1)
+            items = drain(early)
+            assert [notice(i) for i in items] == [(a.hub.epoch, local_epoch), None]
+            assert decode(items[1].payload).payload == topic("now")
             nursery.cancel_scope.cancel()
 
 
 async def test_a_flush_without_restart_is_noticed(redis: RedisServer) -> None:
     async with running(redis) as a:
+        sub = QueueSubscriber()
+        a.hub.add_client(sub, ["groups"])  # told too, though no event of its own came
         for name in "abc":
             await a.publish("topics", topic(name))
         await wait_until(lambda: a.hub.offset("topics") == 3)
@@ -235,6 +260,7 @@ async def test_a_flush_without_restart_is_noticed(redis: RedisServer) -> None:
         published = await a.publish("topics", topic("d"))
         assert published.offset == 1
         await wait_until(lambda: a.hub.offset("topics") == 1)
+        assert [notice(i) for i in drain(sub)] == [(a.hub.epoch, old_epoch)]
 
 
 # --- the server wired to Redis (in process) ---

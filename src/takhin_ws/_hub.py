@@ -21,12 +21,13 @@ from typing import Final, Protocol
 import attrs
 from attrs import frozen
 
-from ._channels import STREAMS, parse_channel, stream_of
+from ._channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ._codec import encode
 from ._exceptions import HubClosedError, HubFullError
 from ._frames import PLAIN, Outbound, Variant
 from ._messages import (
     Envelope,
+    EpochChanged,
     GroupCreated,
     GroupDeleted,
     GroupUpdated,
@@ -335,11 +336,18 @@ class Hub:
     def reset(self, epoch: str) -> None:
         """Start over in a new *epoch*: every stream's offset back to 0 and its history
         forgotten (a bus that lost its offsets starts numbering again). Clients stay
-        registered; resumes against the old epoch answer ``recovered: false``."""
-        self.epoch = epoch
+        registered, and each is offered one ``epoch`` message (encoded once), before
+        any message of the new epoch; resumes against the old epoch answer
+        ``recovered: false``. (Reset to the current epoch: nothing to announce.)"""
+        previous, self.epoch = self.epoch, epoch
         for stream in self._streams.values():
             stream.offset = 0
             stream.history.clear()
+        if epoch != previous and self._clients:
+            lost = dict.fromkeys(EVENT_STREAMS, False)
+            notice = self.reply(EpochChanged(epoch=epoch, previous=previous, recovered=lost))
+            for client in tuple(self._clients.values()):
+                client.offer(notice)  # in its variant: a bare client takes none
 
     @staticmethod
     def _advance(stream: _Stream, item: Outbound) -> None:

@@ -1,24 +1,39 @@
 """``python -m takhin_ws`` as a process: startup line, SIGTERM shutdown with 1001, exit
-codes (0 after a signal, 1 when the port is taken, 2 for a bad flag or variable), --help.
+codes (0 after a signal, 1 when the port is taken, 2 for a bad flag or variable, one line
+naming the flag and its variable), --help, --version, flags and variables, logging.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
+import orjson
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
+import takhin_ws
+import takhin_ws._config as config
 from clients import recv_json, websockets_close_code
-from takhin_ws._cli import ENV_PREFIX, main, parse_args
+from takhin_ws._cli import (
+    ENV_PREFIX,
+    JsonFormatter,
+    configure_logging,
+    main,
+    parse_args,
+    program_name,
+)
+from takhin_ws._options import OPTIONS
+from takhin_ws._validation import show
 
 pytestmark = pytest.mark.slow
 
@@ -142,14 +157,14 @@ async def test_port_in_use_exits_1_with_one_clear_line() -> None:
     ("args", "env", "expected"),
     [
         (["--port", "abc"], {}, "argument --port: expected an integer, got 'abc'"),
-        (["--interval", "-1"], {}, "interval must be > 0"),
-        (["--interval", "nan"], {}, "argument --interval: expected a finite number"),
+        (["--interval", "-1"], {}, "--interval (TAKHIN_WS_INTERVAL) must be > 0, got -1"),
+        (["--interval", "nan"], {}, "--interval (TAKHIN_WS_INTERVAL) must be a finite number"),
         (["--log-format", "xml"], {}, "argument --log-format: invalid choice: 'xml'"),
-        (["--port", "70000"], {}, "port must be between 0 and 65535"),
+        (["--port", "70000"], {}, "--port (TAKHIN_WS_PORT) must be <= 65535, got 70000"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
         ([], {"TAKHIN_WS_MAX_CLIENTS": "x"}, "TAKHIN_WS_MAX_CLIENTS: expected an integer"),
         ([], {"TAKHIN_WS_PING_TIMEOUT": "soon"}, "TAKHIN_WS_PING_TIMEOUT: expected a number"),
-        ([], {"TAKHIN_WS_INTERVAL": "0"}, "interval must be > 0"),
+        ([], {"TAKHIN_WS_INTERVAL": "0"}, "--interval (TAKHIN_WS_INTERVAL) must be > 0, got 0"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_readable_line(
@@ -217,6 +232,7 @@ def test_help_documents_every_flag_and_its_variable(capsys: pytest.CaptureFixtur
     flags = sorted(set(re.findall(r"(--[a-z][a-z-]+)", text)) - {"--help"})
     # a boolean's --no-X form shares the variable of --X
     flags = [f for f in flags if not (f.startswith("--no-") and "--" + f[5:] in flags)]
+    flags.remove("--version")
     for flag in required:
         assert flag in flags
     for flag in flags:
@@ -225,7 +241,8 @@ def test_help_documents_every_flag_and_its_variable(capsys: pytest.CaptureFixtur
     assert "TAKHIN_WS_<FLAG>" in text
 
 
-def test_the_flags_of_this_wave_with_their_variables() -> None:
+def test_the_flags_of_this_wave_with_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "has_module", lambda name: True)  # confluent_kafka
     settings = parse_args(
         [
             "--format",
@@ -331,11 +348,12 @@ def test_kafka_config_from_the_environment_and_secrets_by_reference() -> None:
         (
             ["--kafka-config", "sasl.password=env:NOPE"],
             {},
-            "--kafka-config sasl.password: environment variable 'NOPE' is not set",
+            "--kafka-config (TAKHIN_WS_KAFKA_CONFIG) sasl.password: environment variable 'NOPE' "
+            "is not set",
         ),
         ([], {"TAKHIN_WS_KAFKA_CONFIG": "s3cret"}, "TAKHIN_WS_KAFKA_CONFIG: expected KEY=VALUE"),
         (["--format", "xml"], {}, "argument --format: invalid choice: 'xml'"),
-        ([], {"TAKHIN_WS_FORMAT": "xml"}, "TAKHIN_WS_FORMAT: invalid choice: 'xml'"),
+        ([], {"TAKHIN_WS_FORMAT": "xml"}, "--format (TAKHIN_WS_FORMAT) must be one of envelope"),
     ],
 )
 def test_bad_kafka_config_and_format(
@@ -348,3 +366,245 @@ def test_bad_kafka_config_and_format(
     assert len(lines(err.encode())) == 1, err
     assert expected in err
     assert "s3cret" not in err
+
+
+# Every bad setting of the adversarial run (issue 13, items 1 and 7): one line, exit 2,
+# naming the flag and its variable.
+BAD_SETTINGS = [
+    (["--collect-timeout", "0"], {}, "--collect-timeout (TAKHIN_WS_COLLECT_TIMEOUT) must be > 0"),
+    (["--unready-after", "0"], {}, "--unready-after (TAKHIN_WS_UNREADY_AFTER) must be >= 1"),
+    (["--synthetic-topics", "-1"], {}, "--synthetic-topics (TAKHIN_WS_SYNTHETIC_TOPICS) must be"),
+    (["--synthetic-topics", "10000000"], {}, "(TAKHIN_WS_SYNTHETIC_TOPICS) must be <= 10000"),
+    (["--synthetic-groups", "-1"], {}, "--synthetic-groups (TAKHIN_WS_SYNTHETIC_GROUPS) must be"),
+    (["--prometheus-url", "ftp://x/"], {}, "--prometheus-url (TAKHIN_WS_PROMETHEUS_URL) must"),
+    (["--prometheus-url", "http://[::1"], {}, "(TAKHIN_WS_PROMETHEUS_URL) is not a valid URL"),
+    (["--redis-url", "foo://bar"], {}, "--redis-url (TAKHIN_WS_REDIS_URL) must start with redis"),
+    (["--redis-url", "127.0.0.1:6390"], {}, "--redis-url (TAKHIN_WS_REDIS_URL) needs a scheme"),
+    (
+        ["--ping-timeout", "1", "--ping-interval", "10"],
+        {},
+        "--ping-timeout (TAKHIN_WS_PING_TIMEOUT) must be greater than --ping-interval (10)",
+    ),
+    (["--history-ttl", "-1"], {}, "--history-ttl (TAKHIN_WS_HISTORY_TTL) must be >= 0, got -1"),
+    (["--max-clients", "0"], {}, "--max-clients (TAKHIN_WS_MAX_CLIENTS) must be >= 1, got 0"),
+    (["--queue-size", "100000000"], {}, "--queue-size (TAKHIN_WS_QUEUE_SIZE) must be <= 100000"),
+    (["--history-size", "100000000"], {}, "(TAKHIN_WS_HISTORY_SIZE) must be <= 100000"),
+    (["--max-channels", "0"], {}, "--max-channels (TAKHIN_WS_MAX_CHANNELS) must be >= 1"),
+    (["--api-key", ""], {}, "--api-key (TAKHIN_WS_API_KEY) has an empty key"),
+    ([], {"TAKHIN_WS_API_KEY": ",,"}, "--api-key (TAKHIN_WS_API_KEY) has an empty key"),
+    ([], {"TAKHIN_WS_API_KEY": ""}, "--api-key (TAKHIN_WS_API_KEY) has an empty key"),
+    (["--api-key", "a,"], {}, "--api-key (TAKHIN_WS_API_KEY) has an empty key"),
+    (["--publish-key", ""], {}, "--publish-key (TAKHIN_WS_PUBLISH_KEY) has an empty key"),
+    ([], {"TAKHIN_WS_PUBLISH_KEY": " "}, "--publish-key (TAKHIN_WS_PUBLISH_KEY) has an empty"),
+    (["--allowed-origin", "https://x.example/"], {}, "(TAKHIN_WS_ALLOWED_ORIGIN) entries must"),
+    (["--source", "prometheus"], {}, "--prometheus-url (TAKHIN_WS_PROMETHEUS_URL) is required"),
+    (["--source", "kafka"], {}, "--kafka-bootstrap (TAKHIN_WS_KAFKA_BOOTSTRAP) is required"),
+    (["--scrape-max-bytes", "0"], {}, "--scrape-max-bytes (TAKHIN_WS_SCRAPE_MAX_BYTES) must be"),
+    (["--command-rate", "0"], {}, "--command-rate (TAKHIN_WS_COMMAND_RATE) must be > 0"),
+    ([], {"TAKHIN_WS_SERIES_WINDOW": "-5"}, "--series-window (TAKHIN_WS_SERIES_WINDOW) must be"),
+    ([], {"TAKHIN_WS_SHUTDOWN_TIMEOUT": "-1"}, "(TAKHIN_WS_SHUTDOWN_TIMEOUT) must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), BAD_SETTINGS)
+def test_every_bad_setting_exits_2_naming_its_flag_and_variable(
+    args: list[str], env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(args, env=env)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(lines(err.encode())) == 1, err
+    assert err.startswith("python -m takhin_ws: error: ")
+    assert expected in err
+
+
+def test_a_missing_extra_exits_2_with_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(config, "has_module", lambda name: False)
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--source", "kafka", "--kafka-bootstrap", "localhost:9092"], env={})
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m takhin_ws: error: --source (TAKHIN_WS_SOURCE) kafka needs the optional "
+        "confluent_kafka package: pip install 'takhin-ws[kafka]' "
+        "(in a checkout: .venv/bin/pip install -e '.[kafka]')\n"
+    )
+
+
+# What used to end in an ExceptionGroup traceback (exit 1), a node unready forever, an
+# open server or 15 GB of memory, checked on the real process.
+REAL_PROCESS_CASES = [
+    (["--collect-timeout", "0"], {}, "--collect-timeout (TAKHIN_WS_COLLECT_TIMEOUT)"),
+    (["--prometheus-url", "ftp://x/", "--source", "prometheus"], {}, "--prometheus-url"),
+    (["--prometheus-url", "http://[::1", "--source", "prometheus"], {}, "not a valid URL"),
+    (["--synthetic-topics", "10000000"], {}, "--synthetic-topics"),
+    (["--redis-url", "foo://bar"], {}, "--redis-url (TAKHIN_WS_REDIS_URL)"),
+    (["--ping-timeout", "1", "--ping-interval", "10"], {}, "--ping-timeout"),
+    ([], {"TAKHIN_WS_API_KEY": ",,"}, "--api-key (TAKHIN_WS_API_KEY) has an empty key"),
+    (["--publish-key", ""], {}, "--publish-key (TAKHIN_WS_PUBLISH_KEY) has an empty key"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), REAL_PROCESS_CASES)
+async def test_bad_settings_exit_2_from_the_real_process(
+    args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = await run(args, **env)
+    assert result.returncode == 2, result.stderr.decode()
+    (line,) = lines(result.stderr)
+    assert line.startswith("python -m takhin_ws: error: ")
+    assert expected in line
+
+
+async def test_redis_url_without_coredis_installed_exits_2_from_the_real_process() -> None:
+    hide = "import sys; sys.modules['coredis'] = None; from takhin_ws._cli import main; "
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-c", hide + "sys.exit(main())", "--redis-url", "redis://x:1/0"],
+            env=clean_env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert lines(result.stderr) == [
+        "python -m takhin_ws: error: --redis-url (TAKHIN_WS_REDIS_URL) needs the optional "
+        "coredis package: pip install 'takhin-ws[redis]' "
+        "(in a checkout: .venv/bin/pip install -e '.[redis]')"
+    ]
+
+
+def test_the_defaults_parse_to_the_default_settings() -> None:
+    assert parse_args([], env={}) == config.Settings()
+
+
+def test_the_operations_table_lists_every_flag_with_its_variable_and_default() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`--"):
+            rows[cells[0].strip("`")] = cells[1:]
+    defaults = config.Settings()
+    assert sorted(rows) == sorted(option.flag for option in OPTIONS)
+    for option in OPTIONS:
+        variable, default, _ = rows[option.flag]
+        assert variable == f"`{option.variable}`", option.flag
+        value = getattr(defaults, option.setting)
+        if isinstance(value, bool):
+            assert default == ("on" if value else "off"), option.flag
+        elif value in (None, ()):
+            assert default.startswith("none"), option.flag
+        else:
+            assert default == f"`{show(value) if not isinstance(value, str) else value}`"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--version"], env={})
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"python -m takhin_ws {takhin_ws.__version__}\n"
+
+
+def test_the_program_calls_itself_by_the_name_it_was_started_with() -> None:
+    assert program_name("/usr/local/bin/takhin-ws") == "takhin-ws"
+    assert program_name("/src/takhin_ws/__main__.py") == "python -m takhin_ws"
+    assert program_name("-c") == "python -m takhin_ws"
+
+
+async def test_the_console_script_names_itself() -> None:
+    script = Path(sys.executable).parent / "takhin-ws"
+    if not script.exists():
+        pytest.skip("the takhin-ws console script is not installed in this environment")
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [str(script), "--max-clients", "0"],
+            env=clean_env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert lines(result.stderr) == [
+        "takhin-ws: error: --max-clients (TAKHIN_WS_MAX_CLIENTS) must be >= 1, got 0"
+    ]
+
+
+def test_log_level_and_choices_in_any_case() -> None:
+    assert parse_args(["--log-level", "INFO"], env={}).log_level == "info"
+    assert parse_args([], env={"TAKHIN_WS_LOG_LEVEL": "Debug"}).log_level == "debug"
+    assert parse_args(["--format", "BARE"], env={}).format == "bare"
+    assert parse_args(["--log-format", "JSON"], env={}).log_format == "json"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(("level", "httpx_level"), [("info", "WARNING"), ("debug", "DEBUG")])
+def test_per_request_lines_of_httpx_are_off_unless_debugging(level: str, httpx_level: str) -> None:
+    configure_logging(level, "text")
+    for name in ("httpx", "httpcore"):
+        assert logging.getLevelName(logging.getLogger(name).getEffectiveLevel()) == httpx_level
+    assert logging.getLogger("httpx").isEnabledFor(logging.INFO) is (level == "debug")
+
+
+def test_json_logs_carry_the_fields_given_with_extra() -> None:
+    record = logging.LogRecord(
+        "takhin_ws.session", logging.INFO, "x.py", 1, "closed %s", ("c7",), None
+    )
+    record.__dict__.update(client_id="c7", remote="127.0.0.1:5555", code=1008, reason="abuse")
+    entry = orjson.loads(JsonFormatter().format(record))
+    assert entry == {
+        "ts": round(record.created, 3),
+        "level": "info",
+        "logger": "takhin_ws.session",
+        "message": "closed c7",
+        "client_id": "c7",
+        "remote": "127.0.0.1:5555",
+        "code": 1008,
+        "reason": "abuse",
+    }
+    record.__dict__["odd"] = object()  # not JSON: written as text, never a logging error
+    assert "odd" in orjson.loads(JsonFormatter().format(record))
+
+
+async def test_json_logs_of_the_real_process() -> None:
+    stderr = bytearray()
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command("--port", "0", "--log-format", "JSON", "--log-level", "INFO"),
+                env=clean_env(),
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        )
+        assert process.stderr is not None
+        with trio.fail_after(20):
+            while b"takhin-ws serving" not in stderr:
+                chunk = await process.stderr.receive_some()
+                assert chunk, f"exited before serving: {stderr.decode()}"
+                stderr += chunk
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+            assert await process.wait() == 0
+    entries = [orjson.loads(line) for line in lines(bytes(stderr))]  # every line is JSON
+    serving = [e for e in entries if e["message"].startswith("takhin-ws serving")]
+    assert len(serving) == 1
+    assert {"ts", "level", "logger"} <= set(serving[0])
+    assert serving[0]["level"] == "info"

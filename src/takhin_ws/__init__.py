@@ -4,7 +4,7 @@ The implementation lives in private modules; everything public is re-exported he
 """
 
 from ._codec import decode, encode
-from ._config import Settings
+from ._config import Settings, SettingsError
 from ._exceptions import (
     HubClosedError,
     HubFullError,
@@ -89,6 +89,7 @@ __all__ = [
     "RemoteProtocolError",
     "Server",
     "Settings",
+    "SettingsError",
     "Snapshot",
     "Subscribe",
     "Subscribed",

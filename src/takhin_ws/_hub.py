@@ -23,6 +23,7 @@ from attrs import frozen
 
 from ._channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ._codec import encode
+from ._config import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_QUEUE_SIZE
 from ._exceptions import HubClosedError, HubFullError
 from ._frames import PLAIN, Outbound, Variant
 from ._messages import (
@@ -36,7 +37,7 @@ from ._messages import (
     TopicCreated,
     TopicDeleted,
 )
-from ._queue import DEFAULT_QUEUE_SIZE, DropOldestQueue
+from ._queue import DropOldestQueue
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -49,10 +50,6 @@ __all__ = [
     "channel_of",
 ]
 
-#: Clients one hub accepts before refusing the next one.
-DEFAULT_MAX_CLIENTS: Final = 10_000
-#: Events kept per stream for resume.
-DEFAULT_HISTORY_SIZE: Final = 1000
 #: The subscription of a client that did not choose one: everything, as in 2.9.
 ALL_CHANNELS: Final = frozenset(STREAMS)
 

@@ -14,16 +14,15 @@ channel (first and last lost offset) until the reader takes them with
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 import trio
 from attrs import frozen
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "Drop", "DropOldestQueue", "QueueItem", "QueueStatistics"]
+from ._config import DEFAULT_QUEUE_SIZE
 
-#: Messages a client may have waiting before the oldest is dropped.
-DEFAULT_QUEUE_SIZE: Final = 256
+__all__ = ["DEFAULT_QUEUE_SIZE", "Drop", "DropOldestQueue", "QueueItem", "QueueStatistics"]
 
 
 class QueueItem(Protocol):

@@ -32,15 +32,14 @@ from typing import Final, Protocol
 
 import trio
 
+from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_WRITE_TIMEOUT
 from ._frames import Outbound
-from ._queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
+from ._queue import Drop, DropOldestQueue
 
 __all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport"]
 
 log = logging.getLogger("takhin_ws.transport")
 
-#: Seconds a backed-up peer may go without taking a single byte before it is dropped.
-DEFAULT_WRITE_TIMEOUT: Final = 10.0
 #: Largest chunk the flusher hands to one ``send``: bounds how long a pong or a
 #: Close frame can wait behind data that has already started going out.
 MAX_BATCH_BYTES: Final = 64 * 1024

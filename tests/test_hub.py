@@ -11,21 +11,33 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws._codec import decode, encode
+from takhin_ws._codec import decode, encode, payload_to_data
+from takhin_ws._config import DEFAULT_QUEUE_SIZE
 from takhin_ws._exceptions import HubClosedError, HubFullError
-from takhin_ws._frames import Outbound, text_frame
-from takhin_ws._hub import Hub, QueueSubscriber, channel_of
+from takhin_ws._frames import BARE, Outbound, Variant, text_frame
+from takhin_ws._hub import (
+    ALL_CHANNELS,
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_CLIENTS,
+    Hub,
+    QueueSubscriber,
+    channel_of,
+)
 from takhin_ws._messages import (
     Envelope,
     Error,
     GroupDeleted,
+    GroupDetail,
     GroupUpdated,
     MonitoringMetrics,
     Payload,
     Ping,
     TopicCreated,
     TopicDeleted,
+    TopicDetail,
 )
+from takhin_ws._snapshot import GroupInfo
+from takhin_ws._views import MetricsViews
 
 EVERYTHING = frozenset({"metrics", "topics", "groups"})
 
@@ -562,3 +574,272 @@ def test_delivery_matches_subscriptions_at_publish_time(ops: list[tuple[Any, ...
     assert stats.subscribers == {
         ch: n for ch in sorted(CHANNELS) if (n := sum(ch in channels for channels in live.values()))
     }
+
+
+# --- wire variants: one object per variant and publish, shared by its clients ---
+
+
+def test_clients_of_one_variant_share_one_object_per_publish() -> None:
+    hub = Hub()
+    compressing = Variant(window_bits=15, min_size=0)
+    plain = [QueueSubscriber() for _ in range(2)]
+    deflating = [QueueSubscriber() for _ in range(3)]
+    bare = [QueueSubscriber() for _ in range(2)]
+    for sub in plain:
+        hub.add_client(sub)
+    for sub in deflating:
+        hub.add_client(sub, variant=compressing)
+    for sub in bare:
+        hub.add_client(sub, ["metrics"], variant=BARE)
+    item = hub.publish("metrics", MonitoringMetrics())
+    assert [drain(s) for s in plain] == [[item]] * 2
+    got = {id(drain(s)[0]) for s in deflating}
+    assert len(got) == 1
+    assert item.variant(compressing) is not item
+    bare_items = [drain(s) for s in bare]
+    assert bare_items[0][0] is bare_items[1][0] is item.variant(BARE)
+    assert bare_items[0][0].payload == orjson.dumps(payload_to_data(MonitoringMetrics()))
+    assert hub.statistics().delivered == 7
+
+
+def test_bare_clients_get_nothing_but_metrics() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    client = hub.add_client(sub, variant=BARE)  # even subscribed to everything
+    metrics = hub.publish("metrics", MonitoringMetrics())
+    hub.publish_event(topic("orders"))
+    hub.publish_event(group("billing"))
+    assert [i.payload for i in drain(sub)] == [metrics.variant(BARE).payload]  # type: ignore[union-attr]
+    client.offer(hub.reply(Error(code="x", message="y")))  # replies: nothing either
+    client.offer(metrics)
+    assert drain(sub) == [metrics.variant(BARE)]
+    assert hub.statistics().delivered == 1  # what bare clients do not get is not counted
+
+
+def test_narrow_subscribers_get_their_variant_exactly_once() -> None:
+    hub = Hub()
+    variant = Variant(window_bits=12, min_size=0)
+    both, narrow = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(both, ["topics", "topic:orders"], variant=variant)
+    hub.add_client(narrow, ["topic:orders"], variant=variant)
+    item = hub.publish_event(topic("orders"))
+    assert drain(both) == drain(narrow) == [item.variant(variant)]
+    assert hub.statistics().delivered == 2
+
+
+# --- metrics views: built once per tick, only while someone subscribes ---
+
+
+def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    built: list[str] = []
+    real = MetricsViews.view
+
+    def counting(self: MetricsViews, channel: str) -> Outbound | None:
+        before = dict(self._built)
+        result = real(self, channel)
+        if channel not in before:
+            built.append(channel)
+        return result
+
+    monkeypatch.setattr(MetricsViews, "view", counting)
+    return built
+
+
+def test_views_reach_their_subscribers_once_per_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = count_builds(monkeypatch)
+    hub = Hub()
+    lean = [QueueSubscriber() for _ in range(3)]
+    detail = QueueSubscriber()
+    full = QueueSubscriber()
+    for sub in lean:
+        hub.add_client(sub, ["metrics:lean"])
+    hub.add_client(detail, ["metrics:group:billing", "groups"])
+    hub.add_client(full, ["metrics"])
+    first = hub.publish("metrics", MonitoringMetrics())
+    second = hub.publish("metrics", MonitoringMetrics(timestamp=2))
+    assert sorted(built) == ["metrics:group:billing"] * 2 + ["metrics:lean"] * 2
+    assert drain(full) == [first, second]
+    lean_items = [drain(sub) for sub in lean]
+    assert lean_items[0] == lean_items[1] == lean_items[2]
+    assert all(a is b for a, b in zip(lean_items[0], lean_items[1], strict=True))
+    assert [decode(i.payload).payload for i in lean_items[0]] == [
+        MonitoringMetrics(),
+        MonitoringMetrics(timestamp=2),
+    ]
+    assert [(i.channel, i.offset, i.route) for i in lean_items[0]] == [
+        ("metrics", 1, "metrics:lean"),
+        ("metrics", 2, "metrics:lean"),
+    ]
+    details = drain(detail)
+    assert [decode(i.payload).payload for i in details] == [GroupDetail(group_id="billing")] * 2
+    assert hub.statistics().delivered == 2 + 6 + 2
+    assert hub.latest("metrics:lean") is lean_items[0][1]
+    assert hub.latest("metrics") is second
+
+
+def test_views_nobody_subscribes_to_are_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = count_builds(monkeypatch)
+    hub = Hub()
+    sub = QueueSubscriber()
+    client = hub.add_client(sub, ["metrics:lean", "metrics:topic:orders"])
+    hub.publish("metrics", MonitoringMetrics())
+    hub.unsubscribe(client, ["metrics:lean"])
+    hub.publish("metrics", MonitoringMetrics())
+    hub.remove_client(client)
+    hub.publish("metrics", MonitoringMetrics())
+    assert sorted(built) == ["metrics:lean", "metrics:topic:orders", "metrics:topic:orders"]
+    assert len(drain(sub)) == 3
+
+
+def test_a_view_subscribed_between_ticks_is_built_from_the_latest_snapshot() -> None:
+    hub = Hub()
+    assert hub.latest("metrics:lean") is None
+    metrics = hub.publish("metrics", MonitoringMetrics(timestamp=3))
+    sub = QueueSubscriber()
+    client = hub.add_client(sub, [])
+    hub.subscribe(client, ["metrics:topic:orders"])
+    latest = hub.latest("metrics:topic:orders")
+    assert latest is not None
+    assert latest.offset == metrics.offset
+    assert decode(latest.payload).payload == TopicDetail(name="orders")
+    assert hub.latest("metrics:topic:orders") is latest  # once per tick
+    assert drain(sub) == []  # sending it is the session's business
+
+
+def test_views_of_delivered_snapshots() -> None:
+    source = Hub(epoch="shared")
+    node = Hub(epoch="shared")
+    sub = QueueSubscriber()
+    node.add_client(sub, ["metrics:lean", "metrics:group:billing"])
+    node.deliver("groups", source.publish_event(group("billing")))
+    item = source.publish("metrics", MonitoringMetrics())
+    node.deliver("metrics", item)
+    detail, lean = sorted(drain(sub), key=lambda i: i.route or "")
+    assert decode(lean.payload).payload == MonitoringMetrics()
+    # not in the lags, but the group event told its state
+    assert decode(detail.payload).payload == GroupDetail(
+        group_id="billing", state="Stable", members=1
+    )
+    assert node.latest("metrics:lean") is lean
+    node.reset("new")
+    assert node.latest("metrics:lean") is None
+
+
+def test_views_of_a_remembered_snapshot() -> None:
+    item = Hub(epoch="shared").publish("metrics", MonitoringMetrics(timestamp=4))
+    node = Hub(epoch="shared")
+    node.remember("metrics", item)
+    lean = node.latest("metrics:lean")
+    assert lean is not None
+    assert decode(lean.payload).payload == MonitoringMetrics(timestamp=4)
+
+
+def test_group_detail_state_from_snapshot_groups() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["metrics:group:billing"])
+    hub.note_groups({"billing": GroupInfo(state="Stable", members=2)})
+    hub.publish("metrics", MonitoringMetrics())
+    hub.publish_event(GroupUpdated(group_id="billing", state="Empty", members=0))
+    hub.publish("metrics", MonitoringMetrics())
+    hub.publish_event(GroupDeleted(group_id="billing", state="Dead", members=0))
+    hub.publish("metrics", MonitoringMetrics())
+    details = [decode(i.payload).payload for i in drain(sub)]
+    assert details == [
+        GroupDetail(group_id="billing", state="Stable", members=2),
+        GroupDetail(group_id="billing", state="Empty", members=0),
+        GroupDetail(group_id="billing", state="Dead", members=0),
+    ]
+
+
+def test_publishing_on_a_view_is_refused() -> None:
+    hub = Hub()
+    with pytest.raises(ValueError, match="view of metrics"):
+        hub.publish("metrics:lean", MonitoringMetrics())
+    assert hub.offset("metrics") == 0
+
+
+def test_bare_clients_of_views() -> None:
+    hub = Hub()
+    lean, detail = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(lean, ["metrics:lean"], variant=BARE)
+    hub.add_client(detail, ["metrics:group:x"], variant=BARE)
+    hub.publish("metrics", MonitoringMetrics())
+    (got,) = drain(lean)
+    assert orjson.loads(got.payload) == payload_to_data(MonitoringMetrics())
+    assert drain(detail) == []  # a group_detail has no bare form
+
+
+# --- what mutation testing found unguarded (issue 18) ---
+
+
+def test_a_channel_subscribed_after_a_publish_receives_the_next_one() -> None:
+    hub = Hub()
+    early, late = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(early, ["topics", "topic:orders"])
+    hub.publish_event(topic("orders"))  # the subscriber lists are cached now
+    hub.publish("topics", topic("orders"))
+    late_client = hub.add_client(late, [])
+    hub.subscribe(late_client, ["topics", "topic:orders"])
+    again = hub.publish_event(topic("orders"))
+    wide = hub.publish("topics", topic("other"))
+    assert drain(late) == [again, wide]
+    hub.unsubscribe(late_client, ["topics"])
+    narrow = hub.publish_event(topic("orders"))
+    hub.publish("topics", topic("other"))
+    assert drain(late) == [narrow]
+
+
+def test_deliver_of_a_narrow_channel_reaches_stream_and_channel_subscribers() -> None:
+    items = [Hub(epoch="e").publish_event(topic("orders"))]
+    node = Hub(epoch="e")
+    wide, narrow, other = QueueSubscriber(), QueueSubscriber(), QueueSubscriber()
+    node.add_client(wide, ["topics"])
+    node.add_client(narrow, ["topic:orders"])
+    node.add_client(other, ["topic:payments", "groups"])
+    node.deliver("topic:orders", items[0])
+    assert drain(wide) == drain(narrow) == items
+    assert drain(other) == []
+    stats = node.statistics()
+    assert (stats.published, stats.delivered) == (1, 2)
+
+
+def test_drops_of_removed_clients_add_up() -> None:
+    hub = Hub()
+    subs = [QueueSubscriber(capacity=1) for _ in range(3)]
+    clients = [hub.add_client(sub, ["topics"]) for sub in subs]
+    for _ in range(4):
+        hub.publish_event(topic("a"))  # each queue keeps 1, drops 3
+    hub.remove_client(clients[0])
+    hub.remove_client(clients[1])
+    assert hub.statistics().dropped == 9
+    hub.remove_client(clients[2])
+    assert hub.statistics().dropped == 9
+
+
+def test_names_no_channel_can_carry_fall_back_to_the_stream() -> None:
+    long_name = "t" * 250
+    assert channel_of(TopicCreated(name="a b", partitions=1)) == "topics"
+    assert channel_of(TopicDeleted(name=long_name)) == "topics"
+    assert channel_of(GroupUpdated(group_id="g\tx", state="Stable", members=1)) == "groups"
+    assert channel_of(GroupDeleted(group_id="", state="Dead", members=0)) == "groups"
+    hub = Hub()
+    wide, narrow = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(wide, ["topics"])
+    hub.add_client(narrow, ["topic:a"])
+    item = hub.publish_event(TopicCreated(name="a b", partitions=1))
+    assert (item.channel, item.route) == ("topics", "topics")
+    assert drain(wide) == [item]
+    assert drain(narrow) == []
+
+
+def test_default_constants() -> None:
+    assert DEFAULT_MAX_CLIENTS == 10_000
+    assert DEFAULT_HISTORY_SIZE == 1000
+    assert {"metrics", "topics", "groups"} == ALL_CHANNELS
+    hub = Hub()
+    assert (hub.max_clients, hub.history_size, hub.history_ttl) == (10_000, 1000, None)
+    assert len(hub.epoch) == 16
+    int(hub.epoch, 16)
+    assert Hub().epoch != hub.epoch
+    assert QueueSubscriber().queue.capacity == DEFAULT_QUEUE_SIZE

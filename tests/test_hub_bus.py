@@ -3,6 +3,8 @@ keeping a contiguous history when the bus's offsets jump."""
 
 from __future__ import annotations
 
+import orjson
+
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
 from takhin_ws._messages import MonitoringMetrics, TopicCreated
@@ -81,5 +83,8 @@ def test_reset_starts_a_new_epoch_and_keeps_clients() -> None:
     fresh = published(2, epoch="new")
     for item in fresh:
         node.deliver("topics", item)
-    assert drain(sub) == fresh
+    notice, *events = drain(sub)
+    assert orjson.loads(notice.payload)["type"] == "epoch"  # announced before the new epoch
+    assert notice.offset is None
+    assert events == fresh
     assert node.replay("topics", 0, "new") == fresh

@@ -14,30 +14,19 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, Protocol
-
-import attrs
-from attrs import frozen
+from typing import Final
 
 from ._channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
+from ._clients import Client, HubStatistics, QueueSubscriber, Subscriber, channel_of
 from ._codec import encode
-from ._config import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_QUEUE_SIZE
+from ._config import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS
 from ._exceptions import HubClosedError, HubFullError
 from ._frames import PLAIN, Outbound, Variant
-from ._messages import (
-    Envelope,
-    EpochChanged,
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
-from ._queue import DropOldestQueue
+from ._history import StreamHistory
+from ._messages import Envelope, EpochChanged, MonitoringMetrics, Payload
+from ._snapshot import GroupInfo
+from ._views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -54,105 +43,9 @@ __all__ = [
 ALL_CHANNELS: Final = frozenset(STREAMS)
 
 
-class Subscriber(Protocol):
-    """The receiving end of one client.
-
-    ``offer`` is called synchronously from ``publish`` and must neither block nor
-    raise: a subscriber that cannot take the item now queues it in ``queue``
-    (drop-oldest), or records its own failure for its session to act on.
-    """
-
-    queue: DropOldestQueue[Outbound]
-
-    def offer(self, item: Outbound) -> None: ...
-
-
-class QueueSubscriber:
-    """A subscriber that only queues; used in-process and by the sans-IO tests."""
-
-    __slots__ = ("queue",)
-
-    def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
-        self.queue: DropOldestQueue[Outbound] = DropOldestQueue(capacity)
-
-    def offer(self, item: Outbound) -> None:
-        if not self.queue.closed:  # offer must not raise; a closed reader takes nothing
-            self.queue.put_nowait(item)
-
-
-class Client:
-    """The hub's record of one registered client.
-
-    ``variant`` is the form in which it receives published messages (see
-    :class:`~takhin_ws.Variant`); it is fixed at the handshake."""
-
-    __slots__ = ("channels", "id", "subscriber", "variant")
-
-    def __init__(
-        self,
-        client_id: str,
-        subscriber: Subscriber,
-        channels: frozenset[str],
-        variant: Variant = PLAIN,
-    ) -> None:
-        self.id = client_id
-        self.subscriber = subscriber
-        self.channels = channels
-        self.variant = variant
-
-    def offer(self, item: Outbound) -> None:
-        """Hand *item* to this client in its variant (replies, replays, snapshots)."""
-        out = item.variant(self.variant)
-        if out is not None:
-            self.subscriber.offer(out)
-
-    def __repr__(self) -> str:
-        return f"<Client {self.id} channels={sorted(self.channels)}>"
-
-
-@frozen
-class HubStatistics:
-    clients: int
-    max_clients: int
-    subscribers: Mapping[str, int]
-    offsets: Mapping[str, int]
-    published: int
-    delivered: int
-    dropped: int
-    peak_queue_depth: int
-    epoch: str
-
-
-def channel_of(payload: Payload) -> str:
-    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``).
-
-    A name no channel can carry (whitespace, over 249 characters) falls back to the
-    stream itself: its subscribers still get the event, nobody loses it."""
-    if isinstance(payload, TopicCreated | TopicDeleted):
-        return _narrow("topic:", payload.name, "topics")
-    if isinstance(payload, GroupCreated | GroupUpdated | GroupDeleted):
-        return _narrow("group:", payload.group_id, "groups")
-    if isinstance(payload, MonitoringMetrics):
-        return "metrics"
-    raise TypeError(f"{payload.TYPE} is not published on a channel")
-
-
-def _narrow(prefix: str, name: str, stream: str) -> str:
-    try:
-        return parse_channel(prefix + name)
-    except ValueError:
-        return stream
-
-
 #: The subscribers of one channel, one group per variant: the variant and the
 #: clients, with their bound ``offer`` (looked up once per subscription change).
 _Group = tuple[Variant, tuple["Client", ...], tuple[Callable[[Outbound], None], ...]]
-
-
-@attrs.define
-class _Stream:
-    offset: int = 0
-    history: deque[tuple[float, Outbound]] = attrs.Factory(deque)
 
 
 class Hub:
@@ -182,7 +75,12 @@ class Hub:
         self._clients: dict[str, Client] = {}
         self._members: dict[str, dict[str, Client]] = {}
         self._targets: dict[str, tuple[_Group, ...]] = {}
-        self._streams: dict[str, _Stream] = {s: _Stream() for s in STREAMS}
+        self._streams = {
+            s: StreamHistory(1 if s == "metrics" else history_size, history_ttl, clock)
+            for s in STREAMS
+        }
+        self._views = MetricsViews()
+        self._view_channels: set[str] = set()  # views with subscribers
         self._ids = itertools.count(1)
         self._published = 0
         self._delivered = 0
@@ -254,9 +152,16 @@ class Hub:
             del members[client.id]
             if not members:
                 del self._members[channel]
+                if is_view(channel):
+                    self._view_channels.discard(channel)
+                    self._views.forget(channel)
+                    if not self._view_channels:
+                        self._views.source_done()
             self._targets.pop(channel, None)
         for channel in channels - client.channels:
             self._members.setdefault(channel, {})[client.id] = client
+            if is_view(channel):
+                self._view_channels.add(channel)
             self._targets.pop(channel, None)
         client.channels = channels
 
@@ -287,7 +192,9 @@ class Hub:
         """
         if self._closed:
             raise HubClosedError("hub is closed")
-        stream_name = stream_of(parse_channel(channel))
+        if is_view(parse_channel(channel)):
+            raise ValueError(f"{channel} is a view of metrics: publish on metrics")
+        stream_name = stream_of(channel)
         stream = self._streams[stream_name]
         stream.offset += 1
         envelope = Envelope(
@@ -298,10 +205,27 @@ class Hub:
             epoch=self.epoch,
             stale=stale,
         )
-        item = Outbound.of(encode(envelope), stream_name, stream.offset, channel)
-        self._remember(stream_name, stream, item)
+        decoded = None
+        if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
+            decoded = metrics_envelope(
+                metrics_data(payload),
+                timestamp=envelope.timestamp,
+                channel=stream_name,
+                offset=stream.offset,
+                epoch=self.epoch,
+                stale=stale,
+            )
+            encoded = dumps(decoded)
+        else:
+            encoded = encode(envelope)
+            self._views.note_event(payload)
+        item = Outbound.of(encoded, stream_name, stream.offset, channel)
+        stream.append(item)
         self._published += 1
         self._fan_out(stream_name, channel, item)
+        if decoded is not None:
+            self._views.source(item, decoded if self._view_channels else None)
+            self._fan_out_views()
         return item
 
     def publish_event(self, payload: Payload) -> Outbound:
@@ -316,10 +240,13 @@ class Hub:
         dropped, so a resume across the hole answers ``recovered: false``."""
         stream_name = stream_of(channel)
         stream = self._streams[stream_name]
-        self._advance(stream, item)
-        self._remember(stream_name, stream, item)
+        stream.advance(item)
+        stream.append(item)
         self._published += 1
         self._fan_out(stream_name, channel, item)
+        self._learn(stream_name, item)
+        if stream_name == "metrics":
+            self._fan_out_views()
 
     def remember(self, channel: str, item: Outbound) -> None:
         """Record an already-encoded item in its stream's history and offset, like
@@ -327,8 +254,9 @@ class Hub:
         past into a starting hub, so resumes work from the first connection."""
         stream_name = stream_of(channel)
         stream = self._streams[stream_name]
-        self._advance(stream, item)
-        self._remember(stream_name, stream, item)
+        stream.advance(item)
+        stream.append(item)
+        self._learn(stream_name, item)
 
     def reset(self, epoch: str) -> None:
         """Start over in a new *epoch*: every stream's offset back to 0 and its history
@@ -338,21 +266,25 @@ class Hub:
         ``recovered: false``. (Reset to the current epoch: nothing to announce.)"""
         previous, self.epoch = self.epoch, epoch
         for stream in self._streams.values():
-            stream.offset = 0
-            stream.history.clear()
+            stream.clear()
+        self._views.clear()
         if epoch != previous and self._clients:
             lost = dict.fromkeys(EVENT_STREAMS, False)
             notice = self.reply(EpochChanged(epoch=epoch, previous=previous, recovered=lost))
             for client in tuple(self._clients.values()):
                 client.offer(notice)  # in its variant: a bare client takes none
 
-    @staticmethod
-    def _advance(stream: _Stream, item: Outbound) -> None:
-        if item.offset is None:
-            return
-        if item.offset != stream.offset + 1:
-            stream.history.clear()  # the history must stay contiguous for replay
-        stream.offset = item.offset
+    def note_groups(self, groups: Mapping[str, GroupInfo]) -> None:
+        """The state and members of every consumer group (a snapshot's ``groups``),
+        for ``group_detail``; group events keep them current between snapshots."""
+        self._views.note_groups(groups)
+
+    def _learn(self, stream_name: str, item: Outbound) -> None:
+        """What the views need from an item that came through a bus."""
+        if stream_name == "metrics":
+            self._views.source(item)
+        elif stream_name == "groups":
+            self._views.note_event_json(item.payload)
 
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
         delivered = 0
@@ -375,22 +307,22 @@ class Hub:
                         delivered += 1
         self._delivered += delivered
 
-    def _remember(self, stream_name: str, stream: _Stream, item: Outbound) -> None:
-        history = stream.history
-        keep = 1 if stream_name == "metrics" else self.history_size
-        if keep == 0:
-            return
-        history.append((self._clock(), item))
-        while len(history) > keep:
-            history.popleft()
-
-    def _expire(self, stream: _Stream) -> None:
-        if self.history_ttl is None:
-            return
-        horizon = self._clock() - self.history_ttl
-        history = stream.history
-        while history and history[0][0] < horizon:
-            history.popleft()
+    def _fan_out_views(self) -> None:
+        """Each subscribed view of the new snapshot, built once, to its subscribers."""
+        views = self._views
+        delivered = 0
+        for channel in self._view_channels:
+            view = views.view(channel)
+            if view is None:
+                continue
+            for variant, clients, offers in self._targets_of(channel):
+                out = view.variant(variant)
+                if out is None:
+                    continue
+                for offer in offers:
+                    offer(out)
+                delivered += len(clients)
+        self._delivered += delivered
 
     # --- history and resume ---
 
@@ -399,29 +331,19 @@ class Hub:
         return self._streams[stream].offset
 
     def latest(self, stream: str) -> Outbound | None:
-        """The last message of *stream* still in its history."""
-        history = self._streams[stream].history
-        return history[-1][1] if history else None
+        """The last message of *stream* still in its history; for a view of metrics
+        (``metrics:lean``...), its message for the latest snapshot."""
+        if is_view(stream):
+            return self._views.view(stream)
+        return self._streams[stream].latest()
 
     def replay(self, stream: str, after: int, epoch: str | None) -> list[Outbound] | None:
         """Every message of *stream* with an offset greater than *after*, in order;
         ``None`` when that cannot be done exactly (other epoch, history too short,
         or an offset this hub never issued)."""
-        state = self._streams[stream]
         if epoch is not None and epoch != self.epoch:
             return None
-        if after < 0 or after > state.offset:
-            return None
-        if after == state.offset:
-            return []
-        self._expire(state)
-        history = state.history
-        if not history or history[0][1].offset is None:
-            return None
-        first = history[0][1].offset
-        if first > after + 1:
-            return None
-        return [item for _, item in itertools.islice(history, after + 1 - first, None)]
+        return self._streams[stream].replay(after)
 
     # --- per-client replies ---
 

@@ -316,6 +316,7 @@ class MetricsProducer:
         self._streak = 0
         self._streak_started = None
         self._stale = False
+        self.hub.note_groups(snapshot.groups)  # group state for the group_detail view
         if (
             self._detect_changes
             and previous is not None

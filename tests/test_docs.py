@@ -17,6 +17,12 @@ def _blocks(name: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
+def _block(name: str, containing: str) -> str:
+    """The one Python block of docs/*name* that contains *containing*."""
+    (code,) = [b for b in _blocks(name, "python") if containing in b]
+    return code
+
+
 def _run(code: str, tmp_path: Path) -> str:
     script = tmp_path / "example.py"
     script.write_text(code)
@@ -32,16 +38,21 @@ def _run(code: str, tmp_path: Path) -> str:
 
 
 def test_embedding_example_prints_what_the_page_says(tmp_path: Path) -> None:
-    code, _hub_example = _blocks("embedding.md", "python")
+    code = _block("embedding.md", "trio.run(main)")
     (expected,) = _blocks("embedding.md", "text")
     assert _run(code, tmp_path) == expected
 
 
 def test_sans_io_hub_example_runs(tmp_path: Path) -> None:
-    _, code = _blocks("embedding.md", "python")
+    code = _block("embedding.md", "QueueSubscriber()")
     out = _run(code, tmp_path)
     assert '"type":"topic_created"' in out
     assert '"offset":1' in out
+
+
+def test_invalid_event_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    out = _run(_block("embedding.md", "except LocalProtocolError"), tmp_path).strip()
+    assert f"prints `{out}`" in " ".join((DOCS / "embedding.md").read_text().split())
 
 
 @pytest.mark.parametrize("name", ["embedding.md", "websocket-api.md", "operations.md"])

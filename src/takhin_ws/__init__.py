@@ -1,8 +1,22 @@
 """takhin-ws: real-time WebSocket push of Takhin cluster metrics and change events, on Trio.
 
-The implementation lives in private modules; everything public is re-exported here.
+The implementation lives in private modules; everything public is re-exported here:
+
+- running a server: :func:`open_server`, :class:`Server`, :class:`Settings`,
+  :class:`EventIngress` (``server.ingress``), :class:`Published`, :class:`EventBus`;
+- metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`,
+  :class:`MetricsProducer`; the sources :class:`SyntheticSource` and
+  :class:`PrometheusSource` (also in :mod:`takhin_ws.sources`);
+- the sans-IO hub: :class:`Hub`, :class:`Subscriber`, :class:`QueueSubscriber`,
+  :class:`DropOldestQueue`, :class:`Outbound`;
+- the wire protocol: every message class, :class:`Envelope`, :func:`encode`,
+  :func:`decode`, :data:`PROTOCOL_VERSION`;
+- errors: :class:`TakhinWsError` and its subclasses;
+- statistics: :class:`HubStatistics`, :class:`IngressStatistics`,
+  :class:`MetricsStatistics`.
 """
 
+from ._bus import BusUnavailableError, EventBus, Published
 from ._codec import decode, encode
 from ._config import Settings, SettingsError
 from ._exceptions import (
@@ -16,7 +30,9 @@ from ._exceptions import (
 )
 from ._frames import Outbound
 from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
+from ._ingress import EventIngress, IngressStatistics
 from ._messages import (
+    PROTOCOL_VERSION,
     ClusterHealth,
     ConsumerLag,
     Envelope,
@@ -26,10 +42,14 @@ from ._messages import (
     GroupCreated,
     GroupDeleted,
     GroupDetail,
+    GroupState,
     GroupUpdated,
+    Heartbeat,
     Latency,
+    Limits,
     MonitoringMetrics,
     PartitionLag,
+    Payload,
     Ping,
     Pong,
     Subscribe,
@@ -45,33 +65,43 @@ from ._messages import (
     Welcome,
 )
 from ._producer import MetricsProducer, MetricsStatistics
-from ._queue import Drop, DropOldestQueue, QueueStatistics
+from ._queue import DropOldestQueue
 from ._server import WS_PATH, Server, open_server
 from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from ._validate import Event
+from .sources import PrometheusSource, ScrapeError, SyntheticSource
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PROTOCOL_VERSION",
     "WS_PATH",
+    "BusUnavailableError",
     "Client",
     "ClusterHealth",
     "ConsumerLag",
-    "Drop",
     "DropOldestQueue",
     "Envelope",
     "EpochChanged",
     "Error",
+    "Event",
+    "EventBus",
+    "EventIngress",
     "Gap",
     "GroupCreated",
     "GroupDeleted",
     "GroupDetail",
     "GroupInfo",
+    "GroupState",
     "GroupUpdated",
+    "Heartbeat",
     "Hub",
     "HubClosedError",
     "HubFullError",
     "HubStatistics",
+    "IngressStatistics",
     "Latency",
+    "Limits",
     "ListenError",
     "LocalProtocolError",
     "MetricsProducer",
@@ -81,12 +111,15 @@ __all__ = [
     "MonitoringMetrics",
     "Outbound",
     "PartitionLag",
+    "Payload",
     "Ping",
     "Pong",
+    "PrometheusSource",
     "ProtocolError",
-    "QueueStatistics",
+    "Published",
     "QueueSubscriber",
     "RemoteProtocolError",
+    "ScrapeError",
     "Server",
     "Settings",
     "SettingsError",
@@ -94,6 +127,7 @@ __all__ = [
     "Subscribe",
     "Subscribed",
     "Subscriber",
+    "SyntheticSource",
     "TakhinWsError",
     "Throughput",
     "TopicConsumer",

@@ -47,8 +47,10 @@ class HubFullError(TakhinWsError):
     """The hub already holds ``max_clients`` clients."""
 
 
-class ListenError(TakhinWsError):
-    """The server could not bind its address (in use, not permitted, unknown host)."""
+class ListenError(TakhinWsError, OSError):
+    """The server could not bind its address (in use, not permitted, unknown host).
+
+    An :class:`OSError` too, so ``except OSError`` around ``open_server`` catches it."""
 
 
 class HubClosedError(TakhinWsError):

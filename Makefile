@@ -1,18 +1,30 @@
 # takhin-ws: the two commands of the README are `make run` and `make test`.
+#
+# One virtualenv, installed in layers, each with its own stamp: `make run` installs only
+# what running needs (the package and its dependencies); `make test` adds the test and
+# lint tools and the optional extras the suite drives (redis, kafka).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+#: the package and what it needs at run time
+RUN_STAMP := $(VENV)/.installed-run
+#: everything `make test` uses (the name other tools and the docs refer to)
 STAMP := $(VENV)/.installed
+TEST_EXTRAS := dev,redis,kafka
 
 .PHONY: run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,redis]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
 
-run: $(STAMP)
+$(STAMP): $(RUN_STAMP)
+	$(PIP) install -e '.[$(TEST_EXTRAS)]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/python -m takhin_ws $(ARGS)
 
 lint: $(STAMP)
@@ -28,7 +40,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(PIP) install -e '.[bench]'
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:

@@ -18,7 +18,7 @@ import trio
 
 from redis_server import RedisServer
 from takhin_ws import Settings, open_server
-from takhin_ws._bus import BusUnavailableError
+from takhin_ws._bus import BusUnavailableError, EventBus, MemoryBus
 from takhin_ws._codec import decode
 from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
@@ -104,6 +104,58 @@ async def test_publish_nowait_and_a_stopped_bus_refuse(redis: RedisServer) -> No
     with pytest.raises(BusUnavailableError, match="not running"):
         await bus.publish("topics", topic("x"))
     assert not bus.healthy
+    async with running(redis) as live:
+        with pytest.raises(BusUnavailableError, match="await publish"):
+            live.publish_nowait("topics", topic("x"))  # running or not: never
+        assert live.hub.offset("topics") == 0
+    assert int(redis.command("XLEN", "takhin:stream:topics").strip(b":\r\n")) == 0
+
+
+@asynccontextmanager
+async def any_bus(kind: str, redis: RedisServer) -> AsyncIterator[tuple[EventBus, Hub]]:
+    if kind == "memory":
+        memory = MemoryBus(Hub(history_size=50))
+        yield memory, memory.hub
+    else:
+        async with running(redis) as bus:
+            yield bus, bus.hub
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_await_publish_means_the_same_on_every_bus(kind: str, redis: RedisServer) -> None:
+    """Once ``await publish`` returns, this node's hub holds the message at the returned
+    offset and its clients have been offered it: no waiting for the reader."""
+    async with any_bus(kind, redis) as (bus, hub):
+        sub = QueueSubscriber()
+        hub.add_client(sub)
+        for n in range(1, 4):
+            published = await bus.publish("topic:orders", topic(f"t{n}"))
+            assert (published.channel, published.offset) == ("topics", n)
+            assert published.epoch == hub.epoch
+            assert hub.offset("topics") == n
+            (item,) = drain(sub)
+            assert decode(item.payload).payload == topic(f"t{n}")
+        snapshot = await bus.publish("metrics", MonitoringMetrics(timestamp=1), stale=True)
+        latest = hub.latest("metrics")
+        assert latest is not None
+        assert latest.offset == snapshot.offset == 1
+        assert decode(latest.payload).stale is True
+
+
+async def test_a_publish_whose_echo_never_comes_still_returns(redis: RedisServer) -> None:
+    async with running(redis, timeout=0.5) as bus:
+        stuck = trio.Event()
+
+        async def never() -> None:
+            stuck.set()
+            await trio.sleep_forever()
+
+        bus._read_once = never  # type: ignore[method-assign]
+        with trio.fail_after(GUARD):
+            await stuck.wait()
+            published = await bus.publish("topics", topic("x"))  # waits its timeout only
+        assert published.offset == 1
+        assert bus.hub.offset("topics") == 0  # the reader never brought it back
 
 
 async def test_a_starting_node_loads_the_history_without_sending_it(redis: RedisServer) -> None:

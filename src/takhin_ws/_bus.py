@@ -39,8 +39,10 @@ class EventBus(Protocol):
     """Carries published messages to the hub of every node.
 
     - ``publish`` assigns the next offset of the message's stream and returns once
-      the message is durable on the bus (for the memory bus: delivered locally);
-      raises :class:`BusUnavailableError` when it cannot, never loses silently.
+      the message is on the bus and the local hub has offered it to its clients
+      (the same on every bus; a shared bus whose reader is cut off from its server
+      waits a bounded time, then returns); raises :class:`BusUnavailableError` when
+      it cannot publish, never loses silently.
     - ``publish_nowait`` is the synchronous form; buses that need I/O raise
       :class:`BusUnavailableError` from it (use ``publish``).
     - ``run`` delivers the bus's messages to the local hub until cancelled; it calls

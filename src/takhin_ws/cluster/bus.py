@@ -76,8 +76,12 @@ class RedisBus:
     Construct it with the node's *hub* and a ``redis://host:port/db`` *url*; start
     :meth:`run` in a nursery (``await nursery.start(bus.run)``) before serving clients.
     ``run`` owns the Redis clients: they are open while it runs and closed when it
-    ends. ``publish`` works while ``run`` runs and Redis answers; otherwise it raises
-    :class:`BusUnavailableError` (nothing was published).
+    ends. ``await publish`` works while ``run`` runs and Redis answers; otherwise it
+    raises :class:`BusUnavailableError` (nothing was published). It returns, as on
+    the in-memory bus, once this node's hub has the message (it came back through the
+    reader), so what a caller publishes, its own clients have been offered. The
+    synchronous ``publish_nowait`` cannot work here (the offset comes from Redis): it
+    raises :class:`BusUnavailableError` and publishes nothing.
 
     *history_size* (default: the hub's) bounds each event stream (``MAXLEN ~``, at
     least :data:`MIN_STREAM_LENGTH`). *block* is the ``XREAD BLOCK`` time, *timeout*
@@ -119,6 +123,7 @@ class RedisBus:
         self._publish_script = self._client.register_script(PUBLISH)
         self._epoch_script = self._client.register_script(CURRENT_EPOCH)
         self._last: dict[str, str] = dict.fromkeys(STREAMS, START_ID)
+        self._progress = trio.Event()  # set (and replaced) whenever the reader moves on
         self._running = False
         self._open = False
         self._healthy = False
@@ -154,14 +159,20 @@ class RedisBus:
     def publish_nowait(
         self, channel: str, payload: Payload, *, stale: bool | None = None
     ) -> Published:
-        raise BusUnavailableError("use await publish with a Redis bus")
+        """Always refused: Redis assigns the offset, so publishing takes a round trip.
+        Raises :class:`BusUnavailableError`; nothing is published."""
+        raise BusUnavailableError(
+            "a Redis bus cannot publish without waiting for Redis: use await publish"
+        )
 
     async def publish(
         self, channel: str, payload: Payload, *, stale: bool | None = None
     ) -> Published:
         """Append *payload* to its stream in Redis; return its offset and epoch.
 
-        Every node's hub (this one included) receives it from its reader. Raises
+        Every node's hub receives it from its reader; this one waits for its own
+        (at most *timeout*, and not once the reader has lost Redis: the message is
+        then published, and delivered when the reader is back). Raises
         :class:`BusUnavailableError` if Redis does not take it (down, timed out, or
         this bus is not running); the message may then still have been appended if
         Redis received it just before the connection failed.
@@ -181,7 +192,20 @@ class RedisBus:
             raise BusUnavailableError(f"Redis at {self.where}: {describe(exc)}") from exc
         offset, epoch = int(reply[0]), text(reply[1])
         self.published += 1
+        await self._until_delivered(stream, offset, epoch)
         return Published(payload.TYPE, stream, offset, epoch)
+
+    async def _until_delivered(self, stream: str, offset: int, epoch: str) -> None:
+        """Wait (bounded) until this node's hub holds *offset* of *stream* in *epoch*."""
+        hub = self.hub
+        with trio.move_on_after(self.timeout):
+            while self._healthy and not (hub.epoch == epoch and hub.offset(stream) >= offset):
+                await self._progress.wait()
+        await trio.lowlevel.checkpoint()
+
+    def _moved_on(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def metrics_publisher(
         self, ingress: EventIngress
@@ -220,6 +244,7 @@ class RedisBus:
                 finally:
                     self._open = False
                     self._healthy = False
+                    self._moved_on()
         finally:
             self._running = False
 
@@ -249,10 +274,12 @@ class RedisBus:
                     task_status.started()
                 while True:
                     await self._read_once()
+                    self._moved_on()
             except _EpochChangedError:
                 continue  # not a failure: _sync adopts the new epoch
             except Exception as exc:
                 self._healthy = False
+                self._moved_on()
                 if failures == 0:
                     down_since = trio.current_time()
                     log.warning(

@@ -3,7 +3,8 @@
 Kept generic on purpose: any test that needs a real server over real sockets can use
 ``server`` (default test settings) or ``make_server`` (its own settings), with the
 ``fake_source`` that decides when the first snapshot exists. ``redis`` is a real
-``redis-server`` per test module (the cluster tests).
+``redis-server`` per test module (the cluster tests); ``kafka`` a real Kafka broker
+for the session (``kafka_broker.py``, the Kafka source tests).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 import trio
 
+from kafka_broker import kafka  # noqa: F401  (the session's Kafka broker fixture)
 from redis_server import RedisServer, redis_binary
 from takhin_ws import (
     ClusterHealth,

@@ -3,7 +3,10 @@
 - :mod:`~takhin_ws.sources.synthetic`: a seeded, self-consistent fake cluster (the default);
 - :mod:`~takhin_ws.sources.prometheus`: a Takhin broker's Prometheus exposition;
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
-  quantiles) the Prometheus and synthetic sources share.
+  quantiles) the Prometheus and synthetic sources share;
+- :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
+  ``kafka`` extra, confluent-kafka; imported on first use), with its arithmetic in
+  :mod:`~takhin_ws.sources.kafka_model`.
 
 Every source implements :class:`takhin_ws.MetricsSource` (``collect() -> Snapshot``).
 :func:`source_for` builds the one a :class:`~takhin_ws.Settings` names.
@@ -11,7 +14,7 @@ Every source implements :class:`takhin_ws.MetricsSource` (``collect() -> Snapsho
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .prometheus import PrometheusSource, ScrapeError
 from .synthetic import SyntheticSource
@@ -20,14 +23,31 @@ if TYPE_CHECKING:
     from .._config import Settings
     from .._snapshot import MetricsSource
 
-__all__ = ["PrometheusSource", "ScrapeError", "SyntheticSource", "close_source", "source_for"]
+__all__ = [
+    "KafkaSource",
+    "PrometheusSource",
+    "ScrapeError",
+    "SyntheticSource",
+    "close_source",
+    "source_for",
+]
 
 #: Share of the collect deadline a Prometheus scrape may use.
 SCRAPE_SHARE: Final = 0.9
 
 
+def __getattr__(name: str) -> Any:
+    if name == "KafkaSource":  # confluent-kafka is an optional dependency
+        from .kafka import KafkaSource
+
+        return KafkaSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def source_for(settings: Settings) -> MetricsSource:
     """The source *settings* names (``settings.source``), ready to collect."""
+    if settings.source == "kafka":
+        return _kafka_source(settings)
     if settings.source == "prometheus":
         assert settings.prometheus_url is not None
         # the scrape gives up a little before the producer's deadline, so the
@@ -38,6 +58,31 @@ def source_for(settings: Settings) -> MetricsSource:
         topics=settings.synthetic_topics,
         groups=settings.synthetic_groups,
         seed=settings.synthetic_seed,
+    )
+
+
+def _kafka_source(settings: Settings) -> MetricsSource:
+    """``kafka``, merged with the broker's exposition when a Prometheus URL is given."""
+    from .kafka import KafkaSource  # optional dependency (confluent-kafka)
+
+    if not settings.kafka_bootstrap:
+        raise ValueError("--source kafka needs --kafka-bootstrap")
+    # Kafka's requests give up a little before the producer's deadline, and a
+    # merged scrape a little before them, so each error names what was slow.
+    timeout = (settings.collect_timeout or settings.interval) * SCRAPE_SHARE
+    prometheus = None
+    if settings.prometheus_url is not None:
+        prometheus = PrometheusSource(
+            settings.prometheus_url,
+            timeout=timeout * SCRAPE_SHARE,
+            max_body_bytes=settings.scrape_max_bytes,
+        )
+    return KafkaSource(
+        settings.kafka_bootstrap,
+        config=settings.kafka_config,
+        timeout=timeout,
+        show_internal_topics=settings.show_internal_topics,
+        prometheus=prometheus,
     )
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takhin_ws import GroupInfo, Latency, MonitoringMetrics, Snapshot, Throughput, TopicStats
-from takhin_ws._protocol import ClusterHealth
+from takhin_ws._messages import ClusterHealth
 from takhin_ws.sources.kafka_model import (
     Observation,
     Offsets,

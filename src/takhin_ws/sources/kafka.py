@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 # confluent_kafka.admin exports OffsetSpec without re-exporting it for type checkers
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from .._protocol import GroupState
+from .._messages import GroupState
 from .._snapshot import GroupInfo, MetricsSourceError, Snapshot
 from .kafka_model import Observation, Offsets, compute_snapshot, merge_exposition
 from .prometheus import PrometheusSource
@@ -67,6 +67,8 @@ WORKER_THREADS: Final = 2
 REQUEST_SHARE: Final = 0.9
 #: Shortest request timeout handed to librdkafka (it refuses 0).
 _MIN_REQUEST_TIMEOUT: Final = 0.05
+#: Seconds a failed request waits for the client's own report of the cause.
+_CAUSE_WAIT: Final = 0.5
 #: Words that make a client property's value a secret (masked in reprs and messages).
 SECRET_WORDS: Final = ("password", "secret", "jaas", "token", "credential", "key", "pem")
 
@@ -437,7 +439,7 @@ class KafkaSource:
             for future in pending:
                 future.cancel()
             raise KafkaSourceError(
-                f"kafka {self.bootstrap}: {what} timed out after {self.timeout:g} s{self._cause()}"
+                f"kafka {self.bootstrap}: {what} timed out{self._cause(_CAUSE_WAIT)}"
             )
         return {
             key: future.exception() if future.exception() is not None else future.result()
@@ -458,25 +460,31 @@ class KafkaSource:
                 self._check(answer, f"{what} of {tp.topic}[{tp.partition}]")
 
     def _failure(self, what: str, exc: BaseException | KafkaError) -> KafkaSourceError:
+        """The error for a failed request (in a worker thread)."""
         error = exc if isinstance(exc, KafkaError) else _error_of(exc)
         detail = error.str() if error is not None else f"{type(exc).__name__}: {exc}"
         return KafkaSourceError(
-            self._redact(f"kafka {self.bootstrap}: {what} failed: {detail}{self._cause()}")
+            self._redact(
+                f"kafka {self.bootstrap}: {what} failed: {detail}{self._cause(_CAUSE_WAIT)}"
+            )
         )
 
-    def _cause(self) -> str:
-        """What the client last reported about the cluster (refused login...), if any."""
-        self._serve_callbacks()
+    def _cause(self, wait: float = 0.0) -> str:
+        """What the client last reported about the cluster (refused login...), if any.
+
+        In a worker thread, *wait* seconds may be spent for the report to come; on
+        the event loop, 0.
+        """
+        admin = self._admin
+        if admin is not None:
+            admin.poll(wait if self._last_error is None else 0)
         error = self._last_error
         return "" if error is None else self._redact(f" (client: {error.str()})")
 
-    def _serve_callbacks(self) -> None:
-        admin = self._admin
-        if admin is not None:
-            admin.poll(0)
-
     def _on_error(self, error: KafkaError) -> None:
-        self._last_error = error
+        # "all brokers are down" sums up what the errors before it said better
+        if error.code() != KafkaError._ALL_BROKERS_DOWN or self._last_error is None:
+            self._last_error = error
 
     def _redact(self, text: str) -> str:
         for key, value in self.config:

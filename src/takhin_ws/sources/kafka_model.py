@@ -31,7 +31,7 @@ from typing import Final, TypeAlias
 import attrs
 from attrs import frozen
 
-from .._protocol import (
+from .._messages import (
     ClusterHealth,
     ConsumerLag,
     MonitoringMetrics,

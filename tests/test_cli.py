@@ -608,3 +608,19 @@ async def test_json_logs_of_the_real_process() -> None:
     assert len(serving) == 1
     assert {"ts", "level", "logger"} <= set(serving[0])
     assert serving[0]["level"] == "info"
+
+
+def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in first_block.splitlines() if not line.startswith("#")]
+    assert commands == ["make run", "make test"]
+    ci = [line for line in (root / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == "make test"
+    # `make run` needs only the run-time layer of the virtualenv (no test tools, no extras)
+    makefile = (root / "Makefile").read_text()
+    assert re.search(r"^run: \$\(RUN_STAMP\)$", makefile, re.MULTILINE)
+    run_layer = makefile.split("$(RUN_STAMP): pyproject.toml\n", 1)[1].split("\n\n", 1)[0]
+    assert "install -e .\n" in run_layer + "\n"
+    assert "[" not in run_layer

@@ -5,7 +5,8 @@
 with the reason, unless ``TAKHIN_WS_REQUIRE_REDIS`` is set (CI sets it): then they fail.
 
 :class:`RedisServer` runs one server on a free loopback port; ``stop``/``start`` on the
-same port play a Redis restart (everything is lost: no RDB, no AOF).
+same port play a Redis restart (everything is lost: no RDB, no AOF). :class:`Node` is
+one ``python -m takhin_ws --redis-url ...`` process (a cluster node) on it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 REQUIRE_REDIS = "TAKHIN_WS_REQUIRE_REDIS"
+#: The publish key of every :class:`Node`.
+PUBLISH_KEY = "k"
+#: Seconds a node may take to become ready (a hang guard, not a timing assertion).
+NODE_GUARD = 20.0
 _CANDIDATES = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
 
 
@@ -153,3 +160,65 @@ class RedisServer:
             return self.log_path.read_text(errors="replace")[-3000:]
         except OSError:
             return "(no log)"
+
+
+class Node:
+    """One ``python -m takhin_ws`` process on a free port."""
+
+    def __init__(self, name: str, redis_url: str, log_path: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/api/monitoring/ws"
+        self.log_path = log_path
+        args = ["--port", str(self.port), "--redis-url", redis_url]
+        args += ["--publish-key", PUBLISH_KEY, "--interval", "0.5"]
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "takhin_ws", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + NODE_GUARD
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"{self.name} did not become ready:\n{self.log()}")
+
+    def publish_topic(self, name: str) -> int:
+        """``POST /api/events`` one ``topic_created`` (synchronously); its offset."""
+        body = {"type": "topic_created", "data": {"name": name, "partitions": 1}}
+        headers = {"Authorization": f"Bearer {PUBLISH_KEY}"}
+        answer = httpx.post(self.url + "/api/events", json=body, headers=headers, timeout=10)
+        assert answer.status_code == 202, answer.text
+        offset: int = answer.json()["accepted"][0]["offset"]
+        return offset
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]

@@ -7,9 +7,6 @@ assertion).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,65 +19,11 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 from websockets.sync.client import connect as sync_connect
 
-from redis_server import RedisServer, free_port
+from redis_server import PUBLISH_KEY, Node, RedisServer
 
 pytestmark = pytest.mark.slow
 
 GUARD = 20.0  # seconds: hang guard of every wait
-PUBLISH_KEY = "k"
-
-
-class Node:
-    """One ``python -m takhin_ws`` process on a free port."""
-
-    def __init__(self, name: str, redis_url: str, log_path: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/api/monitoring/ws"
-        self.log_path = log_path
-        args = ["--port", str(self.port), "--redis-url", redis_url]
-        args += ["--publish-key", PUBLISH_KEY, "--interval", "0.5"]
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "takhin_ws", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + GUARD
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"{self.name} did not become ready:\n{self.log()}")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture
@@ -285,23 +228,6 @@ async def test_a_redis_restart_drops_no_client_and_loses_no_later_event(
         assert "Redis at 127.0.0.1" in node.log()
 
 
-def wait_ready_sync(*nodes: Node) -> None:
-    deadline = time.monotonic() + GUARD
-    for node in nodes:
-        while httpx.get(node.url + "/readyz", timeout=GUARD).status_code != 200:
-            assert time.monotonic() < deadline, f"{node.name} did not become ready again"
-            time.sleep(0.05)
-
-
-def publish_sync(node: Node, name: str) -> int:
-    body = {"type": "topic_created", "data": {"name": name, "partitions": 1}}
-    headers = {"Authorization": f"Bearer {PUBLISH_KEY}"}
-    answer = httpx.post(node.url + "/api/events", json=body, headers=headers, timeout=GUARD)
-    assert answer.status_code == 202, answer.text
-    offset: int = answer.json()["accepted"][0]["offset"]
-    return offset
-
-
 async def test_a_live_client_is_told_of_a_new_epoch_before_its_first_event(
     nodes: tuple[Node, Node], redis: RedisServer
 ) -> None:
@@ -318,11 +244,12 @@ async def test_a_live_client_is_told_of_a_new_epoch_before_its_first_event(
                 return message
 
             hello = read()
-            assert publish_sync(b, "before") == 1
+            assert b.publish_topic("before") == 1
             before = read()
             redis.restart()  # empty: persistence is off
-            wait_ready_sync(a, b)
-            assert publish_sync(b, "after") == 1  # a new epoch starts at 1
+            a.wait_ready()
+            b.wait_ready()
+            assert b.publish_topic("after") == 1  # a new epoch starts at 1
             return [hello, before, read(), read()]
 
     hello, before, told, after = await trio.to_thread.run_sync(scenario)

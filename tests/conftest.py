@@ -1,10 +1,12 @@
-"""Shared fixtures: a metrics source the test controls and a running server on a free port.
+"""Shared fixtures, each defined once: a metrics source the test controls, a running
+server on a free port, a bare hub, and a real ``redis-server``.
 
 Kept generic on purpose: any test that needs a real server over real sockets can use
-``server`` (default test settings) or ``make_server`` (its own settings), with the
-``fake_source`` that decides when the first snapshot exists. ``redis`` is a real
-``redis-server`` per test module (the cluster tests); ``kafka`` a real Kafka broker
-for the session (``kafka_broker.py``, the Kafka source tests).
+``server`` (default test settings, or a module's own through the ``server_settings``
+marker) or ``make_server`` (its own settings per call), with the ``fake_source`` that
+decides when the first snapshot exists. ``redis`` is a real ``redis-server`` per test
+module (the cluster tests); ``kafka`` a real Kafka broker for the session
+(``kafka_broker.py``, the Kafka source tests).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kafka_broker import kafka  # noqa: F401  (the session's Kafka broker fixtur
 from redis_server import RedisServer, redis_binary
 from takhin_ws import (
     ClusterHealth,
+    Hub,
     MonitoringMetrics,
     Server,
     Settings,
@@ -117,18 +120,39 @@ def make_server(fake_source: FakeSource) -> ServerFactory:
     return factory
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "server_settings(**overrides): settings of the `server` fixture for these tests",
+    )
+
+
 @pytest.fixture
-async def server(make_server: ServerFactory) -> AsyncIterator[Server]:
-    """A server with test settings whose first snapshot has been published."""
-    async with make_server() as srv:
+async def server(
+    make_server: ServerFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Server]:
+    """A server with test settings whose first snapshot has been published;
+    ``@pytest.mark.server_settings(...)`` (on a test or a module) overrides settings."""
+    marker = request.node.get_closest_marker("server_settings")
+    overrides = marker.kwargs if marker is not None else {}
+    async with make_server(**overrides) as srv:
         await wait_ready(srv)
         yield srv
 
 
+#: The wall clock of the ``hub`` fixture: every envelope's timestamp is this.
+HUB_WALL_CLOCK = 1_700_000_000.0
+
+
+@pytest.fixture
+def hub() -> Hub:
+    """A hub with default limits, no clients, and a fixed wall clock (``HUB_WALL_CLOCK``)."""
+    return Hub(wall_clock=lambda: HUB_WALL_CLOCK)
+
+
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real ``redis-server`` (no persistence) for the module's tests; skips without
-    one (see ``redis_server.py``)."""
+    """A real ``redis-server`` for the module (skips when none is installed)."""
     server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
     server.start()
     try:

@@ -12,6 +12,7 @@ import pytest
 import takhin_ws
 import takhin_ws.sources
 from takhin_ws._frames import Variant
+from takhin_ws._listener import Listener
 from takhin_ws._queue import Drop, QueueStatistics
 
 #: Types that appear in public signatures but stay internal, each with its reason.
@@ -19,6 +20,7 @@ INTERNAL: dict[type, str] = {
     Drop: "what DropOldestQueue hands the session to build a gap message",
     QueueStatistics: "per-queue counters the server aggregates into its own statistics",
     Variant: "the wire variant a session picks for its client (format, compression)",
+    Listener: "the listening sockets open_server binds and hands the Server it builds",
 }
 
 

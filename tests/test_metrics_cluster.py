@@ -68,11 +68,6 @@ def is_ready(producer: MetricsProducer) -> bool:
     return producer.ready
 
 
-@pytest.fixture
-def hub() -> Hub:
-    return Hub()
-
-
 async def test_without_hooks_nothing_changes(hub: Hub) -> None:
     sub = QueueSubscriber()
     hub.add_client(sub, ["metrics"])

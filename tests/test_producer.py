@@ -72,11 +72,6 @@ class FakeSource:
         return Snapshot(metrics=metrics(self.served, self.topics), groups=self.groups)
 
 
-@pytest.fixture
-def hub() -> Hub:
-    return Hub(wall_clock=lambda: 1_700_000_000.0)
-
-
 def received(sub: QueueSubscriber) -> list[Envelope]:
     items: list[Outbound] = sub.queue.get_batch_nowait() if sub.queue else []
     return [decode(item.payload) for item in items]

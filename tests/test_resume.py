@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import orjson
@@ -16,28 +15,14 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from takhin_ws import (
     Hub,
-    MonitoringMetrics,
     QueueSubscriber,
     Settings,
-    Snapshot,
     TopicCreated,
-    open_server,
 )
 from takhin_ws._server import Server
-from takhin_ws._session import Session, gap_frames
+from takhin_ws._sessioncore import SessionCore, gap_frames
 
-
-class StaticSource:
-    async def collect(self) -> Snapshot:
-        return Snapshot(metrics=MonitoringMetrics(timestamp=1))
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    async with open_server(
-        Settings(port=0, interval=60, history_size=20), source=StaticSource()
-    ) as srv:
-        yield srv
+pytestmark = pytest.mark.server_settings(history_size=20)
 
 
 def _publish(server: Server, *names: str) -> list[int]:
@@ -169,7 +154,7 @@ class _Peer(QueueSubscriber):
 class ResumeMachine(RuleBasedStateMachine):
     """Random publish / read / disconnect / reconnect-with-since / slow reader.
 
-    Real :class:`Session` resume logic over a hub; the client's "socket" is a small
+    Real :class:`SessionCore` resume logic over a hub; the client's "socket" is a small
     drop-oldest queue, so not reading is a slow reader that loses the oldest
     messages and is told so with ``gap``.
     """
@@ -179,7 +164,7 @@ class ResumeMachine(RuleBasedStateMachine):
         self.hub = Hub(history_size=8)
         self.settings = Settings(queue_size=4)
         self.published: list[int] = []
-        self.session: Session | None = None
+        self.session: SessionCore | None = None
         self.peer: _Peer | None = None
         self.last = 0  # highest offset the client accounted for
         self.received: list[int] = []
@@ -189,8 +174,10 @@ class ResumeMachine(RuleBasedStateMachine):
     def _connect(self, since: int | None) -> None:
         peer = _Peer(self.settings.queue_size)
         client = self.hub.add_client(peer, ["topics"])
-        session = Session(self.hub, self.settings, cast(Any, peer), cast(Any, None), client)
-        session.start({"topics": since} if since is not None else None, self.hub.epoch)
+        session = SessionCore(self.hub, self.settings, client, clock=lambda: 0.0)
+        start = session.start({"topics": since} if since is not None else None, self.hub.epoch)
+        for frame in start.frames:  # what Session does, in the same synchronous step
+            peer.offer(frame)
         self.peer, self.session = peer, session
 
     @rule()

@@ -380,6 +380,26 @@ async def test_too_many_bad_messages_close_with_1008(make_server: ServerFactory)
             await wait_until(lambda: len(server.hub) == 0)
 
 
+async def test_bad_since_counts_towards_the_abuse_limit(make_server: ServerFactory) -> None:
+    """Regression: twenty ``subscribe`` messages with a bad ``since`` and a limit of
+    three left the connection open (the counter's verdict was discarded)."""
+    async with make_server(bad_message_limit=3) as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url + "?channels=topics") as ws:
+            await welcomed(ws)
+            bad = {"type": "subscribe", "data": {"channels": ["topics"], "since": {"metrics": 1}}}
+            for _ in range(4):
+                await send_json(ws, bad)
+                error = await _expect_error(ws, "invalid_field")
+                assert error["path"] == "$.data.since.metrics"
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason is not None
+            assert info.value.reason.code == 1008
+        with trio.fail_after(5):
+            await wait_until(lambda: len(server.hub) == 0)
+
+
 async def test_a_frame_over_max_message_size_closes_with_1009(
     make_server: ServerFactory,
 ) -> None:

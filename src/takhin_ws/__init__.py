@@ -28,6 +28,7 @@ from ._exceptions import (
     RemoteProtocolError,
     TakhinWsError,
 )
+from ._exposition import ServerStatistics
 from ._frames import Outbound
 from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
 from ._ingress import EventIngress, IngressStatistics
@@ -121,6 +122,7 @@ __all__ = [
     "RemoteProtocolError",
     "ScrapeError",
     "Server",
+    "ServerStatistics",
     "Settings",
     "SettingsError",
     "Snapshot",

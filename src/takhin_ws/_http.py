@@ -1,7 +1,8 @@
-"""Plain HTTP on the WebSocket port: read a request with h11, answer it, close.
+"""Plain HTTP on the WebSocket port, without I/O: requests, refusals, responses (sans-IO).
 
-The request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``); the raw bytes
-read so far are kept so an upgrade request can be replayed to trio-websocket.
+A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``); the raw bytes read
+so far are kept so an upgrade request can be replayed to trio-websocket. Reading from a
+connection is :mod:`takhin_ws._httpio`; answering is :func:`response_bytes`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import h11
 import orjson
-import trio
 
-__all__ = ["MAX_HEAD_BYTES", "HttpError", "Request", "read_body", "read_request", "response_bytes"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "HttpError",
+    "Request",
+    "check_declared_length",
+    "error_code",
+    "head_error",
+    "head_parser",
+    "json_error",
+    "request_of",
+    "response_bytes",
+]
 
 #: A request head larger than this is refused.
 MAX_HEAD_BYTES: Final = 16 * 1024
@@ -53,31 +64,23 @@ class Request:
         return self.method == "GET" and "websocket" in upgrade
 
 
-async def read_request(stream: trio.abc.ReceiveStream) -> Request:
-    """Read one request head; raise :class:`HttpError` (400/431) on a bad one, or
-    ``trio.BrokenResourceError`` if the peer goes away first."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    raw = bytearray()
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = 431 if len(raw) > MAX_HEAD_BYTES else 400
-            reason = "request head too large" if status == 431 else f"bad request: {exc}"
-            raise HttpError(status, reason) from None
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(MAX_HEAD_BYTES)
-            if not data:
-                raise trio.BrokenResourceError("peer closed before sending a request")
-            raw += data
-            conn.receive_data(bytes(data))
-            continue
-        if isinstance(event, h11.Request):
-            # h11 bounds only a head still incomplete; one that arrived whole is measured here
-            if len(raw) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
-                raise HttpError(431, "request head too large")
-            break
-        raise HttpError(400, "bad request")
+def head_parser() -> h11.Connection:
+    """A fresh h11 server connection that refuses heads over ``MAX_HEAD_BYTES``."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
+def head_error(exc: h11.RemoteProtocolError, received: int) -> HttpError:
+    """The refusal of a head h11 could not parse, *received* bytes into it."""
+    if received > MAX_HEAD_BYTES:
+        return HttpError(431, "request head too large")
+    return HttpError(400, f"bad request: {exc}")
+
+
+def request_of(event: h11.Request, raw: bytes, conn: h11.Connection) -> Request:
+    """The :class:`Request` of a parsed head; raise 431 when it arrived whole but too
+    large (h11 bounds only a head still incomplete)."""
+    if len(raw) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+        raise HttpError(431, "request head too large")
     headers: dict[str, str] = {}
     for name, value in event.headers:
         key = name.decode("latin-1").lower()
@@ -91,36 +94,16 @@ async def read_request(stream: trio.abc.ReceiveStream) -> Request:
         path=parts.path,
         query=parse_qs(parts.query, keep_blank_values=True),
         headers=headers,
-        raw=bytes(raw),
+        raw=raw,
         conn=conn,
     )
 
 
-async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int) -> bytes:
-    """The request body, at most *limit* bytes (413 beyond it)."""
+def check_declared_length(request: Request, limit: int) -> None:
+    """413 up front when the declared ``Content-Length`` exceeds *limit*."""
     declared = request.header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    conn = request.conn
-    body = bytearray()
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise HttpError(400, f"bad request body: {exc}") from None
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(64 * 1024)
-            if not data:
-                raise HttpError(400, "request body ended early")
-            conn.receive_data(bytes(data))
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > limit:
-                raise HttpError(413, f"body exceeds the limit of {limit} bytes")
-        elif isinstance(event, h11.EndOfMessage):
-            return bytes(body)
-        else:
-            raise HttpError(400, "bad request body")
 
 
 def response_bytes(
@@ -153,3 +136,22 @@ def response_bytes(
 
 def json_error(status: int, code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"status": status, "code": code, "message": message}})
+
+
+_ERROR_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    426: "upgrade_required",
+    431: "head_too_large",
+    503: "unavailable",
+}
+
+
+def error_code(status: int) -> str:
+    """The ``error.code`` of a refusal with *status*."""
+    return _ERROR_CODES.get(status, "error")

@@ -1,47 +1,45 @@
-"""The service: one port for WebSocket and plain HTTP, sessions, heartbeat, shutdown.
+"""The service: one port for WebSocket and plain HTTP, sessions, graceful shutdown.
 
 ``open_server(settings)`` is an async context manager: on entry the listener is
-bound, the metrics producer and the accept loop run in the server's nursery and
-the returned :class:`Server` knows its port; on exit every client gets a Close
-frame (1001) within ``shutdown_timeout`` and every task ends.
+bound, the metrics producer, the heartbeat sweep and the accept loops run, and the
+returned :class:`Server` knows its port; on exit accepting stops, every client gets a
+Close frame (1001) within ``shutdown_timeout`` and every task ends.
 
-The accept loop is our own (Trio's listener hides the stdlib socket, and the
-write-through fast path needs it). Each connection is one task in the
-connections nursery; its failure is logged with the connection id and never
-reaches the server.
+Each connection is one task in the server's handler nursery (see ``_listener``): it
+reads the request head, then either answers plain HTTP (``_routes``) or, for an
+admitted upgrade (``_admission``), runs the WebSocket handshake and the client's
+:class:`~takhin_ws._session.Session`. A connection's failure is logged with its id
+and never reaches the server.
 """
 
 from __future__ import annotations
 
-import errno
-import hmac
 import itertools
 import logging
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-import attrs
-import orjson
 import trio
-from trio_websocket import wrap_server_stream
+from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from ._bus import BusUnavailableError, EventBus
-from ._channels import EVENT_STREAMS, parse_channel
+from ._admission import Admission, Upgrade
+from ._bus import EventBus
 from ._config import Settings
-from ._dashboard import dashboard_page
-from ._exceptions import HubFullError, ListenError
-from ._frames import ping_frame
-from ._http import HttpError, Request, json_error, read_body, read_request, response_bytes
+from ._exceptions import HubFullError
+from ._exposition import ServerStatistics
+from ._heartbeat import heartbeat
+from ._http import HttpError, Request, error_code, json_error, response_bytes
+from ._httpio import read_request
 from ._hub import Hub
-from ._ingress import EventIngress, decode_events
+from ._ingress import EventIngress
+from ._listener import Listener, bind
 from ._producer import MetricsProducer
+from ._routes import WS_PATH, Routes
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._snapshot import MetricsSource
-from ._stats import render_metrics
 from ._transport import SocketTransport
 from .sources import close_source, source_for
 
@@ -53,26 +51,6 @@ __all__ = ["WS_PATH", "Server", "open_server"]
 
 log = logging.getLogger("takhin_ws.server")
 
-#: The 2.9 endpoint.
-WS_PATH: Final = "/api/monitoring/ws"
-EVENTS_PATH: Final = "/api/events"
-#: Subprotocol a browser offers to carry its API key: ``bearer.<key>``.
-TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
-#: Subprotocol the server selects when offered (so browsers accept the handshake).
-SUBPROTOCOL: Final = "takhin.v1"
-LISTEN_BACKLOG: Final = 4096
-_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-@attrs.frozen
-class _Upgrade:
-    """What an admitted upgrade request asked for."""
-
-    channels: list[str] | None
-    since: dict[str, int]
-    epoch: str | None
-    subprotocol: str | None
-
 
 class Server:
     """A running takhin-ws server (see :func:`open_server`)."""
@@ -82,7 +60,7 @@ class Server:
         settings: Settings,
         hub: Hub,
         producer: MetricsProducer | None,
-        listener: socket.socket,
+        listener: Listener,
         ingress: EventIngress | None = None,
         bus: EventBus | None = None,
     ) -> None:
@@ -96,16 +74,15 @@ class Server:
         self._accepting = True
         self.connections_total = 0
         self.rejected: dict[int, int] = {}
-        self._api_keys = [k.encode() for k in settings.api_keys]
-        self._publish_keys = [k.encode() for k in settings.publish_keys]
         self.ingress = ingress or EventIngress(hub)
         self.bus = bus
+        self._admission = Admission(settings)
+        self._routes = Routes(self)
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
 
     @property
     def port(self) -> int:
-        port: int = self._listener.getsockname()[1]
-        return port
+        return self._listener.port
 
     @property
     def host(self) -> str:
@@ -124,43 +101,41 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        return (
-            self._accepting
-            and (self.producer is None or self.producer.ready)
-            and (self.bus is None or self.bus.healthy)
+        return not self.unready_reasons()
+
+    def unready_reasons(self) -> list[str]:
+        """Why ``/readyz`` answers 503 (empty while ready)."""
+        reasons = []
+        if not self._accepting:
+            reasons.append("shutting down")
+        if self.producer is not None and not self.producer.ready:
+            reasons.append("metrics source has not produced a fresh snapshot")
+        if self.bus is not None and not self.bus.healthy:
+            reasons.append("event bus unavailable (Redis unreachable)")
+        return reasons
+
+    def statistics(self) -> ServerStatistics:
+        """The server's counters now, as one frozen value (what ``/metrics`` renders)."""
+        return ServerStatistics(
+            hub=self.hub.statistics(),
+            connections=self.connections_total,
+            rejected=dict(self.rejected),
+            backlogged_clients=sum(1 for s in tuple(self.sessions) if s.transport.backlogged),
+            ready=self.ready,
+            bus_healthy=None if self.bus is None else self.bus.healthy,
+            producer=None if self.producer is None else self.producer.statistics(),
         )
 
-    # --- accept loop ---
+    # --- one connection ---
 
-    async def _accept_loop(self, nursery: trio.Nursery) -> None:
-        listener = self._listener
-        while self._accepting:
-            try:
-                sock, _addr = listener.accept()
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(listener)
-                except trio.ClosedResourceError:
-                    return
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept failed (%s); retrying in 100 ms", exc.strerror)
-                    await trio.sleep(0.1)
-                    continue
-                if listener.fileno() == -1:  # closed by shutdown()
-                    return
-                raise
+    async def _connection(self, sock: socket.socket) -> None:
+        """One accepted connection, start to end. Never raises (except cancellation)."""
+        self.connections_total += 1
+        conn_id = f"conn-{next(self._ids)}"
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.settings.send_buffer_size:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_size)
-            self.connections_total += 1
-            nursery.start_soon(self._connection, sock, f"conn-{next(self._ids)}")
-            await trio.lowlevel.checkpoint()
-
-    async def _connection(self, sock: socket.socket, conn_id: str) -> None:
-        """One connection, start to end. Never raises (except cancellation)."""
-        try:
             async with trio.open_nursery() as nursery:
                 transport = SocketTransport(
                     sock,
@@ -186,7 +161,7 @@ class Server:
             try:
                 request = await read_request(transport)
             except HttpError as exc:
-                await self._respond(transport, exc.status, _code(exc.status), exc.message)
+                await self._refuse(transport, exc)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -196,129 +171,45 @@ class Server:
         try:
             if request.path == WS_PATH and request.is_websocket:
                 upgrade = self._admit(request, conn_id)
+                # the same synchronous step as the admission: no checkpoint in between
+                self._pending_handshakes += 1
                 transport.replay(request.raw)
                 del request  # a session outlives its request: keep none of it
                 await self._websocket(transport, nursery, upgrade, conn_id)
                 return
-            await self._http(transport, request)
+            await self._routes.answer(transport, request)
         except HttpError as exc:
             self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1
-            await self._respond(transport, exc.status, _code(exc.status), exc.message, exc.headers)
+            await self._refuse(transport, exc)
         await transport.linger_close()
 
-    # --- plain HTTP ---
-
-    async def _respond(
-        self,
-        transport: SocketTransport,
-        status: int,
-        code: str,
-        message: str,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        body = json_error(status, code, message)
-        with trio.move_on_after(self.settings.write_timeout):
-            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await transport.send_all(response_bytes(status, body, headers=headers))
-
-    async def _send_json(self, transport: SocketTransport, status: int, obj: object) -> None:
-        with trio.move_on_after(self.settings.write_timeout):
-            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await transport.send_all(response_bytes(status, orjson.dumps(obj)))
-
-    async def _http(self, transport: SocketTransport, request: Request) -> None:
-        path, method = request.path, request.method
-        if path == EVENTS_PATH:
-            if method != "POST":
-                raise HttpError(405, "use POST", headers=[("Allow", "POST")])
-            await self._publish_over_http(transport, request)
-            return
-        if method not in ("GET", "HEAD"):
-            raise HttpError(405, f"{method} is not allowed here", headers=[("Allow", "GET, HEAD")])
-        if path in ("/", "/index.html"):
-            with trio.move_on_after(self.settings.write_timeout):
-                await transport.send_all(
-                    response_bytes(
-                        200,
-                        dashboard_page(),
-                        content_type="text/html; charset=utf-8",
-                        head_only=method == "HEAD",
-                    )
-                )
-        elif path == "/healthz":
-            await self._send_json(transport, 200, {"status": "ok"})
-        elif path == "/readyz":
-            ready = self.ready
-            reasons = []
-            if not self._accepting:
-                reasons.append("shutting down")
-            if self.producer is not None and not self.producer.ready:
-                reasons.append("metrics source has not produced a fresh snapshot")
-            if self.bus is not None and not self.bus.healthy:
-                reasons.append("event bus unavailable (Redis unreachable)")
-            body = {"status": "ready" if ready else "unready", "reasons": reasons}
-            await self._send_json(transport, 200 if ready else 503, body)
-        elif path == "/metrics":
-            text = render_metrics(self)
-            with trio.move_on_after(self.settings.write_timeout):
-                await transport.send_all(
-                    response_bytes(200, text, content_type="text/plain; version=0.0.4")
-                )
-        elif path == WS_PATH:
-            raise HttpError(
-                426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
-            )
-        else:
-            raise HttpError(404, f"no such path: {path}")
-
-    async def _publish_over_http(self, transport: SocketTransport, request: Request) -> None:
-        if not self._publish_keys:
-            raise HttpError(403, "publishing is disabled: start the server with --publish-key")
-        if not _key_matches(self._publish_keys, _bearer(request)):
-            raise HttpError(401, "missing or wrong publish key", headers=_www_authenticate())
-        ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise HttpError(415, "content type must be application/json")
-        body = await read_body(transport, request, self.settings.max_body_size)
-        try:
-            published = await self.ingress.publish_many(decode_events(body))
-        except BusUnavailableError as exc:
-            raise HttpError(
-                503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]
-            ) from None
-        accepted = [attrs.asdict(p) for p in published]
-        await self._send_json(transport, 202, {"accepted": accepted})
+    async def _refuse(self, transport: SocketTransport, exc: HttpError) -> None:
+        body = json_error(exc.status, error_code(exc.status), exc.message)
+        await self._routes.send(transport, response_bytes(exc.status, body, headers=exc.headers))
 
     # --- WebSocket ---
 
-    def _admit(self, request: Request, conn_id: str) -> _Upgrade:
-        """Check an upgrade request (state, Origin, key, capacity, parameters)."""
-        settings = self.settings
-        if not self._accepting:
-            raise HttpError(503, "server is shutting down", headers=[("Retry-After", "1")])
-        _check_handshake(request)
-        if not self._origin_allowed(request):
-            log.warning("%s: refused origin %r", conn_id, request.header("origin"))
-            raise HttpError(403, "origin not allowed")
-        offered = _subprotocols(request)
-        if self._api_keys and not self._authorized(request, offered):
-            log.warning("%s: refused upgrade without a valid API key", conn_id)
-            raise HttpError(401, "missing or wrong API key", headers=_www_authenticate())
-        if len(self.hub) + self._pending_handshakes >= self.hub.max_clients:
-            raise HttpError(
-                503,
-                f"connection limit reached ({self.hub.max_clients} clients)",
-                headers=[("Retry-After", str(settings.retry_after))],
+    def _admit(self, request: Request, conn_id: str) -> Upgrade:
+        try:
+            return self._admission.admit(
+                request,
+                accepting=self._accepting,
+                occupied=len(self.hub) + self._pending_handshakes,
+                capacity=self.hub.max_clients,
             )
-        channels, since, epoch = _connect_params(request)
-        return _Upgrade(channels, since, epoch, _choose_subprotocol(offered))
+        except HttpError as exc:
+            if exc.status == 403:
+                log.warning("%s: refused origin %r", conn_id, request.header("origin"))
+            elif exc.status == 401:
+                log.warning("%s: refused upgrade without a valid API key", conn_id)
+            raise
 
     async def _websocket(
-        self, transport: SocketTransport, nursery: trio.Nursery, upgrade: _Upgrade, conn_id: str
+        self, transport: SocketTransport, nursery: trio.Nursery, upgrade: Upgrade, conn_id: str
     ) -> None:
+        """Handshake (its slot was taken at admission), then the session."""
         settings = self.settings
-        self._pending_handshakes += 1
-        ws = None
+        ws: WebSocketConnection | None = None
         try:
             with trio.move_on_after(settings.handshake_timeout):
                 ws_request = await wrap_server_stream(
@@ -330,7 +221,8 @@ class Server:
         if ws is None:
             log.debug("%s: handshake did not finish in time; dropped", conn_id)
             return
-        transport.watch_close(ws)
+        # registration and the session's first frames: one synchronous step with
+        # giving back the handshake slot (no checkpoint: the limit holds)
         try:
             client = self.hub.add_client(transport, upgrade.channels)
         except HubFullError:
@@ -349,52 +241,6 @@ class Server:
             if transport.abort_reason and not transport.abort_reason.startswith("connection"):
                 log.info("client %s dropped: %s", client.id, transport.abort_reason)
 
-    def _origin_allowed(self, request: Request) -> bool:
-        origin = request.header("origin")
-        if origin is None:
-            return True  # not a browser
-        allowed = self.settings.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        parts = urlsplit(origin)
-        if parts.netloc and parts.netloc == request.header("host"):
-            return True
-        return not allowed and (parts.hostname or "") in _LOCAL_HOSTS
-
-    def _authorized(self, request: Request, offered: list[str]) -> bool:
-        candidates = [_bearer(request), request.param("token")]
-        candidates += [
-            p[len(TOKEN_SUBPROTOCOL_PREFIX) :]
-            for p in offered
-            if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)
-        ]
-        ok = False
-        for candidate in candidates:
-            ok |= _key_matches(self._api_keys, candidate)
-        return ok
-
-    # --- heartbeat ---
-
-    async def _heartbeat(self) -> None:
-        settings = self.settings
-        tick = min(max(min(settings.ping_interval, settings.ping_timeout) / 20, 0.05), 2.0)
-        frame = ping_frame(b"takhin-ws")
-        while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            for session in tuple(self.sessions):
-                transport = session.transport
-                if transport.closing:
-                    continue
-                if now - transport.last_receive > settings.ping_timeout:
-                    log.info(
-                        "client %s dropped: no pong within %g s", session.id, settings.ping_timeout
-                    )
-                    transport.abort("heartbeat timeout")
-                elif now >= transport.next_ping:
-                    transport.next_ping = now + settings.ping_interval
-                    transport.send_control_nowait(frame)
-
     # --- shutdown ---
 
     async def shutdown(self) -> None:
@@ -402,108 +248,15 @@ class Server:
         if not self._accepting:
             return
         self._accepting = False
-        trio.lowlevel.notify_closing(self._listener)
         self._listener.close()
         sessions = tuple(self.sessions)
         log.info("shutting down: closing %d client connection(s)", len(sessions))
+        for session in sessions:
+            session.close(CLOSE_GOING_AWAY, "server shutting down")
         with trio.move_on_after(self.settings.shutdown_timeout):
-            async with trio.open_nursery() as nursery:
-                for session in sessions:
-                    nursery.start_soon(session.close, CLOSE_GOING_AWAY, "server shutting down")
+            for session in sessions:
+                await session.finished.wait()
         self.hub.close()
-
-
-def _code(status: int) -> str:
-    return {
-        400: "bad_request",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "too_large",
-        415: "unsupported_media_type",
-        426: "upgrade_required",
-        431: "head_too_large",
-        503: "unavailable",
-    }.get(status, "error")
-
-
-def _www_authenticate() -> list[tuple[str, str]]:
-    return [("WWW-Authenticate", 'Bearer realm="takhin-ws"')]
-
-
-def _bearer(request: Request) -> str | None:
-    value = request.header("authorization")
-    if value is None:
-        return None
-    scheme, _, rest = value.partition(" ")
-    return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
-
-
-def _key_matches(keys: list[bytes], candidate: str | None) -> bool:
-    """Constant-time comparison against every key (no early exit)."""
-    if not candidate:
-        return False
-    given = candidate.encode()
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(key, given)
-    return ok
-
-
-def _check_handshake(request: Request) -> None:
-    """Refuse here what wsproto would refuse: its refusal leaves ``wrap_server_stream``
-    waiting (and a handshake slot taken) until the handshake deadline."""
-    tokens = {t.strip().lower() for t in (request.header("connection") or "").split(",")}
-    if "upgrade" not in tokens:
-        raise HttpError(400, "a WebSocket upgrade needs 'Connection: Upgrade'")
-    if (request.header("upgrade") or "").strip().lower() != "websocket":
-        raise HttpError(400, "a WebSocket upgrade needs 'Upgrade: websocket'")
-    version = request.header("sec-websocket-version")
-    if version != "13":
-        raise HttpError(
-            426 if version else 400,
-            "only WebSocket version 13 is supported",
-            headers=[("Sec-WebSocket-Version", "13")],
-        )
-    if not request.header("sec-websocket-key") or not request.header("host"):
-        raise HttpError(400, "a WebSocket upgrade needs 'Sec-WebSocket-Key' and 'Host'")
-
-
-def _subprotocols(request: Request) -> list[str]:
-    value = request.header("sec-websocket-protocol") or ""
-    return [p.strip() for p in value.split(",") if p.strip()]
-
-
-def _choose_subprotocol(offered: list[str]) -> str | None:
-    if not offered:
-        return None
-    if SUBPROTOCOL in offered:
-        return SUBPROTOCOL
-    plain = [p for p in offered if not p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
-    return plain[0] if plain else offered[0]
-
-
-def _connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], str | None]:
-    """``?channels=a,b``, ``?since=topics:41,groups:7`` and ``?epoch=``."""
-    channels: list[str] | None = None
-    raw = request.param("channels")
-    if raw is not None:
-        try:
-            channels = [parse_channel(c) for c in raw.split(",") if c]
-        except ValueError as exc:
-            raise HttpError(400, f"channels: {exc}") from None
-    since: dict[str, int] = {}
-    raw_since = request.param("since")
-    if raw_since:
-        for part in raw_since.split(","):
-            stream, sep, offset = part.partition(":")
-            if not sep or stream not in EVENT_STREAMS or not offset.isdigit():
-                raise HttpError(
-                    400, f"since: expected <topics|groups>:<offset>[,...], got {part!r}"
-                )
-            since[stream] = int(offset)
-    return channels, since, request.param("epoch")
 
 
 @asynccontextmanager
@@ -516,7 +269,7 @@ async def open_server(
     """Run a takhin-ws server for the duration of the ``async with`` block.
 
     *source* defaults to the one *settings* names (synthetic or prometheus).
-    Raises ``OSError`` if the address cannot be bound.
+    Raises :class:`~takhin_ws.ListenError` if the address cannot be bound.
     """
     settings = settings or Settings()
     if hub is None:  # not `hub or ...`: a Hub with no clients yet is falsy (len 0)
@@ -525,7 +278,7 @@ async def open_server(
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
         )
-    listener = _bind(settings.host, settings.port)
+    listener = await bind(settings.host, settings.port)
     try:
         async with trio.open_nursery() as nursery:
             owned_source = None
@@ -555,13 +308,18 @@ async def open_server(
             )
             server = Server(settings, hub, producer, listener, ingress, bus=cluster)
             await nursery.start(producer.run)
-            nursery.start_soon(server._heartbeat)
-            nursery.start_soon(server._accept_loop, nursery)
+            nursery.start_soon(heartbeat, server.sessions, settings)
             try:
-                yield server
+                async with trio.open_nursery() as handlers:
+                    await nursery.start(listener.serve, server._connection, handlers)
+                    try:
+                        yield server
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await server.shutdown()
+                        handlers.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True):
-                    await server.shutdown()
                     if lease is not None:
                         await lease.aclose()
                     if owned_source is not None:
@@ -569,23 +327,3 @@ async def open_server(
                 nursery.cancel_scope.cancel()
     finally:
         listener.close()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        reason = (exc.strerror or str(exc)).lower()
-        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from exc
-    return sock

@@ -18,7 +18,8 @@ Write order: the partial chunk (a frame is never interleaved), then control
 chunks, then a ``gap`` for data lost to the drop-oldest policy, then queued data.
 Control chunks are never dropped. Once a Close frame has been handed to us the
 transport is *closing*: queued data is discarded and later offers are ignored,
-so no data frame ever follows a Close frame.
+so no data frame ever follows a Close frame. The Close frame is recognised in the
+bytes themselves (:func:`has_close_frame`), whoever wrote it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Final, Protocol
+from typing import Final
 
 import trio
 
@@ -36,7 +37,7 @@ from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_WRITE_TIMEOUT
 from ._frames import Outbound
 from ._queue import Drop, DropOldestQueue
 
-__all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport"]
+__all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport", "has_close_frame"]
 
 log = logging.getLogger("takhin_ws.transport")
 
@@ -51,10 +52,45 @@ RECEIVE_BYTES: Final = 16 * 1024
 
 _GONE_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
 
+_OPCODE_CLOSE: Final = 0x8
+_DATA_OPCODES: Final = frozenset({0x0, 0x1, 0x2})
+_CONTROL_OPCODES: Final = frozenset({0x8, 0x9, 0xA})
+_MAX_CONTROL_PAYLOAD: Final = 125
 
-class _Closable(Protocol):
-    @property
-    def closed(self) -> object: ...
+
+def has_close_frame(data: bytes | bytearray | memoryview) -> bool:
+    """Whether *data* is a run of whole, well-formed server WebSocket frames (unmasked)
+    one of which is a Close frame. Anything else (an HTTP response, a fragment) is not.
+
+    An HTTP response can never pass: its first byte ``H`` (0x48) reads as a non-final
+    control frame, which RFC 6455 forbids."""
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    found = False
+    while pos < end:
+        if end - pos < 2:
+            return False
+        first, second = view[pos], view[pos + 1]
+        opcode = first & 0x0F
+        if first & 0x30 or second & 0x80:  # RSV2/RSV3, or a masked (client) frame
+            return False
+        length = second & 0x7F
+        pos += 2
+        if opcode in _CONTROL_OPCODES:
+            if not first & 0x80 or first & 0x40 or length > _MAX_CONTROL_PAYLOAD:
+                return False
+            found |= opcode == _OPCODE_CLOSE
+        elif opcode not in _DATA_OPCODES:
+            return False
+        elif length >= 126:
+            size = 2 if length == 126 else 8
+            if end - pos < size:
+                return False
+            length = int.from_bytes(view[pos : pos + size], "big")
+            pos += size
+        pos += length
+    return found and pos == end
 
 
 class SocketTransport(trio.abc.Stream):
@@ -78,7 +114,6 @@ class SocketTransport(trio.abc.Stream):
         "_prefix",
         "_sock",
         "_write_timeout",
-        "_ws",
         "abort_reason",
         "bytes_sent",
         "fast_writes",
@@ -112,7 +147,6 @@ class SocketTransport(trio.abc.Stream):
         self._flushing = False
         self._closing = False
         self._closed = False
-        self._ws: _Closable | None = None
         self.abort_reason: str | None = None
         self.last_receive = trio.current_time()
         self.next_ping = 0.0
@@ -125,11 +159,6 @@ class SocketTransport(trio.abc.Stream):
         """Bytes already read from the socket (the request head) that
         :meth:`receive_some` must return first."""
         self._prefix = data + self._prefix
-
-    def watch_close(self, ws: _Closable) -> None:
-        """*ws* runs on top of this transport; once its ``closed`` is set, it is
-        closing and no data frame may follow."""
-        self._ws = ws
 
     @property
     def socket(self) -> socket.socket:
@@ -265,8 +294,8 @@ class SocketTransport(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("transport is closed")
-        if self._ws is not None and self._ws.closed is not None:
-            self.begin_closing()
+        if not self._closing and has_close_frame(data):
+            self.begin_closing()  # no data frame may follow a Close frame
         seq = self.send_control_nowait(bytes(data))
         while self._control_done < seq:
             if self._closed:

@@ -1,27 +1,49 @@
-"""``GET /metrics``: the server's own statistics as Prometheus text (prometheus-client)."""
+"""``GET /metrics``: a server's statistics as Prometheus text (prometheus-client).
+
+The renderer takes a frozen :class:`ServerStatistics` value (what
+``Server.statistics()`` returns) and knows nothing of the server itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
 
+from attrs import frozen
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from ._server import Server
+from ._hub import HubStatistics
+from ._producer import MetricsStatistics
 
-__all__ = ["render_metrics"]
+__all__ = ["ServerStatistics", "render_metrics"]
 
 
-class _ServerCollector(Collector):
-    def __init__(self, server: Server) -> None:
-        self._server = server
+@frozen
+class ServerStatistics:
+    """A server's counters at one moment (``Server.statistics()``)."""
+
+    hub: HubStatistics
+    #: TCP connections accepted since start.
+    connections: int
+    #: HTTP requests (and upgrades) refused, by status.
+    rejected: Mapping[int, int]
+    #: Clients whose socket is not keeping up (writes queued).
+    backlogged_clients: int
+    ready: bool
+    #: ``None`` without a shared event bus.
+    bus_healthy: bool | None
+    #: ``None`` without a metrics producer.
+    producer: MetricsStatistics | None
+
+
+class _StatisticsCollector(Collector):
+    def __init__(self, statistics: ServerStatistics) -> None:
+        self._statistics = statistics
 
     def collect(self) -> Iterator[Metric]:
-        server = self._server
-        stats = server.hub.statistics()
+        statistics = self._statistics
+        stats = statistics.hub
         yield GaugeMetricFamily(
             "takhin_ws_clients", "WebSocket clients registered in the hub", value=stats.clients
         )
@@ -59,30 +81,30 @@ class _ServerCollector(Collector):
             value=stats.peak_queue_depth,
         )
         yield CounterMetricFamily(
-            "takhin_ws_connections", "TCP connections accepted", value=server.connections_total
+            "takhin_ws_connections", "TCP connections accepted", value=statistics.connections
         )
         rejected = CounterMetricFamily(
             "takhin_ws_rejected_requests", "HTTP requests refused, by status", labels=["status"]
         )
-        for status, count in sorted(server.rejected.items()):
+        for status, count in sorted(statistics.rejected.items()):
             rejected.add_metric([str(status)], count)
         yield rejected
-        backlogged = sum(1 for s in tuple(server.sessions) if s.transport.backlogged)
         yield GaugeMetricFamily(
             "takhin_ws_backlogged_clients",
             "Clients whose socket is not keeping up (writes queued)",
-            value=backlogged,
+            value=statistics.backlogged_clients,
         )
-        yield GaugeMetricFamily("takhin_ws_ready", "1 when /readyz answers 200", value=server.ready)
-        if server.bus is not None:
+        yield GaugeMetricFamily(
+            "takhin_ws_ready", "1 when /readyz answers 200", value=statistics.ready
+        )
+        if statistics.bus_healthy is not None:
             yield GaugeMetricFamily(
                 "takhin_ws_bus_healthy",
                 "1 while the shared event bus (Redis) is reachable",
-                value=server.bus.healthy,
+                value=statistics.bus_healthy,
             )
-        producer = server.producer
-        if producer is not None:
-            pstats = producer.statistics()
+        pstats = statistics.producer
+        if pstats is not None:
             yield CounterMetricFamily(
                 "takhin_ws_metrics_ticks", "Metrics snapshots published", value=pstats.ticks
             )
@@ -98,7 +120,8 @@ class _ServerCollector(Collector):
             )
 
 
-def render_metrics(server: Server) -> bytes:
+def render_metrics(statistics: ServerStatistics) -> bytes:
+    """*statistics* in the Prometheus text exposition format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServerCollector(server))
+    registry.register(_StatisticsCollector(statistics))
     return generate_latest(registry)

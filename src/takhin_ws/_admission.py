@@ -1,0 +1,186 @@
+"""Whether an upgrade request may become a WebSocket client, and what it asked for (sans-IO).
+
+:meth:`Admission.admit` checks, in this order: the server is accepting, the request is
+a WebSocket upgrade wsproto will accept, its ``Origin`` is allowed, it carries a valid
+API key (when keys are configured), there is room (registered clients plus handshakes
+in flight below the limit), and its connect parameters (``channels``, ``since``,
+``epoch``) are valid. A refusal is an :class:`~takhin_ws._http.HttpError` with the
+status and message the client is answered with. Keys are compared in constant time.
+
+The caller counts the admitted request as a handshake in flight in the same
+synchronous step as :meth:`~Admission.admit` (no checkpoint between), so concurrent
+upgrades can never exceed the limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._channels import EVENT_STREAMS, parse_channel
+from ._http import HttpError, Request
+
+if TYPE_CHECKING:
+    from ._config import Settings
+
+__all__ = [
+    "SUBPROTOCOL",
+    "TOKEN_SUBPROTOCOL_PREFIX",
+    "Admission",
+    "Upgrade",
+    "bearer",
+    "key_matches",
+    "www_authenticate",
+]
+
+#: Subprotocol a browser offers to carry its API key: ``bearer.<key>``.
+TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
+#: Subprotocol the server selects when offered (so browsers accept the handshake).
+SUBPROTOCOL: Final = "takhin.v1"
+_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+@attrs.frozen
+class Upgrade:
+    """What an admitted upgrade request asked for."""
+
+    channels: list[str] | None
+    since: dict[str, int]
+    epoch: str | None
+    subprotocol: str | None
+
+
+class Admission:
+    """The upgrade policy of one server (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._api_keys = [k.encode() for k in settings.api_keys]
+
+    def admit(self, request: Request, *, accepting: bool, occupied: int, capacity: int) -> Upgrade:
+        """Admit *request* or raise :class:`HttpError`.
+
+        *occupied* is the number of registered clients plus handshakes in flight;
+        *capacity* the most the hub takes."""
+        if not accepting:
+            raise HttpError(503, "server is shutting down", headers=[("Retry-After", "1")])
+        check_handshake(request)
+        if not self.origin_allowed(request):
+            raise HttpError(403, "origin not allowed")
+        offered = subprotocols(request)
+        if self._api_keys and not self.authorized(request, offered):
+            raise HttpError(401, "missing or wrong API key", headers=www_authenticate())
+        if occupied >= capacity:
+            raise HttpError(
+                503,
+                f"connection limit reached ({capacity} clients)",
+                headers=[("Retry-After", str(self.settings.retry_after))],
+            )
+        channels, since, epoch = connect_params(request)
+        return Upgrade(channels, since, epoch, choose_subprotocol(offered))
+
+    def origin_allowed(self, request: Request) -> bool:
+        origin = request.header("origin")
+        if origin is None:
+            return True  # not a browser
+        allowed = self.settings.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        parts = urlsplit(origin)
+        if parts.netloc and parts.netloc == request.header("host"):
+            return True
+        return not allowed and (parts.hostname or "") in _LOCAL_HOSTS
+
+    def authorized(self, request: Request, offered: list[str]) -> bool:
+        candidates = [bearer(request), request.param("token")]
+        candidates += [
+            p[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+            for p in offered
+            if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)
+        ]
+        ok = False
+        for candidate in candidates:
+            ok |= key_matches(self._api_keys, candidate)
+        return ok
+
+
+def www_authenticate() -> list[tuple[str, str]]:
+    return [("WWW-Authenticate", 'Bearer realm="takhin-ws"')]
+
+
+def bearer(request: Request) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header (or a bare key, as 2.9 took)."""
+    value = request.header("authorization")
+    if value is None:
+        return None
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
+
+
+def key_matches(keys: list[bytes], candidate: str | None) -> bool:
+    """Constant-time comparison against every key (no early exit)."""
+    if not candidate:
+        return False
+    given = candidate.encode()
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(key, given)
+    return ok
+
+
+def check_handshake(request: Request) -> None:
+    """Refuse here what wsproto would refuse: its refusal leaves ``wrap_server_stream``
+    waiting (and a handshake slot taken) until the handshake deadline."""
+    tokens = {t.strip().lower() for t in (request.header("connection") or "").split(",")}
+    if "upgrade" not in tokens:
+        raise HttpError(400, "a WebSocket upgrade needs 'Connection: Upgrade'")
+    if (request.header("upgrade") or "").strip().lower() != "websocket":
+        raise HttpError(400, "a WebSocket upgrade needs 'Upgrade: websocket'")
+    version = request.header("sec-websocket-version")
+    if version != "13":
+        raise HttpError(
+            426 if version else 400,
+            "only WebSocket version 13 is supported",
+            headers=[("Sec-WebSocket-Version", "13")],
+        )
+    if not request.header("sec-websocket-key") or not request.header("host"):
+        raise HttpError(400, "a WebSocket upgrade needs 'Sec-WebSocket-Key' and 'Host'")
+
+
+def subprotocols(request: Request) -> list[str]:
+    value = request.header("sec-websocket-protocol") or ""
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def choose_subprotocol(offered: list[str]) -> str | None:
+    if not offered:
+        return None
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    plain = [p for p in offered if not p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
+    return plain[0] if plain else offered[0]
+
+
+def connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], str | None]:
+    """``?channels=a,b``, ``?since=topics:41,groups:7`` and ``?epoch=``."""
+    channels: list[str] | None = None
+    raw = request.param("channels")
+    if raw is not None:
+        try:
+            channels = [parse_channel(c) for c in raw.split(",") if c]
+        except ValueError as exc:
+            raise HttpError(400, f"channels: {exc}") from None
+    since: dict[str, int] = {}
+    raw_since = request.param("since")
+    if raw_since:
+        for part in raw_since.split(","):
+            stream, sep, offset = part.partition(":")
+            if not sep or stream not in EVENT_STREAMS or not offset.isdigit():
+                raise HttpError(
+                    400, f"since: expected <topics|groups>:<offset>[,...], got {part!r}"
+                )
+            since[stream] = int(offset)
+    return channels, since, request.param("epoch")

@@ -1,0 +1,120 @@
+"""The plain-HTTP routes of the port: the dashboard, health, readiness, Prometheus text
+and ``POST /api/events``. One request per connection (``Connection: close``).
+
+A refusal is raised as :class:`~takhin_ws._http.HttpError`; the server answers it with
+a JSON body and counts it. Routes see the server only through :class:`ServerView`.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import TYPE_CHECKING, Final, Protocol
+
+import attrs
+import orjson
+import trio
+
+from ._admission import bearer, key_matches, www_authenticate
+from ._bus import BusUnavailableError
+from ._dashboard import dashboard_page
+from ._exposition import ServerStatistics, render_metrics
+from ._http import HttpError, Request, response_bytes
+from ._httpio import read_body
+from ._ingress import EventIngress, decode_events
+from ._transport import SocketTransport
+
+if TYPE_CHECKING:
+    from ._config import Settings
+
+__all__ = ["EVENTS_PATH", "WS_PATH", "Routes", "ServerView"]
+
+#: The 2.9 endpoint.
+WS_PATH: Final = "/api/monitoring/ws"
+EVENTS_PATH: Final = "/api/events"
+PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
+
+
+class ServerView(Protocol):
+    """What the routes need of the server."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def ingress(self) -> EventIngress: ...
+
+    def unready_reasons(self) -> list[str]: ...
+
+    def statistics(self) -> ServerStatistics: ...
+
+
+class Routes:
+    def __init__(self, server: ServerView) -> None:
+        self._server = server
+        self._settings = server.settings
+        self._publish_keys = [k.encode() for k in server.settings.publish_keys]
+
+    async def answer(self, transport: SocketTransport, request: Request) -> None:
+        """Answer *request* (not a WebSocket upgrade); raise :class:`HttpError`."""
+        path, method = request.path, request.method
+        if path == EVENTS_PATH:
+            if method != "POST":
+                raise HttpError(405, "use POST", headers=[("Allow", "POST")])
+            await self._publish(transport, request)
+            return
+        if method not in ("GET", "HEAD"):
+            raise HttpError(405, f"{method} is not allowed here", headers=[("Allow", "GET, HEAD")])
+        if path in ("/", "/index.html"):
+            await self.send(
+                transport,
+                response_bytes(
+                    200,
+                    dashboard_page(),
+                    content_type="text/html; charset=utf-8",
+                    head_only=method == "HEAD",
+                ),
+            )
+        elif path == "/healthz":
+            await self.send_json(transport, 200, {"status": "ok"})
+        elif path == "/readyz":
+            reasons = self._server.unready_reasons()
+            body = {"status": "unready" if reasons else "ready", "reasons": reasons}
+            await self.send_json(transport, 503 if reasons else 200, body)
+        elif path == "/metrics":
+            text = render_metrics(self._server.statistics())
+            await self.send(
+                transport, response_bytes(200, text, content_type=PROMETHEUS_CONTENT_TYPE)
+            )
+        elif path == WS_PATH:
+            raise HttpError(
+                426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
+            )
+        else:
+            raise HttpError(404, f"no such path: {path}")
+
+    async def send(self, transport: SocketTransport, response: bytes) -> None:
+        """Write a whole response within the write deadline (a peer gone is no error)."""
+        with trio.move_on_after(self._settings.write_timeout):
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await transport.send_all(response)
+
+    async def send_json(self, transport: SocketTransport, status: int, obj: object) -> None:
+        await self.send(transport, response_bytes(status, orjson.dumps(obj)))
+
+    async def _publish(self, transport: SocketTransport, request: Request) -> None:
+        if not self._publish_keys:
+            raise HttpError(403, "publishing is disabled: start the server with --publish-key")
+        if not key_matches(self._publish_keys, bearer(request)):
+            raise HttpError(401, "missing or wrong publish key", headers=www_authenticate())
+        ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise HttpError(415, "content type must be application/json")
+        body = await read_body(transport, request, self._settings.max_body_size)
+        try:
+            published = await self._server.ingress.publish_many(decode_events(body))
+        except BusUnavailableError as exc:
+            raise HttpError(
+                503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]
+            ) from None
+        accepted = [attrs.asdict(p) for p in published]
+        await self.send_json(transport, 202, {"accepted": accepted})

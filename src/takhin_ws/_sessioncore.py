@@ -1,0 +1,270 @@
+"""One client's protocol state, without I/O: what to send, and when to close (sans-IO).
+
+:class:`SessionCore` is to a connection what h11's ``Connection`` or websockets'
+``ServerProtocol`` is: it is fed what happened (the session starts, the client sent a
+message, the stream's epoch changed) and answers with a :class:`Reply`: the frames to
+write, in order, and whether to close the connection (code and reason). It holds the
+welcome, the subscription changes, resume (``since``/``epoch``), and the abuse limit;
+it never touches a socket, a task or a clock of its own (the clock is injected).
+
+Live data does not pass through here: the hub writes published frames straight to the
+client's subscriber (the fast path). The core only decides what a client is sent in
+answer to something, so every answer is one synchronous step with the hub: a caller
+that writes a reply's frames before its next checkpoint (as :class:`~takhin_ws._session.Session`
+does) can never see a live message slip in between a replay and the ``subscribed``
+that announces it.
+
+Extension points: :meth:`SessionCore._reply` is the one place a per-client message is
+encoded (a connection that wants no replies returns none there); :meth:`_latest` picks
+the frame a newly subscribed channel gets at once; message types dispatch in
+:meth:`receive`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+from attrs import frozen
+
+from ._channels import EVENT_STREAMS, stream_of
+from ._codec import decode
+from ._exceptions import RemoteProtocolError
+from ._frames import Outbound
+from ._hub import Client, Hub
+from ._messages import (
+    CLIENT_TYPES,
+    PROTOCOL_VERSION,
+    Error,
+    Gap,
+    Heartbeat,
+    Limits,
+    Payload,
+    Ping,
+    Pong,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+)
+from ._queue import Drop
+
+if TYPE_CHECKING:
+    from ._config import Settings
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
+    "CLOSE_TRY_AGAIN",
+    "Close",
+    "Reply",
+    "SessionCore",
+    "gap_frames",
+]
+
+#: Close codes (RFC 6455 section 7.4.1).
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_POLICY: Final = 1008
+CLOSE_TRY_AGAIN: Final = 1013
+
+TOO_MANY_INVALID: Final = "too many invalid messages"
+
+
+@frozen
+class Close:
+    """Close the connection with *code* and *reason* (after the reply's frames)."""
+
+    code: int
+    reason: str
+
+
+@frozen
+class Reply:
+    """What to do after an input: write ``frames`` in order, then ``close`` if set."""
+
+    frames: tuple[Outbound, ...] = ()
+    close: Close | None = None
+
+
+def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
+    """The ``gap`` messages for *drops*, as ready frames."""
+    return b"".join(
+        hub.reply(
+            Gap(
+                channel=d.channel,
+                first_offset=d.first_offset,
+                last_offset=d.last_offset,
+                count=d.count,
+            )
+        ).frame
+        for d in drops
+    )
+
+
+class SessionCore:
+    """The protocol state of one registered client (see the module docstring).
+
+    *clock* returns seconds on a monotonic scale (the abuse window is measured in it).
+    Not thread-safe; one per connection.
+    """
+
+    __slots__ = ("_bad", "_clock", "_joined", "client", "hub", "settings")
+
+    def __init__(
+        self, hub: Hub, settings: Settings, client: Client, *, clock: Callable[[], float]
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.client = client
+        self._clock = clock
+        #: per event stream, the stream's offset when this client started receiving
+        #: it live: a replay sends only what is older (the rest arrived live)
+        self._joined: dict[str, int] = {}
+        self._bad: deque[float] | None = None  # times of recent invalid messages
+
+    @property
+    def id(self) -> str:
+        return self.client.id
+
+    # --- inputs ---
+
+    def start(self, since: Mapping[str, int] | None = None, epoch: str | None = None) -> Reply:
+        """The first frames of the connection: ``welcome``, then (with *since*) the
+        ``subscribed`` announcing the resume and the replay, then the latest snapshot."""
+        hub = self.hub
+        settings = self.settings
+        self._note_joined(self.client.channels)
+        out = self._reply(
+            Welcome(
+                protocol=PROTOCOL_VERSION,
+                client_id=self.client.id,
+                epoch=hub.epoch,
+                channels=tuple(sorted(self.client.channels)),
+                heartbeat=Heartbeat(interval=settings.ping_interval, timeout=settings.ping_timeout),
+                limits=Limits(
+                    queue_size=settings.queue_size, max_message_size=settings.max_message_size
+                ),
+                offsets={stream: hub.offset(stream) for stream in EVENT_STREAMS},
+            )
+        )
+        if since:
+            recovered, replay = self._resume(since, epoch)
+            out += self._reply(
+                Subscribed(channels=tuple(sorted(self.client.channels)), recovered=recovered)
+            )
+            out += replay
+        out += self._latest(self.client.channels)
+        return Reply(tuple(out))
+
+    def receive(self, message: str | bytes) -> Reply:
+        """Answer one client message."""
+        try:
+            envelope = decode(message, accept=CLIENT_TYPES, max_size=self.settings.max_message_size)
+        except RemoteProtocolError as exc:
+            return self._invalid(Error(code=exc.code, message=exc.message, path=exc.path))
+        payload = envelope.payload
+        if isinstance(payload, Ping):
+            return Reply(tuple(self._reply(Pong())))
+        if isinstance(payload, Subscribe):
+            return self._subscribe(payload)
+        if isinstance(payload, Unsubscribe):
+            return self._unsubscribe(payload)
+        return Reply()  # pragma: no cover - decode accepts only CLIENT_TYPES
+
+    # --- commands ---
+
+    def _subscribe(self, request: Subscribe) -> Reply:
+        since = dict(request.since or {})
+        for stream in since:
+            if stream not in EVENT_STREAMS:
+                return self._invalid(
+                    Error(
+                        code="invalid_field",
+                        message=f"cannot resume {stream!r}: only topics and groups keep history",
+                        path=f"$.data.since.{stream}",
+                    )
+                )
+        before = self.client.channels
+        # streams not received before this request: everything after `since` is
+        # replayed now, before any live message of them can arrive
+        channels = self.hub.subscribe(self.client, request.channels)
+        recovered, replay = self._resume(since, request.epoch)
+        out = self._reply(Subscribed(channels=tuple(sorted(channels)), recovered=recovered))
+        out += replay
+        self._note_joined(request.channels)
+        out += self._latest(channels - before)
+        return Reply(tuple(out))
+
+    def _unsubscribe(self, request: Unsubscribe) -> Reply:
+        channels = self.hub.unsubscribe(self.client, request.channels)
+        for stream in {stream_of(ch) for ch in request.channels}:
+            if not any(stream_of(ch) == stream for ch in channels):
+                self._joined.pop(stream, None)
+        return Reply(tuple(self._reply(Subscribed(channels=tuple(sorted(channels))))))
+
+    def _invalid(self, error: Error) -> Reply:
+        """Answer a bad message with *error*; close (1008) once there were too many."""
+        out = tuple(self._reply(error))
+        if self._count_bad():
+            return Reply(out)
+        return Reply(out, Close(CLOSE_POLICY, TOO_MANY_INVALID))
+
+    def _count_bad(self) -> bool:
+        """Record one invalid message; False once the window holds more than the limit."""
+        now = self._clock()
+        if self._bad is None:
+            self._bad = deque()
+        bad = self._bad
+        bad.append(now)
+        horizon = now - self.settings.bad_message_window
+        while bad and bad[0] < horizon:
+            bad.popleft()
+        return len(bad) <= self.settings.bad_message_limit
+
+    # --- resume ---
+
+    def _resume(
+        self, since: Mapping[str, int], epoch: str | None
+    ) -> tuple[dict[str, bool], list[Outbound]]:
+        """The messages after *since* (per stream) that this client has not received
+        live, and ``recovered`` per stream."""
+        recovered: dict[str, bool] = {}
+        replay: list[Outbound] = []
+        for stream, after in since.items():
+            if stream not in EVENT_STREAMS:
+                continue
+            items = self.hub.replay(stream, after, epoch)
+            recovered[stream] = items is not None
+            if not items:
+                continue
+            joined = self._joined.get(stream)
+            replay.extend(
+                item
+                for item in items
+                if self._wants(item) and (joined is None or (item.offset or 0) <= joined)
+            )
+        return recovered, replay
+
+    def _wants(self, item: Outbound) -> bool:
+        channels = self.client.channels
+        return item.channel in channels or item.route in channels
+
+    def _note_joined(self, channels: Iterable[str]) -> None:
+        for stream in {stream_of(ch) for ch in channels}:
+            if stream in EVENT_STREAMS:
+                self._joined.setdefault(stream, self.hub.offset(stream))
+
+    # --- what this client is sent ---
+
+    def _latest(self, channels: Iterable[str]) -> list[Outbound]:
+        """The frames a client gets at once on subscribing to *channels*: the latest
+        snapshot of each snapshot channel among them."""
+        if "metrics" not in channels:
+            return []
+        latest = self.hub.latest("metrics")
+        return [] if latest is None else [latest]
+
+    def _reply(self, payload: Payload) -> list[Outbound]:
+        """One per-client message, encoded (no offset)."""
+        return [self.hub.reply(payload)]

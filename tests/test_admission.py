@@ -1,0 +1,154 @@
+"""Upgrade admission without sockets: state, handshake headers, Origin, keys, capacity,
+connect parameters and the subprotocol (the socket-level behaviour is in test_server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+import pytest
+
+from takhin_ws import Settings
+from takhin_ws._admission import Admission, Upgrade, choose_subprotocol
+from takhin_ws._http import HttpError, Request, head_parser, request_of
+
+UPGRADE_HEADERS: dict[str, str] = {
+    "Host": "127.0.0.1:8080",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def request(target: str = "/api/monitoring/ws", **headers: Any) -> Request:
+    """An upgrade request as the server parses it; ``Header=None`` leaves one out."""
+    merged = {**UPGRADE_HEADERS, **{k.replace("_", "-"): v for k, v in headers.items()}}
+    lines = [f"GET {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in merged.items() if v is not None]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    conn = head_parser()
+    conn.receive_data(raw)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    return request_of(event, raw, conn)
+
+
+def admit(req: Request, *, occupied: int = 0, capacity: int = 10, **settings: Any) -> Upgrade:
+    return Admission(Settings(**settings)).admit(
+        req, accepting=True, occupied=occupied, capacity=capacity
+    )
+
+
+def refusal(req: Request, **kwargs: Any) -> HttpError:
+    with pytest.raises(HttpError) as info:
+        admit(req, **kwargs)
+    return info.value
+
+
+def test_a_plain_upgrade_is_admitted_with_everything() -> None:
+    assert admit(request()) == Upgrade(channels=None, since={}, epoch=None, subprotocol=None)
+
+
+def test_a_server_shutting_down_refuses_with_503() -> None:
+    with pytest.raises(HttpError) as info:
+        Admission(Settings()).admit(request(), accepting=False, occupied=0, capacity=10)
+    assert info.value.status == 503
+    assert ("Retry-After", "1") in info.value.headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Connection": "keep-alive"}, 400),
+        ({"Upgrade": "websocket, h2c"}, 400),
+        ({"Sec_WebSocket_Version": "8"}, 426),
+        ({"Sec_WebSocket_Version": None}, 400),
+        ({"Sec_WebSocket_Key": None}, 400),
+    ],
+)
+def test_what_wsproto_would_refuse_is_refused_here(headers: dict[str, Any], status: int) -> None:
+    error = refusal(request(**headers))
+    assert error.status == status
+    if status == 426:
+        assert ("Sec-WebSocket-Version", "13") in error.headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "ok"),
+    [
+        (None, (), True),  # not a browser
+        ("http://127.0.0.1:8080", (), True),  # same host as Host
+        ("http://localhost:5173", (), True),  # local development, no list
+        ("http://[::1]:3000", (), True),
+        ("http://evil.example", (), False),
+        ("null", (), False),
+        ("http://127.0.0.1.evil.example", (), False),
+        ("https://console.example", ("https://console.example",), True),
+        ("http://localhost:5173", ("https://console.example",), False),  # a list: no implied
+        ("https://any.example", ("*",), True),
+    ],
+)
+def test_origin_policy(origin: str | None, allowed: tuple[str, ...], ok: bool) -> None:
+    req = request(Origin=origin)
+    if ok:
+        admit(req, allowed_origins=allowed)
+    else:
+        assert refusal(req, allowed_origins=allowed).status == 403
+
+
+def test_an_api_key_in_any_of_three_forms() -> None:
+    keys: dict[str, Any] = {"api_keys": ("s3cret", "second")}
+    admit(request(Authorization="Bearer s3cret"), **keys)
+    admit(request(Authorization="second"), **keys)  # the bare key, as 2.9 took it
+    admit(request("/api/monitoring/ws?token=s3cret"), **keys)
+    upgrade = admit(request(Sec_WebSocket_Protocol="takhin.v1, bearer.second"), **keys)
+    assert upgrade.subprotocol == "takhin.v1"
+    for bad in (
+        request(),
+        request(Authorization="Bearer wrong"),
+        request(Authorization="Basic czNjcmV0"),
+        request("/api/monitoring/ws?token="),
+        request(Sec_WebSocket_Protocol="bearer.wrong"),
+    ):
+        error = refusal(bad, **keys)
+        assert error.status == 401
+        assert error.headers[0][0] == "WWW-Authenticate"
+
+
+def test_origin_is_checked_before_the_key() -> None:
+    error = refusal(
+        request("/api/monitoring/ws?token=k", Origin="http://evil.example"), api_keys=("k",)
+    )
+    assert error.status == 403
+
+
+def test_capacity_counts_clients_and_handshakes_in_flight() -> None:
+    admit(request(), occupied=9, capacity=10)
+    error = refusal(request(), occupied=10, capacity=10, retry_after=7)
+    assert error.status == 503
+    assert ("Retry-After", "7") in error.headers
+    assert "10 clients" in error.message
+
+
+def test_connect_parameters() -> None:
+    upgrade = admit(
+        request("/api/monitoring/ws?channels=topic:orders,metrics&since=topics:4,groups:0&epoch=e")
+    )
+    assert upgrade.channels == ["topic:orders", "metrics"]
+    assert upgrade.since == {"topics": 4, "groups": 0}
+    assert upgrade.epoch == "e"
+    assert admit(request("/api/monitoring/ws?channels=")).channels == []
+
+
+@pytest.mark.parametrize(
+    "query", ["channels=metrics,bogus", "since=metrics:3", "since=topics", "since=topics:-1"]
+)
+def test_bad_connect_parameters_are_400(query: str) -> None:
+    error = refusal(request(f"/api/monitoring/ws?{query}"))
+    assert error.status == 400
+    assert query.split("=")[0] in error.message
+
+
+def test_subprotocol_choice() -> None:
+    assert choose_subprotocol([]) is None
+    assert choose_subprotocol(["bearer.k", "takhin.v1"]) == "takhin.v1"

@@ -1,0 +1,225 @@
+"""The package's layering, read from the source: no import cycles, and the sans-IO
+modules free of sockets and Trio I/O (they are tested without sockets, h11-style).
+
+Imports are read with ``ast`` (nothing is imported to check them). Cycles count every
+import, ``TYPE_CHECKING`` ones included (a cycle of types is still a tangle); the
+sans-IO rule counts what runs (``TYPE_CHECKING`` imports never do).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+PACKAGE: Final = "takhin_ws"
+ROOT: Final = Path(__file__).resolve().parent.parent / "src" / PACKAGE
+
+#: Modules with no I/O of their own (each one listed must exist).
+SANS_IO: Final = frozenset(
+    {
+        "_admission",
+        "_changes",
+        "_channels",
+        "_codec",
+        "_config",
+        "_converter",
+        "_options",
+        "_validation",
+        "_deflate",
+        "_exceptions",
+        "_frames",
+        "_http",
+        "_hub",
+        "_messages",
+        "_queue",
+        "_sessioncore",
+        "_validate",
+        "_snapshot",
+        "cluster.entries",
+        "cluster.scripts",
+        "sources.promql",
+    }
+)
+#: Third-party and standard modules that mean I/O (sockets, event loops, threads).
+IO_MODULES: Final = frozenset(
+    {"trio", "trio_websocket", "socket", "selectors", "asyncio", "threading", "httpx", "anyio"}
+)
+#: Justified exceptions: module -> I/O modules it may import.
+ALLOWED: Final = {
+    # the reader's wait in DropOldestQueue is a Trio parking lot (like a memory channel)
+    "_queue": frozenset({"trio"}),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """Line numbers inside ``if TYPE_CHECKING:`` blocks."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+            (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+            or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
+        ):
+            for child in node.body:
+                for sub in ast.walk(child):
+                    if hasattr(sub, "lineno"):
+                        lines.add(sub.lineno)
+    return lines
+
+
+def imports(name: str, path: Path) -> Iterator[tuple[str, bool]]:
+    """``(imported module, runs at import time)`` for every import in *path*; modules of
+    the package are given relative to it (``_hub``, ``sources.promql``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = _type_checking_lines(tree)
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    if name == "":
+        package = []
+    for node in ast.walk(tree):
+        runs = getattr(node, "lineno", 0) not in typing_only
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, runs
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                module = node.module or ""
+                if module == PACKAGE or module.startswith(PACKAGE + "."):
+                    module = module[len(PACKAGE) + 1 :]
+                    yield module, runs
+                else:
+                    yield module, runs
+                continue
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            if node.module:
+                yield ".".join([*base, node.module]), runs
+            else:  # from . import x: x may be a module
+                for alias in node.names:
+                    yield ".".join([*base, alias.name]), runs
+
+
+def graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
+    found = modules()
+    edges: dict[str, set[str]] = {name: set() for name in found}
+    for name, path in found.items():
+        for target, runs in imports(name, path):
+            if runtime_only and not runs:
+                continue
+            # `from .x import y` names module x; `from . import sub` names sub if it is one
+            while target and target not in found:
+                target = target.rpartition(".")[0]
+            if target in found and target != name and not (name == "" or target == ""):
+                edges[name].add(target)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+
+    def visit(node: str) -> None:
+        nonlocal counter
+        index[node] = low[node] = counter
+        counter += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(edges[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    found = cycles(graph())
+    assert found == [], f"import cycles: {found}"
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The check above can fail: a two-module and a three-module cycle are found."""
+    edges = {"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c"}, "f": {"a"}}
+    assert cycles(edges) == [["a", "b"], ["c", "d", "e"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_relative_and_type_checking_imports() -> None:
+    edges = graph()
+    assert "_hub" in edges["_sessioncore"]  # from ._hub import ...
+    assert "_config" in edges["_sessioncore"]  # under TYPE_CHECKING
+    assert "_config" not in graph(runtime_only=True)["_sessioncore"]
+    assert "sources" in edges["_server"]
+
+
+def direct_io(name: str) -> set[str]:
+    """The I/O modules *name* itself imports at run time (minus its allowances)."""
+    allowed = ALLOWED.get(name, frozenset())
+    return {
+        target
+        for target, runs in imports(name, modules()[name])
+        if runs and target.split(".")[0] in IO_MODULES - allowed
+    }
+
+
+def io_through(name: str, edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Every module reachable from *name* at run time that imports I/O, with what."""
+    seen: set[str] = set()
+    todo = [name]
+    found: dict[str, set[str]] = {}
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        io = direct_io(current)
+        if io:
+            found[current] = io
+        todo.extend(edges[current])
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(SANS_IO))
+def test_a_sans_io_module_does_no_io(name: str) -> None:
+    assert name in modules(), f"{name} is listed as sans-IO but does not exist"
+    found = io_through(name, graph(runtime_only=True))
+    assert found == {}, f"{name} does I/O through {found}"
+
+
+def test_the_io_finder_sees_io_through_imports() -> None:
+    """The check above can fail: the server does I/O through its session and itself."""
+    found = io_through("_server", graph(runtime_only=True))
+    assert "trio" in found["_server"]
+    assert "_session" in found

@@ -1,0 +1,147 @@
+"""The session core without sockets: inputs in, frames and close decisions out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import sample_metrics
+from takhin_ws import Hub, QueueSubscriber, Settings, TopicCreated
+from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def core_for(
+    hub: Hub, channels: list[str] | None = None, clock: Clock | None = None, **settings: Any
+) -> tuple[SessionCore, QueueSubscriber]:
+    peer = QueueSubscriber()
+    client = hub.add_client(peer, channels)
+    return SessionCore(hub, Settings(**settings), client, clock=clock or Clock()), peer
+
+
+def messages(reply: Reply) -> list[dict[str, Any]]:
+    return [orjson.loads(frame.payload) for frame in reply.frames]
+
+
+def types(reply: Reply) -> list[str]:
+    return [m["type"] for m in messages(reply)]
+
+
+def send(core: SessionCore, obj: object) -> Reply:
+    return core.receive(orjson.dumps(obj).decode())
+
+
+def test_start_is_welcome_then_the_latest_snapshot(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics(3))
+    core, _ = core_for(hub)
+    reply = core.start()
+    assert reply.close is None
+    welcome, snapshot = messages(reply)
+    assert welcome["type"] == "welcome"
+    assert welcome["data"]["clientId"] == core.id
+    assert welcome["data"]["channels"] == ["groups", "metrics", "topics"]
+    assert snapshot["type"] == "metrics"
+    assert snapshot["data"]["clusterHealth"]["totalTopics"] == 3
+
+
+def test_start_without_metrics_or_before_any_snapshot_sends_only_welcome(hub: Hub) -> None:
+    core, _ = core_for(hub)
+    assert types(core.start()) == ["welcome"]
+    hub.publish("metrics", sample_metrics())
+    topics_only, _ = core_for(hub, ["topics"])
+    assert types(topics_only.start()) == ["welcome"]
+
+
+def test_start_with_since_announces_the_resume_and_replays(hub: Hub) -> None:
+    for name in "abcd":
+        hub.publish_event(TopicCreated(name=name, partitions=1))
+    core, _ = core_for(hub, ["topics"])
+    got = messages(core.start({"topics": 2}, hub.epoch))
+    assert [m["type"] for m in got] == ["welcome", "subscribed", "topic_created", "topic_created"]
+    assert got[1]["data"]["recovered"] == {"topics": True}
+    assert [m["offset"] for m in got[2:]] == [3, 4]
+    # another epoch cannot be resumed exactly
+    other, _ = core_for(hub, ["topics"])
+    got = messages(other.start({"topics": 2}, "another-epoch"))
+    assert [m["type"] for m in got] == ["welcome", "subscribed"]
+    assert got[1]["data"]["recovered"] == {"topics": False}
+
+
+def test_ping_is_answered_with_pong(hub: Hub) -> None:
+    core, _ = core_for(hub)
+    reply = send(core, {"type": "ping", "timestamp": 1})
+    assert types(reply) == ["pong"]
+    assert reply.close is None
+
+
+def test_subscribe_replays_only_what_did_not_arrive_live(hub: Hub) -> None:
+    core, _ = core_for(hub, [])
+    core.start()
+    for name in "abc":
+        hub.publish_event(TopicCreated(name=name, partitions=1))
+    request = {"channels": ["topics"], "since": {"topics": 1}, "epoch": hub.epoch}
+    got = messages(send(core, {"type": "subscribe", "data": request}))
+    assert [m["type"] for m in got] == ["subscribed", "topic_created", "topic_created"]
+    assert [m["offset"] for m in got[1:]] == [2, 3]
+    # now live: a second resume of the same range replays nothing it received live
+    hub.publish_event(TopicCreated(name="d", partitions=1))
+    got = messages(send(core, {"type": "subscribe", "data": request}))
+    assert [m["offset"] for m in got[1:]] == [2, 3]  # not 4: that one arrived live
+
+
+def test_subscribing_to_metrics_sends_the_snapshot_once(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics())
+    core, _ = core_for(hub, ["topics"])
+    core.start()
+    assert types(send(core, {"type": "subscribe", "data": "metrics"})) == ["subscribed", "metrics"]
+    assert types(send(core, {"type": "subscribe", "data": ["metrics"]})) == ["subscribed"]
+
+
+def test_unsubscribe_answers_the_remaining_channels(hub: Hub) -> None:
+    core, _ = core_for(hub, ["topics", "group:g1"])
+    core.start()
+    (msg,) = messages(send(core, {"type": "unsubscribe", "data": "topics"}))
+    assert msg["data"]["channels"] == ["group:g1"]
+    assert hub.subscribers("topics") == 0
+
+
+def test_too_many_invalid_messages_decide_a_close(hub: Hub) -> None:
+    clock = Clock()
+    core, _ = core_for(hub, clock=clock, bad_message_limit=3, bad_message_window=10.0)
+    core.start()
+    for _ in range(3):
+        reply = core.receive("nope")
+        assert types(reply) == ["error"]
+        assert reply.close is None
+    reply = core.receive("nope")
+    assert types(reply) == ["error"]  # the error still goes first
+    assert reply.close == Close(CLOSE_POLICY, "too many invalid messages")
+
+
+def test_invalid_messages_outside_the_window_are_forgotten(hub: Hub) -> None:
+    clock = Clock()
+    core, _ = core_for(hub, clock=clock, bad_message_limit=3, bad_message_window=10.0)
+    for _ in range(20):
+        assert core.receive("nope").close is None
+        clock.now += 4.0  # never more than three in ten seconds
+
+
+@pytest.mark.parametrize("stream", ["metrics", "bogus"])
+def test_bad_since_counts_as_an_invalid_message(hub: Hub, stream: str) -> None:
+    """Regression: the abuse counter's verdict on a bad ``since`` was discarded, so
+    twenty of them with a limit of three left the connection open."""
+    core, _ = core_for(hub, bad_message_limit=3)
+    core.start()
+    request = {"type": "subscribe", "data": {"channels": ["topics"], "since": {stream: 1}}}
+    closes = [send(core, request).close for _ in range(20)]
+    assert closes[:3] == [None] * 3
+    assert closes[3] == Close(CLOSE_POLICY, "too many invalid messages")

@@ -13,7 +13,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 TEST_EXTRAS := dev,redis,kafka
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench mutation clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m takhin_ws $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,5 +43,11 @@ bench: $(STAMP)
 	$(PIP) install -e '.[bench]'
 	$(BIN)/python -m benchmarks $(ARGS)
 
+# mutation testing of the core modules, each against its own tests (slow: not part of
+# `make test`); ARGS: module names, --keep (see docs/contributing.md)
+mutation: $(STAMP)
+	$(PIP) install -e '.[mutation]'
+	$(BIN)/python tools/mutation.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .mutation

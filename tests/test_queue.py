@@ -26,6 +26,9 @@ from hypothesis.stateful import (
 
 from takhin_ws._queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
 
+#: bound on every wait below: a reader that is never woken fails the test, never hangs it
+GUARD = 5
+
 
 @frozen
 class Item:
@@ -172,7 +175,7 @@ TestQueueMachine.settings = settings(max_examples=150, stateful_step_count=40, d
 
 def test_capacity_validation() -> None:
     for bad in (0, -1):
-        with pytest.raises(ValueError, match="capacity"):
+        with pytest.raises(ValueError, match=r"^capacity must be at least 1$"):
             DropOldestQueue[Item](bad)
     assert DropOldestQueue[Item](1).capacity == 1
     assert DropOldestQueue[Item]().capacity == DEFAULT_QUEUE_SIZE == 256
@@ -232,7 +235,7 @@ def test_closed_queue_refuses_puts_and_drains() -> None:
     q.put_nowait(a)
     q.put_nowait(b)
     q.close()
-    with pytest.raises(trio.ClosedResourceError):
+    with pytest.raises(trio.ClosedResourceError, match=r"^queue is closed$"):
         q.put_nowait(item())
     assert q.get_nowait() == a
     assert q.get_batch_nowait() == [b]
@@ -259,12 +262,13 @@ async def test_get_waits_and_wakes_on_put() -> None:
     async def reader() -> None:
         got.append(await q.get())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == []  # parked: nothing to read yet
-        first = item()
-        q.put_nowait(first)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # parked: nothing to read yet
+            first = item()
+            q.put_nowait(first)
     assert got == [first]
     assert len(q) == 0
 
@@ -274,8 +278,9 @@ async def test_get_returns_at_once_when_pending() -> None:
     a, b = item(), item()
     q.put_nowait(a)
     q.put_nowait(b)
-    assert await q.get() == a
-    assert await q.get() == b
+    with trio.fail_after(GUARD):
+        assert await q.get() == a
+        assert await q.get() == b
 
 
 async def test_get_batch_waits_then_takes_everything_pending() -> None:
@@ -285,13 +290,14 @@ async def test_get_batch_waits_then_takes_everything_pending() -> None:
     async def reader() -> None:
         batches.append(await q.get_batch())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        assert batches == []
-        items = [item() for _ in range(3)]
-        for i in items:  # no checkpoint in between: the reader sees all three
-            q.put_nowait(i)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert batches == []
+            items = [item() for _ in range(3)]
+            for i in items:  # no checkpoint in between: the reader sees all three
+                q.put_nowait(i)
     assert batches == [items]
 
 
@@ -302,12 +308,13 @@ async def test_get_batch_respects_capacity_while_reader_sleeps() -> None:
     async def reader() -> None:
         batches.append(await q.get_batch())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        items = [item("topics", n) for n in range(1, 6)]
-        for i in items:
-            q.put_nowait(i)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            items = [item("topics", n) for n in range(1, 6)]
+            for i in items:
+                q.put_nowait(i)
     assert batches == [items[-2:]]
     assert q.take_drops() == [Drop("topics", 1, 3, 3)]
 
@@ -328,12 +335,13 @@ async def test_close_wakes_waiting_reader_with_end_of_channel() -> None:
         except trio.EndOfChannel:
             outcomes.append("batch end")
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        nursery.start_soon(batch_reader)
-        await trio.testing.wait_all_tasks_blocked()
-        assert outcomes == []
-        q.close()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(batch_reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcomes == []
+            q.close()
     assert sorted(outcomes) == ["batch end", "end"]
 
 
@@ -343,12 +351,13 @@ async def test_close_lets_reader_drain_pending_items_first() -> None:
     for i in items:
         q.put_nowait(i)
     q.close()
-    got = [await q.get() for _ in items]
-    assert got == items
-    with pytest.raises(trio.EndOfChannel):
-        await q.get()
-    with pytest.raises(trio.EndOfChannel):
-        await q.get_batch()
+    with trio.fail_after(GUARD):
+        got = [await q.get() for _ in items]
+        assert got == items
+        with pytest.raises(trio.EndOfChannel):
+            await q.get()
+        with pytest.raises(trio.EndOfChannel):
+            await q.get_batch()
 
 
 async def test_close_after_items_reader_gets_items_then_end() -> None:
@@ -362,13 +371,14 @@ async def test_close_after_items_reader_gets_items_then_end() -> None:
         except trio.EndOfChannel:
             got.append("end")
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        a, b = item(), item()
-        q.put_nowait(a)
-        q.put_nowait(b)
-        q.close()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            a, b = item(), item()
+            q.put_nowait(a)
+            q.put_nowait(b)
+            q.close()
     assert got == [[a, b], "end"]
 
 
@@ -379,16 +389,17 @@ async def test_two_readers_each_get_one() -> None:
     async def reader() -> None:
         got.append(await q.get())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
-        nursery.start_soon(reader)
-        await trio.testing.wait_all_tasks_blocked()
-        a = item()
-        q.put_nowait(a)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == [a]
-        b = item()
-        q.put_nowait(b)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            a = item()
+            q.put_nowait(a)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [a]
+            b = item()
+            q.put_nowait(b)
     assert got == [a, b]
 
 
@@ -413,10 +424,41 @@ async def test_cancelled_get_loses_nothing() -> None:
             raise AssertionError("unreachable: cancelled while parked")
 
     q.get_nowait()
-    async with trio.open_nursery() as nursery:
-        inner = await nursery.start(parked_reader)
-        await trio.testing.wait_all_tasks_blocked()
-        inner.cancel()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            inner = await nursery.start(parked_reader)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.cancel()
     b = item()
     q.put_nowait(b)
     assert q.get_nowait() == b
+
+
+async def test_get_and_get_batch_are_checkpoints_when_items_are_pending() -> None:
+    # A writer that always finds something pending must still let other tasks run and
+    # see its cancellation: both calls are full Trio checkpoints, not only the park.
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    a, b, c = item(), item(), item()
+    for i in (a, b, c):
+        q.put_nowait(i)
+    with trio.fail_after(GUARD):
+        with trio.testing.assert_checkpoints():
+            assert await q.get() == a
+        with trio.testing.assert_checkpoints():
+            assert await q.get_batch() == [b, c]
+        q.put_nowait(a)
+        q.close()
+        with trio.testing.assert_checkpoints():
+            assert await q.get_batch() == [a]
+
+
+async def test_cancelled_get_batch_takes_nothing() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    a, b = item(), item()
+    q.put_nowait(a)
+    q.put_nowait(b)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await q.get_batch()
+    assert scope.cancelled_caught
+    assert q.get_batch_nowait() == [a, b]

@@ -1,0 +1,286 @@
+"""Mutation testing of the core modules, each against its own tests (``make mutation``).
+
+For every module in :data:`MODULES` this runs mutmut 3 in a work directory of its own
+(``.mutation/<name>/``, reused between runs so unchanged mutants keep their verdict):
+the directory holds links to ``src`` and ``tests`` and a ``pyproject.toml`` that is the
+project's, with ``[tool.mutmut]`` narrowed to that module (``only_mutate``) and its
+own test files (``pytest_add_cli_args_test_selection``). Then it prints one table:
+module, mutants, killed, survived, timeout, score.
+
+    python tools/mutation.py                   # every module
+    python tools/mutation.py queue promql      # some of them
+    python tools/mutation.py --keep queue      # retry only what the last run did not kill
+    python tools/mutation.py --report          # the table from the last runs, no run
+    python tools/mutation.py --survivors hub   # the names of the surviving mutants
+
+``mutmut show <name>`` inside ``.mutation/<module>/`` prints a mutant's diff. The score
+is (killed + timeout) / mutants, as Stryker counts it: a mutant that makes a test run out
+of time is detected (the suite does not pass). The exit status is 1 when a module scores
+below ``--fail-under`` (default 90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+WORK: Final = ROOT / ".mutation"
+PACKAGE: Final = "src/takhin_ws"
+#: the score the issue asks of each core module (percent)
+DEFAULT_FAIL_UNDER: Final = 90.0
+#: mutmut workers per module run: the machine's cores are shared, so one by default
+DEFAULT_CHILDREN: Final = 1
+
+
+@dataclass(frozen=True)
+class Module:
+    """One row of the table: the files mutated and the tests that must kill them."""
+
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+#: module name -> what is mutated and which tests run against it (its own tests only)
+MODULES: Final[dict[str, Module]] = {
+    "queue": Module(("_queue.py",), ("tests/test_queue.py",)),
+    "hub": Module(("_hub.py",), ("tests/test_hub.py", "tests/test_hub_epoch.py")),
+    "transport": Module(("_transport.py",), ("tests/test_transport.py",)),
+    "session": Module(("_session.py",), ("tests/test_session.py",)),
+    "channels": Module(("_channels.py",), ("tests/test_channels.py",)),
+    "codec": Module(("_codec.py", "_converter.py"), ("tests/test_codec.py",)),
+    "validate": Module(("_validate.py",), ("tests/test_validate.py",)),
+    "promql": Module(("sources/promql.py",), ("tests/test_promql.py",)),
+}
+
+#: mutmut's exit-code verdicts (``mutmut.stats.status_by_exit_code``), grouped for the table
+KILLED: Final = frozenset({1, 3, 37})
+SURVIVED: Final = frozenset({0})
+TIMEOUT: Final = frozenset({36, -24, 24, 152, 255})
+NO_TESTS: Final = frozenset({5, 33})
+SKIPPED: Final = frozenset({34})
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str
+    mutants: int
+    killed: int
+    survived: int
+    timeout: int
+    no_tests: int
+    other: int
+
+    @property
+    def score(self) -> float:
+        detected = self.killed + self.timeout
+        return 100.0 * detected / self.mutants if self.mutants else 100.0
+
+
+def mutmut_config(module: Module, base: dict[str, Any]) -> dict[str, Any]:
+    """The project's ``[tool.mutmut]`` narrowed to *module* and its tests."""
+    config = dict(base)
+    config["source_paths"] = ["src"]
+    config["only_mutate"] = [f"{PACKAGE}/{source}" for source in module.sources]
+    config["pytest_add_cli_args_test_selection"] = list(module.tests)
+    return config
+
+
+def toml_value(value: Any) -> str:
+    """*value* (str, bool, number or a list of those) as TOML: JSON spells them alike."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def without_mutmut_table(pyproject: Path) -> str:
+    """The text of *pyproject* without its ``[tool.mutmut]`` table (pytest's settings stay)."""
+    kept: list[str] = []
+    skipping = False
+    for line in pyproject.read_text("utf-8").splitlines(keepends=True):
+        if line.startswith("["):
+            skipping = line.strip() == "[tool.mutmut]"
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def prepare(name: str, module: Module) -> Path:
+    """The work directory of *name*: links to the sources and tests, and its config."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    base = project.get("tool", {}).get("mutmut", {})
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for link in ("src", "tests"):
+        target = work / link
+        if not target.is_symlink():
+            target.symlink_to(ROOT / link, target_is_directory=True)
+    lines = [f"{key} = {toml_value(value)}" for key, value in mutmut_config(module, base).items()]
+    config = without_mutmut_table(ROOT / "pyproject.toml") + "\n[tool.mutmut]\n"
+    config += "\n".join(lines) + "\n"
+    config_path = work / "pyproject.toml"
+    if not config_path.exists() or config_path.read_text("utf-8") != config:
+        config_path.write_text(config, "utf-8")
+    refresh_copies(work, module)
+    return work
+
+
+def refresh_copies(work: Path, module: Module) -> None:
+    """Replace mutmut's stale copies of the sources it does not mutate.
+
+    mutmut copies ``src`` into ``mutants/`` once and keeps it (the tests it copies anew
+    each run); a source it mutates is regenerated when it changes, the others are not.
+    """
+    mutants = work / "mutants"
+    if not mutants.exists():
+        return
+    mutated = {f"{PACKAGE}/{source}" for source in module.sources}
+    for tree in ("src",):
+        for original in (ROOT / tree).rglob("*"):
+            if not original.is_file() or "__pycache__" in original.parts:
+                continue
+            relative = original.relative_to(ROOT)
+            if str(relative) in mutated:
+                continue
+            copy = mutants / relative
+            if not copy.exists() or copy.stat().st_mtime < original.stat().st_mtime:
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(original, copy)
+
+
+def retry_undecided(work: Path, module: Module) -> None:
+    """Forget every verdict but "killed", so those mutants run again against the tests
+    as they are now (mutmut keeps a verdict until the mutated function changes)."""
+    for source in module.sources:
+        meta_path = work / "mutants" / PACKAGE / f"{source}.meta"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text("utf-8"))
+        codes = meta["exit_code_by_key"]
+        for mutant, code in codes.items():
+            if code not in KILLED:
+                codes[mutant] = None
+        meta_path.write_text(json.dumps(meta, indent=4), "utf-8")
+
+
+def run(name: str, module: Module, children: int, niceness: int, keep: bool) -> int:
+    work = WORK / name
+    if keep:
+        retry_undecided(work, module)
+    else:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    work = prepare(name, module)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    command = ["nice", "-n", str(niceness), str(mutmut), "run", "--max-children", str(children)]
+    print(f"== {name}: {' '.join(command)}  (in {work.relative_to(ROOT)})", flush=True)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    log = work / "mutmut.log"
+    with log.open("w") as out:
+        done = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        print(f"   mutmut failed ({done.returncode}); its output: {log.relative_to(ROOT)}")
+    return done.returncode
+
+
+def verdicts(name: str, module: Module) -> dict[str, int | None]:
+    """Mutant name -> mutmut's exit code, from the work directory's ``.meta`` files."""
+    out: dict[str, int | None] = {}
+    for source in module.sources:
+        meta = WORK / name / "mutants" / PACKAGE / f"{source}.meta"
+        if meta.exists():
+            out.update(json.loads(meta.read_text("utf-8"))["exit_code_by_key"])
+    return out
+
+
+def score(name: str, module: Module) -> Score:
+    codes = Counter(verdicts(name, module).values())
+
+    def count(group: frozenset[int]) -> int:
+        return sum(n for code, n in codes.items() if code in group)
+
+    total = sum(codes.values()) - count(SKIPPED)
+    killed, survived, timeout = count(KILLED), count(SURVIVED), count(TIMEOUT)
+    no_tests = count(NO_TESTS)
+    other = total - killed - survived - timeout - no_tests
+    return Score(name, total, killed, survived, timeout, no_tests, other)
+
+
+def table(scores: Sequence[Score]) -> str:
+    header = ("module", "mutants", "killed", "survived", "timeout", "no tests", "score")
+    rows = [header] + [
+        (
+            s.name,
+            str(s.mutants),
+            str(s.killed),
+            str(s.survived),
+            str(s.timeout),
+            str(s.no_tests + s.other),
+            f"{s.score:.1f}%",
+        )
+        for s in scores
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mutation", description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
+    parser.add_argument("--report", action="store_true", help="print the last results, run none")
+    parser.add_argument("--survivors", action="store_true", help="list surviving mutants")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the last killed verdicts, retry the rest"
+    )
+    parser.add_argument("--children", type=int, default=DEFAULT_CHILDREN, help="mutmut workers")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the mutmut runs")
+    parser.add_argument("--fail-under", type=float, default=DEFAULT_FAIL_UNDER, metavar="PCT")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)} (known: {', '.join(MODULES)})")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    names = args.modules or list(MODULES)
+    failed = False
+    if not args.report and not args.survivors:
+        for name in names:
+            failed |= run(name, MODULES[name], args.children, args.nice, args.keep) != 0
+    scores = [score(name, MODULES[name]) for name in names]
+    if args.survivors:
+        for name in names:
+            for mutant, code in sorted(verdicts(name, MODULES[name]).items()):
+                if code not in KILLED and code not in SKIPPED:
+                    print(f"{name}: {mutant} (exit {code})")
+        return 0
+    print(table(scores))
+    low = [s.name for s in scores if s.score < args.fail_under]
+    if low:
+        print(f"below {args.fail_under:g}%: {', '.join(low)}")
+    return 1 if failed or low else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

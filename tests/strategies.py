@@ -20,6 +20,8 @@ from takhin_ws._messages import (
     GroupDetail,
     GroupUpdated,
     Heartbeat,
+    History,
+    HistoryPoint,
     Latency,
     Limits,
     MonitoringMetrics,
@@ -149,6 +151,19 @@ topic_details = st.builds(
         )
     ),
 )
+histories = st.builds(
+    History,
+    interval=floats,
+    points=tuples(
+        st.builds(
+            HistoryPoint,
+            timestamp=floats,
+            throughput=throughputs,
+            latency=latencies,
+            group_lags=st.dictionaries(texts, ints, max_size=3),
+        )
+    ),
+)
 epoch_changes = st.builds(
     EpochChanged, epoch=texts, previous=texts, recovered=st.dictionaries(texts, st.booleans())
 )
@@ -195,6 +210,7 @@ payloads: st.SearchStrategy[Payload] = st.one_of(
     metrics,
     group_details,
     topic_details,
+    histories,
     epoch_changes,
     topic_events,
     group_events,
@@ -233,6 +249,7 @@ SAMPLES: dict[str, Payload] = {
         MonitoringMetrics(),
         GroupDetail(group_id="g"),
         TopicDetail(name="t"),
+        History(interval=2.0, points=(HistoryPoint(timestamp=1.5, group_lags={"g": 3}),)),
         EpochChanged(epoch="e2", previous="e1", recovered={"topics": False, "groups": False}),
         TopicCreated(name="t", partitions=1),
         TopicDeleted(name="t"),

@@ -579,6 +579,7 @@ SERVER_ONLY = (
     "metrics",
     "group_detail",
     "topic_detail",
+    "history",
     "epoch",
     "topic_created",
     "topic_deleted",

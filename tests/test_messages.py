@@ -22,6 +22,7 @@ from takhin_ws._messages import (
     EpochChanged,
     Error,
     GroupDetail,
+    History,
     MonitoringMetrics,
     Payload,
     Ping,
@@ -129,11 +130,15 @@ def assert_data_shape(payload: Payload, data: Any) -> None:
                 assert set(consumer) == {"groupId", "totalLag", "partitionLags"}
         case EpochChanged():
             assert set(data) == {"epoch", "previous", "recovered"}
+        case History():
+            assert set(data) == {"interval", "points"}
+            for point in data["points"]:
+                assert set(point) == {"timestamp", "throughput", "latency", "groupLags"}
         case _:
             assert type(data) is dict
             if payload.TYPE.startswith("group_"):
                 assert set(data) == GROUP_EVENT_KEYS
-    assert_camel_keys(data, skip=frozenset({"since", "recovered"}))
+    assert_camel_keys(data, skip=frozenset({"since", "recovered", "groupLags"}))
 
 
 # --- round trips and the 2.9 shape ---
@@ -183,6 +188,7 @@ def test_round_trip_with_v1_extensions(env: Envelope) -> None:
         pytest.param(S.errors, id="error"),
         pytest.param(S.group_details, id="group-detail"),
         pytest.param(S.topic_details, id="topic-detail"),
+        pytest.param(S.histories, id="history"),
         pytest.param(S.epoch_changes, id="epoch"),
     ],
 )

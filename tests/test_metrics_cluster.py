@@ -7,9 +7,12 @@ import logging
 
 import pytest
 
+from takhin_ws._codec import encode
+from takhin_ws._frames import Outbound
 from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import GroupCreated, MonitoringMetrics, Payload, Throughput
+from takhin_ws._messages import Envelope, GroupCreated, MonitoringMetrics, Payload, Throughput
 from takhin_ws._producer import MetricsProducer
+from takhin_ws._series import Series
 from takhin_ws._snapshot import GroupInfo, Snapshot
 
 
@@ -155,3 +158,34 @@ async def test_hub_closed_stops_the_producer(hub: Hub) -> None:
     assert not await producer.tick()
     producer = MetricsProducer(hub, Source(), should_collect=Lease(), publish=Bus())
     assert not await producer.tick()
+
+
+async def test_a_node_without_the_lease_charts_what_the_bus_delivers(hub: Hub) -> None:
+    lease = Lease(held=False)
+    series = Series(window=60.0, interval=2.0)
+    producer = MetricsProducer(
+        hub, Source(), should_collect=lease, publish=Bus(), series=series, wall_clock=lambda: 1010.0
+    )
+    await producer.tick()  # nothing delivered yet
+    assert series.points() == ()
+
+    def deliver(offset: int, rate: float, *, stale: bool = False) -> None:
+        payload = MonitoringMetrics(throughput=Throughput(produce_rate=rate))
+        envelope = Envelope(payload=payload, timestamp=1000 + offset, offset=offset, stale=stale)
+        hub.deliver("metrics", Outbound.of(encode(envelope), "metrics", offset))
+
+    deliver(1, 5.0)
+    await producer.tick()
+    await producer.tick()  # the same snapshot again: charted once
+    deliver(2, 6.0, stale=True)  # the collecting node's source fails: no point
+    await producer.tick()
+    deliver(3, 7.0)
+    await producer.tick()
+    assert [(p.timestamp, p.throughput.produce_rate) for p in series.points()] == [
+        (1001.0, 5.0),
+        (1003.0, 7.0),
+    ]
+    # taking the lease over: the node's own snapshots follow
+    lease.held = True
+    await producer.tick()
+    assert [p.throughput.produce_rate for p in series.points()] == [5.0, 7.0, 1.0]

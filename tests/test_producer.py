@@ -29,6 +29,7 @@ from takhin_ws._messages import (
     TopicStats,
 )
 from takhin_ws._producer import MetricsProducer, MetricsStatistics
+from takhin_ws._series import Series
 from takhin_ws._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from takhin_ws.sources.synthetic import SyntheticSource
 
@@ -477,3 +478,22 @@ async def test_with_the_synthetic_source(hub: Hub, autojump_clock: trio.testing.
     assert len(envelopes) == 5
     assert all(isinstance(e.payload, MonitoringMetrics) for e in envelopes)
     assert len({e.payload for e in envelopes}) == 5  # the numbers move
+
+
+async def test_every_good_snapshot_feeds_the_series_and_a_stale_one_does_not(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    source = FakeSource()
+    wall = iter(range(100, 200))
+    series = Series(window=60.0, interval=2.0)
+    producer = MetricsProducer(hub, source, wall_clock=lambda: next(wall), series=series)
+    assert producer.series is series
+    await producer.tick()
+    source.error = MetricsSourceError("down")
+    await producer.tick()  # republished as stale: no point
+    source.error = None
+    await producer.tick()
+    assert [(p.timestamp, p.throughput.produce_rate) for p in series.points()] == [
+        (100.0, 1.0),
+        (102.0, 2.0),  # 101 marked the start of the failure
+    ]

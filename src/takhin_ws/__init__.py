@@ -5,8 +5,8 @@ The implementation lives in private modules; everything public is re-exported he
 - running a server: :func:`open_server`, :class:`Server`, :class:`Settings`,
   :class:`EventIngress` (``server.ingress``), :class:`Published`, :class:`EventBus`;
 - metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`,
-  :class:`MetricsProducer`; the sources :class:`SyntheticSource` and
-  :class:`PrometheusSource` (also in :mod:`takhin_ws.sources`);
+  :class:`MetricsProducer`, :class:`Series` (recent chart series); the sources
+  :class:`SyntheticSource` and :class:`PrometheusSource` (also in :mod:`takhin_ws.sources`);
 - the sans-IO hub: :class:`Hub`, :class:`Subscriber`, :class:`QueueSubscriber`,
   :class:`DropOldestQueue`, :class:`Outbound`;
 - the wire protocol: every message class, :class:`Envelope`, :func:`encode`,
@@ -46,6 +46,8 @@ from ._messages import (
     GroupState,
     GroupUpdated,
     Heartbeat,
+    History,
+    HistoryPoint,
     Latency,
     Limits,
     MonitoringMetrics,
@@ -67,6 +69,7 @@ from ._messages import (
 )
 from ._producer import MetricsProducer, MetricsStatistics
 from ._queue import DropOldestQueue
+from ._series import Series
 from ._server import WS_PATH, Server, open_server
 from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from ._validate import Event
@@ -96,6 +99,8 @@ __all__ = [
     "GroupState",
     "GroupUpdated",
     "Heartbeat",
+    "History",
+    "HistoryPoint",
     "Hub",
     "HubClosedError",
     "HubFullError",
@@ -121,6 +126,7 @@ __all__ = [
     "QueueSubscriber",
     "RemoteProtocolError",
     "ScrapeError",
+    "Series",
     "Server",
     "ServerStatistics",
     "Settings",

@@ -17,7 +17,14 @@ from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError, Iter
 
 from ._converter import InboundEnvelope, camel, converter, describe
 from ._exceptions import LocalProtocolError, RemoteProtocolError
-from ._messages import ALL_TYPES, NO_DATA_TYPES, PAYLOAD_CLASSES, Envelope, Payload
+from ._messages import (
+    ALL_TYPES,
+    NO_DATA_TYPES,
+    OPTIONAL_DATA_TYPES,
+    PAYLOAD_CLASSES,
+    Envelope,
+    Payload,
+)
 from ._validate import EVENT_CLASSES, EventError, check_event
 
 __all__ = [
@@ -106,6 +113,8 @@ def decode(
     if kind in NO_DATA_TYPES:
         if env.data is not None:
             raise RemoteProtocolError(INVALID_FIELD, f"a {kind} message carries no data", "$.data")
+        payload = cls()
+    elif "data" not in obj and kind in OPTIONAL_DATA_TYPES:
         payload = cls()
     elif "data" not in obj:
         raise RemoteProtocolError(INVALID_FIELD, "required field 'data' is missing", "$.data")

@@ -19,7 +19,7 @@ from cattrs.errors import IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
-from ._messages import Error, Subscribe, Unsubscribe
+from ._messages import Error, HistoryPoint, Subscribe, Unsubscribe
 
 __all__ = ["InboundEnvelope", "camel", "converter", "describe"]
 
@@ -182,6 +182,11 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(Unsubscribe, lambda u: list(u.channels))
     unstructure_error = make_dict_unstructure_fn(Error, conv, path=override(omit_if_default=True))
     conv.register_unstructure_hook(Error, unstructure_error)
+    # a history holds hundreds of these: copy the group lags as they are (str -> int)
+    unstructure_point = make_dict_unstructure_fn(
+        HistoryPoint, conv, group_lags=override(rename="groupLags", unstruct_hook=dict)
+    )
+    conv.register_unstructure_hook(HistoryPoint, unstructure_point)
     return conv
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "EVENT_TYPES",
     "GROUP_STATES",
     "NO_DATA_TYPES",
+    "OPTIONAL_DATA_TYPES",
     "PAYLOAD_CLASSES",
     "PROTOCOL_VERSION",
     "ClusterHealth",
@@ -37,6 +38,8 @@ __all__ = [
     "GroupState",
     "GroupUpdated",
     "Heartbeat",
+    "History",
+    "HistoryPoint",
     "Latency",
     "Limits",
     "MonitoringMetrics",
@@ -179,6 +182,34 @@ class TopicDetail:
     produce_rate: float = 0.0
     fetch_rate: float = 0.0
     consumers: tuple[TopicConsumer, ...] = ()
+
+
+@frozen(kw_only=True)
+class HistoryPoint:
+    """One tick of the chart series: cluster throughput, latency, total lag per group.
+
+    ``timestamp`` is Unix seconds (a float, for sub-second intervals); ``group_lags``
+    holds the groups with the most lag at that tick (a bounded number of them).
+    """
+
+    timestamp: float
+    throughput: Throughput = Throughput()
+    latency: Latency = Latency()
+    group_lags: Mapping[str, int] = attrs.Factory(dict)
+
+
+@frozen(kw_only=True)
+class History:
+    """``history``: the recent chart series, oldest first, one point per tick
+    (*interval* seconds apart), so a reloaded page shows full charts at once.
+
+    The answer to a client's ``{"type": "history"}``, which carries no data (the
+    request decodes to an empty ``History``).
+    """
+
+    TYPE: ClassVar[str] = "history"
+    interval: float = 0.0
+    points: tuple[HistoryPoint, ...] = ()
 
 
 @frozen(kw_only=True)
@@ -326,6 +357,7 @@ Payload: TypeAlias = (
     MonitoringMetrics
     | GroupDetail
     | TopicDetail
+    | History
     | EpochChanged
     | TopicCreated
     | TopicDeleted
@@ -349,6 +381,7 @@ PAYLOAD_CLASSES: Final[dict[str, type[Any]]] = {
         MonitoringMetrics,
         GroupDetail,
         TopicDetail,
+        History,
         EpochChanged,
         TopicCreated,
         TopicDeleted,
@@ -367,6 +400,9 @@ PAYLOAD_CLASSES: Final[dict[str, type[Any]]] = {
 }
 #: Types whose envelope has no ``data`` key.
 NO_DATA_TYPES: Final = frozenset({"ping", "pong"})
+#: Types whose ``data`` may be left out: a client's request (``{"type": "history"}``)
+#: decodes to the type's empty payload.
+OPTIONAL_DATA_TYPES: Final = frozenset({"history"})
 ALL_TYPES: Final = frozenset(PAYLOAD_CLASSES)
 #: What a browser may send.
 CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe"})

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import orjson
 import trio
 from attrs import frozen
 
@@ -35,6 +36,7 @@ from ._messages import (
     TopicCreated,
     TopicDeleted,
 )
+from ._series import Series
 from ._snapshot import MetricsSource, MetricsSourceError, Snapshot
 from ._validate import EventError, check_event
 
@@ -104,6 +106,9 @@ class MetricsProducer:
       hub and *on_event*: it is awaited with the snapshot and its stale flag, and
       with each change event and ``None``; a failure is logged (a warning for the
       first of a streak) and the tick goes on.
+    - *series* (optional) gets every good snapshot, for the charts of a page that
+      reloads (``history``); while another node collects, the snapshot the bus
+      delivered to the hub instead (each once).
 
     :meth:`run` runs until cancelled, or until the hub is closed. Cancellation and
     ``KeyboardInterrupt`` propagate; only :class:`Exception` from the source is
@@ -123,6 +128,7 @@ class MetricsProducer:
         publish: Callable[[Payload, bool | None], Awaitable[object]] | None = None,
         should_collect: Callable[[], Awaitable[bool]] | None = None,
         detect_changes: bool = True,
+        series: Series | None = None,
     ) -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
@@ -156,6 +162,8 @@ class MetricsProducer:
         self._detect_changes = detect_changes
         self._invalid_events = 0
         self._reported: set[str] = set()
+        self.series = series
+        self._followed: tuple[str, int | None] | None = None  # the last delivered one fed
 
     # --- state ---
 
@@ -230,6 +238,7 @@ class MetricsProducer:
         directly (not concurrently with :meth:`run`).
         """
         if self._should_collect is not None and not await self._may_collect():
+            self._follow()
             return not self.hub.closed
         self._ticks += 1
         snapshot, error = await self._collect()
@@ -323,7 +332,25 @@ class MetricsProducer:
             and not self._emit(self._valid(diff(previous, snapshot)))
         ):
             return False
+        if self.series is not None:
+            self.series.add(snapshot.metrics, now)
         return self._publish(snapshot.metrics, stale=False)
+
+    def _follow(self) -> None:
+        """Another node collects: feed the series the snapshot the bus delivered."""
+        item = self.hub.latest("metrics")
+        if self.series is None or item is None:
+            return
+        seen = (self.hub.epoch, item.offset)
+        if seen == self._followed:
+            return
+        self._followed = seen
+        try:
+            envelope = orjson.loads(item.payload)
+            if envelope.get("stale") is not True:
+                self.series.add_data(envelope["data"], float(envelope["timestamp"]))
+        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError) as exc:
+            logger.warning("cannot chart the delivered snapshot: %s", _describe(exc))
 
     def _failed(self, error: Exception) -> bool:
         self._failures += 1

@@ -452,7 +452,7 @@ def test_error_text(message: dict[str, Any], text: str, path: str) -> None:
         pytest.param(
             b'{"type":"metrics"}',
             "unknown_type",
-            "unknown message type 'metrics' (accepted: ping, subscribe, unsubscribe)",
+            "unknown message type 'metrics' (accepted: history, ping, subscribe, unsubscribe)",
             "$.type",
         ),
         pytest.param(
@@ -579,7 +579,6 @@ SERVER_ONLY = (
     "metrics",
     "group_detail",
     "topic_detail",
-    "history",
     "epoch",
     "topic_created",
     "topic_deleted",
@@ -595,7 +594,7 @@ SERVER_ONLY = (
 
 
 def test_type_sets_are_pinned() -> None:
-    assert frozenset({"ping", "subscribe", "unsubscribe"}) == CLIENT_TYPES
+    assert frozenset({"ping", "subscribe", "unsubscribe", "history"}) == CLIENT_TYPES
     assert CLIENT_TYPES | set(SERVER_ONLY) == ALL_TYPES
     assert {
         "topic_created",

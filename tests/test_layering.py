@@ -36,6 +36,7 @@ SANS_IO: Final = frozenset(
         "_hub",
         "_messages",
         "_queue",
+        "_series",
         "_sessioncore",
         "_validate",
         "_snapshot",

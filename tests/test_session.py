@@ -474,3 +474,21 @@ async def test_an_overflowing_client_gets_a_gap_then_exact_offsets(
     assert after == list(range(gap["lastOffset"] + 1, total + 1))
     assert len(after) == 256  # the queue's worth, exactly
     assert hub.statistics().dropped == gap["count"]
+
+
+async def test_history_with_the_websockets_client(server: Server) -> None:
+    """A page that reloads asks for the chart series and gets every tick's point."""
+    url = server.ws_url + "?channels=topics"
+
+    async def session() -> dict[str, Any]:
+        async with websockets.asyncio.client.connect(url, open_timeout=10) as ws:
+            assert loads(await ws.recv())["type"] == "welcome"
+            await ws.send('{"type":"history"}')
+            return loads(await ws.recv())
+
+    history = await in_asyncio(session)
+    assert history["type"] == "history"
+    assert history["data"]["interval"] == server.settings.interval
+    (point,) = history["data"]["points"]  # the one tick so far (interval 3600 s)
+    assert point["throughput"]["produceRate"] == sample_metrics().throughput.produce_rate
+    assert point["timestamp"] > 1_700_000_000

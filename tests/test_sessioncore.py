@@ -9,6 +9,7 @@ import pytest
 
 from conftest import sample_metrics
 from takhin_ws import Hub, QueueSubscriber, Settings, TopicCreated
+from takhin_ws._series import Series
 from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore
 
 
@@ -145,3 +146,26 @@ def test_bad_since_counts_as_an_invalid_message(hub: Hub, stream: str) -> None:
     closes = [send(core, request).close for _ in range(20)]
     assert closes[:3] == [None] * 3
     assert closes[3] == Close(CLOSE_POLICY, "too many invalid messages")
+
+
+def test_history_is_answered_with_the_series(hub: Hub) -> None:
+    series = Series(window=60.0, interval=2.0)
+    series.add(sample_metrics(2), 1000.0)
+    series.add(sample_metrics(3), 1002.0)
+    peer = QueueSubscriber()
+    client = hub.add_client(peer, ["topics"])  # needs no metrics subscription
+    core = SessionCore(hub, Settings(), client, clock=Clock(), series=series)
+    reply = send(core, {"type": "history"})
+    assert reply.close is None
+    (history,) = messages(reply)
+    assert history["type"] == "history"
+    assert "offset" not in history  # a reply, not a published message
+    assert history["data"]["interval"] == 2.0
+    assert [p["timestamp"] for p in history["data"]["points"]] == [1000.0, 1002.0]
+    assert len(peer.queue) == 0  # nothing went through the client's queue
+
+
+def test_history_without_a_series_is_empty(hub: Hub) -> None:
+    core, _ = core_for(hub, interval=0.5)
+    (history,) = messages(send(core, {"type": "history"}))
+    assert history["data"] == {"interval": 0.5, "points": []}

@@ -405,7 +405,7 @@ NO_DATA_TYPES: Final = frozenset({"ping", "pong"})
 OPTIONAL_DATA_TYPES: Final = frozenset({"history"})
 ALL_TYPES: Final = frozenset(PAYLOAD_CLASSES)
 #: What a browser may send.
-CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe"})
+CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe", "history"})
 #: What a publisher may send to ``POST /api/events`` or the ingress API.
 EVENT_TYPES: Final = frozenset(
     {"topic_created", "topic_deleted", "group_created", "group_updated", "group_deleted"}

@@ -38,6 +38,7 @@ from ._ingress import EventIngress
 from ._listener import Listener, bind
 from ._producer import MetricsProducer
 from ._routes import WS_PATH, Routes
+from ._series import Series
 from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
 from ._snapshot import MetricsSource
 from ._transport import SocketTransport
@@ -228,7 +229,8 @@ class Server:
         except HubFullError:
             await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
             return
-        session = Session(self.hub, settings, transport, ws, client)
+        series = None if self.producer is None else self.producer.series
+        session = Session(self.hub, settings, transport, ws, client, series)
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
         try:
@@ -305,6 +307,7 @@ async def open_server(
                 detect_changes=settings.detect_changes,
                 publish=None if cluster is None else cluster.metrics_publisher(ingress),
                 should_collect=None if lease is None else lease.hold,
+                series=Series(settings.series_window, settings.interval),
             )
             server = Server(settings, hub, producer, listener, ingress, bus=cluster)
             await nursery.start(producer.run)

@@ -34,6 +34,7 @@ from ._transport import SocketTransport
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._series import Series
 
 __all__ = ["CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_TRY_AGAIN", "Session", "gap_frames"]
 
@@ -50,11 +51,12 @@ class Session:
         transport: SocketTransport,
         ws: WebSocketConnection,
         client: Client,
+        series: Series | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.ws = ws
-        self.core = SessionCore(hub, settings, client, clock=trio.current_time)
+        self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
         self._reading = trio.CancelScope()  # cancelled by close(): stop reading, close
         self._close: Close | None = None
         self._finished = trio.Event()

@@ -39,6 +39,7 @@ from ._messages import (
     Error,
     Gap,
     Heartbeat,
+    History,
     Limits,
     Payload,
     Ping,
@@ -52,6 +53,7 @@ from ._queue import Drop
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._series import Series
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -109,15 +111,23 @@ class SessionCore:
     Not thread-safe; one per connection.
     """
 
-    __slots__ = ("_bad", "_clock", "_joined", "client", "hub", "settings")
+    __slots__ = ("_bad", "_clock", "_joined", "client", "hub", "series", "settings")
 
     def __init__(
-        self, hub: Hub, settings: Settings, client: Client, *, clock: Callable[[], float]
+        self,
+        hub: Hub,
+        settings: Settings,
+        client: Client,
+        *,
+        clock: Callable[[], float],
+        series: Series | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
         self.client = client
         self._clock = clock
+        #: the chart series a ``history`` request is answered from (none: empty)
+        self.series = series
         #: per event stream, the stream's offset when this client started receiving
         #: it live: a replay sends only what is older (the rest arrived live)
         self._joined: dict[str, int] = {}
@@ -170,9 +180,17 @@ class SessionCore:
             return self._subscribe(payload)
         if isinstance(payload, Unsubscribe):
             return self._unsubscribe(payload)
+        if isinstance(payload, History):  # a rare request: built for this client
+            return Reply(tuple(self._reply(self._history())))
         return Reply()  # pragma: no cover - decode accepts only CLIENT_TYPES
 
     # --- commands ---
+
+    def _history(self) -> History:
+        """The chart series kept (none without a series: a hub with no producer)."""
+        if self.series is None:
+            return History(interval=self.settings.interval)
+        return self.series.history()
 
     def _subscribe(self, request: Subscribe) -> Reply:
         since = dict(request.since or {})

@@ -1,7 +1,10 @@
 """Metrics sources: where snapshots come from (one module per source).
 
 - :mod:`~takhin_ws.sources.synthetic`: a seeded, self-consistent fake cluster (the default);
-- :mod:`~takhin_ws.sources.prometheus`: a Takhin broker's Prometheus exposition;
+- :mod:`~takhin_ws.sources.prometheus`: a Takhin broker's Prometheus exposition, built
+  from :mod:`~takhin_ws.sources.scrape` (the bounded HTTP GET),
+  :mod:`~takhin_ws.sources.promscan` (the scanner of wanted families) and
+  :mod:`~takhin_ws.sources.promsnapshot` (the snapshot from two scrapes);
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
   quantiles) the Prometheus and synthetic sources share;
 - :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
@@ -53,7 +56,11 @@ def source_for(settings: Settings) -> MetricsSource:
         # the scrape gives up a little before the producer's deadline, so the
         # error names the scrape rather than a bare timeout
         deadline = settings.collect_timeout or settings.interval
-        return PrometheusSource(settings.prometheus_url, timeout=deadline * SCRAPE_SHARE)
+        return PrometheusSource(
+            settings.prometheus_url,
+            timeout=deadline * SCRAPE_SHARE,
+            max_body_bytes=settings.scrape_max_bytes,
+        )
     return SyntheticSource(
         topics=settings.synthetic_topics,
         groups=settings.synthetic_groups,

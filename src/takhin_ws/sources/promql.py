@@ -14,13 +14,20 @@ Two functions carry every number the ``prometheus`` source derives from a scrape
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-__all__ = ["QUANTILES", "counter_increase", "histogram_quantile", "merge_buckets"]
+__all__ = [
+    "QUANTILES",
+    "counter_increase",
+    "counter_increases",
+    "histogram_quantile",
+    "merge_buckets",
+]
 
 #: The quantiles the metrics message carries (``p50``, ``p95``, ``p99``).
 QUANTILES: Final = (0.5, 0.95, 0.99)
+_INF: Final = math.inf
 
 
 def counter_increase(previous: float | None, current: float) -> float:
@@ -36,6 +43,22 @@ def counter_increase(previous: float | None, current: float) -> float:
     if previous is None or not math.isfinite(previous) or current < previous:
         return current
     return current - previous
+
+
+def counter_increases(
+    previous: Sequence[float | None] | None, current: Sequence[float]
+) -> list[float]:
+    """:func:`counter_increase` of each ``(previous[i], current[i])`` pair, in one pass
+    (*previous* ``None``: every series is new). The scrape of a large broker holds
+    tens of thousands of counters, hence the inlined comparisons."""
+    if previous is None:
+        return [c if 0 <= c < _INF else 0.0 for c in current]
+    if len(previous) != len(current):
+        raise ValueError(f"{len(previous)} previous values for {len(current)} current ones")
+    return [
+        (c if p is None or not -_INF < p <= c else c - p) if 0 <= c < _INF else 0.0
+        for p, c in zip(previous, current, strict=True)
+    ]
 
 
 def merge_buckets(buckets: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:

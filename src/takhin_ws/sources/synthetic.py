@@ -409,8 +409,8 @@ class SyntheticSource:
         produce_p50, produce_p95, produce_p99 = self._latency(fetch=False)
         fetch_p50, fetch_p95, fetch_p99 = self._latency(fetch=True)
         partitions = sum(topic.partitions for topic in topics)
-        consumers = sum(group.members for group in groups)
-        connections = int(self._producers) + consumers
+        members = sum(group.members for group in groups)
+        connections = int(self._producers) + members
         metrics = MonitoringMetrics(
             throughput=Throughput(
                 produce_rate=produce,
@@ -432,7 +432,8 @@ class SyntheticSource:
                 active_connections=connections,
                 total_topics=len(topics),
                 total_partitions=partitions,
-                total_consumers=consumers,
+                # the number of consumer groups, as the 2.9 console counts it
+                total_consumers=len(groups),
                 disk_usage_bytes=sum(stats.total_bytes for stats in topic_stats),
                 memory_usage_bytes=96 * _MiB + 2 * _MiB * partitions + 65536 * connections,
                 goroutine_count=40 + 2 * connections + 3 * partitions,

@@ -1,0 +1,437 @@
+"""A scanner of Prometheus text exposition that reads only the families it is asked for (pure).
+
+A broker of 3,000 topics serves ~330,000 samples (~25 MiB) per scrape, of which a source
+reads about two thirds; a general parser costs tens of microseconds per sample, far too
+much for a 2 s tick. :class:`ExpositionScanner` costs well under a microsecond per wanted
+sample and next to nothing per unwanted one:
+
+- The text is cut at its comment lines (``str.find``) into *runs* of sample lines, each
+  under the family its ``# TYPE``/``# HELP`` line names. A run of a family no wanted name
+  starts with is skipped after two ``str.count`` calls prove every one of its lines is
+  that family's (else it is read line by line, so untyped samples are never missed).
+- A run that may hold wanted samples is split into label blocks and values with a few
+  whole-string operations (``replace``, ``split``, slicing); the values are parsed in one
+  ``orjson`` call (``float()`` each when a token is not plain JSON, such as ``NaN`` or
+  ``+Inf``).
+- The label blocks of a run are compared with the previous scan's (one list
+  comparison); only when the series changed are they parsed again. Unchanged series
+  keep the same :class:`Keys` object, so computations over successive scans line up
+  by position and memoise what depends on labels only (:meth:`Keys.derive`).
+- Anything unusual (lines without labels, timestamps, blank lines, a ``"} "`` inside a
+  label value, samples of another family) sends that run to a line-by-line parser that
+  checks each line's form and says which line is wrong.
+
+The result maps each wanted sample name to a :class:`Series`: its label sets (sorted
+``(name, value)`` pairs) and its values, as two columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from operator import itemgetter
+from typing import Final, TypeAlias, TypeVar, final
+
+import attrs
+import orjson
+
+__all__ = [
+    "Exposition",
+    "ExpositionScanner",
+    "Keys",
+    "Labels",
+    "Series",
+    "parse_exposition",
+    "parse_labels",
+]
+
+#: One series' labels: ``(name, value)`` pairs sorted by name.
+Labels: TypeAlias = tuple[tuple[str, str], ...]
+T = TypeVar("T")
+
+_METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+#: One sample line: name, optional label block (quote-aware, so a ``}`` inside a value is
+#: fine), value, optional timestamp.
+_LINE: Final = re.compile(
+    r'[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)(?:[ \t]*\{((?:[^"}]|"(?:[^"\\\n]|\\.)*")*)\}[ \t]*|[ \t]+)'
+    r"([^ \t]+)(?:[ \t]+-?[0-9]+)?[ \t]*"
+)
+_PAIR: Final = re.compile(
+    r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*(?:,[ \t]*|$)'
+)
+#: A pair without escapes or spaces (what exporters write); the general rule is _PAIR.
+_SIMPLE_PAIR: Final = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
+_ESCAPE: Final = re.compile(r"\\(.)")
+_UNESCAPED: Final = {"n": "\n", "\\": "\\", '"': '"'}
+#: Characters of a list of JSON numbers (anything else: parse each token with float()).
+_JSON_NUMBERS: Final = re.compile(r"[0-9eE+\-.,]*")
+#: Longest excerpt of a bad line quoted in an error.
+_SHOWN: Final = 60
+#: The label cache is dropped when it holds this many times more entries than series.
+_CACHE_SLACK: Final = 4
+
+
+def parse_labels(block: str) -> Labels:
+    """The labels of a label block's inside (``a="1",b="x\\"y"``), sorted by name.
+
+    Values are unescaped (``\\\\``, ``\\"``, ``\\n``). Raises ``ValueError`` when *block*
+    is not a list of ``name="value"`` pairs.
+    """
+    simple = _SIMPLE_PAIR.findall(block)
+    exact = ",".join([f'{name}="{value}"' for name, value in simple]) == block
+    if exact and len(simple) == len(dict(simple)):  # the common case: no escape, no space
+        return tuple(sorted(simple))
+    pairs: dict[str, str] = {}
+    pos, end = 0, len(block)
+    while pos < end:
+        match = _PAIR.match(block, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"bad labels {{{block}}}")
+        name, value = match.groups()
+        if "\\" in value:
+            value = _ESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(0)), value)
+        pairs[name] = value
+        pos = match.end()
+    return tuple(sorted(pairs.items()))
+
+
+@final
+class Keys:
+    """The label sets of one sample name's series, in exposition order.
+
+    A scanner hands successive scans the same ``Keys`` object while the series stay the
+    same, so ``previous.keyset is current.keyset`` means "aligned by position", and anything
+    computed from labels alone can be kept with it (:meth:`derive`).
+    """
+
+    __slots__ = ("_memo", "labels")
+
+    def __init__(self, labels: Sequence[Labels]) -> None:
+        self.labels: tuple[Labels, ...] = tuple(labels)
+        self._memo: dict[Callable[[Keys], object], object] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"<Keys of {len(self.labels)} series>"
+
+    def derive(self, build: Callable[[Keys], T]) -> T:
+        """``build(self)``, computed once per ``Keys`` (*build* must depend on labels only)."""
+        try:
+            return self._memo[build]  # type: ignore[return-value]
+        except KeyError:
+            value = self._memo[build] = build(self)
+            return value
+
+    def column(self, name: str) -> tuple[str | None, ...]:
+        """The value of label *name* of each series (``None`` where absent)."""
+        return self.derive(_COLUMNS[name]) if name in _COLUMNS else _column(self, name)
+
+    def index(self) -> Mapping[Labels, int]:
+        """Position of each label set."""
+        return self.derive(_index)
+
+
+def _column(keys: Keys, name: str) -> tuple[str | None, ...]:
+    return tuple(dict(labels).get(name) for labels in keys.labels)
+
+
+def _index(keys: Keys) -> Mapping[Labels, int]:
+    return {labels: position for position, labels in enumerate(keys.labels)}
+
+
+def _column_of(name: str) -> Callable[[Keys], tuple[str | None, ...]]:
+    def build(keys: Keys) -> tuple[str | None, ...]:
+        return _column(keys, name)
+
+    build.__name__ = f"column_{name}"
+    return build
+
+
+#: Memoised columns of the labels the sources read.
+_COLUMNS: Final = {
+    name: _column_of(name) for name in ("topic", "partition", "group_id", "state", "le")
+}
+
+
+@final
+class Series:
+    """The series of one sample name, as two columns: ``values[i]`` belongs to
+    ``keyset.labels[i]`` (:meth:`to_dict` gives the plain mapping)."""
+
+    __slots__ = ("keyset", "values")
+
+    def __init__(self, keyset: Keys, values: Sequence[float]) -> None:
+        if len(keyset) != len(values):
+            raise ValueError(f"{len(keyset)} label sets but {len(values)} values")
+        self.keyset = keyset
+        self.values = values
+
+    @classmethod
+    def of(cls, samples: Mapping[Labels, float]) -> Series:
+        """The series of a plain ``{labels: value}`` mapping."""
+        return cls(Keys(list(samples)), list(samples.values()))
+
+    def to_dict(self) -> dict[Labels, float]:
+        return dict(zip(self.keyset.labels, self.values, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Series):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Series({self.to_dict()!r})"
+
+
+#: Samples of one scrape: sample name -> its series.
+Exposition: TypeAlias = Mapping[str, Series]
+
+EMPTY: Final = Series(Keys(()), ())
+
+
+@attrs.frozen
+class _Run:
+    """What a fast-path run looked like at the last scan, to recognise it unchanged."""
+
+    blocks: list[str]
+    #: wanted sample name -> its keys and the positions of its lines (None: every line)
+    names: dict[str, tuple[Keys, tuple[int, ...] | None]]
+
+
+class ExpositionScanner:
+    """Scans expositions for the sample names in *wanted* (see the module docstring).
+
+    Keep one scanner per endpoint: it remembers the previous scan's series so an
+    unchanged run costs no label parsing. Not thread-safe: one :meth:`scan` at a time.
+    """
+
+    def __init__(self, wanted: Collection[str]) -> None:
+        self.wanted: frozenset[str] = frozenset(wanted)
+        self._runs: dict[tuple[str | None, int], _Run] = {}
+        self._labels: dict[str, Labels] = {}
+        self._family_wants: dict[str | None, frozenset[str]] = {None: self.wanted}
+
+    def scan(self, text: str) -> dict[str, Series]:
+        """The wanted samples of *text*. Raises ``ValueError`` naming the first bad line."""
+        data = "\n" + text
+        stop = len(data) - 1 if data.endswith("\n") else len(data)
+        found: dict[str, list[tuple[Keys, Sequence[float]]]] = {}
+        runs: dict[tuple[str | None, int], _Run] = {}
+        seen: dict[str | None, int] = {}
+        family: str | None = None
+        pos = 0  # the newline that starts the next line
+        while pos < stop:
+            comment = _next_comment(data, pos, stop)
+            end = stop if comment == -1 else comment
+            if end > pos:
+                occurrence = seen[family] = seen.get(family, -1) + 1
+                run = self._run(data, pos, end, family, (family, occurrence), found)
+                if run is not None:
+                    runs[(family, occurrence)] = run
+            if comment == -1:
+                break
+            pos = data.find("\n", comment + 1, stop)
+            if pos == -1:
+                pos = stop
+            tokens = data[comment + 2 : pos].split(None, 2)
+            if len(tokens) >= 2 and tokens[0] in ("TYPE", "HELP"):
+                family = tokens[1]
+        self._runs = runs
+        series = sum(len(keys) for parts in found.values() for keys, _ in parts)
+        if len(self._labels) > _CACHE_SLACK * max(series, 1):
+            self._labels = {}
+        return {name: _merge(parts) for name, parts in found.items()}
+
+    # --- one run of sample lines: data[start + 1 : end], start being a newline ---
+
+    def _wants(self, family: str | None) -> frozenset[str]:
+        wants = self._family_wants.get(family)
+        if wants is None:
+            assert family is not None
+            wants = frozenset(name for name in self.wanted if name.startswith(family))
+            self._family_wants[family] = wants
+        return wants
+
+    def _run(
+        self,
+        data: str,
+        start: int,
+        end: int,
+        family: str | None,
+        key: tuple[str | None, int],
+        found: dict[str, list[tuple[Keys, Sequence[float]]]],
+    ) -> _Run | None:
+        lines = data.count("\n", start, end)
+        if family is not None and not self._wants(family):
+            if data.count("\n" + family, start, end) == lines:
+                return None  # only that family's lines: not read
+            self._slow(data, start, end, found)
+            return None
+        parts = data[start + 1 : end].replace("} ", "\n").split("\n")
+        if len(parts) == 2 * lines:
+            blocks = parts[0::2]
+            previous = self._runs.get(key)
+            run = previous if previous is not None and previous.blocks == blocks else None
+            if run is None:
+                run = self._structure(blocks)
+            values = _floats(parts[1::2]) if run is not None else None
+            if run is not None and values is not None:
+                for name, (keys, positions) in run.names.items():
+                    if positions is None:
+                        picked: Sequence[float] = values
+                    elif len(positions) == 1:
+                        picked = [values[positions[0]]]
+                    else:
+                        picked = itemgetter(*positions)(values)
+                    found.setdefault(name, []).append((keys, picked))
+                return run
+        self._slow(data, start, end, found)
+        return None
+
+    def _structure(self, blocks: list[str]) -> _Run | None:
+        """The keys of each wanted name among *blocks* (``name{labels``), or ``None``
+        when a block is not of that form (the slow path then says what is wrong)."""
+        parted = [block.partition("{") for block in blocks]
+        names = {name for name, _, _ in parted}
+        if not all(brace for _, brace, _ in parted) or not all(
+            name in self.wanted or _METRIC_NAME.fullmatch(name) for name in names
+        ):
+            return None
+        out: dict[str, tuple[Keys, tuple[int, ...] | None]] = {}
+        try:
+            if len(names) == 1:  # a gauge's or counter's run: every line is the name's
+                (name,) = names
+                if name in self.wanted:
+                    labels = [self._labels_of(inside) for _, _, inside in parted]
+                    out[name] = self._keys(labels, range(len(labels)), every=True)
+                return _Run(blocks=blocks, names=out)
+            by_name: dict[str, tuple[list[Labels], list[int]]] = {}
+            for position, (name, _, inside) in enumerate(parted):
+                if name in self.wanted:
+                    labels, where = by_name.setdefault(name, ([], []))
+                    labels.append(self._labels_of(inside))
+                    where.append(position)
+            for name, (labels, where) in by_name.items():
+                out[name] = self._keys(labels, where, every=False)
+        except ValueError:
+            return None
+        return _Run(blocks=blocks, names=out)
+
+    def _labels_of(self, inside: str) -> Labels:
+        labels = self._labels.get(inside)
+        if labels is None:
+            labels = self._labels[inside] = parse_labels(inside)
+        return labels
+
+    @staticmethod
+    def _keys(
+        labels: list[Labels], where: Sequence[int], *, every: bool
+    ) -> tuple[Keys, tuple[int, ...] | None]:
+        """Keys and positions of one name's lines; a repeated series counts once, the
+        last one."""
+        if len(set(labels)) != len(labels):
+            last = dict(zip(labels, where, strict=True))
+            return Keys(list(last)), tuple(last.values())
+        return Keys(labels), None if every else tuple(where)
+
+    def _slow(
+        self,
+        data: str,
+        start: int,
+        end: int,
+        found: dict[str, list[tuple[Keys, Sequence[float]]]],
+    ) -> None:
+        """Line by line: every line checked, the wanted ones kept."""
+        samples: dict[str, dict[Labels, float]] = {}
+        pos = start
+        while pos < end:
+            nxt = data.find("\n", pos + 1, end)
+            if nxt == -1:
+                nxt = end
+            line = data[pos + 1 : nxt]
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                match = _LINE.fullmatch(line)
+                if match is None:
+                    raise _bad_line(data, pos, line)
+                name, block, token = match.groups()
+                try:
+                    value = float(token)
+                    labels = parse_labels(block) if block else ()
+                except ValueError:
+                    raise _bad_line(data, pos, line) from None
+                if name in self.wanted:
+                    series = samples.setdefault(name, {})
+                    series.pop(labels, None)
+                    series[labels] = value
+            pos = nxt
+        for name, series in samples.items():
+            found.setdefault(name, []).append((Keys(list(series)), list(series.values())))
+
+
+def _next_comment(data: str, pos: int, stop: int) -> int:
+    """The newline before the next ``#`` line after *pos*, or -1.
+
+    ``str.find`` of one character is a ``memchr`` (a few ms for 25 MiB, ten times less
+    than a two-character search); a ``#`` inside a label value is passed over.
+    """
+    while True:
+        hash_ = data.find("#", pos, stop)
+        if hash_ == -1:
+            return -1
+        if data[hash_ - 1] == "\n":
+            return hash_ - 1
+        pos = hash_ + 1
+
+
+def _bad_line(data: str, pos: int, line: str) -> ValueError:
+    number = data.count("\n", 0, pos + 1)
+    shown = line.strip()
+    if len(shown) > _SHOWN:
+        shown = shown[:_SHOWN] + "..."
+    return ValueError(f"line {number} is not a sample: {shown!r}")
+
+
+def _floats(tokens: list[str]) -> list[float] | None:
+    """*tokens* as numbers (one orjson call when they are plain JSON numbers), or
+    ``None`` if one is not a number."""
+    joined = ",".join(tokens)
+    if _JSON_NUMBERS.fullmatch(joined) is not None:
+        try:
+            values: list[float] = orjson.loads("[" + joined + "]")
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if len(values) == len(tokens):
+                return values
+    try:
+        return [float(token) for token in tokens]
+    except ValueError:
+        return None
+
+
+def _merge(parts: list[tuple[Keys, Sequence[float]]]) -> Series:
+    if len(parts) == 1:
+        keys, values = parts[0]
+        return Series(keys, values)
+    merged: dict[Labels, float] = {}
+    for keys, values in parts:
+        for labels, value in zip(keys.labels, values, strict=True):
+            merged.pop(labels, None)
+            merged[labels] = value
+    return Series.of(merged)
+
+
+def parse_exposition(text: str, wanted: Collection[str]) -> dict[str, Series]:
+    """The samples of *text* named in *wanted* (a one-off :class:`ExpositionScanner`).
+
+    Raises ``ValueError`` saying which line is wrong when *text* is not exposition text.
+    """
+    return ExpositionScanner(wanted).scan(text)

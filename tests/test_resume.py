@@ -112,7 +112,11 @@ async def test_subscribe_message_with_since_replays_then_goes_live(server: Serve
         }
         await ws.send_message(orjson.dumps(request).decode())
         subscribed = await _until(ws, "subscribed")
-        assert subscribed["data"] == {"channels": ["topics"], "recovered": {"topics": True}}
+        assert subscribed["data"] == {
+            "channels": ["topics"],
+            "recovered": {"topics": True},
+            "count": 1,
+        }
         _publish(server, "e")
         events = await _events_until_pong(ws)
     assert [m["offset"] for m in events] == [2, 3, 4, 5]

@@ -70,7 +70,11 @@ async def test_welcome_is_first_then_the_latest_snapshot(
         assert data["epoch"] == server.hub.epoch
         assert data["channels"] == ["groups", "metrics", "topics"]  # everything, as in 2.9
         assert data["heartbeat"] == {"interval": 54.0, "timeout": 60.0}
-        assert data["limits"] == {"queueSize": 256, "maxMessageSize": 64 * 1024}
+        assert data["limits"] == {
+            "queueSize": 256,
+            "maxMessageSize": 64 * 1024,
+            "maxChannels": 256,
+        }
         assert data["offsets"] == {"topics": 0, "groups": 0}
         assert isinstance(welcome["timestamp"], int)
 
@@ -230,7 +234,7 @@ async def test_29_string_subscribe_with_the_websockets_client(server: Server) ->
     assert snapshot["type"] == "metrics"
     assert subscribed == {
         "type": "subscribed",
-        "data": {"channels": ["metrics", "topic:orders"], "recovered": {}},
+        "data": {"channels": ["topic:orders"], "recovered": {}, "count": 2},
         "timestamp": subscribed["timestamp"],
     }
     assert event["type"] == "topic_created"
@@ -243,14 +247,17 @@ async def test_subscribe_list_and_object_forms_then_unsubscribe(server: Server) 
     async with ws_connect(server.ws_url + "?channels=group:none") as ws:
         await welcomed(ws)
 
+        # each answer lists what the request changed, and counts the whole subscription
         await send_json(ws, {"type": "subscribe", "data": ["topic:orders", "group:g1"]})
         msg = await recv_json(ws)
         assert msg["type"] == "subscribed"
-        assert msg["data"]["channels"] == ["group:g1", "group:none", "topic:orders"]
+        assert msg["data"]["channels"] == ["group:g1", "topic:orders"]
+        assert msg["data"]["count"] == 3
 
-        await send_json(ws, {"type": "subscribe", "data": {"channels": ["topics"]}})
+        await send_json(ws, {"type": "subscribe", "data": {"channels": ["topics", "group:g1"]}})
         msg = await recv_json(ws)
-        assert msg["data"]["channels"] == ["group:g1", "group:none", "topic:orders", "topics"]
+        assert msg["data"]["channels"] == ["topics"]  # group:g1 was already there
+        assert msg["data"]["count"] == 4
         assert msg["data"]["recovered"] == {}
 
         hub.publish_event(TopicCreated(name="payments", partitions=1))
@@ -266,10 +273,12 @@ async def test_subscribe_list_and_object_forms_then_unsubscribe(server: Server) 
         await send_json(ws, {"type": "unsubscribe", "data": "topics"})
         msg = await recv_json(ws)
         assert msg["type"] == "subscribed"
-        assert msg["data"]["channels"] == ["group:g1", "group:none", "topic:orders"]
-        await send_json(ws, {"type": "unsubscribe", "data": ["group:g1", "group:none"]})
+        assert msg["data"]["channels"] == ["topics"]  # removed
+        assert msg["data"]["count"] == 3
+        await send_json(ws, {"type": "unsubscribe", "data": ["group:g1", "group:none", "topic:x"]})
         msg = await recv_json(ws)
-        assert msg["data"]["channels"] == ["topic:orders"]
+        assert msg["data"]["channels"] == ["group:g1", "group:none"]
+        assert msg["data"]["count"] == 1
 
         hub.publish_event(TopicCreated(name="payments", partitions=2))
         hub.publish_event(GroupUpdated(group_id="g1", state="Stable", members=1))
@@ -284,7 +293,8 @@ async def test_subscribing_to_metrics_sends_the_snapshot_at_once(server: Server)
         await send_json(ws, {"type": "subscribe", "data": "metrics"})
         subscribed = await recv_json(ws)
         assert subscribed["type"] == "subscribed"
-        assert subscribed["data"]["channels"] == ["metrics", "topics"]
+        assert subscribed["data"]["channels"] == ["metrics"]
+        assert subscribed["data"]["count"] == 2
         snapshot = await recv_json(ws)
         assert snapshot["type"] == "metrics"
         assert snapshot["offset"] == 1

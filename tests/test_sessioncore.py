@@ -107,11 +107,12 @@ def test_subscribing_to_metrics_sends_the_snapshot_once(hub: Hub) -> None:
     assert types(send(core, {"type": "subscribe", "data": ["metrics"]})) == ["subscribed"]
 
 
-def test_unsubscribe_answers_the_remaining_channels(hub: Hub) -> None:
+def test_unsubscribe_answers_what_it_removed_and_the_count(hub: Hub) -> None:
     core, _ = core_for(hub, ["topics", "group:g1"])
     core.start()
-    (msg,) = messages(send(core, {"type": "unsubscribe", "data": "topics"}))
-    assert msg["data"]["channels"] == ["group:g1"]
+    (msg,) = messages(send(core, {"type": "unsubscribe", "data": ["topics", "group:g2"]}))
+    assert msg["data"]["channels"] == ["topics"]  # what the request removed
+    assert msg["data"]["count"] == 1
     assert hub.subscribers("topics") == 0
 
 

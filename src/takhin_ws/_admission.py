@@ -14,6 +14,8 @@ upgrades can never exceed the limit.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
@@ -40,6 +42,8 @@ __all__ = [
 TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
 #: Subprotocol the server selects when offered (so browsers accept the handshake).
 SUBPROTOCOL: Final = "takhin.v1"
+#: A ``Sec-WebSocket-Key`` is a random 16-byte value, base64-encoded (RFC 6455 4.1).
+WEBSOCKET_KEY_BYTES: Final = 16
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -80,6 +84,9 @@ class Admission:
                 headers=[("Retry-After", str(self.settings.retry_after))],
             )
         channels, since, epoch = connect_params(request)
+        limit = self.settings.max_channels
+        if channels is not None and len(set(channels)) > limit:
+            raise HttpError(400, f"channels: at most {limit} channels per connection")
         return Upgrade(channels, since, epoch, choose_subprotocol(offered))
 
     def origin_allowed(self, request: Request) -> bool:
@@ -146,8 +153,20 @@ def check_handshake(request: Request) -> None:
             "only WebSocket version 13 is supported",
             headers=[("Sec-WebSocket-Version", "13")],
         )
-    if not request.header("sec-websocket-key") or not request.header("host"):
+    if request.http_version != "1.1":
+        raise HttpError(400, "a WebSocket upgrade needs HTTP/1.1")
+    key = request.header("sec-websocket-key")
+    if not key or not request.header("host"):
         raise HttpError(400, "a WebSocket upgrade needs 'Sec-WebSocket-Key' and 'Host'")
+    if not _valid_key(key):
+        raise HttpError(400, "'Sec-WebSocket-Key' must be 16 bytes in base64 (RFC 6455)")
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == WEBSOCKET_KEY_BYTES
+    except binascii.Error:
+        return False
 
 
 def subprotocols(request: Request) -> list[str]:
@@ -156,12 +175,13 @@ def subprotocols(request: Request) -> list[str]:
 
 
 def choose_subprotocol(offered: list[str]) -> str | None:
-    if not offered:
-        return None
+    """``takhin.v1`` when offered; else the first ``bearer.<key>`` entry (a browser
+    that offered only its key fails a handshake that selects none); never a
+    subprotocol this server does not speak."""
     if SUBPROTOCOL in offered:
         return SUBPROTOCOL
-    plain = [p for p in offered if not p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
-    return plain[0] if plain else offered[0]
+    tokens = [p for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
+    return tokens[0] if tokens else None
 
 
 def connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], str | None]:

@@ -7,6 +7,7 @@ connection is :mod:`takhin_ws._httpio`; answering is :func:`response_bytes`.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +27,8 @@ __all__ = [
     "request_of",
     "response_bytes",
 ]
+
+_KNOWN_STATUSES: Final = frozenset(s.value for s in HTTPStatus)
 
 #: A request head larger than this is refused.
 MAX_HEAD_BYTES: Final = 16 * 1024
@@ -50,6 +53,7 @@ class Request:
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     raw: bytes  # every byte read from the socket so far (head and any body bytes)
     conn: h11.Connection
+    http_version: str = "1.1"
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -96,6 +100,7 @@ def request_of(event: h11.Request, raw: bytes, conn: h11.Connection) -> Request:
         headers=headers,
         raw=raw,
         conn=conn,
+        http_version=event.http_version.decode("ascii", "replace"),
     )
 
 
@@ -127,7 +132,9 @@ def response_bytes(
         ("Cache-Control", "no-store"),
         *(headers or []),
     ]
-    out = conn.send(h11.Response(status_code=status, headers=all_headers)) or b""
+    reason = HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""
+    response = h11.Response(status_code=status, headers=all_headers, reason=reason.encode())
+    out = conn.send(response) or b""
     if body and not head_only:
         out += conn.send(h11.Data(data=body)) or b""
     out += conn.send(h11.EndOfMessage()) or b""
@@ -144,6 +151,7 @@ _ERROR_CODES: Final = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     426: "upgrade_required",

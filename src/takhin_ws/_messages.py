@@ -305,6 +305,8 @@ class Heartbeat:
 class Limits:
     queue_size: int
     max_message_size: int
+    #: Channels one connection may be subscribed to at once (0: not announced).
+    max_channels: int = 0
 
 
 @frozen(kw_only=True)
@@ -323,7 +325,10 @@ class Welcome:
 
 @frozen(kw_only=True)
 class Subscribed:
-    """Answer to ``subscribe``/``unsubscribe``: the whole subscription after the change.
+    """Answer to ``subscribe``/``unsubscribe``, proportional to the request: ``channels``
+    are the ones the request changed (added by ``subscribe``, removed by
+    ``unsubscribe``) and ``count`` is the size of the whole subscription after it.
+    (In ``welcome``'s place, when resuming at connect, ``channels`` is the subscription.)
 
     ``recovered`` has one entry per stream the request asked to resume (``since``):
     ``true`` when every missed event followed, ``false`` when the client must refetch.
@@ -332,6 +337,7 @@ class Subscribed:
     TYPE: ClassVar[str] = "subscribed"
     channels: tuple[str, ...]
     recovered: Mapping[str, bool] = attrs.Factory(dict)
+    count: int = 0
 
 
 @frozen(kw_only=True)

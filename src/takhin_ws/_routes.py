@@ -18,7 +18,7 @@ from ._admission import bearer, key_matches, www_authenticate
 from ._bus import BusUnavailableError
 from ._dashboard import dashboard_page
 from ._exposition import ServerStatistics, render_metrics
-from ._http import HttpError, Request, response_bytes
+from ._http import HttpError, Request, error_code, json_error, response_bytes
 from ._httpio import read_body
 from ._ingress import EventIngress, decode_events
 from ._transport import SocketTransport
@@ -55,8 +55,11 @@ class Routes:
         self._publish_keys = [k.encode() for k in server.settings.publish_keys]
 
     async def answer(self, transport: SocketTransport, request: Request) -> None:
-        """Answer *request* (not a WebSocket upgrade); raise :class:`HttpError`."""
+        """Answer *request* (not a WebSocket upgrade); raise :class:`HttpError`.
+
+        A ``HEAD`` request gets the ``GET`` answer's status and headers, no body."""
         path, method = request.path, request.method
+        head = method == "HEAD"
         if path == EVENTS_PATH:
             if method != "POST":
                 raise HttpError(405, "use POST", headers=[("Allow", "POST")])
@@ -65,26 +68,20 @@ class Routes:
         if method not in ("GET", "HEAD"):
             raise HttpError(405, f"{method} is not allowed here", headers=[("Allow", "GET, HEAD")])
         if path in ("/", "/index.html"):
-            await self.send(
-                transport,
-                response_bytes(
-                    200,
-                    dashboard_page(),
-                    content_type="text/html; charset=utf-8",
-                    head_only=method == "HEAD",
-                ),
-            )
+            page = dashboard_page()
+            html = "text/html; charset=utf-8"
+            await self.send(transport, response_bytes(200, page, content_type=html, head_only=head))
         elif path == "/healthz":
-            await self.send_json(transport, 200, {"status": "ok"})
+            await self.send_json(transport, 200, {"status": "ok"}, head=head)
         elif path == "/readyz":
             reasons = self._server.unready_reasons()
             body = {"status": "unready" if reasons else "ready", "reasons": reasons}
-            await self.send_json(transport, 503 if reasons else 200, body)
+            await self.send_json(transport, 503 if reasons else 200, body, head=head)
         elif path == "/metrics":
             text = render_metrics(self._server.statistics())
-            await self.send(
-                transport, response_bytes(200, text, content_type=PROMETHEUS_CONTENT_TYPE)
-            )
+            prometheus = PROMETHEUS_CONTENT_TYPE
+            response = response_bytes(200, text, content_type=prometheus, head_only=head)
+            await self.send(transport, response)
         elif path == WS_PATH:
             raise HttpError(
                 426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
@@ -98,8 +95,16 @@ class Routes:
             with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await transport.send_all(response)
 
-    async def send_json(self, transport: SocketTransport, status: int, obj: object) -> None:
-        await self.send(transport, response_bytes(status, orjson.dumps(obj)))
+    async def send_json(
+        self, transport: SocketTransport, status: int, obj: object, *, head: bool = False
+    ) -> None:
+        await self.send(transport, response_bytes(status, orjson.dumps(obj), head_only=head))
+
+    async def refuse(self, transport: SocketTransport, exc: HttpError, *, head: bool) -> None:
+        """Answer a refusal: its status, headers and a JSON error body (none to HEAD)."""
+        body = json_error(exc.status, error_code(exc.status), exc.message)
+        response = response_bytes(exc.status, body, headers=exc.headers, head_only=head)
+        await self.send(transport, response)
 
     async def _publish(self, transport: SocketTransport, request: Request) -> None:
         if not self._publish_keys:
@@ -109,7 +114,12 @@ class Routes:
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise HttpError(415, "content type must be application/json")
-        body = await read_body(transport, request, self._settings.max_body_size)
+        body: bytes | None = None
+        deadline = self._settings.body_timeout
+        with trio.move_on_after(deadline):
+            body = await read_body(transport, request, self._settings.max_body_size)
+        if body is None:
+            raise HttpError(408, f"the request body did not arrive within {deadline:g} s")
         try:
             published = await self._server.ingress.publish_many(decode_events(body))
         except BusUnavailableError as exc:

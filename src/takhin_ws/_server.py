@@ -31,7 +31,7 @@ from ._config import Settings
 from ._exceptions import HubFullError
 from ._exposition import ServerStatistics
 from ._heartbeat import heartbeat
-from ._http import HttpError, Request, error_code, json_error, response_bytes
+from ._http import HttpError, Request
 from ._httpio import read_request
 from ._hub import Hub
 from ._ingress import EventIngress
@@ -161,14 +161,16 @@ class Server:
         with trio.move_on_after(settings.handshake_timeout):
             try:
                 request = await read_request(transport)
-            except HttpError as exc:
-                await self._refuse(transport, exc)
+            except HttpError as exc:  # a bad head (400) or one too large (431)
+                self._count_rejected(exc)
+                await self._routes.refuse(transport, exc, head=False)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         if request is None:
             log.debug("%s: no request within %s s; dropped", conn_id, settings.handshake_timeout)
             return
+        head = request.method == "HEAD"
         try:
             if request.path == WS_PATH and request.is_websocket:
                 upgrade = self._admit(request, conn_id)
@@ -180,13 +182,12 @@ class Server:
                 return
             await self._routes.answer(transport, request)
         except HttpError as exc:
-            self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1
-            await self._refuse(transport, exc)
+            self._count_rejected(exc)
+            await self._routes.refuse(transport, exc, head=head)
         await transport.linger_close()
 
-    async def _refuse(self, transport: SocketTransport, exc: HttpError) -> None:
-        body = json_error(exc.status, error_code(exc.status), exc.message)
-        await self._routes.send(transport, response_bytes(exc.status, body, headers=exc.headers))
+    def _count_rejected(self, exc: HttpError) -> None:
+        self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1
 
     # --- WebSocket ---
 

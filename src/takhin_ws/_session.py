@@ -86,6 +86,9 @@ class Session:
                 try:
                     while True:
                         message = await self.ws.get_message()
+                        delay = self.core.command_delay()
+                        if delay:
+                            await trio.sleep(delay)  # throttled: this sender waits, alone
                         if not self._handle(message):
                             break
                 except ConnectionClosed:

@@ -67,10 +67,14 @@ __all__ = [
 
 #: Close codes (RFC 6455 section 7.4.1).
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_UNSUPPORTED_DATA: Final = 1003
 CLOSE_POLICY: Final = 1008
 CLOSE_TRY_AGAIN: Final = 1013
 
 TOO_MANY_INVALID: Final = "too many invalid messages"
+BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
+#: Error code of a ``subscribe`` that would exceed ``Settings.max_channels``.
+TOO_MANY_CHANNELS: Final = "too_many_channels"
 
 
 @frozen
@@ -111,7 +115,17 @@ class SessionCore:
     Not thread-safe; one per connection.
     """
 
-    __slots__ = ("_bad", "_clock", "_joined", "client", "hub", "series", "settings")
+    __slots__ = (
+        "_bad",
+        "_clock",
+        "_joined",
+        "_stamp",
+        "_tokens",
+        "client",
+        "hub",
+        "series",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -132,6 +146,9 @@ class SessionCore:
         #: it live: a replay sends only what is older (the rest arrived live)
         self._joined: dict[str, int] = {}
         self._bad: deque[float] | None = None  # times of recent invalid messages
+        # the command token bucket: `command_burst` tokens, `command_rate` per second
+        self._tokens = float(settings.command_burst)
+        self._stamp = clock()
 
     @property
     def id(self) -> str:
@@ -153,22 +170,44 @@ class SessionCore:
                 channels=tuple(sorted(self.client.channels)),
                 heartbeat=Heartbeat(interval=settings.ping_interval, timeout=settings.ping_timeout),
                 limits=Limits(
-                    queue_size=settings.queue_size, max_message_size=settings.max_message_size
+                    queue_size=settings.queue_size,
+                    max_message_size=settings.max_message_size,
+                    max_channels=settings.max_channels,
                 ),
                 offsets={stream: hub.offset(stream) for stream in EVENT_STREAMS},
             )
         )
         if since:
             recovered, replay = self._resume(since, epoch)
+            channels = self.client.channels
             out += self._reply(
-                Subscribed(channels=tuple(sorted(self.client.channels)), recovered=recovered)
+                Subscribed(
+                    channels=tuple(sorted(channels)), recovered=recovered, count=len(channels)
+                )
             )
             out += replay
         out += self._latest(self.client.channels)
         return Reply(tuple(out))
 
+    def command_delay(self) -> float:
+        """Seconds the next client message must wait before it is handled (0: at once).
+
+        A token bucket: ``command_burst`` messages at once, then ``command_rate`` per
+        second. Each call takes a token; a sender faster than that is throttled (its
+        messages wait, and the connection's reader with them), never starving others."""
+        rate = self.settings.command_rate
+        now = self._clock()
+        self._tokens = min(
+            float(self.settings.command_burst), self._tokens + (now - self._stamp) * rate
+        )
+        self._stamp = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / rate
+
     def receive(self, message: str | bytes) -> Reply:
-        """Answer one client message."""
+        """Answer one client message (text: the protocol has no binary messages)."""
+        if not isinstance(message, str):
+            return Reply(close=Close(CLOSE_UNSUPPORTED_DATA, BINARY_REFUSED))
         try:
             envelope = decode(message, accept=CLIENT_TYPES, max_size=self.settings.max_message_size)
         except RemoteProtocolError as exc:
@@ -204,22 +243,37 @@ class SessionCore:
                     )
                 )
         before = self.client.channels
+        added = frozenset(request.channels) - before
+        limit = self.settings.max_channels
+        if len(before) + len(added) > limit:
+            return self._invalid(
+                Error(
+                    code=TOO_MANY_CHANNELS,
+                    message=f"a connection may subscribe to at most {limit} channels "
+                    f"({len(before)} now, {len(added)} more asked)",
+                    path="$.data",
+                )
+            )
         # streams not received before this request: everything after `since` is
         # replayed now, before any live message of them can arrive
-        channels = self.hub.subscribe(self.client, request.channels)
+        channels = self.hub.subscribe(self.client, added)
         recovered, replay = self._resume(since, request.epoch)
-        out = self._reply(Subscribed(channels=tuple(sorted(channels)), recovered=recovered))
+        out = self._reply(
+            Subscribed(channels=tuple(sorted(added)), recovered=recovered, count=len(channels))
+        )
         out += replay
         self._note_joined(request.channels)
-        out += self._latest(channels - before)
+        out += self._latest(added)
         return Reply(tuple(out))
 
     def _unsubscribe(self, request: Unsubscribe) -> Reply:
-        channels = self.hub.unsubscribe(self.client, request.channels)
-        for stream in {stream_of(ch) for ch in request.channels}:
+        removed = frozenset(request.channels) & self.client.channels
+        channels = self.hub.unsubscribe(self.client, removed)
+        for stream in {stream_of(ch) for ch in removed}:
             if not any(stream_of(ch) == stream for ch in channels):
                 self._joined.pop(stream, None)
-        return Reply(tuple(self._reply(Subscribed(channels=tuple(sorted(channels))))))
+        reply = Subscribed(channels=tuple(sorted(removed)), count=len(channels))
+        return Reply(tuple(self._reply(reply)))
 
     def _invalid(self, error: Error) -> Reply:
         """Answer a bad message with *error*; close (1008) once there were too many."""

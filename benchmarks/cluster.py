@@ -8,9 +8,9 @@ partitions / 1,000 groups) a realistic broker exposition is served by a child pr
   ``--ticks`` times, ``--interval`` apart; each tick's CPU time (the whole process,
   worker threads included) is split into *collect* (scrape, scan, compute) and *publish*
   (diff against the previous snapshot, encode the ``metrics`` envelope). The JSON bytes
-  of the frame, and its size compressed as permessage-deflate sends it (raw deflate,
-  no context takeover), are recorded, and the rates are checked against the exposition's
-  known ones.
+  of the frame, and its size compressed as the server sends it to a client that
+  negotiated permessage-deflate (``takhin_ws._deflate.deflate``, once per publish), are
+  recorded, and the rates are checked against the exposition's known ones.
 - ``server``: ``python -m takhin_ws --source prometheus`` at ``--interval`` with one
   WebSocket client: the seconds between the client's ``metrics`` frames (and how many
   were stale) and the server process's CPU per frame.
@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +43,7 @@ import trio
 from benchmarks.exposition import SIZES, Shape
 from takhin_ws import Envelope, encode
 from takhin_ws._changes import diff
+from takhin_ws._deflate import deflate
 from takhin_ws._snapshot import Snapshot
 from takhin_ws.sources import PrometheusSource, ScrapeError
 
@@ -57,11 +57,9 @@ STARTUP_TIMEOUT: Final = 60.0
 
 
 def deflated_size(payload: bytes) -> int:
-    """Bytes of *payload* as one permessage-deflate message (RFC 7692: raw deflate,
-    sync flush, the trailing ``00 00 ff ff`` removed)."""
-    compressor = zlib.compressobj(wbits=-15)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    return len(data) - 4
+    """Bytes of *payload* as the server sends it to a client that negotiated
+    permessage-deflate (its compress-once function)."""
+    return len(deflate(payload))
 
 
 def _pin(pid: int, core: int) -> None:

@@ -117,10 +117,10 @@ async def test_scanning_runs_off_the_event_loop_within_the_deadline(
     async with source_of(exporter, FakeClock(), timeout=0.5) as source:
         original = source._scanner.scan
 
-        def slow_scan(text: str) -> object:
+        def slow_scan(text: str, *, prefixed: bool = False) -> object:
             scans.append(threading.current_thread().name)
             release.wait(10)
-            return original(text)
+            return original(text, prefixed=prefixed)
 
         source._scanner.scan = slow_scan  # type: ignore[assignment,method-assign]
         with trio.fail_after(5):  # a scan on the event loop would hang this test

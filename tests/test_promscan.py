@@ -223,6 +223,20 @@ def test_a_long_bad_line_is_shortened() -> None:
         parse_exposition("x" * 70 + " y\n", READ_SAMPLES)
 
 
+def test_a_prefixed_text_is_scanned_in_place() -> None:
+    text = 'takhin_connections_active 3\ntakhin_go_goroutines{a="b"} x\n'
+    with pytest.raises(ValueError, match=r"^line 2 is not a sample"):
+        parse_exposition(text, READ_SAMPLES)
+    scanner = ExpositionScanner(READ_SAMPLES)
+    with pytest.raises(ValueError, match=r"^line 2 is not a sample"):
+        scanner.scan("\n" + text, prefixed=True)
+    assert plain(scanner.scan("\ntakhin_connections_active 3", prefixed=True)) == {
+        "takhin_connections_active": {(): 3}
+    }
+    with pytest.raises(ValueError, match="starts with a newline"):
+        scanner.scan("takhin_connections_active 3", prefixed=True)
+
+
 # --- values and labels ---
 
 

@@ -129,7 +129,8 @@ class PrometheusSource:
     def _process(self, chunks: list[bytes], taken: float, wall: float) -> tuple[Scrape, Snapshot]:
         """Decode, scan and compute (in a worker thread)."""
         try:
-            samples = self._scanner.scan(b"".join(chunks).decode("utf-8"))
+            text = b"".join([b"\n", *chunks]).decode("utf-8")
+            samples = self._scanner.scan(text, prefixed=True)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError
             reason = " ".join(str(exc).split())
             if len(reason) > _REASON:

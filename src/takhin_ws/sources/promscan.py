@@ -218,9 +218,15 @@ class ExpositionScanner:
         self._labels: dict[str, Labels] = {}
         self._family_wants: dict[str | None, frozenset[str]] = {None: self.wanted}
 
-    def scan(self, text: str) -> dict[str, Series]:
-        """The wanted samples of *text*. Raises ``ValueError`` naming the first bad line."""
-        data = "\n" + text
+    def scan(self, text: str, *, prefixed: bool = False) -> dict[str, Series]:
+        """The wanted samples of *text*. Raises ``ValueError`` naming the first bad line.
+
+        *prefixed*: *text* is a newline followed by the exposition (the scan works on
+        that form; a caller that builds the text anyway saves a copy of it).
+        """
+        data = text if prefixed else "\n" + text
+        if not data.startswith("\n"):
+            raise ValueError("a prefixed text starts with a newline")
         stop = len(data) - 1 if data.endswith("\n") else len(data)
         found: dict[str, list[tuple[Keys, Sequence[float]]]] = {}
         runs: dict[tuple[str | None, int], _Run] = {}

@@ -46,6 +46,8 @@ from .promscan import EMPTY, Exposition, Keys, Series
 
 __all__ = ["READ_SAMPLES", "STATE_CODES", "Scrape", "compute_snapshot", "group_state"]
 
+_INF: Final = math.inf
+
 #: Takhin's state gauge encodes the state as a number (facts sheet).
 STATE_CODES: Final[Mapping[int, GroupState]] = {
     0: "Dead",
@@ -184,6 +186,21 @@ def _finite_sum(values: Sequence[float]) -> float:
 def _sums(picks: Mapping[str, Pick], values: Sequence[float]) -> dict[str, float]:
     """The sum of each group's values (non-finite values left out)."""
     return {key: _finite_sum(pick(values)) for key, pick in picks.items()}
+
+
+def _lag_layout(keys: Keys) -> Mapping[str, Sequence[tuple[str, Sequence[tuple[int, int]]]]]:
+    """Where each group's lag series are: group -> [(topic, [(partition, position)])],
+    topics and partitions sorted (a repeated series: the last one)."""
+    found: dict[str, dict[str, dict[int, int]]] = {}
+    for position, (group, topic, partition) in enumerate(
+        zip(keys.column("group_id"), keys.column("topic"), keys.derive(_partitions), strict=True)
+    ):
+        if group is not None and topic is not None and partition is not None:
+            found.setdefault(group, {}).setdefault(topic, {})[partition] = position
+    return {
+        group: [(topic, sorted(by_topic[topic].items())) for topic in sorted(by_topic)]
+        for group, by_topic in found.items()
+    }
 
 
 def _int(value: float) -> int:
@@ -348,48 +365,39 @@ def _groups(window: _Window) -> tuple[list[ConsumerLag], dict[str, GroupInfo]]:
     ):
         if group is not None:
             states[group].append((label, value))
-    lags: dict[str, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
-    series = window.series(LAG)
-    keys = series.keyset
-    for group, topic, partition, value in zip(
-        keys.column("group_id"),
-        keys.column("topic"),
-        keys.derive(_partitions),
-        series.values,
-        strict=True,
-    ):
-        if group is not None and topic is not None and partition is not None:
-            lag = _int(value)
-            lags[group][topic][partition] = lag if lag > 0 else 0
-
+    lag = window.series(LAG)
+    layout = lag.keyset.derive(_lag_layout)
+    lags = lag.values
     log_end = window.series(LOG_END)
     log_end_at = log_end.keyset.derive(_position_of_partition)
-    log_end_values = log_end.values
+    ends = log_end.values
     groups: dict[str, GroupInfo] = {}
     consumer_lags: list[ConsumerLag] = []
-    for group in sorted(set(members) | set(states) | set(lags)):
+    for group in sorted(set(members) | set(states) | set(layout)):
         count = members.get(group, 0)
         state = group_state(states.get(group, ()))
         if state is None:
             state = "Stable" if count > 0 else "Empty"
         groups[group] = GroupInfo(state=state, members=count)
         topic_lags: list[TopicLag] = []
-        by_topic = lags.get(group, {})
-        for topic in sorted(by_topic):
+        for topic, partitions in layout.get(group, ()):
             partition_lags = []
             total = 0
-            for partition, lag in sorted(by_topic[topic].items()):
-                position = log_end_at.get((topic, partition))
-                end = 0 if position is None else _int(log_end_values[position])
+            for partition, position in partitions:
+                value = lags[position]
+                behind = int(value) if 0 < value < _INF else 0  # negative, NaN: 0
+                where = log_end_at.get((topic, partition))
+                value = 0 if where is None else ends[where]
+                end = int(value) if -_INF < value < _INF else 0
                 partition_lags.append(
                     PartitionLag(
                         partition=partition,
-                        current_offset=end - lag if end > lag else 0,
+                        current_offset=end - behind if end > behind else 0,
                         log_end_offset=end,
-                        lag=lag,
+                        lag=behind,
                     )
                 )
-                total += lag
+                total += behind
             topic_lags.append(
                 TopicLag(topic=topic, total_lag=total, partition_lags=tuple(partition_lags))
             )

@@ -10,6 +10,8 @@ import pytest
 
 from takhin_ws import Settings
 from takhin_ws._admission import Admission, Upgrade, choose_subprotocol
+from takhin_ws._deflate import Deflate
+from takhin_ws._frames import BARE, PLAIN, Variant
 from takhin_ws._http import HttpError, Request, head_parser, request_of
 
 UPGRADE_HEADERS: dict[str, str] = {
@@ -46,7 +48,10 @@ def refusal(req: Request, **kwargs: Any) -> HttpError:
 
 
 def test_a_plain_upgrade_is_admitted_with_everything() -> None:
-    assert admit(request()) == Upgrade(channels=None, since={}, epoch=None, subprotocol=None)
+    req = request()
+    assert admit(req) == Upgrade(
+        channels=None, since={}, epoch=None, subprotocol=None, head_size=len(req.raw)
+    )
 
 
 def test_a_server_shutting_down_refuses_with_503() -> None:
@@ -152,3 +157,67 @@ def test_bad_connect_parameters_are_400(query: str) -> None:
 def test_subprotocol_choice() -> None:
     assert choose_subprotocol([]) is None
     assert choose_subprotocol(["bearer.k", "takhin.v1"]) == "takhin.v1"
+
+
+# --- the wire variant: format and permessage-deflate ---
+
+
+def test_format_parameter_and_setting() -> None:
+    assert admit(request()).variant == PLAIN
+    bare = admit(request("/api/monitoring/ws?format=bare"))
+    assert bare.variant == BARE
+    assert bare.channels == ["metrics"]  # a bare client receives nothing else
+    assert admit(request(), format="bare").variant == BARE
+    assert admit(request("/api/monitoring/ws?format=envelope"), format="bare").variant == PLAIN
+    chosen = admit(request("/api/monitoring/ws?format=bare&channels=metrics:lean"))
+    assert chosen.channels == ["metrics:lean"]
+
+
+@pytest.mark.parametrize("value", ["xml", "", "BARE", "envelope,bare"])
+def test_bad_format_is_refused(value: str) -> None:
+    error = refusal(request(f"/api/monitoring/ws?format={value}"))
+    assert error.status == 400
+    assert error.message == f"format: expected envelope or bare, got {value!r}"
+
+
+def test_deflate_offer_sets_the_variant_and_the_answer() -> None:
+    upgrade = admit(
+        request(Sec_WebSocket_Extensions="permessage-deflate; client_max_window_bits"),
+        compress_min_size=100,
+    )
+    assert upgrade.deflate == Deflate()
+    assert upgrade.variant == Variant(window_bits=15, min_size=100)
+    assert upgrade.extra_headers == [
+        (
+            b"Sec-WebSocket-Extensions",
+            b"permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        )
+    ]
+    narrow = admit(
+        request(
+            "/api/monitoring/ws?format=bare",
+            Sec_WebSocket_Extensions="permessage-deflate; server_max_window_bits=11",
+        )
+    )
+    assert narrow.variant == Variant(bare=True, window_bits=11, min_size=512)
+    assert narrow.extra_headers[0][1].endswith(b"; server_max_window_bits=11")
+
+
+def test_no_offer_or_compression_off_means_plain() -> None:
+    assert admit(request()).deflate is None
+    assert admit(request()).extra_headers == []
+    off = admit(request(Sec_WebSocket_Extensions="permessage-deflate"), compression=False)
+    assert (off.deflate, off.variant, off.extra_headers) == (None, PLAIN, [])
+    declined = admit(request(Sec_WebSocket_Extensions="permessage-deflate; nonsense"))
+    assert declined.variant == PLAIN
+
+
+def test_head_size_excludes_what_follows_the_head() -> None:
+    lines = ["GET /api/monitoring/ws HTTP/1.1"] + [f"{k}: {v}" for k, v in UPGRADE_HEADERS.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    raw = head + b"\x81\x85first-frame"
+    conn = head_parser()
+    conn.receive_data(raw)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    assert admit(request_of(event, raw, conn)).head_size == len(head)

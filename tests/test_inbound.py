@@ -16,6 +16,7 @@ from takhin_ws._inbound import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
     InboundFilter,
     ProtocolViolation,
 )
@@ -101,7 +102,6 @@ VALID = (
     + frame(0x1, '{"type":"subscribe","data":"topic:é'.encode()[:-1], fin=False)
     + frame(0xA, b"")
     + frame(0x0, 'é"}'.encode()[1:])
-    + frame(0x2, b"\x00\x01")
     + frame(0x8, struct.pack("!H", 1000) + b"bye")
 )
 
@@ -113,7 +113,6 @@ def test_valid_stream_passes_byte_for_byte() -> None:
         (Opcode.PING, b"hb"),
         (Opcode.PONG, b""),
         (Opcode.TEXT, '{"type":"subscribe","data":"topic:é"}'),
-        (Opcode.BINARY, b"\x00\x01"),
         (Opcode.CLOSE, (1000, "bye")),
     ]
 
@@ -178,6 +177,8 @@ def test_a_message_exactly_at_the_limit_passes() -> None:
         (frame(0x8, struct.pack("!H", 999)), CLOSE_PROTOCOL_ERROR, "invalid close code"),
         (frame(0x8, struct.pack("!H", 5000)), CLOSE_PROTOCOL_ERROR, "invalid close code"),
         (frame(0x8, struct.pack("!H", 1000) + b"\xff"), CLOSE_INVALID_DATA, "reason"),
+        (frame(0x2, b"{}"), CLOSE_UNSUPPORTED_DATA, "binary frames are not supported"),
+        (frame(0x2, b"{", fin=False), CLOSE_UNSUPPORTED_DATA, "send JSON text"),
     ],
 )
 def test_violations(data: bytes, code: int, reason: str) -> None:
@@ -209,7 +210,7 @@ def test_a_huge_declared_length_is_refused_at_the_header() -> None:
         inbound.feed(header[9:])
     assert info.value.code == CLOSE_TOO_BIG
     assert str(LIMIT) in info.value.reason
-    assert violation(frame(0x2, b"", length=LIMIT + 1)[:4]).code == CLOSE_TOO_BIG
+    assert violation(frame(0x1, b"", length=LIMIT + 1)[:4]).code == CLOSE_TOO_BIG
 
 
 def test_a_length_with_its_top_bit_set_is_a_protocol_error() -> None:
@@ -257,12 +258,14 @@ def test_each_compressed_message_stands_alone() -> None:
     assert messages(feed(one * 3, deflate=True)) == [(Opcode.TEXT, "same words, same words")] * 3
 
 
-def test_compressed_binary_and_plain_messages_mix() -> None:
-    data = frame(0x2, compressed(b"\x00" * 500), rsv=0x40) + frame(0x1, b"plain")
+def test_compressed_and_plain_messages_mix() -> None:
+    data = frame(0x1, compressed(b"a" * 500), rsv=0x40) + frame(0x1, b"plain")
     assert messages(feed(data, deflate=True)) == [
-        (Opcode.BINARY, b"\x00" * 500),
+        (Opcode.TEXT, "a" * 500),
         (Opcode.TEXT, "plain"),
     ]
+    binary = frame(0x2, compressed(b"{}"), rsv=0x40)
+    assert violation(binary, deflate=True).code == CLOSE_UNSUPPORTED_DATA
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import sample_metrics
 from takhin_ws import Hub, QueueSubscriber, Settings, TopicCreated
+from takhin_ws._frames import BARE
 from takhin_ws._series import Series
 from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore
 
@@ -170,3 +171,38 @@ def test_history_without_a_series_is_empty(hub: Hub) -> None:
     core, _ = core_for(hub, interval=0.5)
     (history,) = messages(send(core, {"type": "history"}))
     assert history["data"] == {"interval": 0.5, "points": []}
+
+
+# --- metrics views and format=bare ---
+
+
+def test_subscribing_to_views_sends_their_latest_at_once(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics(2))
+    core, _ = core_for(hub, [])
+    core.start()
+    got = messages(send(core, {"type": "subscribe", "data": ["metrics:topic:orders", "metrics"]}))
+    assert [m["type"] for m in got] == ["subscribed", "metrics", "topic_detail"]
+    assert got[2]["data"]["name"] == "orders"
+    assert got[1]["offset"] == got[2]["offset"]
+    # already subscribed: nothing again
+    assert types(send(core, {"type": "subscribe", "data": "metrics:topic:orders"})) == [
+        "subscribed"
+    ]
+    lean, _ = core_for(hub, ["metrics:lean"])
+    assert types(lean.start()) == ["welcome", "metrics"]
+
+
+def test_a_bare_core_says_nothing_and_hears_nothing(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics(4))
+    peer = QueueSubscriber()
+    client = hub.add_client(peer, ["metrics"], variant=BARE)
+    core = SessionCore(hub, Settings(), client, clock=Clock())
+    started = core.start({"topics": 0}, hub.epoch)
+    assert [f.route for f in started.frames] == ["metrics"]  # the snapshot, no welcome
+    bare = started.frames[0].variant(BARE)
+    assert bare is not None
+    assert orjson.loads(bare.payload)["clusterHealth"]["totalTopics"] == 4
+    for message in ("{}", "not json", '{"type":"ping"}', '{"type":"subscribe","data":"topics"}'):
+        for _ in range(Settings().bad_message_limit + 1):
+            assert core.receive(message) == Reply()
+    assert client.channels == {"metrics"}

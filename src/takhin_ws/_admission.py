@@ -4,8 +4,10 @@
 a WebSocket upgrade wsproto will accept, its ``Origin`` is allowed, it carries a valid
 API key (when keys are configured), there is room (registered clients plus handshakes
 in flight below the limit), and its connect parameters (``channels``, ``since``,
-``epoch``) are valid. A refusal is an :class:`~takhin_ws._http.HttpError` with the
-status and message the client is answered with. Keys are compared in constant time.
+``epoch``, ``format``) are valid; it also settles the client's wire variant (format,
+and permessage-deflate when offered, see :mod:`~takhin_ws._deflate`). A refusal is an
+:class:`~takhin_ws._http.HttpError` with the status and message the client is answered
+with. Keys are compared in constant time.
 
 The caller counts the admitted request as a handshake in flight in the same
 synchronous step as :meth:`~Admission.admit` (no checkpoint between), so concurrent
@@ -23,7 +25,10 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._channels import EVENT_STREAMS, parse_channel
+from ._deflate import Deflate, negotiate
+from ._frames import PLAIN, Variant
 from ._http import HttpError, Request
+from ._options import FORMATS
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -55,6 +60,19 @@ class Upgrade:
     since: dict[str, int]
     epoch: str | None
     subprotocol: str | None
+    #: How this client receives published messages (format, compression).
+    variant: Variant = PLAIN
+    #: The accepted permessage-deflate configuration, if any.
+    deflate: Deflate | None = None
+    #: Bytes of the request head (what follows it are the client's first frames).
+    head_size: int = 0
+
+    @property
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        """The handshake answer's headers beyond the protocol's own."""
+        if self.deflate is None:
+            return []
+        return [(b"Sec-WebSocket-Extensions", self.deflate.response().encode())]
 
 
 class Admission:
@@ -87,7 +105,20 @@ class Admission:
         limit = self.settings.max_channels
         if channels is not None and len(set(channels)) > limit:
             raise HttpError(400, f"channels: at most {limit} channels per connection")
-        return Upgrade(channels, since, epoch, choose_subprotocol(offered))
+        bare = connect_format(request, self.settings.format) == "bare"
+        if bare and channels is None:
+            channels = ["metrics"]  # a bare client receives nothing else
+        extensions = request.header("sec-websocket-extensions")
+        deflate = negotiate([extensions] if extensions else [], enabled=self.settings.compression)
+        variant = Variant(
+            bare=bare,
+            window_bits=0 if deflate is None else deflate.window_bits,
+            min_size=self.settings.compress_min_size if deflate is not None else 0,
+        )
+        head_size = len(request.raw) - len(request.conn.trailing_data[0])
+        return Upgrade(
+            channels, since, epoch, choose_subprotocol(offered), variant, deflate, head_size
+        )
 
     def origin_allowed(self, request: Request) -> bool:
         origin = request.header("origin")
@@ -182,6 +213,16 @@ def choose_subprotocol(offered: list[str]) -> str | None:
         return SUBPROTOCOL
     tokens = [p for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
     return tokens[0] if tokens else None
+
+
+def connect_format(request: Request, default: str) -> str:
+    """``?format=envelope|bare`` (default: the server's ``--format``)."""
+    value = request.param("format")
+    if value is None:
+        return default
+    if value not in FORMATS:
+        raise HttpError(400, f"format: expected envelope or bare, got {value!r}")
+    return value
 
 
 def connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], str | None]:

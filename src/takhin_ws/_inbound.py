@@ -8,46 +8,38 @@ passes it on unchanged, except for two things:
   opcode, RSV bits without a negotiated extension, a fragmented or oversized control
   frame, a continuation out of place (1002); invalid UTF-8 in a text message or a
   Close reason (1007); a frame whose declared length takes the message beyond the
-  limit (1009, without waiting for the body);
+  limit (1009, without waiting for the body); a binary message (1003: the protocol is
+  JSON in text frames);
 - a permessage-deflate message (RSV1) is collected, inflated (with a fresh inflater:
   the handshake answered ``client_no_context_takeover``) and handed on as one plain
   frame, masked with a zero key.
 
 trio-websocket offers no way to give wsproto an extension, and wsproto refuses RSV1
 frames without one: inflating here keeps both on their public APIs.
-:class:`InboundStream` puts the filter between a transport and trio-websocket and
-turns a violation into a Close frame, then a polite drop.
+:class:`~takhin_ws._inboundio.InboundStream` puts the filter between a transport and
+trio-websocket and turns a violation into a Close frame, then a polite drop.
 """
 
 from __future__ import annotations
 
 import codecs
-import logging
 import struct
-from contextlib import suppress
-from typing import TYPE_CHECKING, Final
-
-import trio
+from typing import Final
 
 from ._deflate import inflate
-from ._frames import close_frame
-
-if TYPE_CHECKING:
-    from ._transport import SocketTransport
 
 __all__ = [
     "CLOSE_INVALID_DATA",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TOO_BIG",
+    "CLOSE_UNSUPPORTED_DATA",
     "InboundFilter",
-    "InboundStream",
     "ProtocolViolation",
 ]
 
-log = logging.getLogger("takhin_ws.inbound")
-
 #: Close codes (RFC 6455 section 7.4.1).
 CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_UNSUPPORTED_DATA: Final = 1003
 CLOSE_INVALID_DATA: Final = 1007
 CLOSE_TOO_BIG: Final = 1009
 
@@ -225,6 +217,10 @@ class InboundFilter:
             raise ProtocolViolation(
                 CLOSE_PROTOCOL_ERROR, "new message before the previous one was finished"
             )
+        if opcode == _BINARY:
+            raise ProtocolViolation(
+                CLOSE_UNSUPPORTED_DATA, "binary frames are not supported: send JSON text"
+            )
         if first & _RSV1 and not self._deflate:
             raise ProtocolViolation(
                 CLOSE_PROTOCOL_ERROR, "compressed frame but permessage-deflate was not negotiated"
@@ -291,52 +287,3 @@ class InboundFilter:
             payload[2:].decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolViolation(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
-
-
-class InboundStream(trio.abc.Stream):
-    """*transport* as trio-websocket sees it: what it receives passes the filter.
-
-    On a violation the peer gets a Close frame with the code, no data frame after it,
-    and the connection ends after a bounded linger (reading and discarding what the
-    peer still sends, so closing does not reset the connection before the Close frame
-    is read); trio-websocket then sees a broken stream."""
-
-    __slots__ = ("_filter", "_transport", "violation")
-
-    def __init__(self, transport: SocketTransport, inbound: InboundFilter) -> None:
-        self._transport = transport
-        self._filter = inbound
-        self.violation: ProtocolViolation | None = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._transport.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._transport.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self.violation is not None:
-            raise trio.BrokenResourceError(str(self.violation))
-        while True:
-            data = await self._transport.receive_some(max_bytes)
-            if not data:
-                return data
-            try:
-                passed = self._filter.feed(data)
-            except ProtocolViolation as exc:
-                await self._refuse(exc)
-                raise trio.BrokenResourceError(str(exc)) from None
-            if passed:
-                return passed
-
-    async def _refuse(self, violation: ProtocolViolation) -> None:
-        self.violation = violation
-        log.info("closing a connection: %s", violation)
-        transport = self._transport
-        transport.begin_closing()
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await transport.send_all(close_frame(violation.code, violation.reason))
-        await transport.linger_close()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()

@@ -34,6 +34,8 @@ from ._heartbeat import heartbeat
 from ._http import HttpError, Request
 from ._httpio import read_request
 from ._hub import Hub
+from ._inbound import InboundFilter
+from ._inboundio import InboundStream
 from ._ingress import EventIngress
 from ._listener import Listener, bind
 from ._producer import MetricsProducer
@@ -213,11 +215,20 @@ class Server:
         settings = self.settings
         ws: WebSocketConnection | None = None
         try:
+            inbound = InboundFilter(
+                max_message_size=settings.max_message_size,
+                deflate=upgrade.deflate is not None,
+                skip=upgrade.head_size,
+            )
             with trio.move_on_after(settings.handshake_timeout):
                 ws_request = await wrap_server_stream(
-                    nursery, transport, max_message_size=settings.max_message_size
+                    nursery,
+                    InboundStream(transport, inbound),
+                    max_message_size=settings.max_message_size,
                 )
-                ws = await ws_request.accept(subprotocol=upgrade.subprotocol)
+                ws = await ws_request.accept(
+                    subprotocol=upgrade.subprotocol, extra_headers=upgrade.extra_headers
+                )
         finally:
             self._pending_handshakes -= 1
         if ws is None:
@@ -226,7 +237,9 @@ class Server:
         # registration and the session's first frames: one synchronous step with
         # giving back the handshake slot (no checkpoint: the limit holds)
         try:
-            client = self.hub.add_client(transport, upgrade.channels)
+            client = self.hub.add_client(transport, upgrade.channels, variant=upgrade.variant)
+            if upgrade.variant.bare:
+                transport.without_gaps()
         except HubFullError:
             await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
             return

@@ -108,7 +108,7 @@ class Session:
         return True
 
     def _write(self, reply: Reply) -> None:
-        offer = self.transport.offer
+        offer = self.core.client.offer  # in the client's wire variant
         for frame in reply.frames:
             offer(frame)
 

@@ -205,7 +205,10 @@ class SessionCore:
         return 0.0 if self._tokens >= 0 else -self._tokens / rate
 
     def receive(self, message: str | bytes) -> Reply:
-        """Answer one client message (text: the protocol has no binary messages)."""
+        """Answer one client message (text: the protocol has no binary messages; a bare
+        connection ignores them all)."""
+        if self.client.variant.bare:
+            return Reply()
         if not isinstance(message, str):
             return Reply(close=Close(CLOSE_UNSUPPORTED_DATA, BINARY_REFUSED))
         try:
@@ -332,11 +335,16 @@ class SessionCore:
     def _latest(self, channels: Iterable[str]) -> list[Outbound]:
         """The frames a client gets at once on subscribing to *channels*: the latest
         snapshot of each snapshot channel among them."""
-        if "metrics" not in channels:
-            return []
-        latest = self.hub.latest("metrics")
-        return [] if latest is None else [latest]
+        out = []
+        for channel in sorted(channels):  # metrics first, then its views
+            if stream_of(channel) == "metrics":
+                latest = self.hub.latest(channel)
+                if latest is not None:
+                    out.append(latest)
+        return out
 
     def _reply(self, payload: Payload) -> list[Outbound]:
-        """One per-client message, encoded (no offset)."""
+        """One per-client message, encoded (no offset); none on a bare connection."""
+        if self.client.variant.bare:
+            return []
         return [self.hub.reply(payload)]

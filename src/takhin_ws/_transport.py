@@ -155,6 +155,11 @@ class SocketTransport(trio.abc.Stream):
 
     # --- set-up ---
 
+    def without_gaps(self) -> None:
+        """This peer takes no ``gap`` messages (a ``format=bare`` client receives
+        metrics and nothing else): data lost to the drop-oldest policy goes unsaid."""
+        self._gap_frames = None
+
     def replay(self, data: bytes) -> None:
         """Bytes already read from the socket (the request head) that
         :meth:`receive_some` must return first."""

@@ -1,0 +1,72 @@
+"""The inbound filter at work: between a connection's transport and trio-websocket.
+
+What trio-websocket reads passes :class:`~takhin_ws._inbound.InboundFilter`; what it
+writes goes to the transport unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._frames import close_frame
+from ._inbound import InboundFilter, ProtocolViolation
+
+if TYPE_CHECKING:
+    from ._transport import SocketTransport
+
+__all__ = ["InboundStream"]
+
+log = logging.getLogger("takhin_ws.inbound")
+
+
+class InboundStream(trio.abc.Stream):
+    """*transport* as trio-websocket sees it: what it receives passes the filter.
+
+    On a violation the peer gets a Close frame with the code, no data frame after it,
+    and the connection ends after a bounded linger (reading and discarding what the
+    peer still sends, so closing does not reset the connection before the Close frame
+    is read); trio-websocket then sees a broken stream."""
+
+    __slots__ = ("_filter", "_transport", "violation")
+
+    def __init__(self, transport: SocketTransport, inbound: InboundFilter) -> None:
+        self._transport = transport
+        self._filter = inbound
+        self.violation: ProtocolViolation | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.violation is not None:
+            raise trio.BrokenResourceError(str(self.violation))
+        while True:
+            data = await self._transport.receive_some(max_bytes)
+            if not data:
+                return data
+            try:
+                passed = self._filter.feed(data)
+            except ProtocolViolation as exc:
+                await self._refuse(exc)
+                raise trio.BrokenResourceError(str(exc)) from None
+            if passed:
+                return passed
+
+    async def _refuse(self, violation: ProtocolViolation) -> None:
+        self.violation = violation
+        log.info("closing a connection: %s", violation)
+        transport = self._transport
+        transport.begin_closing()
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await transport.send_all(close_frame(violation.code, violation.reason))
+        await transport.linger_close()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()

@@ -13,7 +13,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 TEST_EXTRAS := dev,redis,kafka
 
-.PHONY: run test lint typecheck unit bench mutation clean
+.PHONY: run test lint typecheck unit bench mutation docs clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(STAMP)
 mutation: $(STAMP)
 	$(PIP) install -e '.[mutation]'
 	$(BIN)/python tools/mutation.py $(ARGS)
+
+# docs/reference.md from the code: run it after changing a message, a setting, a public
+# name or a /metrics family (tests/test_reference.py fails while the page is stale)
+docs: $(RUN_STAMP)
+	$(BIN)/python tools/gen_reference.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .mutation

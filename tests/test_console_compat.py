@@ -195,15 +195,15 @@ def test_the_console_dashboard_reads_live_metrics_from_bare_frames(
         for key in ("produceRate", "fetchRate", "produceP99Ms", "fetchP99Ms"):
             assert type(reading[key]) in (int, float), reading
             assert reading[key] >= 0, reading
-        assert reading["totalTopics"] == SYNTHETIC_TOPICS == len(reading["topics"])
-        assert reading["totalConsumers"] == SYNTHETIC_GROUPS == len(reading["groups"])
+        # (the simulated cluster may create or delete a topic or group now and then)
+        assert reading["totalTopics"] == len(reading["topics"]) > 0
+        assert reading["totalConsumers"] == len(reading["groups"])  # groups, not members
         assert reading["time"] != "Invalid Date"
     # live: a new snapshot each tick (the first is the latest at connect)
     stamps = [frame["timestamp"] for frame in frames]
     assert stamps == sorted(stamps)
     assert len({orjson.dumps(frame["throughput"]) for frame in frames}) > 1
-    page_text = console.page.inner_text("#total-topics")
-    assert page_text == str(SYNTHETIC_TOPICS)
+    assert console.page.inner_text("#total-topics") == str(console.readings()[-1]["totalTopics"])
 
 
 def test_the_same_page_asking_for_envelopes_gets_the_2_9_protocol(

@@ -62,7 +62,13 @@ def deflated_size(payload: bytes) -> int:
     return len(deflate(payload))
 
 
+#: Pin the measured process to core 0, the exporter and client to core 1 (--no-pin).
+PIN = True
+
+
 def _pin(pid: int, core: int) -> None:
+    if not PIN:
+        return
     with contextlib.suppress(OSError, AttributeError):
         if len(os.sched_getaffinity(0)) > 1:
             os.sched_setaffinity(pid, {core})
@@ -81,6 +87,8 @@ def exporter(shape: Shape, interval: float, scrapes: int) -> Iterator[dict[str, 
             "--interval",
             str(interval),
             "--ahead",
+            str(scrapes),
+            "--total",
             str(scrapes),
         ],
         cwd=REPO_ROOT,
@@ -158,7 +166,7 @@ async def _source_ticks(url: str, ticks: int, interval: float) -> list[Tick]:
 
 
 def measure_source(shape: Shape, ticks: int, interval: float) -> dict[str, Any]:
-    with exporter(shape, interval, ticks) as hello:
+    with exporter(shape, interval, ticks + 1) as hello:
         _pin(0, 0)
         result = trio.run(_source_ticks, hello["url"], ticks, interval)
     failures = [t.failed for t in result if t.failed]
@@ -282,7 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=10, help="frames per size (server)")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place every process (on a machine busy with other work)",
+    )
     args = parser.parse_args(argv)
+    global PIN
+    PIN = args.pin
     for shape in args.sizes:
         for mode in args.modes:
             if mode == "source":
@@ -290,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row = measure_server(shape, args.frames, args.interval)
             row["mode"] = mode
+            row["loadavg_1m"] = os.getloadavg()[0]  # other sessions share the machine
             if args.json:
                 print(json.dumps(row), flush=True)
             else:

@@ -495,8 +495,11 @@ class _Exporter(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, broker: Broker, interval: float, gzip_level: int, ahead: int) -> None:
+    def __init__(
+        self, broker: Broker, interval: float, gzip_level: int, ahead: int, total: int | None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.total = total
         self.broker = broker
         self.interval = interval
         self.gzip_level = gzip_level
@@ -508,7 +511,7 @@ class _Exporter(ThreadingHTTPServer):
 
     def _render(self) -> None:
         scrape = 0
-        while True:
+        while self.total is None or scrape < self.total:
             with self._ready:
                 self._ready.wait_for(lambda: len(self._bodies) < self.ahead)
             body = self.broker.render(scrape * self.interval)
@@ -518,15 +521,23 @@ class _Exporter(ThreadingHTTPServer):
                 self._ready.notify_all()
             scrape += 1
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a scrape given up
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
     def wait_ready(self) -> None:
+        ready = self.ahead if self.total is None else min(self.ahead, self.total)
         with self._ready:
-            self._ready.wait_for(lambda: len(self._bodies) >= self.ahead)
+            self._ready.wait_for(lambda: len(self._bodies) >= ready)
 
     def take(self, accepts_gzip: bool) -> tuple[bytes, bool]:
         """The next scrape's body (gzipped if accepted and enabled)."""
         with self._ready:
             self._ready.wait_for(lambda: bool(self._bodies))
-            body, packed = self._bodies.popleft()
+            if self.total is not None and self.scrapes + 1 >= self.total:
+                body, packed = self._bodies[0]  # the last one, again from now on
+            else:
+                body, packed = self._bodies.popleft()
             self.scrapes += 1
             self._ready.notify_all()
         if accepts_gzip and packed is not None:
@@ -568,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ahead", type=int, default=2, help="bodies rendered in advance (default %(default)s)"
     )
+    parser.add_argument(
+        "--total",
+        type=int,
+        help="render only this many scrapes (all before serving when --ahead is as large): "
+        "nothing renders while a benchmark measures; later scrapes get the last one again",
+    )
     parser.add_argument("--write", metavar="FILE", help="write one rendering (t=0) and exit")
     args = parser.parse_args(argv)
     broker = Broker(args.size, seed=args.seed)
@@ -575,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.write, "wb") as out:
             out.write(broker.render(0.0))
         return 0
-    server = _Exporter(broker, args.interval, args.gzip_level, max(args.ahead, 1))
+    server = _Exporter(broker, args.interval, args.gzip_level, max(args.ahead, 1), args.total)
     server.wait_ready()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

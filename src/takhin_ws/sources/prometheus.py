@@ -98,9 +98,11 @@ class PrometheusSource:
 
     async def collect(self) -> Snapshot:
         deadline = trio.current_time() + self.timeout
-        chunks = await self._scraper.fetch()
+        # the scrape's time is when it started, as Prometheus stamps samples: how long
+        # a big body takes to arrive varies, the moment the broker was asked less so
         taken = self._clock()
         wall = self._wall_clock()
+        chunks = await self._scraper.fetch()
         with trio.move_on_at(deadline) as scope:
             scrape, snapshot = await trio.to_thread.run_sync(
                 self._process,

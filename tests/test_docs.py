@@ -55,6 +55,9 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/embedding.md", "text", "connected as"): (
         "tests/test_docs.py::test_embedding_example_prints_what_the_page_says"
     ),
+    ("docs/embedding.md", "python", "trio.run(console)"): (
+        "tests/test_docs.py::test_serve_example_prints_what_the_page_says"
+    ),
     ("docs/embedding.md", "python", "QueueSubscriber()"): (
         "tests/test_docs.py::test_sans_io_hub_example_runs"
     ),
@@ -220,6 +223,12 @@ def test_embedding_example_prints_what_the_page_says(tmp_path: Path) -> None:
     code = block("docs/embedding.md", "python", "trio.run(main)")
     expected = block("docs/embedding.md", "text", "connected as")
     assert _run(code, tmp_path) == expected
+
+
+def test_serve_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    out = _run(block("docs/embedding.md", "python", "trio.run(console)"), tmp_path).splitlines()
+    assert out == ["welcome", "stopped: True"]
+    assert "prints `welcome` and then `stopped: True`" in (DOCS / "embedding.md").read_text()
 
 
 def test_sans_io_hub_example_runs(tmp_path: Path) -> None:

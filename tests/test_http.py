@@ -228,3 +228,48 @@ def test_response_bytes_is_a_complete_closing_response() -> None:
     head_only = response_bytes(200, b"abc", head_only=True)
     assert head_only.endswith(b"\r\n\r\n")
     assert b"content-length: 3" in head_only.lower()
+
+
+# --- GET /api/monitoring/metrics (the Takhin console's REST path) ---
+
+
+async def test_the_latest_snapshot_as_a_bare_object(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.get("/api/monitoring/metrics")
+        head = await http.head("/api/monitoring/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    latest = server.hub.latest("metrics")
+    assert latest is not None
+    assert response.json() == orjson.loads(latest.payload)["data"]
+    assert response.json()["throughput"]["produceRate"] == 10.0
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == response.headers["content-length"]
+
+
+async def test_no_snapshot_yet_is_503_with_a_json_body(make_server: ServerFactory) -> None:
+    async with make_server(FakeSource(blocked=True)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            response = await http.get("/api/monitoring/metrics")
+        message = error_of(response, 503, "unavailable")
+        assert "snapshot" in message
+        assert response.headers["retry-after"] == "1"
+
+
+async def test_the_snapshot_needs_the_api_key_clients_need(make_server: ServerFactory) -> None:
+    async with make_server(api_keys=("s3cret",)) as server:
+        await wait_ready(server)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            response = await http.get("/api/monitoring/metrics")
+            error_of(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            response = await http.get("/api/monitoring/metrics?token=wrong")
+            error_of(response, 401, "unauthorized")
+            bearer = {"Authorization": "Bearer s3cret"}
+            assert (await http.get("/api/monitoring/metrics", headers=bearer)).status_code == 200
+            response = await http.get("/api/monitoring/metrics?token=s3cret")
+            assert response.status_code == 200
+            assert "clusterHealth" in response.json()
+            assert (await http.get("/healthz")).status_code == 200  # still no key needed

@@ -11,6 +11,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from trio_websocket import (
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+import takhin_ws
 from clients import (
     Rejected,
     http_exchange,
@@ -686,3 +688,65 @@ async def test_shutdown_waits_for_the_clients_close_reply(make_server: ServerFac
         closed = session.ws.closed
         assert closed is not None
         assert closed.code == 4321
+
+
+# --- serve: Trio's serve_tcp convention ---
+
+
+async def test_serve_runs_in_the_callers_nursery_until_cancelled(fake_source: FakeSource) -> None:
+    async with trio.open_nursery() as clients:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(takhin_ws.serve, source=fake_source), make_settings()
+            )
+            assert isinstance(server, Server)
+            await wait_ready(server)
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            ws = await wrap_client_stream(
+                clients, stream, f"127.0.0.1:{server.port}", "/api/monitoring/ws?channels="
+            )
+            await welcomed(ws)
+            nursery.cancel_scope.cancel()  # the server shuts down with its nursery
+        async with stream:
+            reason = await until_closed(ws)
+    assert reason is not None
+    assert (reason.code, reason.reason) == (1001, "server shutting down")
+    assert server.hub.closed
+
+
+# --- close reasons in the logs ---
+
+
+async def test_every_session_end_is_one_info_line_with_fields(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="takhin_ws")
+    async with make_server(bad_message_limit=0) as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url + "?channels=") as leaving:
+            await welcomed(leaving)
+            leaving_id = server.hub.clients()[0].id
+        async with ws_connect(server.ws_url + "?channels=") as abusive:
+            await welcomed(abusive)
+            await abusive.send_message("nope")
+            await until_closed(abusive)
+        with trio.fail_after(5):
+            await wait_until(lambda: len(server.hub) == 0)
+        async with ws_connect(server.ws_url + "?channels=") as staying:
+            await welcomed(staying)
+            staying_id = server.hub.clients()[0].id
+            await server.shutdown()
+            await until_closed(staying)
+    ends = [r for r in caplog.records if hasattr(r, "close_code")]
+    assert {r.levelno for r in ends} == {logging.INFO}
+    fields = [(r.closed_by, r.close_code, r.close_reason) for r in ends]  # type: ignore[attr-defined]
+    assert fields == [
+        ("client", 1000, ""),
+        ("server", 1008, "too many invalid messages"),
+        ("server", 1001, "server shutting down"),
+    ]
+    assert ends[0].client_id == leaving_id  # type: ignore[attr-defined]
+    assert ends[2].client_id == staying_id  # type: ignore[attr-defined]
+    for record in ends:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", record.remote)  # type: ignore[attr-defined]
+        assert record.client_id in record.getMessage()  # type: ignore[attr-defined]

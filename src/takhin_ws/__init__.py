@@ -2,7 +2,8 @@
 
 The implementation lives in private modules; everything public is re-exported here:
 
-- running a server: :func:`open_server`, :class:`Server`, :class:`Settings`,
+- running a server: :func:`open_server` (``async with``), :func:`serve`
+  (``nursery.start``), :class:`Server`, :class:`Settings`,
   :class:`EventIngress` (``server.ingress``), :class:`Published`, :class:`EventBus`;
 - metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`,
   :class:`MetricsProducer`, :class:`Series` (recent chart series); the sources
@@ -12,8 +13,8 @@ The implementation lives in private modules; everything public is re-exported he
 - the wire protocol: every message class, :class:`Envelope`, :func:`encode`,
   :func:`decode`, :data:`PROTOCOL_VERSION`;
 - errors: :class:`TakhinWsError` and its subclasses;
-- statistics: :class:`HubStatistics`, :class:`IngressStatistics`,
-  :class:`MetricsStatistics`.
+- statistics: :class:`ServerStatistics`, :class:`HubStatistics`,
+  :class:`IngressStatistics`, :class:`MetricsStatistics`.
 """
 
 from ._bus import BusUnavailableError, EventBus, Published
@@ -70,7 +71,7 @@ from ._messages import (
 from ._producer import MetricsProducer, MetricsStatistics
 from ._queue import DropOldestQueue
 from ._series import Series
-from ._server import WS_PATH, Server, open_server
+from ._server import WS_PATH, Server, open_server, serve
 from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from ._validate import Event
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
@@ -149,4 +150,5 @@ __all__ = [
     "decode",
     "encode",
     "open_server",
+    "serve",
 ]

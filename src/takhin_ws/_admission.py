@@ -120,6 +120,10 @@ class Admission:
             channels, since, epoch, choose_subprotocol(offered), variant, deflate, head_size
         )
 
+    @property
+    def keys_required(self) -> bool:
+        return bool(self._api_keys)
+
     def origin_allowed(self, request: Request) -> bool:
         origin = request.header("origin")
         if origin is None:

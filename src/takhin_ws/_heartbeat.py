@@ -7,7 +7,6 @@ a pong included).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Final
 
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
     from ._session import Session
 
 __all__ = ["PING_PAYLOAD", "heartbeat", "sweep_period"]
-
-log = logging.getLogger("takhin_ws.server")
 
 PING_PAYLOAD: Final = b"takhin-ws"
 #: The sweep runs this many times per (shorter of) ping interval and timeout...
@@ -49,10 +46,7 @@ async def heartbeat(sessions: Collection[Session], settings: Settings) -> None:
             if transport.closing:
                 continue
             if now - transport.last_receive > settings.ping_timeout:
-                log.info(
-                    "client %s dropped: no pong within %g s", session.id, settings.ping_timeout
-                )
-                transport.abort("heartbeat timeout")
+                transport.abort(f"heartbeat timeout: no pong within {settings.ping_timeout:g} s")
             elif now >= transport.next_ping:
                 transport.next_ping = now + settings.ping_interval
                 transport.send_control_nowait(frame)

@@ -14,7 +14,7 @@ import attrs
 import orjson
 import trio
 
-from ._admission import bearer, key_matches, www_authenticate
+from ._admission import Admission, bearer, key_matches, www_authenticate
 from ._bus import BusUnavailableError
 from ._dashboard import dashboard_page
 from ._exposition import ServerStatistics, render_metrics
@@ -26,12 +26,16 @@ from ._transport import SocketTransport
 if TYPE_CHECKING:
     from ._config import Settings
 
-__all__ = ["EVENTS_PATH", "WS_PATH", "Routes", "ServerView"]
+__all__ = ["EVENTS_PATH", "METRICS_API_PATH", "WS_PATH", "Routes", "ServerView"]
 
 #: The 2.9 endpoint.
 WS_PATH: Final = "/api/monitoring/ws"
+#: The latest snapshot as a bare ``MonitoringMetrics`` object (the Takhin console's REST path).
+METRICS_API_PATH: Final = "/api/monitoring/metrics"
 EVENTS_PATH: Final = "/api/events"
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
+#: ``Retry-After`` seconds of the 503 answered before the first snapshot.
+RETRY_NO_SNAPSHOT: Final = 1
 
 
 class ServerView(Protocol):
@@ -45,12 +49,15 @@ class ServerView(Protocol):
 
     def unready_reasons(self) -> list[str]: ...
 
+    def latest_metrics(self) -> bytes | None: ...
+
     def statistics(self) -> ServerStatistics: ...
 
 
 class Routes:
-    def __init__(self, server: ServerView) -> None:
+    def __init__(self, server: ServerView, admission: Admission) -> None:
         self._server = server
+        self._admission = admission
         self._settings = server.settings
         self._publish_keys = [k.encode() for k in server.settings.publish_keys]
 
@@ -82,6 +89,8 @@ class Routes:
             prometheus = PROMETHEUS_CONTENT_TYPE
             response = response_bytes(200, text, content_type=prometheus, head_only=head)
             await self.send(transport, response)
+        elif path == METRICS_API_PATH:
+            await self._latest_metrics(transport, request, head=head)
         elif path == WS_PATH:
             raise HttpError(
                 426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
@@ -105,6 +114,19 @@ class Routes:
         body = json_error(exc.status, error_code(exc.status), exc.message)
         response = response_bytes(exc.status, body, headers=exc.headers, head_only=head)
         await self.send(transport, response)
+
+    async def _latest_metrics(
+        self, transport: SocketTransport, request: Request, *, head: bool
+    ) -> None:
+        """The latest snapshot, bare; the same API keys as WebSocket clients."""
+        if self._admission.keys_required and not self._admission.authorized(request, []):
+            raise HttpError(401, "missing or wrong API key", headers=www_authenticate())
+        body = self._server.latest_metrics()
+        if body is None:
+            raise HttpError(
+                503, "no metrics snapshot yet", headers=[("Retry-After", str(RETRY_NO_SNAPSHOT))]
+            )
+        await self.send(transport, response_bytes(200, body, head_only=head))
 
     async def _publish(self, transport: SocketTransport, request: Request) -> None:
         if not self._publish_keys:

@@ -30,6 +30,7 @@ from ._bus import EventBus
 from ._config import Settings
 from ._exceptions import HubFullError
 from ._exposition import ServerStatistics
+from ._frames import bare_payload
 from ._heartbeat import heartbeat
 from ._http import HttpError, Request
 from ._httpio import read_request
@@ -41,7 +42,7 @@ from ._listener import Listener, bind
 from ._producer import MetricsProducer
 from ._routes import WS_PATH, Routes
 from ._series import Series
-from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames
+from ._session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Ending, Session, gap_frames
 from ._snapshot import MetricsSource
 from ._transport import SocketTransport
 from .sources import close_source, source_for
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .cluster.bus import RedisBus
     from .cluster.lease import MetricsLease
 
-__all__ = ["WS_PATH", "Server", "open_server"]
+__all__ = ["WS_PATH", "Server", "open_server", "serve"]
 
 log = logging.getLogger("takhin_ws.server")
 
@@ -80,7 +81,7 @@ class Server:
         self.ingress = ingress or EventIngress(hub)
         self.bus = bus
         self._admission = Admission(settings)
-        self._routes = Routes(self)
+        self._routes = Routes(self, self._admission)
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
 
     @property
@@ -117,6 +118,12 @@ class Server:
             reasons.append("event bus unavailable (Redis unreachable)")
         return reasons
 
+    def latest_metrics(self) -> bytes | None:
+        """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
+        before the first one)."""
+        latest = self.hub.latest("metrics")
+        return None if latest is None else bare_payload(latest.payload)
+
     def statistics(self) -> ServerStatistics:
         """The server's counters now, as one frozen value (what ``/metrics`` renders)."""
         return ServerStatistics(
@@ -135,6 +142,7 @@ class Server:
         """One accepted connection, start to end. Never raises (except cancellation)."""
         self.connections_total += 1
         conn_id = f"conn-{next(self._ids)}"
+        remote = _address(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.settings.send_buffer_size:
@@ -148,7 +156,7 @@ class Server:
                     gap_frames=self._gap_frames,
                 )
                 try:
-                    await self._serve(transport, nursery, conn_id)
+                    await self._serve(transport, nursery, conn_id, remote)
                 finally:
                     transport.abort("connection finished")
                     nursery.cancel_scope.cancel()
@@ -157,7 +165,9 @@ class Server:
         finally:
             sock.close()
 
-    async def _serve(self, transport: SocketTransport, nursery: trio.Nursery, conn_id: str) -> None:
+    async def _serve(
+        self, transport: SocketTransport, nursery: trio.Nursery, conn_id: str, remote: str
+    ) -> None:
         settings = self.settings
         request: Request | None = None
         with trio.move_on_after(settings.handshake_timeout):
@@ -180,7 +190,7 @@ class Server:
                 self._pending_handshakes += 1
                 transport.replay(request.raw)
                 del request  # a session outlives its request: keep none of it
-                await self._websocket(transport, nursery, upgrade, conn_id)
+                await self._websocket(transport, nursery, upgrade, conn_id, remote)
                 return
             await self._routes.answer(transport, request)
         except HttpError as exc:
@@ -209,7 +219,12 @@ class Server:
             raise
 
     async def _websocket(
-        self, transport: SocketTransport, nursery: trio.Nursery, upgrade: Upgrade, conn_id: str
+        self,
+        transport: SocketTransport,
+        nursery: trio.Nursery,
+        upgrade: Upgrade,
+        conn_id: str,
+        remote: str,
     ) -> None:
         """Handshake (its slot was taken at admission), then the session."""
         settings = self.settings
@@ -254,13 +269,16 @@ class Server:
         finally:
             self.sessions.discard(session)
             self.hub.remove_client(client)
-            if transport.abort_reason and not transport.abort_reason.startswith("connection"):
-                log.info("client %s dropped: %s", client.id, transport.abort_reason)
+            _log_ending(client.id, remote, session.ending())
 
     # --- shutdown ---
 
     async def shutdown(self) -> None:
-        """Stop accepting, send 1001 to every client, wait for them (bounded)."""
+        """Stop accepting, send 1001 to every client, wait for them (bounded by
+        ``shutdown_timeout``), then close the hub. Idempotent; leaving
+        :func:`open_server` (or cancelling :func:`serve`) calls it. Call it yourself to
+        drain clients earlier: ``/readyz`` answers 503 from its first moment, and the
+        server's tasks still end only with the ``async with`` block."""
         if not self._accepting:
             return
         self._accepting = False
@@ -273,6 +291,61 @@ class Server:
             for session in sessions:
                 await session.finished.wait()
         self.hub.close()
+
+
+class _Handlers:
+    """The connections' nursery, in a task of its own and shielded: cancelling the
+    server's scope (``serve`` in a cancelled nursery) reaches the connections only
+    through the shutdown, which lets every session send its Close frame first; then
+    :meth:`stop` cancels whatever is left."""
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope(shield=True)
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "not started"
+        return self._nursery
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+
+def _address(sock: socket.socket) -> str:
+    """``host:port`` of the peer (``[v6]:port``); ``unknown`` once it is gone."""
+    try:
+        host, port, *_ = sock.getpeername()
+    except OSError:
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _log_ending(client_id: str, remote: str, ending: Ending) -> None:
+    """One line per session end, at one level, with structured fields for JSON logs."""
+    closed_by = {"server": "by the server", "client": "by the client", "dropped": "dropped"}
+    log.info(
+        "client %s (%s) closed %s: %d %s",
+        client_id,
+        remote,
+        closed_by[ending.by],
+        ending.code,
+        ending.reason or "(no reason)",
+        extra={
+            "client_id": client_id,
+            "remote": remote,
+            "closed_by": ending.by,
+            "close_code": ending.code,
+            "close_reason": ending.reason,
+        },
+    )
 
 
 @asynccontextmanager
@@ -326,16 +399,17 @@ async def open_server(
             server = Server(settings, hub, producer, listener, ingress, bus=cluster)
             await nursery.start(producer.run)
             nursery.start_soon(heartbeat, server.sessions, settings)
+            handlers = _Handlers()
             try:
-                async with trio.open_nursery() as handlers:
-                    await nursery.start(listener.serve, server._connection, handlers)
-                    try:
-                        yield server
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await server.shutdown()
-                        handlers.cancel_scope.cancel()
+                await nursery.start(handlers.run)
+                await nursery.start(listener.serve, server._connection, handlers.nursery)
+                try:
+                    yield server
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await server.shutdown()
             finally:
+                handlers.stop()
                 with trio.CancelScope(shield=True):
                     if lease is not None:
                         await lease.aclose()
@@ -344,3 +418,20 @@ async def open_server(
                 nursery.cancel_scope.cancel()
     finally:
         listener.close()
+
+
+async def serve(
+    settings: Settings | None = None,
+    *,
+    source: MetricsSource | None = None,
+    hub: Hub | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a server in the caller's nursery until that nursery is cancelled (Trio's
+    ``serve_tcp`` convention): ``server = await nursery.start(serve, settings)`` returns
+    the started :class:`Server` once it listens. On cancellation it shuts down as
+    leaving :func:`open_server` does (every client gets 1001). Same arguments as
+    :func:`open_server`."""
+    async with open_server(settings, source=source, hub=hub) as server:
+        task_status.started(server)
+        await trio.sleep_forever()

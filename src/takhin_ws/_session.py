@@ -15,9 +15,10 @@ flusher only while the peer is backed up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 import trio
+from attrs import frozen
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._hub import Client, Hub
@@ -36,7 +37,30 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._series import Series
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_TRY_AGAIN", "Session", "gap_frames"]
+__all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
+    "CLOSE_TRY_AGAIN",
+    "Ending",
+    "Session",
+    "gap_frames",
+]
+
+#: What a client sees when the connection ends without a Close frame (RFC 6455 7.1.5).
+CLOSE_ABNORMAL: Final = 1006
+#: Abort reasons of the server's own teardown after a session ended (not a cause).
+_OUR_TEARDOWN: Final = "connection"
+
+
+@frozen
+class Ending:
+    """How a session ended: ``by`` is ``server`` (it sent Close), ``client`` (the peer
+    did) or ``dropped`` (no Close handshake: heartbeat, write deadline, reset)."""
+
+    by: Literal["server", "client", "dropped"]
+    code: int
+    reason: str
 
 
 class Session:
@@ -97,6 +121,18 @@ class Session:
                 await self._close_connection(self._close)
         finally:
             self._finished.set()
+
+    def ending(self) -> Ending:
+        """How the connection ended (or is ending): who closed it, the code, the reason."""
+        if self._close is not None:
+            return Ending("server", self._close.code, self._close.reason)
+        dropped = self.transport.abort_reason
+        if dropped is not None and not dropped.startswith(_OUR_TEARDOWN):
+            return Ending("dropped", CLOSE_ABNORMAL, dropped)
+        closed = self.ws.closed
+        if closed is not None and closed.code != CLOSE_ABNORMAL:
+            return Ending("client", closed.code, closed.reason or "")
+        return Ending("dropped", CLOSE_ABNORMAL, dropped or "connection lost")
 
     def _handle(self, message: str | bytes) -> bool:
         """Answer one message; False once the connection is to be closed."""

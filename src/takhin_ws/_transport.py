@@ -357,7 +357,7 @@ class SocketTransport(trio.abc.Stream):
         self._sock.close()
 
     async def aclose(self) -> None:
-        self.abort(self.abort_reason or "closed")
+        self.abort(self.abort_reason or "connection closed")
         await trio.lowlevel.checkpoint()
 
     async def linger_close(self) -> None:

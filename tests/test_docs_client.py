@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium
 from redis_server import Node, RedisServer
-from test_dashboard import CHROMIUM, CHROMIUM_ARGS, _require_chromium
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, WebSocket, sync_playwright
 
-from test_dashboard import (
+from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     ConsoleWatch,

@@ -37,6 +37,8 @@ class Reply:
     delay: float = 0.0
     #: Compress the body when the request accepts gzip.
     gzip: bool = False
+    #: A Content-Encoding to announce for the body as given.
+    encoding: str | None = None
 
 
 class MetricsServer:
@@ -84,6 +86,8 @@ class MetricsServer:
             if reply.gzip and "gzip" in headers.get("accept-encoding", ""):
                 body = gzip.compress(body)
                 out.append(("Content-Encoding", "gzip"))
+            elif reply.encoding is not None:
+                out.append(("Content-Encoding", reply.encoding))
             if reply.content_length:
                 out.append(("Content-Length", str(len(body))))
             await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=out)))

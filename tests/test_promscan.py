@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import FIXTURES, fixture
+from takhin_ws.sources import promscan
 from takhin_ws.sources.promscan import (
     ExpositionScanner,
     Keys,
@@ -153,6 +154,34 @@ def test_generated_expositions_read_as_prometheus_client_reads_them(texts: list[
             continue  # not every draw is valid exposition (a typed family repeated...)
         assert plain(scanner.scan(text)) == nan_safe(expected)
         assert plain(scanner.scan(text)) == nan_safe(expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=exposition())
+def test_runs_cut_in_small_slices_read_the_same(text: str) -> None:
+    try:
+        expected = oracle(text, WANTED)
+    except ValueError:
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(promscan, "_CHUNK", 40)  # a few lines per slice
+        patch.setattr(promscan, "_CHUNK_VALUES", 3)
+        assert plain(ExpositionScanner(WANTED).scan(text)) == nan_safe(expected)
+
+
+def test_a_big_run_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [
+        f'takhin_storage_log_end_offset{{partition="{i % 12}",topic="t{i // 12}"}} {v}'
+        for i, v in enumerate([*range(500), "NaN", *range(500, 1000), "+Inf"])
+    ]
+    text = "# TYPE takhin_storage_log_end_offset gauge\n" + "\n".join(lines) + "\n"
+    expected = nan_safe(oracle(text, READ_SAMPLES))
+    monkeypatch.setattr(promscan, "_CHUNK", 1000)
+    monkeypatch.setattr(promscan, "_CHUNK_VALUES", 64)
+    scanner = ExpositionScanner(READ_SAMPLES)
+    assert plain(scanner.scan(text)) == expected
+    assert plain(scanner.scan(text)) == expected  # the remembered run, in slices too
+    assert len(expected["takhin_storage_log_end_offset"]) == 1002
 
 
 # --- what is skipped ---

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from exporter import MetricsServer, fixture, start_exporter
+from exporter import MetricsServer, Reply, fixture, start_exporter
 from takhin_ws import Settings
 from takhin_ws.sources.scrape import ACCEPT, DEFAULT_MAX_BODY_BYTES, ScrapeError, Scraper
 
@@ -28,10 +28,12 @@ async def test_a_scrape_asks_for_text_and_gzip(exporter: MetricsServer) -> None:
     exporter.serve(fixture("full_1.prom"))
     scraper = Scraper(exporter.url, timeout=5.0)
     try:
-        body = b"".join(await scraper.fetch())
+        body = await scraper.fetch()
     finally:
         await scraper.aclose()
-    assert body == fixture("full_1.prom")
+    assert not body.gzipped
+    assert body.content() == fixture("full_1.prom")
+    assert body.content(prefix=b"\n") == b"\n" + fixture("full_1.prom")
     assert exporter.headers[0]["accept"] == ACCEPT
     assert exporter.headers[0]["accept-encoding"] == "gzip"
 
@@ -42,9 +44,13 @@ async def test_a_gzip_answer_is_inflated(exporter: MetricsServer, content_length
     exporter.serve(body, gzip=True, content_length=content_length)
     scraper = Scraper(exporter.url, timeout=5.0)
     try:
-        assert b"".join(await scraper.fetch()) == body
+        received = await scraper.fetch()
     finally:
         await scraper.aclose()
+    assert received.gzipped
+    assert sum(map(len, received.chunks)) == len(gzip.compress(body))  # as sent
+    assert received.content() == body
+    assert received.content(prefix=b"\n") == b"\n" + body
 
 
 async def test_the_limit_counts_inflated_bytes(exporter: MetricsServer) -> None:
@@ -53,11 +59,48 @@ async def test_the_limit_counts_inflated_bytes(exporter: MetricsServer) -> None:
     exporter.serve(bomb, gzip=True)
     scraper = Scraper(exporter.url, timeout=5.0, max_body_bytes=1_000_000)
     try:
-        with pytest.raises(ScrapeError, match="more than 1000000 bytes sent"):
+        body = await scraper.fetch()  # 10 KB arrive...
+    finally:
+        await scraper.aclose()
+    with pytest.raises(ScrapeError, match="more than 1000000 bytes once inflated") as info:
+        body.content()  # ...and are inflated no further than the limit
+    assert "raise --scrape-max-bytes" in str(info.value)
+    assert len(gzip.compress(bomb)) < 1_000_000
+    exact = Scraper(exporter.url, timeout=5.0, max_body_bytes=len(bomb))
+    try:
+        assert (await exact.fetch()).content() == bomb  # up to the limit is fine
+    finally:
+        await exact.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not gzip at all", "answered a gzip body that does not inflate"),
+        (gzip.compress(b"takhin_connections_active 3\n")[:-12], "gzip body that ends too soon"),
+    ],
+)
+async def test_a_broken_gzip_body_is_a_clear_error(
+    exporter: MetricsServer, body: bytes, message: str
+) -> None:
+    exporter.reply = lambda: Reply(body=body, encoding="gzip")
+    scraper = Scraper(exporter.url, timeout=5.0)
+    try:
+        received = await scraper.fetch()
+    finally:
+        await scraper.aclose()
+    with pytest.raises(ScrapeError, match=message):
+        received.content()
+
+
+async def test_another_encoding_is_refused(exporter: MetricsServer) -> None:
+    exporter.reply = lambda: Reply(body=b"whatever", encoding="br")
+    scraper = Scraper(exporter.url, timeout=5.0)
+    try:
+        with pytest.raises(ScrapeError, match=r"answered Content-Encoding: br \(it was asked"):
             await scraper.fetch()
     finally:
         await scraper.aclose()
-    assert len(gzip.compress(bomb)) < 1_000_000
 
 
 async def test_a_non_200_answer_is_a_clear_error(exporter: MetricsServer) -> None:

@@ -4,9 +4,9 @@
 
 1. :class:`~takhin_ws.sources.scrape.Scraper` GETs the exposition (gzip accepted),
    within the deadline and the body limit;
-2. in a worker thread (the event loop keeps serving clients meanwhile), the
-   :class:`~takhin_ws.sources.promscan.ExpositionScanner` reads the families the
-   snapshot needs and nothing else, and
+2. in a worker thread (the event loop keeps serving clients meanwhile), the body is
+   inflated and decoded, and the :class:`~takhin_ws.sources.promscan.ExpositionScanner`
+   reads the families the snapshot needs and nothing else, and
 3. :func:`~takhin_ws.sources.promsnapshot.compute_snapshot` derives the ``metrics``
    message from this scrape and the previous good one (rates, quantiles, lag).
 
@@ -27,7 +27,7 @@ import trio
 from .._snapshot import Snapshot
 from .promscan import Exposition, ExpositionScanner, parse_exposition
 from .promsnapshot import READ_SAMPLES, STATE_CODES, Scrape, compute_snapshot, group_state
-from .scrape import DEFAULT_MAX_BODY_BYTES, ScrapeError, Scraper
+from .scrape import DEFAULT_MAX_BODY_BYTES, Body, ScrapeError, Scraper
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -102,11 +102,11 @@ class PrometheusSource:
         # a big body takes to arrive varies, the moment the broker was asked less so
         taken = self._clock()
         wall = self._wall_clock()
-        chunks = await self._scraper.fetch()
+        body = await self._scraper.fetch()
         with trio.move_on_at(deadline) as scope:
             scrape, snapshot = await trio.to_thread.run_sync(
                 self._process,
-                chunks,
+                body,
                 taken,
                 wall,
                 limiter=self._limiter,
@@ -128,10 +128,11 @@ class PrometheusSource:
             )
         return snapshot
 
-    def _process(self, chunks: list[bytes], taken: float, wall: float) -> tuple[Scrape, Snapshot]:
-        """Decode, scan and compute (in a worker thread)."""
+    def _process(self, body: Body, taken: float, wall: float) -> tuple[Scrape, Snapshot]:
+        """Inflate, decode, scan and compute (in a worker thread)."""
+        content = body.content(prefix=b"\n")
         try:
-            text = b"".join([b"\n", *chunks]).decode("utf-8")
+            text = content.decode("utf-8")
             samples = self._scanner.scan(text, prefixed=True)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError
             reason = " ".join(str(exc).split())
@@ -144,5 +145,5 @@ class PrometheusSource:
         return scrape, compute_snapshot(self._previous, scrape)
 
     async def fetch(self) -> bytes:
-        """The body of one scrape (bounded in time and size)."""
-        return b"".join(await self._scraper.fetch())
+        """The body of one scrape (bounded in time and size), inflated."""
+        return (await self._scraper.fetch()).content()

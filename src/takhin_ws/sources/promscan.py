@@ -65,6 +65,10 @@ _ESCAPE: Final = re.compile(r"\\(.)")
 _UNESCAPED: Final = {"n": "\n", "\\": "\\", '"': '"'}
 #: Characters of a list of JSON numbers (anything else: parse each token with float()).
 _JSON_NUMBERS: Final = re.compile(r"[0-9eE+\-.,]*")
+#: Characters of sample lines split at once, and values parsed at once: each such call
+#: holds the GIL for a millisecond or two, so the event loop's thread waits no longer.
+_CHUNK: Final = 256 * 1024
+_CHUNK_VALUES: Final = 16384
 #: Longest excerpt of a bad line quoted in an error.
 _SHOWN: Final = 60
 #: The label cache is dropped when it holds this many times more entries than series.
@@ -274,20 +278,19 @@ class ExpositionScanner:
         key: tuple[str | None, int],
         found: dict[str, list[tuple[Keys, Sequence[float]]]],
     ) -> _Run | None:
-        lines = data.count("\n", start, end)
         if family is not None and not self._wants(family):
-            if data.count("\n" + family, start, end) == lines:
+            if data.count("\n" + family, start, end) == data.count("\n", start, end):
                 return None  # only that family's lines: not read
             self._slow(data, start, end, found)
             return None
-        parts = data[start + 1 : end].replace("} ", "\n").split("\n")
-        if len(parts) == 2 * lines:
-            blocks = parts[0::2]
+        columns = _columns(data, start, end)
+        if columns is not None:
+            blocks, tokens = columns
             previous = self._runs.get(key)
             run = previous if previous is not None and previous.blocks == blocks else None
             if run is None:
                 run = self._structure(blocks)
-            values = _floats(parts[1::2]) if run is not None else None
+            values = _floats(tokens) if run is not None else None
             if run is not None and values is not None:
                 for name, (keys, positions) in run.names.items():
                     if positions is None:
@@ -405,22 +408,50 @@ def _bad_line(data: str, pos: int, line: str) -> ValueError:
     return ValueError(f"line {number} is not a sample: {shown!r}")
 
 
+def _columns(data: str, start: int, end: int) -> tuple[list[str], list[str]] | None:
+    """The label blocks (``name{labels``) and value tokens of the lines in
+    ``data[start + 1 : end]``, or ``None`` unless every line holds one ``"} "``.
+
+    Whole-string operations, a slice of about :data:`_CHUNK` characters at a time:
+    each holds the GIL, so a short one lets the event loop's thread run between them.
+    """
+    blocks: list[str] = []
+    tokens: list[str] = []
+    while start < end:
+        stop = data.find("\n", start + _CHUNK, end) if start + _CHUNK < end else -1
+        if stop == -1:
+            stop = end
+        parts = data[start + 1 : stop].replace("} ", "\n").split("\n")
+        if len(parts) != 2 * data.count("\n", start, stop):
+            return None
+        blocks += parts[0::2]
+        tokens += parts[1::2]
+        start = stop
+    return blocks, tokens
+
+
 def _floats(tokens: list[str]) -> list[float] | None:
-    """*tokens* as numbers (one orjson call when they are plain JSON numbers), or
-    ``None`` if one is not a number."""
-    joined = ",".join(tokens)
-    if _JSON_NUMBERS.fullmatch(joined) is not None:
-        try:
-            values: list[float] = orjson.loads("[" + joined + "]")
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if len(values) == len(tokens):
-                return values
-    try:
-        return [float(token) for token in tokens]
-    except ValueError:
-        return None
+    """*tokens* as numbers (orjson, :data:`_CHUNK_VALUES` at a time, when they are plain
+    JSON numbers; ``float()`` each otherwise), or ``None`` if one is not a number."""
+    values: list[float] = []
+    for first in range(0, len(tokens), _CHUNK_VALUES):
+        part = tokens[first : first + _CHUNK_VALUES]
+        joined = ",".join(part)
+        parsed: list[float] | None = None
+        if _JSON_NUMBERS.fullmatch(joined) is not None:
+            try:
+                parsed = orjson.loads("[" + joined + "]")
+            except orjson.JSONDecodeError:
+                parsed = None
+            if parsed is not None and len(parsed) != len(part):
+                parsed = None
+        if parsed is None:
+            try:
+                parsed = [float(token) for token in part]
+            except ValueError:
+                return None
+        values += parsed
+    return values
 
 
 def _merge(parts: list[tuple[Keys, Sequence[float]]]) -> Series:

@@ -43,9 +43,8 @@ __all__ = [
 ALL_CHANNELS: Final = frozenset(STREAMS)
 
 
-#: The subscribers of one channel, one group per variant: the variant and the
-#: clients, with their bound ``offer`` (looked up once per subscription change).
-_Group = tuple[Variant, tuple["Client", ...], tuple[Callable[[Outbound], None], ...]]
+#: The subscribers of one channel, one group per variant (rebuilt when they change).
+_Group = tuple[Variant, tuple[Client, ...]]
 
 
 class Hub:
@@ -171,10 +170,7 @@ class Hub:
             by_variant: dict[Variant, list[Client]] = {}
             for client in self._members.get(channel, {}).values():
                 by_variant.setdefault(client.variant, []).append(client)
-            targets = tuple(
-                (variant, tuple(clients), tuple(c.subscriber.offer for c in clients))
-                for variant, clients in by_variant.items()
-            )
+            targets = tuple((variant, tuple(clients)) for variant, clients in by_variant.items())
             self._targets[channel] = targets
         return targets
 
@@ -288,16 +284,16 @@ class Hub:
 
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
         delivered = 0
-        for variant, clients, offers in self._targets_of(stream_name):
+        for variant, clients in self._targets_of(stream_name):
             out = item.variant(variant)  # built once for the whole group
             if out is None:
                 continue
-            for offer in offers:
-                offer(out)
+            for client in clients:
+                client.subscriber.offer(out)
             delivered += len(clients)
         if channel != stream_name:
             wide_ids = self._members.get(stream_name, {})
-            for variant, clients, _ in self._targets_of(channel):
+            for variant, clients in self._targets_of(channel):
                 out = item.variant(variant)
                 if out is None:
                     continue
@@ -315,12 +311,12 @@ class Hub:
             view = views.view(channel)
             if view is None:
                 continue
-            for variant, clients, offers in self._targets_of(channel):
+            for variant, clients in self._targets_of(channel):
                 out = view.variant(variant)
                 if out is None:
                     continue
-                for offer in offers:
-                    offer(out)
+                for client in clients:
+                    client.subscriber.offer(out)
                 delivered += len(clients)
         self._delivered += delivered
 

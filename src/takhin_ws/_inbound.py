@@ -121,7 +121,7 @@ class InboundFilter:
         self._opcode: int | None = None  # the data message in progress
         self._compressed = False
         self._size = 0  # bytes of the message in progress so far (as declared)
-        self._parts: list[bytes] = []  # compressed data of the message in progress
+        self._parts: list[bytes] | None = None  # compressed data of the message in progress
         self._utf8: codecs.IncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -237,6 +237,8 @@ class InboundFilter:
         self._size += len(payload)
         final = bool(first & _FIN)
         if self._compressed:
+            if self._parts is None:
+                self._parts = []
             self._parts.append(payload)
             if final:
                 out.append(self._inflated())
@@ -256,7 +258,8 @@ class InboundFilter:
 
     def _inflated(self) -> bytes:
         assert self._opcode is not None
-        data, self._parts = b"".join(self._parts), []
+        assert self._parts is not None
+        data, self._parts = b"".join(self._parts), None
         try:
             message = inflate(data, self._max)
         except OverflowError:

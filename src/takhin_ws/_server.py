@@ -73,6 +73,8 @@ class Server:
         self.producer = producer
         self._listener = listener
         self.sessions: set[Session] = set()
+        #: set once shutting down and the last session has ended (one event for all)
+        self._drained: trio.Event | None = None
         self._pending_handshakes = 0
         self._ids = itertools.count(1)
         self._accepting = True
@@ -249,6 +251,10 @@ class Server:
         if ws is None:
             log.debug("%s: handshake did not finish in time; dropped", conn_id)
             return
+        if not self._accepting:  # the shutdown began during the handshake
+            with trio.move_on_after(settings.write_timeout):
+                await ws.aclose(CLOSE_GOING_AWAY, "server shutting down")
+            return
         # registration and the session's first frames: one synchronous step with
         # giving back the handshake slot (no checkpoint: the limit holds)
         try:
@@ -268,6 +274,8 @@ class Server:
             await session.run()
         finally:
             self.sessions.discard(session)
+            if not self.sessions and self._drained is not None:
+                self._drained.set()
             self.hub.remove_client(client)
             _log_ending(client.id, remote, session.ending())
 
@@ -285,11 +293,12 @@ class Server:
         self._listener.close()
         sessions = tuple(self.sessions)
         log.info("shutting down: closing %d client connection(s)", len(sessions))
+        self._drained = drained = trio.Event()
         for session in sessions:
             session.close(CLOSE_GOING_AWAY, "server shutting down")
-        with trio.move_on_after(self.settings.shutdown_timeout):
-            for session in sessions:
-                await session.finished.wait()
+        if self.sessions:
+            with trio.move_on_after(self.settings.shutdown_timeout):
+                await drained.wait()
         self.hub.close()
 
 

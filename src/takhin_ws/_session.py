@@ -66,7 +66,7 @@ class Ending:
 class Session:
     """A registered client connection. Created by the server after the handshake."""
 
-    __slots__ = ("_close", "_finished", "_reading", "core", "settings", "transport", "ws")
+    __slots__ = ("_close", "_reading", "core", "settings", "transport", "ws")
 
     def __init__(
         self,
@@ -83,7 +83,6 @@ class Session:
         self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
         self._reading = trio.CancelScope()  # cancelled by close(): stop reading, close
         self._close: Close | None = None
-        self._finished = trio.Event()
 
     @property
     def id(self) -> str:
@@ -93,11 +92,6 @@ class Session:
     def client(self) -> Client:
         return self.core.client
 
-    @property
-    def finished(self) -> trio.Event:
-        """Set once :meth:`run` has ended (the connection is closed or dropped)."""
-        return self._finished
-
     def start(self, since: Mapping[str, int] | None = None, epoch: str | None = None) -> None:
         """Send ``welcome``, the latest snapshot and any replay, synchronously (in the
         same step as the client's registration, so no publish slips in between)."""
@@ -105,22 +99,19 @@ class Session:
 
     async def run(self) -> None:
         """Process client messages until the connection closes, or close it."""
-        try:
-            with self._reading:
-                try:
-                    while True:
-                        message = await self.ws.get_message()
-                        delay = self.core.command_delay()
-                        if delay:
-                            await trio.sleep(delay)  # throttled: this sender waits, alone
-                        if not self._handle(message):
-                            break
-                except ConnectionClosed:
-                    return
-            if self._close is not None:
-                await self._close_connection(self._close)
-        finally:
-            self._finished.set()
+        with self._reading:
+            try:
+                while True:
+                    message = await self.ws.get_message()
+                    delay = self.core.command_delay()
+                    if delay:
+                        await trio.sleep(delay)  # throttled: this sender waits, alone
+                    if not self._handle(message):
+                        break
+            except ConnectionClosed:
+                return
+        if self._close is not None:
+            await self._close_connection(self._close)
 
     def ending(self) -> Ending:
         """How the connection ended (or is ending): who closed it, the code, the reason."""
@@ -150,7 +141,7 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         """Ask this session to close with *code* (its own task sends Close, waits for
-        the reply within the write deadline, and ends: wait for :attr:`finished`)."""
+        the reply within the write deadline, and ends: :meth:`run` returns)."""
         if self._close is None:
             self._close = Close(code, reason)
         self._reading.cancel()

@@ -177,3 +177,34 @@ def test_a_client_asks_for_history_without_data() -> None:
     env = decode(b'{"type":"history"}')
     assert env.payload == History()
     assert isinstance(HistoryPoint(timestamp=1.0).group_lags, dict)
+
+
+def test_an_encoded_snapshot_adds_its_point_and_a_stale_one_none() -> None:
+    series = Series(window=60.0, interval=2.0)
+    fresh = encode(Envelope(payload=snapshot(4.0, billing=2), timestamp=1000, stale=False))
+    stale = encode(Envelope(payload=snapshot(5.0), timestamp=1002, stale=True))
+    point = series.add_message(fresh)
+    assert point is not None
+    assert (point.timestamp, point.throughput.produce_rate, point.group_lags) == (
+        1000.0,
+        4.0,
+        {"billing": 2},
+    )
+    assert series.add_message(stale) is None
+    assert len(series) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"{", "not a metrics message: JSONDecodeError"),
+        (b'{"type":"pong","timestamp":1}', "a pong message is not a snapshot"),
+        (b'{"type":"metrics","data":{},"timestamp":1}', "not a metrics message: KeyError"),
+    ],
+)
+def test_anything_but_a_snapshot_is_refused(payload: bytes, message: str) -> None:
+    series = Series(window=60.0, interval=2.0)
+    with pytest.raises(ValueError, match="message") as info:
+        series.add_message(payload)
+    assert str(info.value).startswith(message)
+    assert len(series) == 0

@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import orjson
 import trio
 from attrs import frozen
 
@@ -342,15 +341,12 @@ class MetricsProducer:
         if self.series is None or item is None:
             return
         seen = (self.hub.epoch, item.offset)
-        if seen == self._followed:
-            return
-        self._followed = seen
-        try:
-            envelope = orjson.loads(item.payload)
-            if envelope.get("stale") is not True:
-                self.series.add_data(envelope["data"], float(envelope["timestamp"]))
-        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError) as exc:
-            logger.warning("cannot chart the delivered snapshot: %s", _describe(exc))
+        if seen != self._followed:
+            self._followed = seen
+            try:
+                self.series.add_message(item.payload)
+            except ValueError as exc:
+                logger.warning("cannot chart the delivered snapshot: %s", exc)
 
     def _failed(self, error: Exception) -> bool:
         self._failures += 1

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import orjson
+
 from ._messages import History, HistoryPoint, Latency, MonitoringMetrics, Throughput
 
 __all__ = ["MAX_SERIES_GROUPS", "Series"]
@@ -78,6 +80,19 @@ class Series:
         )
         lags = ((c["groupId"], int(c["totalLag"])) for c in data["consumerLags"])
         return self._append(timestamp, throughput, latency, lags)
+
+    def add_message(self, payload: bytes) -> HistoryPoint | None:
+        """:meth:`add_data` for an encoded ``metrics`` message (what a bus delivers);
+        a stale one adds nothing. Raises ``ValueError`` for anything else."""
+        try:
+            envelope = orjson.loads(payload)
+            if envelope["type"] != "metrics":
+                raise ValueError(f"a {envelope['type']} message is not a snapshot")
+            if envelope.get("stale") is True:
+                return None
+            return self.add_data(envelope["data"], float(envelope["timestamp"]))
+        except (orjson.JSONDecodeError, LookupError, TypeError) as exc:
+            raise ValueError(f"not a metrics message: {type(exc).__name__}: {exc}") from None
 
     def _append(
         self,

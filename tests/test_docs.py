@@ -94,6 +94,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: installs the bench extra and runs benchmarks for minutes, which must not"
         " share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "--workloads burst steady --repeat 3"): (
+        "skip: the before/after fan-out runs of the wire variants, minutes of benchmark"
+        " that must not share the machine with the suite"
+    ),
 }
 
 

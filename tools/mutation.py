@@ -54,7 +54,10 @@ class Module:
 #: module name -> what is mutated and which tests run against it (its own tests only)
 MODULES: Final[dict[str, Module]] = {
     "queue": Module(("_queue.py",), ("tests/test_queue.py",)),
-    "hub": Module(("_hub.py",), ("tests/test_hub.py", "tests/test_hub_epoch.py")),
+    "hub": Module(
+        ("_hub.py", "_history.py", "_clients.py"),
+        ("tests/test_hub.py", "tests/test_hub_epoch.py", "tests/test_hub_bus.py"),
+    ),
     "transport": Module(("_transport.py",), ("tests/test_transport.py",)),
     "session": Module(("_session.py",), ("tests/test_session.py",)),
     "channels": Module(("_channels.py",), ("tests/test_channels.py",)),

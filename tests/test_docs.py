@@ -90,13 +90,17 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/websocket-api.md", "json", "<object, array or string>"): (
         "skip: the envelope's schema with placeholders, not JSON"
     ),
-    ("docs/benchmarks.md", "sh", "python -m benchmarks"): (
+    ("docs/benchmarks.md", "sh", "python -m benchmarks --quick"): (
         "skip: installs the bench extra and runs benchmarks for minutes, which must not"
         " share the machine with the suite"
     ),
     ("docs/benchmarks.md", "sh", "--workloads burst steady --repeat 3"): (
         "skip: the before/after fan-out runs of the wire variants, minutes of benchmark"
         " that must not share the machine with the suite"
+    ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
+        "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
+        " which must not share the machine with the suite"
     ),
 }
 

@@ -19,28 +19,23 @@ give (bytes, latency, connections, disk, memory) are merged from the broker's ex
 
 from __future__ import annotations
 
-import concurrent.futures
-import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import trio
-from confluent_kafka import (
-    ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
 
-# confluent_kafka.admin exports OffsetSpec without re-exporting it for type checkers
-from confluent_kafka.admin._listoffsets import OffsetSpec
-
-from .._messages import GroupState
 from .._snapshot import GroupInfo, MetricsSourceError, Snapshot
+from .kafka_client import (
+    DESCRIBE_BATCH,
+    Committed,
+    KafkaAdmin,
+    KafkaSourceError,
+    is_secret,
+    logger,
+    mask_config,
+)
 from .kafka_model import Observation, Offsets, compute_snapshot, merge_exposition
 from .prometheus import PrometheusSource
 
@@ -48,16 +43,10 @@ __all__ = [
     "DESCRIBE_BATCH",
     "KafkaSource",
     "KafkaSourceError",
+    "is_secret",
     "mask_config",
 ]
 
-logger: Final = logging.getLogger("takhin_ws.metrics")
-#: librdkafka's own log lines (connection attempts...), all at debug level: the
-#: producer already logs one line per failure streak.
-client_logger: Final = logging.getLogger("takhin_ws.metrics.librdkafka")
-
-#: Groups described per DescribeGroups request.
-DESCRIBE_BATCH: Final = 100
 #: Worker threads one source may occupy at once (the metadata/offsets chain and the
 #: groups chain run side by side; a tick abandoned at its deadline keeps its thread
 #: until the client's own timeout, which is the same deadline).
@@ -65,74 +54,8 @@ WORKER_THREADS: Final = 2
 #: Share of the collect deadline the requests may use: they give up a little before
 #: it, so the error says which request failed and why.
 REQUEST_SHARE: Final = 0.9
-#: Shortest request timeout handed to librdkafka (it refuses 0).
-_MIN_REQUEST_TIMEOUT: Final = 0.05
-#: Seconds a failed request waits for the client's own report of the cause.
-_CAUSE_WAIT: Final = 0.5
-#: Words that make a client property's value a secret (masked in reprs and messages).
-SECRET_WORDS: Final = ("password", "secret", "jaas", "token", "credential", "key", "pem")
 
-#: A partition error that means the topic went away during the tick: dropped quietly.
-_GONE: Final = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError.GROUP_ID_NOT_FOUND,
-    }
-)
-#: Errors about the cluster or the connection, not one partition: the tick fails.
-_FATAL: Final = frozenset(
-    {
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._AUTHENTICATION,
-        KafkaError._SSL,
-        KafkaError._RESOLVE,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-    }
-)
-
-_STATES: Final[Mapping[ConsumerGroupState, GroupState]] = {
-    ConsumerGroupState.STABLE: "Stable",
-    ConsumerGroupState.EMPTY: "Empty",
-    ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
-    ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
-    ConsumerGroupState.DEAD: "Dead",
-}
-
-_EARLIEST: Final[OffsetSpec] = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-_LATEST: Final[OffsetSpec] = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-
-_K = TypeVar("_K")
 _T = TypeVar("_T")
-
-
-class KafkaSourceError(MetricsSourceError):
-    """The cluster could not be read: unreachable, refused, too slow."""
-
-
-def is_secret(key: str) -> bool:
-    """Whether the client property *key* holds a secret (``sasl.password``...)."""
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_WORDS)
-
-
-def mask_config(config: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """*config* with the value of every secret property replaced by ``***``."""
-    return tuple((key, "***" if is_secret(key) else value) for key, value in config)
-
-
-def _state(state: object) -> GroupState:
-    """One of the five 2.9 states. librdkafka says UNKNOWN for the states of the new
-    consumer protocol it does not name (``Assigning``, ``Reconciling``): a rebalance
-    under way."""
-    if isinstance(state, ConsumerGroupState):
-        return _STATES.get(state, "PreparingRebalance")
-    return "PreparingRebalance"
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -145,19 +68,6 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
-
-
-def _error_of(exc: BaseException) -> KafkaError | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
-class _ClientLog:
-    """librdkafka's log callback: its lines go to :data:`client_logger` at debug."""
-
-    def log(self, level: int, fmt: str, *args: object) -> None:
-        client_logger.debug(fmt, *args)
 
 
 class KafkaSource:
@@ -204,20 +114,9 @@ class KafkaSource:
         self._wall_clock = wall_clock
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._previous: Observation | None = None
-        self._last_error: KafkaError | None = None
         self._scrape_failing = False
-        conf: dict[str, Any] = dict(self.config)
-        conf.update(
-            {
-                "bootstrap.servers": bootstrap,
-                "error_cb": self._on_error,
-                "logger": _ClientLog(),
-            }
-        )
-        try:
-            self._admin: AdminClient | None = AdminClient(conf)
-        except (KafkaException, ValueError, TypeError) as exc:
-            raise ValueError(f"kafka client config refused: {self._redact(str(exc))}") from None
+        self._closed = False
+        self._admin = KafkaAdmin(bootstrap, self.config, describe_batch=describe_batch)
 
     def __repr__(self) -> str:
         merged = f", prometheus={self.prometheus.url!r}" if self.prometheus else ""
@@ -240,19 +139,17 @@ class KafkaSource:
     async def aclose(self) -> None:
         """Destroy the client (in a worker thread: librdkafka joins its threads) and
         close the Prometheus source if there is one."""
-        admin, self._admin = self._admin, None
-        if admin is not None:
-            holder = [admin]
-            del admin
+        if not self._closed:
+            self._closed = True
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(holder.clear)
+                await trio.to_thread.run_sync(self._admin.close)
         if self.prometheus is not None:
             await self.prometheus.aclose()
 
     # --- one tick ---
 
     async def collect(self) -> Snapshot:
-        if self._admin is None:
+        if self._closed:
             raise KafkaSourceError("kafka source is closed")
         extras: list[Snapshot] = []
         try:
@@ -263,23 +160,33 @@ class KafkaSource:
                     observation = await self._observe(
                         time.monotonic() + self.timeout * REQUEST_SHARE
                     )
-                snapshot = await self._in_thread(
-                    compute_snapshot,
-                    self._previous,
-                    observation,
-                    show_internal_topics=self.show_internal_topics,
-                )
+                # thousands of partitions: the arithmetic too stays off the event loop
+                snapshot = await self._in_thread(self._compute, observation, extras)
         except trio.TooSlowError:
             raise KafkaSourceError(
-                f"kafka {self.bootstrap}: no answer within {self.timeout:g} s{self._cause()}"
+                f"kafka {self.bootstrap}: no answer within {self.timeout:g} s{self._admin.cause()}"
             ) from None
         except BaseExceptionGroup as group:
             single = _single(group)
             if single is group:
                 raise
             raise single from None
+        if self._previous is None:
+            logger.info(
+                "metrics from the kafka cluster at %s (%d topics, %d groups)%s",
+                self.bootstrap,
+                len(snapshot.metrics.topic_stats),
+                len(snapshot.groups),
+                f", merged with {self.prometheus.url}" if self.prometheus else "",
+            )
         self._previous = observation
-        self._last_error = None
+        self._admin.succeeded()
+        return snapshot
+
+    def _compute(self, observation: Observation, extras: list[Snapshot]) -> Snapshot:
+        snapshot = compute_snapshot(
+            self._previous, observation, show_internal_topics=self.show_internal_topics
+        )
         return merge_exposition(snapshot, extras[0].metrics) if extras else snapshot
 
     async def _scrape(self, prometheus: PrometheusSource, out: list[Snapshot]) -> None:
@@ -300,7 +207,7 @@ class KafkaSource:
         )
 
     async def _observe(self, deadline: float) -> Observation:
-        groups: list[tuple[dict[str, GroupInfo], dict[str, dict[str, dict[int, int]]]]] = []
+        groups: list[tuple[dict[str, GroupInfo], dict[str, Committed]]] = []
 
         async def read_groups() -> None:
             groups.append(await self._in_thread(self._groups, deadline))
@@ -319,175 +226,15 @@ class KafkaSource:
             committed=committed,
         )
 
-    # --- blocking calls (worker threads) ---
-
-    @property
-    def _client(self) -> AdminClient:
-        admin = self._admin
-        if admin is None:
-            raise KafkaSourceError("kafka source is closed")
-        admin.poll(0)  # serve error and log callbacks
-        return admin
-
-    def _remaining(self, deadline: float) -> float:
-        return max(deadline - time.monotonic(), _MIN_REQUEST_TIMEOUT)
+    # --- the blocking requests (worker threads; a test may wrap them) ---
 
     def _metadata(self, deadline: float) -> dict[str, list[int]]:
-        """Partition ids of every topic the cluster lists."""
-        try:
-            metadata = self._client.list_topics(timeout=self._remaining(deadline))
-        except KafkaException as exc:
-            raise self._failure("metadata request", exc) from None
-        return {
-            name: sorted(topic.partitions)
-            for name, topic in metadata.topics.items()
-            if topic.partitions and (topic.error is None or topic.error.code() not in _GONE)
-        }
+        return self._admin.metadata(deadline)
 
     def _offsets(
-        self, partitions: Mapping[str, list[int]], deadline: float
+        self, partitions: dict[str, list[int]], deadline: float
     ) -> dict[str, dict[int, Offsets]]:
-        """(start, end) offsets of every partition; a topic deleted since the
-        metadata came back is absent."""
-        wanted = [TopicPartition(t, p) for t, ids in partitions.items() for p in ids]
-        if not wanted:
-            return {}
-        admin = self._client
-        timeout = self._remaining(deadline)
-        try:
-            starts = admin.list_offsets(dict.fromkeys(wanted, _EARLIEST), request_timeout=timeout)
-            ends = admin.list_offsets(dict.fromkeys(wanted, _LATEST), request_timeout=timeout)
-        except KafkaException as exc:
-            raise self._failure("offsets request", exc) from None
-        start_of = self._wait(starts, deadline, "offsets request")
-        end_of = self._wait(ends, deadline, "offsets request")
-        out: dict[str, dict[int, Offsets]] = {}
-        for tp in wanted:
-            start, end = start_of[tp], end_of[tp]
-            if isinstance(start, BaseException) or isinstance(end, BaseException):
-                self._partition_error("offsets", tp, start, end)
-                continue
-            out.setdefault(tp.topic, {})[tp.partition] = (int(start.offset), int(end.offset))
-        return out
+        return self._admin.offsets(partitions, deadline)
 
-    def _groups(
-        self, deadline: float
-    ) -> tuple[dict[str, GroupInfo], dict[str, dict[str, dict[int, int]]]]:
-        """Every consumer group's state and members, and its committed offsets."""
-        admin = self._client
-        try:
-            listing = admin.list_consumer_groups(request_timeout=self._remaining(deadline))
-            listed = self._wait({"": listing}, deadline, "group listing")[""]
-        except KafkaException as exc:
-            raise self._failure("group listing", exc) from None
-        if isinstance(listed, BaseException):
-            raise self._failure("group listing", listed)
-        for error in listed.errors:
-            self._check(error, "group listing")
-        ids = sorted({g.group_id for g in listed.valid})
-        if not ids:
-            return {}, {}
-        timeout = self._remaining(deadline)
-        described: dict[str, concurrent.futures.Future[Any]] = {}
-        offsets: dict[str, concurrent.futures.Future[Any]] = {}
-        try:
-            for start in range(0, len(ids), self.describe_batch):
-                batch = ids[start : start + self.describe_batch]
-                described.update(admin.describe_consumer_groups(batch, request_timeout=timeout))
-            for group in ids:
-                offsets.update(
-                    admin.list_consumer_group_offsets(
-                        [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
-                    )
-                )
-        except KafkaException as exc:
-            raise self._failure("group request", exc) from None
-        descriptions = self._wait(described, deadline, "group description")
-        commits = self._wait(offsets, deadline, "committed offsets request")
-        infos: dict[str, GroupInfo] = {}
-        committed: dict[str, dict[str, dict[int, int]]] = {}
-        for group in ids:
-            description = descriptions[group]
-            if isinstance(description, BaseException):
-                self._check(description, "group description")
-                continue
-            state = _state(description.state)
-            if state == "Dead":  # deleted since the listing
-                continue
-            infos[group] = GroupInfo(state=state, members=len(description.members))
-            answer = commits[group]
-            if isinstance(answer, BaseException):
-                self._check(answer, "committed offsets request")
-                continue
-            by_topic: dict[str, dict[int, int]] = {}
-            for tp in answer.topic_partitions or ():
-                if tp.error is None and tp.offset >= 0:
-                    by_topic.setdefault(tp.topic, {})[tp.partition] = int(tp.offset)
-            committed[group] = by_topic
-        return infos, committed
-
-    # --- waiting and errors ---
-
-    def _wait(
-        self, futures: Mapping[_K, concurrent.futures.Future[Any]], deadline: float, what: str
-    ) -> dict[_K, Any]:
-        """The result (or exception) of every future, all within the deadline."""
-        _, pending = concurrent.futures.wait(
-            futures.values(), timeout=max(deadline - time.monotonic(), 0.0)
-        )
-        if pending:
-            for future in pending:
-                future.cancel()
-            raise KafkaSourceError(
-                f"kafka {self.bootstrap}: {what} timed out{self._cause(_CAUSE_WAIT)}"
-            )
-        return {
-            key: future.exception() if future.exception() is not None else future.result()
-            for key, future in futures.items()
-        }
-
-    def _check(self, exc: BaseException | KafkaError, what: str) -> None:
-        """Raise if *exc* is about the cluster rather than one group or partition."""
-        error = exc if isinstance(exc, KafkaError) else _error_of(exc)
-        if error is None or error.code() in _FATAL:
-            raise self._failure(what, exc)
-        if error.code() not in _GONE:
-            logger.debug("kafka %s: %s: %s", self.bootstrap, what, error.str())
-
-    def _partition_error(self, what: str, tp: TopicPartition, *answers: object) -> None:
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                self._check(answer, f"{what} of {tp.topic}[{tp.partition}]")
-
-    def _failure(self, what: str, exc: BaseException | KafkaError) -> KafkaSourceError:
-        """The error for a failed request (in a worker thread)."""
-        error = exc if isinstance(exc, KafkaError) else _error_of(exc)
-        detail = error.str() if error is not None else f"{type(exc).__name__}: {exc}"
-        return KafkaSourceError(
-            self._redact(
-                f"kafka {self.bootstrap}: {what} failed: {detail}{self._cause(_CAUSE_WAIT)}"
-            )
-        )
-
-    def _cause(self, wait: float = 0.0) -> str:
-        """What the client last reported about the cluster (refused login...), if any.
-
-        In a worker thread, *wait* seconds may be spent for the report to come; on
-        the event loop, 0.
-        """
-        admin = self._admin
-        if admin is not None:
-            admin.poll(wait if self._last_error is None else 0)
-        error = self._last_error
-        return "" if error is None else self._redact(f" (client: {error.str()})")
-
-    def _on_error(self, error: KafkaError) -> None:
-        # "all brokers are down" sums up what the errors before it said better
-        if error.code() != KafkaError._ALL_BROKERS_DOWN or self._last_error is None:
-            self._last_error = error
-
-    def _redact(self, text: str) -> str:
-        for key, value in self.config:
-            if value and is_secret(key):
-                text = text.replace(value, "***")
-        return text
+    def _groups(self, deadline: float) -> tuple[dict[str, GroupInfo], dict[str, Committed]]:
+        return self._admin.groups(deadline)

@@ -308,10 +308,11 @@ async def test_merged_with_the_brokers_exposition(kafka: KafkaBroker) -> None:
         "takhin_go_goroutines 42\n"
         "takhin_go_mem_sys_bytes 1048576\n"
     ).encode()
-    answers = [httpx.Response(200, content=exposition), httpx.Response(503)]
+    statuses = [200, 503]
 
     def reply(request: httpx.Request) -> httpx.Response:
-        return answers.pop(0) if answers else httpx.Response(200, content=exposition)
+        status = statuses.pop(0) if statuses else 200
+        return httpx.Response(status, stream=httpx.ByteStream(exposition))
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(reply))
     scrape = PrometheusSource("http://broker.test/metrics", client=client)

@@ -31,11 +31,12 @@ class InboundStream(trio.abc.Stream):
     peer still sends, so closing does not reset the connection before the Close frame
     is read); trio-websocket then sees a broken stream."""
 
-    __slots__ = ("_filter", "_transport", "violation")
+    __slots__ = ("_filter", "_ready", "_transport", "violation")
 
     def __init__(self, transport: SocketTransport, inbound: InboundFilter) -> None:
         self._transport = transport
         self._filter = inbound
+        self._ready = b""  # passed, not yet asked for (an inflated message can be long)
         self.violation: ProtocolViolation | None = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -47,17 +48,22 @@ class InboundStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self.violation is not None:
             raise trio.BrokenResourceError(str(self.violation))
-        while True:
+        if self._ready:
+            await trio.lowlevel.checkpoint()  # before taking: a cancellation loses nothing
+        while not self._ready:
             data = await self._transport.receive_some(max_bytes)
             if not data:
                 return data
             try:
-                passed = self._filter.feed(data)
+                self._ready = self._filter.feed(data)
             except ProtocolViolation as exc:
                 await self._refuse(exc)
                 raise trio.BrokenResourceError(str(exc)) from None
-            if passed:
-                return passed
+        if max_bytes is None or len(self._ready) <= max_bytes:
+            out, self._ready = self._ready, b""
+        else:
+            out, self._ready = self._ready[:max_bytes], self._ready[max_bytes:]
+        return out
 
     async def _refuse(self, violation: ProtocolViolation) -> None:
         self.violation = violation

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from strategies import metrics as metrics_strategy
 from takhin_ws._codec import decode, encode
+from takhin_ws._frames import Outbound
 from takhin_ws._messages import (
     ConsumerLag,
     Envelope,
@@ -208,3 +209,22 @@ def test_anything_but_a_snapshot_is_refused(payload: bytes, message: str) -> Non
         series.add_message(payload)
     assert str(info.value).startswith(message)
     assert len(series) == 0
+
+
+def test_the_encoded_history_is_built_once_per_point() -> None:
+    series = Series(window=60.0, interval=2.0)
+    built: list[History] = []
+
+    def encode_once(history: History) -> Outbound:
+        built.append(history)
+        return Outbound.of(encode(Envelope(payload=history, timestamp=1)))
+
+    series.add(snapshot(1.0), 1.0)
+    first = series.reply(encode_once)
+    assert series.reply(encode_once) is first  # shared until the next point
+    series.add(snapshot(2.0), 3.0)
+    second = series.reply(encode_once)
+    assert second is not first
+    assert [len(h.points) for h in built] == [1, 2]
+    series.clear()
+    assert orjson.loads(series.reply(encode_once).payload)["data"]["points"] == []

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import sample_metrics
 from takhin_ws import Hub, QueueSubscriber, Settings, TopicCreated
-from takhin_ws._frames import BARE
+from takhin_ws._frames import BARE, PLAIN
 from takhin_ws._series import Series
 from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore
 
@@ -206,3 +206,18 @@ def test_a_bare_core_says_nothing_and_hears_nothing(hub: Hub) -> None:
         for _ in range(Settings().bad_message_limit + 1):
             assert core.receive(message) == Reply()
     assert client.channels == {"metrics"}
+
+
+def test_history_is_encoded_once_per_tick_and_never_sent_bare(hub: Hub) -> None:
+    series = Series(window=60.0, interval=2.0)
+    series.add(sample_metrics(2), 1000.0)
+    cores = []
+    for variant in (PLAIN, PLAIN, BARE):
+        client = hub.add_client(QueueSubscriber(), ["metrics"], variant=variant)
+        cores.append(SessionCore(hub, Settings(), client, clock=Clock(), series=series))
+    first, second, bare = (send(core, {"type": "history"}).frames for core in cores)
+    assert first[0] is second[0]  # one encoding shared by the clients of a tick
+    assert bare == ()
+    series.add(sample_metrics(3), 1002.0)
+    (later,) = send(cores[0], {"type": "history"}).frames
+    assert len(orjson.loads(later.payload)["data"]["points"]) == 2

@@ -15,11 +15,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import orjson
 
+from ._frames import Outbound
 from ._messages import History, HistoryPoint, Latency, MonitoringMetrics, Throughput
 
 __all__ = ["MAX_SERIES_GROUPS", "Series"]
@@ -34,7 +35,7 @@ class Series:
     the newest; oldest first. Timestamps are Unix seconds and never go backwards
     (a wall clock stepping back repeats the last one)."""
 
-    __slots__ = ("_points", "capacity", "interval", "max_groups", "window")
+    __slots__ = ("_points", "_reply", "capacity", "interval", "max_groups", "window")
 
     def __init__(
         self, window: float, interval: float, *, max_groups: int = MAX_SERIES_GROUPS
@@ -51,6 +52,7 @@ class Series:
         #: Points kept at most: the window at the tick rate (one at least).
         self.capacity = max(1, math.floor(window / interval + 1e-9))
         self._points: deque[HistoryPoint] = deque(maxlen=self.capacity)
+        self._reply: Outbound | None = None  # the encoded history, until the next point
 
     def __len__(self) -> int:
         return len(self._points)
@@ -111,6 +113,7 @@ class Series:
             group_lags=self._top(lags),
         )
         points.append(point)  # the deque drops the oldest past capacity
+        self._reply = None
         horizon = point.timestamp - self.window
         while points[0].timestamp < horizon:
             points.popleft()
@@ -126,6 +129,7 @@ class Series:
 
     def clear(self) -> None:
         self._points.clear()
+        self._reply = None
 
     def points(self) -> tuple[HistoryPoint, ...]:
         """Every point kept, oldest first."""
@@ -134,3 +138,11 @@ class Series:
     def history(self) -> History:
         """The ``history`` message: the interval and every point kept."""
         return History(interval=self.interval, points=tuple(self._points))
+
+    def reply(self, encode: Callable[[History], Outbound]) -> Outbound:
+        """:meth:`history` as *encode* makes it (``Hub.reply``), once per new point:
+        every client asking until the next tick shares the frame (a few hundred KiB
+        for a big cluster's 15 minutes), and its compressed variants."""
+        if self._reply is None:
+            self._reply = encode(self.history())
+        return self._reply

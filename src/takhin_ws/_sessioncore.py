@@ -222,17 +222,21 @@ class SessionCore:
             return self._subscribe(payload)
         if isinstance(payload, Unsubscribe):
             return self._unsubscribe(payload)
-        if isinstance(payload, History):  # a rare request: built for this client
-            return Reply(tuple(self._reply(self._history())))
+        if isinstance(payload, History):
+            return Reply(tuple(self._history()))
         return Reply()  # pragma: no cover - decode accepts only CLIENT_TYPES
 
     # --- commands ---
 
-    def _history(self) -> History:
-        """The chart series kept (none without a series: a hub with no producer)."""
+    def _history(self) -> list[Outbound]:
+        """The chart series kept (empty without a series: a hub with no producer),
+        encoded once per tick for every client asking meanwhile (a reconnecting crowd
+        costs one encoding); none on a bare connection, as every reply."""
         if self.series is None:
-            return History(interval=self.settings.interval)
-        return self.series.history()
+            return self._reply(History(interval=self.settings.interval))
+        if self.client.variant.bare:
+            return []
+        return [self.series.reply(self.hub.reply)]
 
     def _subscribe(self, request: Subscribe) -> Reply:
         since = dict(request.since or {})

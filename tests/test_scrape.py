@@ -174,6 +174,28 @@ async def test_an_unreachable_broker_is_a_clear_error() -> None:
         await scraper.aclose()
 
 
+@pytest.mark.parametrize(("limit", "fits"), [(10_000, True), (9_999, False)])
+async def test_an_answer_already_in_memory(limit: int, fits: bool) -> None:
+    # httpx.MockTransport answers with the whole body read (and inflated) already
+    body = b"0" * 10_000
+    answer = gzip.compress(body)  # 45 bytes
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=answer, headers={"Content-Encoding": "gzip"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as client:
+        scraper = Scraper(
+            "http://broker.test/metrics", timeout=5.0, max_body_bytes=limit, client=client
+        )
+        if not fits:
+            with pytest.raises(ScrapeError, match="more than 9999 bytes sent"):
+                await scraper.fetch()
+            return
+        received = await scraper.fetch()
+    assert not received.gzipped
+    assert received.content() == body
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="http"):
         Scraper("ftp://broker/metrics", timeout=1.0)

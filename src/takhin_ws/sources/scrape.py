@@ -112,8 +112,11 @@ class Scraper:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await self._abandon(response, response.aiter_raw())
                 raise ScrapeError(self._too_large(f"{int(declared)} bytes announced"))
-            # raw: a gzip body is inflated by Body.content(), off the event loop
-            chunks = await self._read(response, self.max_body_bytes + 1, response.aiter_raw())
+            if response.is_stream_consumed:  # an answer built in memory (MockTransport)
+                chunks, encoding = [response.content], "identity"  # decoded by httpx
+            else:  # raw: a gzip body is inflated by Body.content(), off the event loop
+                raw = response.aiter_raw()
+                chunks = await self._read(response, self.max_body_bytes + 1, raw)
             if sum(map(len, chunks)) > self.max_body_bytes:
                 raise ScrapeError(self._too_large(f"more than {self.max_body_bytes} bytes sent"))
             return Body(self, chunks, gzipped=encoding == "gzip")

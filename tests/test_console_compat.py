@@ -7,23 +7,34 @@ and read with no check) in a real headless Chromium, against a real
 With ``--format bare`` (or ``?format=bare`` on a default server) the page reads live
 numbers over several ticks and never throws; with ``?format=envelope`` it gets the 2.9
 envelopes, welcome first, and throws exactly as the Takhin dashboard did against 2.9
-(the failure the bare format exists to fix).
+(the failure the bare format exists to fix). ``GET /api/monitoring/metrics``, the
+dashboard's ``getMonitoringMetrics()``, answers the same object as a bare frame. Behind
+the nginx and Caddy snippets of docs/operations.md (run as written, ``proxies.py``) the
+page, its WebSocket and its REST call share one origin, as the console's build and
+takhin-ws do in production. takhin-ws's own page at ``/`` keeps working on a bare
+server (it asks for the envelope).
 
-The page runs in a document of the server's origin, so ``location.host`` is the
-server's, as when the console serves its dashboard beside takhin-ws. Every wait is a
-condition with a generous deadline.
+Without a proxy the page runs in a document of the server's own origin, so
+``location.host`` is the server's. The proxy tests skip when nginx or Caddy is not
+installed. Every wait is a condition with a generous deadline.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, WebSocket, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from browser import (
     CHROMIUM,
@@ -32,7 +43,9 @@ from browser import (
     ServerProcess,
     _free_port,
     _require_chromium,
+    open_page,
 )
+from proxies import PUBLIC_HOST, Proxy, documented_flags
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +107,8 @@ def assert_metrics_shape(metrics: Any) -> None:
 def browser() -> Iterator[Browser]:
     _require_chromium()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        args = [*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1"]
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
             yield browser
         finally:
@@ -153,7 +167,11 @@ class Console:
 
     def wait_frames(self, count: int) -> list[Any]:
         """The first *count* frames the page received, parsed."""
-        self.page.wait_for_function("n => window.frames_.length >= n", arg=count, timeout=SOON)
+        try:
+            self.page.wait_for_function("n => window.frames_.length >= n", arg=count, timeout=SOON)
+        except PlaywrightTimeoutError:
+            got = self.page.evaluate("window.frames_.length")
+            pytest.fail(f"{got} of {count} frames; the page logged: {self.watch.problems}")
         raw: list[str] = self.page.evaluate("window.frames_")
         return [orjson.loads(frame) for frame in raw[:count]]
 
@@ -205,6 +223,17 @@ def test_the_console_dashboard_reads_live_metrics_from_bare_frames(
     assert len({orjson.dumps(frame["throughput"]) for frame in frames}) > 1
     assert console.page.inner_text("#total-topics") == str(console.readings()[-1]["totalTopics"])
 
+    # getMonitoringMetrics(): the same object over HTTP, never cached
+    answer: dict[str, Any] = console.page.evaluate("window.fetchMetrics()")
+    console.watch.assert_clean()
+    assert answer["status"] == 200, answer
+    assert answer["cacheControl"] == "no-store"
+    body = answer["body"]
+    assert_metrics_shape(body)
+    assert body["timestamp"] >= frames[-1]["timestamp"]
+    assert [t["name"] for t in body["topicStats"]] == [t["name"] for t in frames[-1]["topicStats"]]
+    assert [g["groupId"] for g in body["consumerLags"]] == readings[-1]["groups"]
+
 
 def test_the_same_page_asking_for_envelopes_gets_the_2_9_protocol(
     browser: Browser, start_server: StartServer
@@ -226,3 +255,86 @@ def test_the_same_page_asking_for_envelopes_gets_the_2_9_protocol(
     errors = console.wait_uncaught(len(frames))
     assert set(errors) == {ENVELOPE_ERROR}, errors
     assert console.readings() == []
+
+
+def test_takhin_ws_own_dashboard_still_speaks_envelopes_on_a_bare_server(
+    browser: Browser, start_server: StartServer
+) -> None:
+    """One server for both front ends: ``--format bare`` for the console's page, while
+    takhin-ws's own page at ``/`` asks for the envelope and goes live."""
+    server = start_server("--format", "bare")
+    page, watch, frames = open_page(browser, server.url + "/")
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=SOON)
+    expect(page.locator("#topics tbody tr[data-topic]").first).to_be_visible(timeout=SOON)
+    watch.assert_clean()
+    assert frames.urls
+    assert all(parse_qs(urlsplit(url).query)["format"] == ["envelope"] for url in frames.urls)
+    assert frames.received_types()[0] == "welcome"
+    assert "metrics" in frames.received_types()
+
+
+@pytest.fixture
+def console_api(tmp_path: Path) -> Iterator[int]:
+    """A stand-in for the console's API: answers 404 to everything (an empty directory
+    served by ``python -m http.server``); its port."""
+    port = _free_port()
+    empty = tmp_path / "console-api"
+    empty.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(empty),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", ["nginx", "caddy"])
+def test_the_docs_proxy_serves_the_dashboard_and_takhin_ws_from_one_origin(
+    browser: Browser,
+    start_server: StartServer,
+    console_api: int,
+    tmp_path: Path,
+    name: str,
+) -> None:
+    """The proxy snippet of docs/operations.md, as written: the page (as the console's
+    build, ``index.html``) at its own route, its WebSocket and REST call to takhin-ws
+    (``--format bare``, no Origin flag: the proxy keeps Host), other ``/api`` paths to
+    the console, from one public origin with a name that is not localhost."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(PAGE, dist / "index.html")
+    server = start_server(*documented_flags())
+    proxy = Proxy(name, _free_port(), server.port, console_api, dist)
+    try:
+        proxy.start()
+        origin = f"http://{proxy.host}"
+        console = Console(browser, origin, served=True)
+        frames = console.wait_frames(TICKS)
+        answer: dict[str, Any] = console.page.evaluate("window.fetchMetrics()")
+        other = httpx.get(proxy.url("/api/topics"), headers={"Host": proxy.host}, timeout=10.0)
+    finally:
+        proxy.stop()
+    console.watch.assert_clean()
+    assert console.ws_urls == [f"ws://{proxy.host}{WS_PATH}"]
+    for frame in frames:
+        assert_metrics_shape(frame)
+    assert console.readings()[0]["totalTopics"] > 0
+    assert answer["status"] == 200, answer
+    assert answer["cacheControl"] == "no-store"
+    assert_metrics_shape(answer["body"])
+    # the console's other routes go to the console (here: its stand-in)
+    assert other.status_code == 404
+    assert "File not found" in other.text, other.text  # http.server's page, not the proxy's

@@ -30,6 +30,8 @@ from docs_text import anchors  # (tools/ is not a package)
 
 _COMMANDS = "tests/test_docs_commands.py"
 _HTTP = "tests/test_docs_http.py"
+_CONSOLE = "tests/test_console_compat.py"
+_CONSOLE_PROXY = "test_the_docs_proxy_serves_the_dashboard_and_takhin_ws_from_one_origin"
 
 #: (page, language, text only that block holds) -> the tests that run it, or "skip: why".
 EXAMPLES: dict[tuple[str, str, str], str] = {
@@ -43,9 +45,16 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/operations.md", "sh", "--redis-url"): (
         f"{_COMMANDS}::test_operations_scaling_out_two_nodes_on_one_redis"
     ),
-    ("docs/operations.md", "nginx", "proxy_pass"): (
+    ("docs/operations.md", "nginx", "proxy_set_header Host $host;"): (
         f"{_COMMANDS}::test_operations_nginx_proxies_the_websocket"
     ),
+    ("docs/operations.md", "sh", "--format bare"): f"{_CONSOLE}::{_CONSOLE_PROXY}",
+    (
+        "docs/operations.md",
+        "nginx",
+        "location = /api/monitoring/ws",
+    ): f"{_CONSOLE}::{_CONSOLE_PROXY}",
+    ("docs/operations.md", "caddyfile", "@takhin_ws"): f"{_CONSOLE}::{_CONSOLE_PROXY}",
     ("docs/operations.md", "text", "error:"): (
         "tests/test_docs.py::test_the_bad_settings_lines_are_what_the_program_prints"
     ),

@@ -85,3 +85,13 @@ def test_invalid_channels(channel: str) -> None:
 )
 def test_stream_of(channel: str, stream: str) -> None:
     assert stream_of(channel) == stream
+
+
+def test_unknown_channel_error_lists_every_form() -> None:
+    # the text a client reads in its error message: the refused name and every valid form
+    with pytest.raises(ValueError, match=r"^unknown channel 'metric' ") as info:
+        parse_channel("metric")
+    assert str(info.value) == (
+        "unknown channel 'metric' (expected metrics, topics, groups, topic:<name>, "
+        "group:<id>, metrics:lean, metrics:topic:<name> or metrics:group:<id>)"
+    )

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import strategies as S
-from takhin_ws._codec import decode, encode, explain
+from takhin_ws._codec import decode, encode, explain, payload_to_data
+from takhin_ws._converter import describe
 from takhin_ws._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
 from takhin_ws._messages import (
     ALL_TYPES,
@@ -28,6 +29,7 @@ from takhin_ws._messages import (
     Ping,
     Subscribe,
     TopicCreated,
+    TopicDeleted,
     TopicLag,
     TopicStats,
     Unsubscribe,
@@ -738,3 +740,73 @@ def test_fuzz_mutated_valid_messages(env: Envelope, data: Any) -> None:
     path = data.draw(st.sampled_from(_leaf_paths(obj)))
     mutated = _replace(obj, path, data.draw(S.json_values))
     _decode_or_error(orjson.dumps(mutated))
+
+
+# --- details pinned by mutation testing (make mutation) ---
+
+
+def test_encode_error_names_the_type_and_the_cause() -> None:
+    env = Envelope(payload=TopicCreated(name="t", partitions=2**70), timestamp=1)
+    with pytest.raises(LocalProtocolError) as info:
+        encode(env)
+    assert info.value.message == "cannot encode topic_created: Integer exceeds 64-bit range"
+
+
+def test_decode_applies_the_event_check() -> None:
+    raw = orjson.dumps({"type": "topic_created", "data": {"name": "a b", "partitions": 1}})
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(raw)
+    assert (info.value.code, info.value.message, info.value.path) == (
+        "invalid_field",
+        "data.name: a topic name may only contain ASCII letters, digits, '.', '_' and '-', "
+        "got 'a b'",
+        "$.data.name",
+    )
+
+
+def test_unsubscribe_data_of_the_wrong_type_names_what_it_got() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(orjson.dumps({"type": "unsubscribe", "data": 5}), accept=CLIENT_TYPES)
+    assert (info.value.message, info.value.path) == (
+        "expected a channel or an array of channels, got a number",
+        "$.data",
+    )
+
+
+def test_a_message_without_data_decodes_to_its_payload() -> None:
+    assert decode(b'{"type":"ping","timestamp":7}') == Envelope(payload=Ping(), timestamp=7)
+
+
+@pytest.mark.parametrize("timestamp", [2.0**63, -(2.0**63)])
+def test_timestamp_at_the_64_bit_limit_is_out_of_range(timestamp: float) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(orjson.dumps({"type": "ping", "timestamp": timestamp}), accept=CLIENT_TYPES)
+    assert info.value.message == "timestamp: expected a number of seconds, got one out of range"
+
+
+def test_explain_quotes_a_leaf_that_says_what_it_expected_or_what_is_unknown() -> None:
+    for text in ("expected a number, got a string", "unknown channel 'x'"):
+        leaf = _noted(ValueError(text), AttributeValidationNote("?", "total_lag", int))
+        group = cattrs.ClassValidationError("?", [leaf], TopicLag)
+        assert explain(group, "$.data") == (f"data.totalLag: {text}", "$.data.totalLag")
+
+
+def test_explain_of_another_type_error_names_the_expected_type() -> None:
+    # a TypeError of cattrs' own wording is replaced by the field's type
+    leaf = _noted(TypeError("boom"), AttributeValidationNote("?", "total_lag", int))
+    group = cattrs.ClassValidationError("?", [leaf], TopicLag)
+    assert explain(group) == ("totalLag: invalid value, expected int", "$.totalLag")
+    # a type without a __name__ (a union) is named by its text
+    odd = _noted(RuntimeError("boom"), AttributeValidationNote("?", "offset", int | None))
+    group = cattrs.ClassValidationError("?", [odd], TopicLag)
+    assert explain(group) == ("offset: invalid value, expected int | None", "$.offset")
+
+
+def test_describe_names_a_value_of_any_other_type_by_its_class() -> None:
+    assert describe(b"x") == "bytes"
+    assert describe(3 + 4j) == "complex"
+
+
+def test_payload_to_data() -> None:
+    assert payload_to_data(Ping()) is None
+    assert payload_to_data(TopicDeleted(name="orders")) == {"name": "orders"}

@@ -201,3 +201,27 @@ def test_decode_checks_events(data: dict[str, object], text: str, path: str) -> 
     with pytest.raises(RemoteProtocolError) as info:
         decode(orjson.dumps({"type": "topic_created", "data": data}))
     assert (info.value.code, info.value.message, info.value.path) == ("invalid_field", text, path)
+
+
+def test_limits_are_inclusive() -> None:
+    check_group_id("g" * MAX_GROUP_ID_LENGTH)
+    check_topic_name("t" * MAX_TOPIC_NAME_LENGTH)
+
+
+def test_a_bad_value_of_the_quote_length_is_quoted_whole() -> None:
+    # values up to 40 characters are quoted as they are; longer ones are cut
+    name = "y" * 39 + " "
+    with pytest.raises(EventError) as info:
+        check_topic_name(name)
+    assert info.value.message.endswith(f"got {name!r}")
+
+
+def test_an_event_error_reads_as_its_message() -> None:
+    with pytest.raises(EventError) as info:
+        check_topic_name("")
+    assert str(info.value) == info.value.message == "a topic name must not be empty"
+
+
+def test_not_an_event_names_what_it_got() -> None:
+    with pytest.raises(TypeError, match=r"^Ping is not a change event$"):
+        check_event(Ping())

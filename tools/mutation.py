@@ -22,6 +22,7 @@ below ``--fail-under`` (default 90).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -37,6 +38,8 @@ from typing import Any, Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 WORK: Final = ROOT / ".mutation"
 PACKAGE: Final = "src/takhin_ws"
+#: mutmut's separator of class and method in a mutant's name
+SEPARATOR: Final = "\u01c1"
 #: the score the issue asks of each core module (percent)
 DEFAULT_FAIL_UNDER: Final = 90.0
 #: mutmut workers per module run: the machine's cores are shared, so one by default
@@ -49,6 +52,12 @@ class Module:
 
     sources: tuple[str, ...]
     tests: tuple[str, ...]
+    #: functions (mutmut's names) that run while the package is imported, such as the
+    #: one building the converter and its hooks. mutmut forks each mutant's test run
+    #: from a process that has imported the package already, where such a mutant
+    #: never runs; these run in a fork server that has imported nothing of ours, so
+    #: each test run imports the package afresh with the mutant active (slower).
+    import_time: tuple[str, ...] = ()
 
 
 #: module name -> what is mutated and which tests run against it (its own tests only)
@@ -59,17 +68,24 @@ MODULES: Final[dict[str, Module]] = {
         ("tests/test_hub.py", "tests/test_hub_epoch.py", "tests/test_hub_bus.py"),
     ),
     "transport": Module(("_transport.py",), ("tests/test_transport.py",)),
+    "sessioncore": Module(("_sessioncore.py",), ("tests/test_sessioncore.py",)),
     "session": Module(("_session.py",), ("tests/test_session.py",)),
     "channels": Module(("_channels.py",), ("tests/test_channels.py",)),
-    "codec": Module(("_codec.py", "_converter.py"), ("tests/test_codec.py",)),
+    "codec": Module(
+        ("_codec.py", "_converter.py"),
+        ("tests/test_codec.py", "tests/test_messages.py"),
+        import_time=("takhin_ws._converter.x__make_converter",),
+    ),
     "validate": Module(("_validate.py",), ("tests/test_validate.py",)),
     "promql": Module(("sources/promql.py",), ("tests/test_promql.py",)),
 }
 
 #: mutmut's exit-code verdicts (``mutmut.stats.status_by_exit_code``), grouped for the table
-KILLED: Final = frozenset({1, 3, 37})
+#: (255 is mutmut's "timeout", but it is what a test run that cannot start exits with,
+#: as when a mutant breaks the import of the package: that mutant is killed)
+KILLED: Final = frozenset({1, 3, 37, 255})
 SURVIVED: Final = frozenset({0})
-TIMEOUT: Final = frozenset({36, -24, 24, 152, 255})
+TIMEOUT: Final = frozenset({36, -24, 24, 152})
 NO_TESTS: Final = frozenset({5, 33})
 SKIPPED: Final = frozenset({34})
 
@@ -90,12 +106,15 @@ class Score:
         return 100.0 * detected / self.mutants if self.mutants else 100.0
 
 
-def mutmut_config(module: Module, base: dict[str, Any]) -> dict[str, Any]:
+def mutmut_config(module: Module, base: dict[str, Any], fresh_imports: bool) -> dict[str, Any]:
     """The project's ``[tool.mutmut]`` narrowed to *module* and its tests."""
     config = dict(base)
     config["source_paths"] = ["src"]
     config["only_mutate"] = [f"{PACKAGE}/{source}" for source in module.sources]
     config["pytest_add_cli_args_test_selection"] = list(module.tests)
+    if fresh_imports:
+        config["process_isolation"] = "forkserver"
+        config["forkserver_warmup"] = "none"
     return config
 
 
@@ -120,7 +139,7 @@ def without_mutmut_table(pyproject: Path) -> str:
     return "".join(kept)
 
 
-def prepare(name: str, module: Module) -> Path:
+def prepare(name: str, module: Module, *, fresh_imports: bool) -> Path:
     """The work directory of *name*: links to the sources and tests, and its config."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     base = project.get("tool", {}).get("mutmut", {})
@@ -130,7 +149,10 @@ def prepare(name: str, module: Module) -> Path:
         target = work / link
         if not target.is_symlink():
             target.symlink_to(ROOT / link, target_is_directory=True)
-    lines = [f"{key} = {toml_value(value)}" for key, value in mutmut_config(module, base).items()]
+    lines = [
+        f"{key} = {toml_value(value)}"
+        for key, value in mutmut_config(module, base, fresh_imports).items()
+    ]
     config = without_mutmut_table(ROOT / "pyproject.toml") + "\n[tool.mutmut]\n"
     config += "\n".join(lines) + "\n"
     config_path = work / "pyproject.toml"
@@ -163,38 +185,106 @@ def refresh_copies(work: Path, module: Module) -> None:
                 shutil.copy2(original, copy)
 
 
-def retry_undecided(work: Path, module: Module) -> None:
-    """Forget every verdict but "killed", so those mutants run again against the tests
-    as they are now (mutmut keeps a verdict until the mutated function changes)."""
+def functions(module: Module) -> list[str]:
+    """mutmut's names of the functions and methods of *module* (``pkg.mod.x_f``,
+    ``pkg.mod.xǁClassǁmethod``): its mutants are ``<name>__mutmut_<n>``."""
+    out: list[str] = []
     for source in module.sources:
-        meta_path = work / "mutants" / PACKAGE / f"{source}.meta"
-        if not meta_path.exists():
-            continue
-        meta = json.loads(meta_path.read_text("utf-8"))
-        codes = meta["exit_code_by_key"]
-        for mutant, code in codes.items():
-            if code not in KILLED:
-                codes[mutant] = None
-        meta_path.write_text(json.dumps(meta, indent=4), "utf-8")
+        dotted = "takhin_ws." + source.removesuffix(".py").replace("/", ".")
+        tree = ast.parse((ROOT / PACKAGE / source).read_text("utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                out.append(f"{dotted}.x_{node.name}")
+            elif isinstance(node, ast.ClassDef):
+                out.extend(
+                    f"{dotted}.x{SEPARATOR}{node.name}{SEPARATOR}{item.name}"
+                    for item in node.body
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                )
+    return out
+
+
+def selections(name: str, module: Module, keep: bool) -> tuple[list[str], list[str]]:
+    """The mutants to run: those of call-time functions, those of import-time ones.
+
+    Fresh, every mutant (as globs per function); with *keep*, those whose last
+    verdict is not "killed" (by name: mutmut reruns a mutant it is given by name)."""
+    import_time = set(module.import_time)
+
+    def of_import_time(mutant: str) -> bool:
+        return mutant.partition("__mutmut_")[0] in import_time
+
+    if keep and (last := verdicts(name, module)):
+        retry = sorted(m for m, code in last.items() if code not in KILLED | SKIPPED)
+        return [m for m in retry if not of_import_time(m)], [m for m in retry if of_import_time(m)]
+    names = functions(module)
+    return (
+        [f"{fn}__mutmut_*" for fn in names if fn not in import_time],
+        [f"{fn}__mutmut_*" for fn in names if fn in import_time],
+    )
 
 
 def run(name: str, module: Module, children: int, niceness: int, keep: bool) -> int:
     work = WORK / name
-    if keep:
-        retry_undecided(work, module)
-    else:
+    if not keep:
         shutil.rmtree(work / "mutants", ignore_errors=True)
-    work = prepare(name, module)
-    mutmut = Path(sys.executable).with_name("mutmut")
-    command = ["nice", "-n", str(niceness), str(mutmut), "run", "--max-children", str(children)]
-    print(f"== {name}: {' '.join(command)}  (in {work.relative_to(ROOT)})", flush=True)
+    call_time, import_time = selections(name, module, keep)
+    print(f"== {name} (in {work.relative_to(ROOT)})", flush=True)
+    returncode = 0
+    if call_time:
+        prepare(name, module, fresh_imports=False)
+        returncode = mutmut(work, "call-time", call_time, children, niceness, ())
+    if import_time and returncode == 0:
+        prepare(name, module, fresh_imports=True)
+        returncode = mutmut(
+            work, "import-time", import_time, children, niceness, module.import_time
+        )
+    return returncode
+
+
+def mutmut(
+    work: Path,
+    phase: str,
+    selection: Sequence[str],
+    children: int,
+    niceness: int,
+    import_time: Sequence[str],
+) -> int:
+    """Run ``mutmut run`` on *selection* in *work* (through :func:`as_mutmut`)."""
+    command = ["nice", "-n", str(niceness), sys.executable, str(Path(__file__).resolve())]
+    command += ["--as-mutmut", ",".join(import_time), "run", "--max-children", str(children)]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    log = work / "mutmut.log"
+    log = work / f"mutmut-{phase}.log"
     with log.open("w") as out:
-        done = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [*command, *selection], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     if done.returncode != 0:
         print(f"   mutmut failed ({done.returncode}); its output: {log.relative_to(ROOT)}")
     return done.returncode
+
+
+def as_mutmut(import_time: str, argv: Sequence[str]) -> None:
+    """mutmut's command line, with every test mapped to the *import_time* functions.
+
+    mutmut maps a function to the tests that called it, but a function called while
+    the package is imported (building the converter) runs before any test: it is
+    credited to none, or to the first. Each of its mutants must face every test."""
+    import mutmut.__main__ as cli
+    from mutmut.state import state
+
+    names = [n for n in import_time.split(",") if n]
+    collect = cli.collect_or_load_stats
+
+    def collect_then_map(*args: Any, **kwargs: Any) -> None:
+        collect(*args, **kwargs)
+        every_test = set(state().duration_by_test)
+        for fn in names:
+            state().tests_by_mangled_function_name[fn] = set(every_test)
+
+    cli.collect_or_load_stats = collect_then_map
+    sys.argv = ["mutmut", *argv]
+    cli.cli()
 
 
 def verdicts(name: str, module: Module) -> dict[str, int | None]:
@@ -265,7 +355,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--as-mutmut"]:
+        as_mutmut(argv[1], argv[2:])
+        return 0
+    args = parse_args(argv)
     names = args.modules or list(MODULES)
     failed = False
     if not args.report and not args.survivors:

@@ -843,3 +843,88 @@ def test_default_constants() -> None:
     int(hub.epoch, 16)
     assert Hub().epoch != hub.epoch
     assert QueueSubscriber().queue.capacity == DEFAULT_QUEUE_SIZE
+
+
+def test_a_group_that_takes_nothing_does_not_stop_the_others() -> None:
+    hub = Hub()
+    first_bare, plain, deflating = QueueSubscriber(), QueueSubscriber(), QueueSubscriber()
+    compressing = Variant(window_bits=15, min_size=0)
+    for channels in (["topics", "topic:orders", "metrics:group:g"], ["topic:orders"]):
+        hub.add_client(QueueSubscriber(), channels, variant=BARE)  # each channel: bare first
+    hub.add_client(first_bare, ["topics"], variant=BARE)
+    hub.add_client(plain, ["topics", "metrics:group:g"])
+    hub.add_client(deflating, ["topic:orders", "metrics:group:g"], variant=compressing)
+    event = hub.publish_event(topic("orders"))
+    hub.publish("metrics", MonitoringMetrics())
+    assert drain(first_bare) == []
+    (got_event, got_view) = drain(plain)
+    assert got_event is event
+    assert decode(got_view.payload).payload == GroupDetail(group_id="g")
+    (narrow_event, compressed_view) = drain(deflating)
+    assert narrow_event is event.variant(compressing)
+    assert compressed_view is got_view.variant(compressing)
+
+
+def test_error_texts() -> None:
+    hub = Hub(max_clients=1)
+    hub.add_client(QueueSubscriber())
+    with pytest.raises(HubFullError) as full:
+        hub.add_client(QueueSubscriber())
+    assert str(full.value) == "hub is full (1 clients)"
+    hub.close()
+    with pytest.raises(HubClosedError) as closed:
+        hub.add_client(QueueSubscriber())
+    assert str(closed.value) == "hub is closed"
+    with pytest.raises(HubClosedError) as closed:
+        hub.publish("metrics", MonitoringMetrics())
+    assert str(closed.value) == "hub is closed"
+    with pytest.raises(TypeError) as kind:
+        channel_of(Ping())
+    assert str(kind.value) == "ping is not published on a channel"
+
+
+def test_each_deliver_counts_as_published() -> None:
+    source = Hub(epoch="e")
+    items = [source.publish_event(topic(name)) for name in "abc"]
+    node = Hub(epoch="e")
+    for item in items:
+        node.deliver("topics", item)
+    assert node.statistics().published == 3
+
+
+def test_metrics_envelope_fields() -> None:
+    hub = Hub(epoch="e2", wall_clock=lambda: 1700000123.7)
+    item = hub.publish("metrics", MonitoringMetrics(timestamp=5), stale=False)
+    obj = orjson.loads(item.payload)
+    assert list(obj) == ["type", "data", "timestamp", "channel", "offset", "epoch", "stale"]
+    assert (obj["timestamp"], obj["channel"], obj["offset"], obj["epoch"], obj["stale"]) == (
+        1700000123,
+        "metrics",
+        1,
+        "e2",
+        False,
+    )
+    assert obj["data"]["timestamp"] == 5
+    assert item.payload == encode(
+        Envelope(
+            payload=MonitoringMetrics(timestamp=5),
+            timestamp=1700000123,
+            channel="metrics",
+            offset=1,
+            epoch="e2",
+            stale=False,
+        )
+    )
+
+
+def test_a_view_left_by_everyone_is_rebuilt_for_the_next_subscriber(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = count_builds(monkeypatch)
+    hub = Hub()
+    client = hub.add_client(QueueSubscriber(), ["metrics:lean"])
+    hub.publish("metrics", MonitoringMetrics())
+    hub.unsubscribe(client, ["metrics:lean"])
+    hub.subscribe(client, ["metrics:lean"])
+    assert hub.latest("metrics:lean") is not None
+    assert built == ["metrics:lean", "metrics:lean"]  # nothing kept for nobody

@@ -309,8 +309,7 @@ class Hub:
         delivered = 0
         for channel in self._view_channels:
             view = views.view(channel)
-            if view is None:
-                continue
+            assert view is not None  # a snapshot was just given to the views
             for variant, clients in self._targets_of(channel):
                 out = view.variant(variant)
                 if out is None:

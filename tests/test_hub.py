@@ -928,3 +928,13 @@ def test_a_view_left_by_everyone_is_rebuilt_for_the_next_subscriber(
     hub.subscribe(client, ["metrics:lean"])
     assert hub.latest("metrics:lean") is not None
     assert built == ["metrics:lean", "metrics:lean"]  # nothing kept for nobody
+
+
+def test_constructor_arguments_and_refusals() -> None:
+    assert Hub(history_ttl=5.0).history_ttl == 5.0
+    with pytest.raises(ValueError, match=r"^max_clients must be >= 0$"):
+        Hub(max_clients=-1)
+    with pytest.raises(ValueError, match=r"^history_size must be >= 0$"):
+        Hub(history_size=-1)
+    hub = Hub()
+    assert [hub.add_client(QueueSubscriber()).id for _ in range(3)] == ["c1", "c2", "c3"]

@@ -69,7 +69,6 @@ class Hub:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.epoch = epoch or secrets.token_hex(8)
-        self._clock = clock
         self._wall_clock = wall_clock
         self._clients: dict[str, Client] = {}
         self._members: dict[str, dict[str, Client]] = {}

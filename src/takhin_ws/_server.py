@@ -265,7 +265,7 @@ class Server:
             await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
             return
         series = None if self.producer is None else self.producer.series
-        session = Session(self.hub, settings, transport, ws, client, series)
+        session = Session(self.hub, settings, transport, ws, client, series, nursery=nursery)
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
         try:

@@ -2,9 +2,11 @@
 
 The core decides what is sent and when to close; this loop reads the client's
 messages from trio-websocket, hands each to the core, writes the reply's frames to
-the transport in the same synchronous step, and carries out close decisions. It owns
-its connection to the end: a close asked for from outside (:meth:`Session.close`, at
-shutdown) is carried out by the session's own task, which then ends.
+the transport in the same synchronous step, and carries out close decisions. A close
+asked for from outside (:meth:`Session.close`, at shutdown) runs in a task of the
+connection's own nursery; the loop waits for it, so the connection and its reader
+stay until the peer's Close reply (RFC 6455). Nothing of this exists until asked: an
+idle session holds no event and no cancel scope.
 
 A session costs two tasks: trio-websocket's reader (which also answers pings and
 Close frames) and the loop here. Outbound data never needs a task of its own: the
@@ -66,7 +68,7 @@ class Ending:
 class Session:
     """A registered client connection. Created by the server after the handshake."""
 
-    __slots__ = ("_close", "_reading", "core", "settings", "transport", "ws")
+    __slots__ = ("_close", "_closed", "_nursery", "core", "settings", "transport", "ws")
 
     def __init__(
         self,
@@ -76,13 +78,17 @@ class Session:
         ws: WebSocketConnection,
         client: Client,
         series: Series | None = None,
+        *,
+        nursery: trio.Nursery,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.ws = ws
         self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
-        self._reading = trio.CancelScope()  # cancelled by close(): stop reading, close
+        self._nursery = nursery  # the connection's own (its reader's) nursery
         self._close: Close | None = None
+        # made only when close() is asked (an idle session holds no event or scope)
+        self._closed: trio.Event | None = None
 
     @property
     def id(self) -> str:
@@ -99,18 +105,21 @@ class Session:
 
     async def run(self) -> None:
         """Process client messages until the connection closes, or close it."""
-        with self._reading:
-            try:
-                while True:
-                    message = await self.ws.get_message()
-                    delay = self.core.command_delay()
-                    if delay:
-                        await trio.sleep(delay)  # throttled: this sender waits, alone
-                    if not self._handle(message):
-                        break
-            except ConnectionClosed:
-                return
-        if self._close is not None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                delay = self.core.command_delay()
+                if delay:
+                    await trio.sleep(delay)  # throttled: this sender waits, alone
+                if not self._handle(message):
+                    break
+        except ConnectionClosed:
+            if self._closed is not None:
+                # close() sent our Close frame: keep the connection (and its reader)
+                # until the peer's reply arrives or the close gives up
+                await self._closed.wait()
+            return
+        if self._close is not None and self._closed is None:
             await self._close_connection(self._close)
 
     def ending(self) -> Ending:
@@ -140,11 +149,22 @@ class Session:
             offer(frame)
 
     def close(self, code: int, reason: str) -> None:
-        """Ask this session to close with *code* (its own task sends Close, waits for
-        the reply within the write deadline, and ends: :meth:`run` returns)."""
-        if self._close is None:
-            self._close = Close(code, reason)
-        self._reading.cancel()
+        """Ask this session to close with *code*: a task in the connection's own nursery
+        sends Close and waits for the reply within the write deadline; the session's
+        loop sees the connection closing, waits for that, and ends (:meth:`run` returns).
+        Idempotent; a session already closing keeps its own code."""
+        if self._close is not None:
+            return
+        self._close = Close(code, reason)
+        self._closed = closed = trio.Event()
+
+        async def closer() -> None:
+            try:
+                await self._close_connection(Close(code, reason))
+            finally:
+                closed.set()
+
+        self._nursery.start_soon(closer)
 
     async def _close_connection(self, close: Close) -> None:
         """Close handshake, bounded by the write deadline; then drop the socket.

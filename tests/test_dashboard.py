@@ -334,11 +334,10 @@ def test_dashboard_drill_down_into_a_group_and_a_topic(
     )
 
     # its state history comes from the group events
-    (event,) = _publish(server, _event("group_updated", groupId=group, state="Stable", members=7))
-    expect(page.locator('#detail-states li[data-type="group_updated"]').first).to_contain_text(
-        "7 members", timeout=SOON
-    )
+    (event,) = _publish(server, _event("group_updated", groupId=group, state="Stable", members=77))
     assert event["offset"] > 0
+    states = page.locator('#detail-states li[data-type="group_updated"]')
+    expect(states.filter(has_text="Stable · 77 members")).to_have_count(1, timeout=SOON)
 
     # from the group to one of its topics: the partitions, and the groups reading it
     topic = sorted(topics_read)[0]
@@ -452,13 +451,18 @@ def test_dashboard_reload_shows_the_chart_history_at_once(
     assert ticks.split("|")[0] == "0"
 
     # the phone-sized page, with its history and some events, for the README
-    _publish(
+    published = _publish(
         server,
         _event("topic_created", name="invoices", partitions=6),
         _event("group_updated", groupId="billing-service", state="PreparingRebalance", members=2),
         _event("group_updated", groupId="billing-service", state="Stable", members=3),
     )
-    expect(page.locator("#event-log li.ev")).to_have_count(3, timeout=SOON)
+    for item in published:
+        expect(
+            page.locator(
+                f'#event-log li[data-stream="{item["channel"]}"][data-offset="{item["offset"]}"]'
+            )
+        ).to_be_visible(timeout=SOON)
     page.set_viewport_size(NARROW)
     _wait_for_samples(page, _samples(page) + 1)
     _no_page_overflow(page)

@@ -8,10 +8,11 @@ import orjson
 import pytest
 
 from conftest import sample_metrics
-from takhin_ws import Hub, QueueSubscriber, Settings, TopicCreated
+from takhin_ws import GroupCreated, Hub, QueueSubscriber, Settings, TopicCreated, TopicDeleted
 from takhin_ws._frames import BARE, PLAIN
+from takhin_ws._queue import Drop
 from takhin_ws._series import Series
-from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore
+from takhin_ws._sessioncore import CLOSE_POLICY, Close, Reply, SessionCore, gap_frames
 
 
 class Clock:
@@ -221,3 +222,188 @@ def test_history_is_encoded_once_per_tick_and_never_sent_bare(hub: Hub) -> None:
     series.add(sample_metrics(3), 1002.0)
     (later,) = send(cores[0], {"type": "history"}).frames
     assert len(orjson.loads(later.payload)["data"]["points"]) == 2
+
+
+# --- what mutation testing found unasserted (make mutation) ---
+
+
+def error_of(reply: Reply) -> dict[str, Any]:
+    (msg,) = messages(reply)
+    assert msg["type"] == "error"
+    data: dict[str, Any] = msg["data"]
+    return data
+
+
+def test_welcome_carries_the_connection_settings(hub: Hub) -> None:
+    hub.publish_event(TopicCreated(name="a", partitions=1))
+    core, _ = core_for(
+        hub,
+        ping_interval=7.0,
+        ping_timeout=9.0,
+        queue_size=32,
+        max_message_size=4096,
+        max_channels=12,
+    )
+    (welcome,) = messages(core.start())
+    assert welcome["data"]["protocol"] == 1
+    assert welcome["data"]["epoch"] == hub.epoch
+    assert welcome["data"]["heartbeat"] == {"interval": 7.0, "timeout": 9.0}
+    assert welcome["data"]["limits"] == {"queueSize": 32, "maxMessageSize": 4096, "maxChannels": 12}
+    assert welcome["data"]["offsets"] == {"topics": 1, "groups": 0}
+
+
+def test_start_resumes_each_stream_it_can(hub: Hub) -> None:
+    for name in "ab":
+        hub.publish_event(TopicCreated(name=name, partitions=1))
+    hub.publish_event(GroupCreated(group_id="g", state="Empty", members=0))
+    core, _ = core_for(hub, ["topics", "groups"])
+    # metrics keeps no history (skipped); topics has nothing newer; groups is replayed
+    got = messages(core.start({"metrics": 1, "topics": 2, "groups": 0}, hub.epoch))
+    assert [m["type"] for m in got] == ["welcome", "subscribed", "group_created"]
+    assert got[1]["data"]["recovered"] == {"topics": True, "groups": True}
+    assert got[1]["data"]["count"] == 2
+
+
+def test_gap_frames_are_one_gap_message_per_drop(hub: Hub) -> None:
+    data = gap_frames(hub, [Drop("topics", 3, 5, 3), Drop("groups", 1, 1, 1)])
+    gaps = [orjson.loads(payload) for payload in frame_payloads(data)]
+    assert [(g["type"], g["data"]) for g in gaps] == [
+        ("gap", {"channel": "topics", "firstOffset": 3, "lastOffset": 5, "count": 3}),
+        ("gap", {"channel": "groups", "firstOffset": 1, "lastOffset": 1, "count": 1}),
+    ]
+    assert gap_frames(hub, []) == b""
+
+
+def frame_payloads(data: bytes) -> list[bytes]:
+    """The payloads of a run of unmasked server frames."""
+    out = []
+    while data:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        out.append(data[start : start + length])
+        data = data[start + length :]
+    return out
+
+
+def test_an_invalid_message_at_the_window_edge_still_counts(hub: Hub) -> None:
+    clock = Clock()
+    core, _ = core_for(hub, clock=clock, bad_message_limit=1, bad_message_window=10.0)
+    assert core.receive("nope").close is None
+    clock.now = 10.0  # exactly one window later: the first is still inside it
+    assert core.receive("nope").close == Close(CLOSE_POLICY, "too many invalid messages")
+
+
+def test_a_bad_since_error_names_the_stream(hub: Hub) -> None:
+    core, _ = core_for(hub)
+    core.start()
+    request = {"channels": ["topics"], "since": {"metrics": 1}}
+    assert error_of(send(core, {"type": "subscribe", "data": request})) == {
+        "code": "invalid_field",
+        "message": "cannot resume 'metrics': only topics and groups keep history",
+        "path": "$.data.since.metrics",
+    }
+
+
+def test_max_channels_is_a_limit_on_the_total(hub: Hub) -> None:
+    core, _ = core_for(hub, ["topics"], max_channels=3)
+    core.start()
+    too_many = {"type": "subscribe", "data": ["groups", "metrics", "topic:a"]}
+    assert error_of(send(core, too_many)) == {
+        "code": "too_many_channels",
+        "message": "a connection may subscribe to at most 3 channels (1 now, 3 more asked)",
+        "path": "$.data",
+    }
+    assert core.client.channels == {"topics"}
+    (msg,) = messages(send(core, {"type": "subscribe", "data": ["groups", "topic:a"]}))
+    assert msg["data"]["count"] == 3  # exactly the limit is allowed
+
+
+def test_subscribe_resumes_only_in_the_epoch_asked(hub: Hub) -> None:
+    for name in "ab":
+        hub.publish_event(TopicCreated(name=name, partitions=1))
+    core, _ = core_for(hub, [])
+    core.start()
+    request = {"channels": ["topics"], "since": {"topics": 0}, "epoch": "another-epoch"}
+    got = messages(send(core, {"type": "subscribe", "data": request}))
+    assert [m["type"] for m in got] == ["subscribed"]
+    assert got[0]["data"] == {"channels": ["topics"], "recovered": {"topics": False}, "count": 1}
+
+
+def test_a_resume_replays_only_the_channels_subscribed(hub: Hub) -> None:
+    for name in "aba":
+        hub.publish_event(TopicDeleted(name=name))
+    core, _ = core_for(hub, [])
+    core.start()
+    request = {"channels": ["topic:a"], "since": {"topics": 0}, "epoch": hub.epoch}
+    got = messages(send(core, {"type": "subscribe", "data": request}))
+    assert [(m["type"], m.get("offset")) for m in got] == [
+        ("subscribed", None),
+        ("topic_deleted", 1),
+        ("topic_deleted", 3),
+    ]
+
+
+def test_what_arrived_live_is_not_replayed_while_the_stream_is_still_subscribed(
+    hub: Hub,
+) -> None:
+    core, _ = core_for(hub, ["topics", "topic:a"])
+    core.start()
+    for name in "ab":
+        hub.publish_event(TopicCreated(name=name, partitions=1))  # both arrive live
+    send(core, {"type": "unsubscribe", "data": "topic:a"})  # topics still subscribed
+    request = {"channels": ["topics"], "since": {"topics": 0}, "epoch": hub.epoch}
+    assert types(send(core, {"type": "subscribe", "data": request})) == ["subscribed"]
+
+
+def test_after_leaving_a_stream_a_resume_replays_what_was_missed(hub: Hub) -> None:
+    core, _ = core_for(hub, ["topics"])
+    core.start()
+    hub.publish_event(TopicCreated(name="a", partitions=1))  # live
+    send(core, {"type": "unsubscribe", "data": "topics"})
+    hub.publish_event(TopicCreated(name="b", partitions=1))  # missed
+    request = {"channels": ["topics"], "since": {"topics": 1}, "epoch": hub.epoch}
+    got = messages(send(core, {"type": "subscribe", "data": request}))
+    assert [(m["type"], m.get("offset")) for m in got] == [
+        ("subscribed", None),
+        ("topic_created", 2),
+    ]
+
+
+def test_unsubscribing_a_stream_without_history(hub: Hub) -> None:
+    core, _ = core_for(hub, ["metrics", "topics"])
+    core.start()
+    (msg,) = messages(send(core, {"type": "unsubscribe", "data": "metrics"}))
+    assert (msg["data"]["channels"], msg["data"]["count"]) == (["metrics"], 1)
+
+
+def test_messages_are_decoded_as_client_messages_within_the_size_limit(hub: Hub) -> None:
+    core, _ = core_for(hub, max_message_size=64)
+    core.start()
+    assert error_of(core.receive('{"type":"ping","timestamp":1}' + " " * 64))["code"] == (
+        "too_large"
+    )
+    assert error_of(send(core, {"type": "pong"}))["code"] == "unknown_type"
+    assert error_of(send(core, {"type": "subscribe", "data": 5})) == {
+        "code": "invalid_field",
+        "message": "expected a channel, an array of channels or an object, got a number",
+        "path": "$.data",
+    }
+
+
+def test_a_binary_message_closes_with_1003(hub: Hub) -> None:
+    core, _ = core_for(hub)
+    core.start()
+    assert core.receive(b'{"type":"ping"}') == Reply(
+        close=Close(1003, "binary frames are not supported: send JSON text")
+    )
+
+
+def test_command_delay_is_a_token_bucket(hub: Hub) -> None:
+    clock = Clock()
+    core, _ = core_for(hub, clock=clock, command_rate=2.0, command_burst=3)
+    assert [core.command_delay() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]  # burst, then wait
+    clock.now = 1.25  # 2.5 tokens back: -1 + 2.5 = 1.5
+    assert [core.command_delay() for _ in range(3)] == [0.0, 0.25, 0.75]
+    clock.now = 100.0  # refilled, but never beyond the burst
+    assert [core.command_delay() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]

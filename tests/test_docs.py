@@ -107,6 +107,14 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: the before/after fan-out runs of the wire variants, minutes of benchmark"
         " that must not share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_tick"): (
+        "skip: builds a 12,000-partition Kafka broker and measures it for minutes, which"
+        " must not share the machine with the suite"
+    ),
+    ("docs/operations.md", "sh", "--source kafka --kafka-bootstrap broker1:9092"): (
+        "skip: needs a Kafka cluster at broker:9092 (with TLS and SASL);"
+        " tests/test_kafka_server.py runs --source kafka against a real broker"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

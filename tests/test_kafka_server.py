@@ -80,6 +80,7 @@ async def test_topic_created_and_deleted_reach_a_subscribed_client(kafka: KafkaB
 async def test_a_stopped_broker_gives_stale_snapshots_and_503_then_recovers(
     kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="takhin_ws.metrics")
     caplog.set_level(logging.INFO, logger="takhin_ws")
     name = unique("survivor")
     await run(create_topic, kafka.bootstrap, name, 1)

@@ -6,12 +6,14 @@ OffsetFetch. :class:`KafkaSource` asks it with confluent-kafka's ``AdminClient``
 (librdkafka), one client for the source's life, from Trio worker threads bounded by a
 :class:`trio.CapacityLimiter`, so the event loop never waits on the cluster. One tick:
 
-- the topics and their partitions (one metadata request), then the log start and end
-  offsets of every partition (one ListOffsets for all partitions, earliest and latest);
+- the topics and their partitions (one metadata request), then the log end offset of
+  every partition (ListOffsets in calls of 500 partitions; the start offsets every 30 s,
+  see :mod:`takhin_ws.sources.kafka_client`);
 - meanwhile the consumer groups (one listing), described in batches of
   :data:`DESCRIBE_BATCH`, and the committed offsets of every group, all requested at once.
 
-Every request runs under the collect deadline. The offsets become a snapshot in
+The blocking requests live in :mod:`takhin_ws.sources.kafka_client`; every one runs
+under the collect deadline. The offsets become a snapshot in
 :mod:`takhin_ws.sources.kafka_model` (rates from offset deltas between ticks, lag from
 committed offsets). With a *prometheus* source beside it, the fields the protocol cannot
 give (bytes, latency, connections, disk, memory) are merged from the broker's exposition.

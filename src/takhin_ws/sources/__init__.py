@@ -8,7 +8,9 @@
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
   quantiles) the Prometheus and synthetic sources share;
 - :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
-  ``kafka`` extra, confluent-kafka; imported on first use), with its arithmetic in
+  ``kafka`` extra, confluent-kafka; imported on first use), its blocking requests in
+  :mod:`~takhin_ws.sources.kafka_client`, errors and secrets in
+  :mod:`~takhin_ws.sources.kafka_errors`, its arithmetic in
   :mod:`~takhin_ws.sources.kafka_model`.
 
 Every source implements :class:`takhin_ws.MetricsSource` (``collect() -> Snapshot``).

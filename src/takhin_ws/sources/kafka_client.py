@@ -8,7 +8,8 @@ offsets of every group requested at once. An answer about one partition or group
 went away (a topic deleted mid-tick) drops that partition or group; an error about the
 cluster or the connection raises :class:`KafkaSourceError`, whose message names the
 bootstrap, the request, and what librdkafka itself reported (a refused login...), with
-every secret property value masked.
+every secret property value masked (which errors are which, and the secrets: see
+:mod:`takhin_ws.sources.kafka_errors`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from .._messages import GroupState
-from .._snapshot import GroupInfo, MetricsSourceError
+from .._snapshot import GroupInfo
+from .kafka_errors import (
+    FATAL,
+    GONE,
+    ClientLog,
+    ErrorLog,
+    KafkaSourceError,
+    error_of,
+    is_secret,
+    mask_config,
+)
 from .kafka_model import Offsets
 
 __all__ = [
@@ -46,10 +57,6 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("takhin_ws.metrics")
-#: librdkafka's own log lines (connection attempts...), all at debug level: the
-#: producer already logs one line per failure streak.
-client_logger: Final = logging.getLogger("takhin_ws.metrics.librdkafka")
-
 #: Groups described per DescribeGroups request.
 DESCRIBE_BATCH: Final = 100
 #: Partitions per ListOffsets call.
@@ -60,33 +67,6 @@ START_OFFSETS_REFRESH: Final = 30.0
 _MIN_REQUEST_TIMEOUT: Final = 0.05
 #: Seconds a failed request waits for the client's own report of the cause.
 _CAUSE_WAIT: Final = 0.5
-#: Words that make a client property's value a secret (masked in reprs and messages).
-SECRET_WORDS: Final = ("password", "secret", "jaas", "token", "credential", "key", "pem")
-
-#: A partition error that means the topic went away during the tick: dropped quietly.
-_GONE: Final = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError.GROUP_ID_NOT_FOUND,
-    }
-)
-#: Errors about the cluster or the connection, not one partition: the tick fails.
-_FATAL: Final = frozenset(
-    {
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._AUTHENTICATION,
-        KafkaError._SSL,
-        KafkaError._RESOLVE,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-    }
-)
-
 _STATES: Final[Mapping[ConsumerGroupState, GroupState]] = {
     ConsumerGroupState.STABLE: "Stable",
     ConsumerGroupState.EMPTY: "Empty",
@@ -105,21 +85,6 @@ _K = TypeVar("_K")
 Committed = dict[str, dict[int, int]]
 
 
-class KafkaSourceError(MetricsSourceError):
-    """The cluster could not be read: unreachable, refused, too slow."""
-
-
-def is_secret(key: str) -> bool:
-    """Whether the client property *key* holds a secret (``sasl.password``...)."""
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_WORDS)
-
-
-def mask_config(config: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """*config* with the value of every secret property replaced by ``***``."""
-    return tuple((key, "***" if is_secret(key) else value) for key, value in config)
-
-
 def _state(state: object) -> GroupState:
     """One of the five 2.9 states. librdkafka says UNKNOWN for the states of the new
     consumer protocol it does not name (``Assigning``, ``Reconciling``): a rebalance
@@ -129,41 +94,12 @@ def _state(state: object) -> GroupState:
     return "PreparingRebalance"
 
 
-def _error_of(exc: BaseException) -> KafkaError | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
-class _ClientLog:
-    """librdkafka's log callback: its lines go to :data:`client_logger` at debug."""
-
-    def log(self, level: int, fmt: str, *args: object) -> None:
-        client_logger.debug(fmt, *args)
-
-
 def _key(tp: TopicPartition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
 
 
 def _since(began: float) -> str:
     return f"{(time.monotonic() - began) * 1000:.0f} ms"
-
-
-class _ErrorLog:
-    """The client's ``error_cb``: keeps its last report. It holds no reference back to
-    the client, so the client is never part of a reference cycle: librdkafka aborts the
-    process if a client is destroyed on one of its own threads, which is where the
-    cyclic garbage collector could otherwise free one (admin results are delivered
-    there, running Python code)."""
-
-    def __init__(self) -> None:
-        self.last: KafkaError | None = None
-
-    def __call__(self, error: KafkaError) -> None:
-        # "all brokers are down" sums up what the errors before it said better
-        if error.code() != KafkaError._ALL_BROKERS_DOWN or self.last is None:
-            self.last = error
 
 
 class KafkaAdmin:
@@ -181,19 +117,19 @@ class KafkaAdmin:
         self.bootstrap = bootstrap
         self.config = tuple(config)
         self.describe_batch = describe_batch
-        self._errors = _ErrorLog()
+        self._errors = ErrorLog()
         self._polling = threading.Lock()
         #: Remembered log start offsets, by (topic, partition), and when read.
         self._starts: dict[tuple[str, int], int] = {}
         self._starts_read = -math.inf
         conf: dict[str, Any] = dict(self.config)
         conf.update(
-            {"bootstrap.servers": bootstrap, "error_cb": self._errors, "logger": _ClientLog()}
+            {"bootstrap.servers": bootstrap, "error_cb": self._errors, "logger": ClientLog()}
         )
         try:
             self._admin: AdminClient | None = AdminClient(conf)
         except (KafkaException, ValueError, TypeError) as exc:
-            error = _error_of(exc)
+            error = error_of(exc)
             reason = error.str() if error is not None else str(exc)
             raise ValueError(f"kafka client config refused: {self._redact(reason)}") from None
 
@@ -246,7 +182,7 @@ class KafkaAdmin:
         return {
             name: sorted(topic.partitions)
             for name, topic in metadata.topics.items()
-            if topic.partitions and (topic.error is None or topic.error.code() not in _GONE)
+            if topic.partitions and (topic.error is None or topic.error.code() not in GONE)
         }
 
     def offsets(
@@ -399,10 +335,10 @@ class KafkaAdmin:
 
     def _check(self, exc: BaseException | KafkaError, what: str) -> None:
         """Raise if *exc* is about the cluster rather than one group or partition."""
-        error = exc if isinstance(exc, KafkaError) else _error_of(exc)
-        if error is None or error.code() in _FATAL:
+        error = exc if isinstance(exc, KafkaError) else error_of(exc)
+        if error is None or error.code() in FATAL:
             raise self._failure(what, exc)
-        if error.code() not in _GONE:
+        if error.code() not in GONE:
             logger.debug("kafka %s: %s: %s", self.bootstrap, what, error.str())
 
     def _partition_error(self, what: str, tp: TopicPartition, *answers: object) -> None:
@@ -412,7 +348,7 @@ class KafkaAdmin:
 
     def _failure(self, what: str, exc: BaseException | KafkaError) -> KafkaSourceError:
         """The error for a failed request (in a worker thread)."""
-        error = exc if isinstance(exc, KafkaError) else _error_of(exc)
+        error = exc if isinstance(exc, KafkaError) else error_of(exc)
         detail = error.str() if error is not None else f"{type(exc).__name__}: {exc}"
         return KafkaSourceError(
             self._redact(

@@ -45,7 +45,7 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/operations.md", "sh", "--redis-url"): (
         f"{_COMMANDS}::test_operations_scaling_out_two_nodes_on_one_redis"
     ),
-    ("docs/operations.md", "nginx", "proxy_set_header Host $host;"): (
+    ("docs/operations.md", "nginx", "compares them"): (
         f"{_COMMANDS}::test_operations_nginx_proxies_the_websocket"
     ),
     ("docs/operations.md", "sh", "--format bare"): f"{_CONSOLE}::{_CONSOLE_PROXY}",

@@ -193,3 +193,10 @@ def test_histogram_quantile_lands_in_the_bucket_of_the_true_quantile(
     else:
         lower = bounds[index - 1] if index else 0.0
         assert lower <= estimate <= bounds[index]
+
+
+def test_a_rank_in_a_first_bucket_bounded_at_zero_is_that_bound() -> None:
+    # PromQL answers the first bucket's upper bound as is when it is <= 0, without
+    # interpolating: here the zero quantile lands in an empty bucket bounded at 0
+    assert histogram_quantile(0.0, [(0.0, 0.0), (1.0, 5.0), (INF, 5.0)]) == 0.0
+    assert histogram_quantile(0.5, [(-1.0, 4.0), (1.0, 5.0), (INF, 5.0)]) == -1.0

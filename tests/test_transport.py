@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import orjson
 import pytest
@@ -21,7 +21,7 @@ import trio.testing
 from conftest import wait_until
 from takhin_ws._frames import Outbound, close_frame, ping_frame, text_frame
 from takhin_ws._queue import Drop
-from takhin_ws._transport import MAX_BATCH_BYTES, SocketTransport
+from takhin_ws._transport import LINGER_TIMEOUT, MAX_BATCH_BYTES, SocketTransport, has_close_frame
 
 BIG = 1024 * 1024  # far more than a socket pair buffers
 
@@ -398,3 +398,205 @@ async def test_receive_some_returns_replayed_bytes_first(pair: Pair) -> None:
     assert t.last_receive >= before
     pair.peer.shutdown(socket.SHUT_WR)
     assert await t.receive_some() == b""
+
+
+# --- what mutation testing found unasserted (make mutation) ---
+
+
+def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One unmasked frame (*rsv*: the RSV1-3 bits, 0x40/0x20/0x10)."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes([first, n]) + payload
+    if n < 1 << 16:
+        return bytes([first, 126]) + struct.pack("!H", n) + payload
+    return bytes([first, 127]) + struct.pack("!Q", n) + payload
+
+
+CLOSE = ws_frame(0x8, b"\x03\xe8")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(CLOSE, id="close"),
+        pytest.param(ws_frame(0x8), id="empty-close"),
+        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x8), id="text-then-empty-close"),
+        pytest.param(ws_frame(0x8, b"x" * 125), id="close-payload-at-the-limit"),
+        pytest.param(ws_frame(0x2, b"\x00" * 126) + CLOSE, id="length-126"),
+        pytest.param(ws_frame(0x1, b"y" * 300) + CLOSE, id="16-bit-length"),
+        pytest.param(ws_frame(0x1, b"z" * 70_000) + CLOSE, id="64-bit-length"),
+        pytest.param(ws_frame(0x1, b"c", rsv=0x40) + CLOSE, id="compressed-data"),
+        pytest.param(ws_frame(0x1, b"a", fin=False) + ws_frame(0x0, b"b") + CLOSE, id="fragments"),
+        pytest.param(ws_frame(0x9, b"p") + CLOSE + ws_frame(0xA, b"q"), id="ping-close-pong"),
+    ],
+)
+def test_has_close_frame_finds_a_close_among_whole_frames(data: bytes) -> None:
+    assert has_close_frame(data)
+    assert has_close_frame(bytearray(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x9), id="no-close"),
+        pytest.param(CLOSE + b"\x81", id="a-stray-byte"),
+        pytest.param(CLOSE[:-1], id="cut-close"),
+        pytest.param(CLOSE + b"\x81\x7e\x01", id="cut-16-bit-length"),
+        pytest.param(CLOSE + b"\x81\x7f" + b"\x00" * 7, id="cut-64-bit-length"),
+        pytest.param(ws_frame(0x1, b"y" * 300)[:-1] + CLOSE, id="cut-long-frame"),
+        pytest.param(b"HTTP/1.1 400 Bad Request\r\n\r\n", id="http"),
+        pytest.param(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00\x03\xe8", id="masked"),
+        pytest.param(ws_frame(0x8, rsv=0x20), id="rsv2"),
+        pytest.param(ws_frame(0x8, rsv=0x10), id="rsv3"),
+        pytest.param(ws_frame(0x8, rsv=0x40), id="compressed-control"),
+        pytest.param(ws_frame(0x8, fin=False), id="fragmented-close"),
+        pytest.param(ws_frame(0x9, fin=False) + CLOSE, id="fragmented-ping"),
+        pytest.param(ws_frame(0x9, b"p", rsv=0x40) + CLOSE, id="compressed-ping"),
+        pytest.param(ws_frame(0x8, b"x" * 126), id="close-payload-over-the-limit"),
+        pytest.param(ws_frame(0x3) + CLOSE, id="reserved-opcode"),
+    ],
+)
+def test_has_close_frame_refuses_anything_else(data: bytes) -> None:
+    assert not has_close_frame(data)
+
+
+async def test_a_second_backlog_drains_like_the_first(pair: Pair) -> None:
+    t = pair.transport
+    for n in range(2):
+        t.offer(item(b"B" * BIG))
+        assert t.backlogged
+        body = await pair.read(len(text_frame(b"B" * BIG)))
+        assert payloads(body) == [b"B" * BIG]
+        with trio.fail_after(5):
+            await wait_until(lambda: pair.tasks == 0)  # the flusher ended
+        assert not t.backlogged, f"backlog {n} drained"
+
+
+async def test_wait_send_all_might_not_block_without_a_backlog(pair: Pair) -> None:
+    with trio.testing.assert_checkpoints():
+        await pair.transport.wait_send_all_might_not_block()  # nothing pending: at once
+
+
+async def test_without_gaps_a_loss_goes_unsaid() -> None:
+    def gaps(drops: Sequence[Drop]) -> bytes:
+        raise AssertionError("no gap may be asked for")
+
+    async with open_pair(queue_size=2, gap_frames=gaps) as p:
+        t = p.transport
+        t.without_gaps()
+        t.offer(item(b"B" * BIG, 1))
+        for offset in range(2, 6):
+            t.offer(item(f"m{offset}".encode(), offset))
+        size = len(text_frame(b"B" * BIG)) + 2 * len(text_frame(b"m4"))
+        assert payloads(await p.read(size)) == [b"B" * BIG, b"m4", b"m5"]
+
+
+async def test_receive_some_waits_for_data(pair: Pair) -> None:
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await pair.transport.receive_some())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # nothing sent yet: parked on the socket
+            pair.peer.sendall(b"late")
+    assert got == [b"late"]
+
+
+async def test_receive_some_of_a_broken_socket_is_a_broken_resource(pair: Pair) -> None:
+    pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pair.transport.offer(item(b"x"))
+    pair.peer.close()  # a reset, once the transport's data is unread
+    with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="reset"):
+        await pair.transport.receive_some()
+
+
+async def test_a_closed_transport_says_so(pair: Pair) -> None:
+    t = pair.transport
+    await t.aclose()
+    assert t.abort_reason == "connection closed"
+    assert pair.transport.socket.fileno() == -1
+    with pytest.raises(trio.ClosedResourceError, match=r"^transport is closed$"):
+        await t.send_all(b"x")
+    with pytest.raises(trio.ClosedResourceError, match=r"^transport is closed$"):
+        t.send_control_nowait(b"x")
+    with pytest.raises(trio.ClosedResourceError, match=r"^transport is closed$"):
+        await t.receive_some()
+
+
+async def test_aclose_keeps_the_first_reason(pair: Pair) -> None:
+    t = pair.transport
+    t.abort("peer is gone")
+    await t.aclose()
+    assert t.abort_reason == "peer is gone"
+
+
+async def test_a_send_error_names_the_cause(pair: Pair) -> None:
+    pair.peer.close()
+    pair.transport.offer(item(b"into the void"))
+    assert pair.transport.abort_reason in {
+        "send failed: Broken pipe",
+        "send failed: Connection reset by peer",
+    }
+
+
+async def test_linger_close_shuts_writing_then_discards_what_the_peer_sends(pair: Pair) -> None:
+    t = pair.transport
+    done = trio.Event()
+
+    async def linger() -> None:
+        await t.linger_close()
+        done.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(linger)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await pair.tpeer.recv(1) == b""  # our side stopped writing
+            assert not done.is_set()  # and reads on
+            await pair.tpeer.send(b"an unread request body")
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # discarded, still reading
+            pair.peer.shutdown(socket.SHUT_WR)
+    assert t.abort_reason == "connection finished"
+    assert t.socket.fileno() == -1
+
+
+async def test_linger_close_is_bounded(autojump_clock: trio.abc.Clock) -> None:
+    async with open_pair() as p:
+        start = trio.current_time()
+        await p.transport.linger_close()  # the peer never closes
+        assert trio.current_time() - start == pytest.approx(LINGER_TIMEOUT)
+        assert p.transport.abort_reason == "connection finished"
+
+
+async def test_linger_close_stops_after_enough_bytes() -> None:
+    async with open_pair() as p:
+        t = p.transport
+
+        async def flood() -> None:
+            with suppress(OSError):
+                while True:
+                    await p.tpeer.send(b"x" * 65536)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                await t.linger_close()
+                nursery.cancel_scope.cancel()
+        assert t.abort_reason == "connection finished"
+
+
+async def test_linger_close_of_a_backlogged_peer_drops_it_at_once(pair: Pair) -> None:
+    t = pair.transport
+    t.offer(item(b"B" * BIG))
+    with trio.testing.assert_no_checkpoints():
+        await t.linger_close()
+    assert t.abort_reason == "connection finished"
+    await t.linger_close()  # already closed: nothing to do

@@ -24,6 +24,7 @@ from trio_websocket import (
 from clients import Rejected, in_asyncio, loads, raw_client, recv_json, send_json, ws_connect
 from conftest import FakeSource, ServerFactory, sample_metrics, wait_ready, wait_until
 from takhin_ws import (
+    WS_PATH,
     GroupCreated,
     GroupUpdated,
     Server,
@@ -502,3 +503,83 @@ async def test_history_with_the_websockets_client(server: Server) -> None:
     (point,) = history["data"]["points"]  # the one tick so far (interval 3600 s)
     assert point["throughput"]["produceRate"] == sample_metrics().throughput.produce_rate
     assert point["timestamp"] > 1_700_000_000
+
+
+# --- how each session ended, as the server logs it (found by make mutation) ---
+
+
+def endings(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
+    return [
+        (r.closed_by, r.close_code, r.close_reason)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "takhin_ws.server" and hasattr(r, "closed_by")
+    ]
+
+
+async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None]:
+    """Read until the server closes; its close code and reason."""
+    with trio.fail_after(10):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            reason = exc.reason
+    assert reason is not None
+    return reason.code, reason.reason
+
+
+async def _ended(server: Server, caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, str]]:
+    with trio.fail_after(10):
+        await wait_until(lambda: len(server.hub) == 0 and bool(endings(caplog)))
+    return endings(caplog)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(4000, "bye"), (1000, None)])
+async def test_a_client_close_is_logged_with_its_code_and_reason(
+    server: Server, caplog: pytest.LogCaptureFixture, code: int, reason: str | None
+) -> None:
+    caplog.set_level("INFO", logger="takhin_ws.server")
+    async with ws_connect(server.ws_url + "?channels=topics") as ws:
+        await welcomed(ws)
+        with trio.fail_after(10):
+            await ws.aclose(code, reason)
+    assert await _ended(server, caplog) == [("client", code, reason or "")]
+
+
+async def test_a_server_close_is_logged_with_its_code_and_reason(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="takhin_ws.server")
+    async with make_server(bad_message_limit=0) as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url + "?channels=topics") as ws:
+            await welcomed(ws)
+            await ws.send_message("nope")
+            assert (await closed_with(ws))[0] == 1008
+        assert await _ended(server, caplog) == [("server", 1008, "too many invalid messages")]
+
+
+async def test_shutdown_closes_each_session_with_1001(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="takhin_ws.server")
+    async with make_server() as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url + "?channels=topics") as ws:
+            await welcomed(ws)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.shutdown)
+                code, reason = await closed_with(ws)
+    assert code == 1001
+    assert endings(caplog) == [("server", 1001, reason)]
+
+
+async def test_a_peer_that_vanishes_is_logged_as_dropped(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="takhin_ws.server")
+    async with raw_client(server.port, WS_PATH + "?channels=topics") as client:
+        await client.stream.aclose()  # no Close frame: the TCP connection just ends
+    ((by, code, reason),) = await _ended(server, caplog)
+    assert (by, code) == ("dropped", 1006)
+    assert reason

@@ -583,3 +583,35 @@ async def test_a_peer_that_vanishes_is_logged_as_dropped(
     ((by, code, reason),) = await _ended(server, caplog)
     assert (by, code) == ("dropped", 1006)
     assert reason
+
+
+async def test_a_silent_peer_is_logged_as_dropped_with_the_reason(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="takhin_ws.server")
+    async with make_server(ping_interval=0.1, ping_timeout=0.3) as server:
+        await wait_ready(server)
+        async with raw_client(server.port, WS_PATH + "?channels=topics"):
+            # it never answers a ping: the heartbeat drops it
+            assert await _ended(server, caplog) == [
+                ("dropped", 1006, "heartbeat timeout: no pong within 0.3 s")
+            ]
+
+
+async def test_since_on_connect_resumes_in_that_epoch_only(server: Server) -> None:
+    for name in "abc":
+        server.hub.publish_event(TopicCreated(name=name, partitions=1))
+    query = f"?channels=topics&since=topics:1&epoch={server.hub.epoch}"
+    async with ws_connect(server.ws_url + query) as ws:
+        await welcomed(ws)
+        subscribed = await recv_json(ws)
+        assert (subscribed["type"], subscribed["data"]["recovered"]) == (
+            "subscribed",
+            {"topics": True},
+        )
+        assert [m["offset"] for m in await until_pong(ws)] == [2, 3]
+    async with ws_connect(server.ws_url + "?channels=topics&since=topics:1&epoch=other") as ws:
+        await welcomed(ws)
+        subscribed = await recv_json(ws)
+        assert subscribed["data"]["recovered"] == {"topics": False}
+        assert await until_pong(ws) == []

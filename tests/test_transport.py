@@ -600,3 +600,53 @@ async def test_linger_close_of_a_backlogged_peer_drops_it_at_once(pair: Pair) ->
         await t.linger_close()
     assert t.abort_reason == "connection finished"
     await t.linger_close()  # already closed: nothing to do
+
+
+async def test_a_fresh_transport_is_open_and_idle(pair: Pair) -> None:
+    t = pair.transport
+    assert (t.abort_reason, t.closing, t.backlogged) == (None, False, False)
+
+
+async def test_a_direct_send_the_kernel_refuses_waits_whole(pair: Pair) -> None:
+    t = pair.transport
+    junk = 0
+    with suppress(BlockingIOError):  # fill the kernel buffer behind the transport's back
+        while True:
+            junk += t.socket.send(b"j" * 65536)
+    frame = text_frame(b"after the junk")
+    t.offer(item(b"after the junk"))  # the direct send takes nothing
+    assert t.backlogged
+    data = await pair.read(junk + len(frame))
+    assert data[junk:] == frame
+    with trio.fail_after(5):
+        await wait_until(lambda: not t.backlogged)
+    assert t.bytes_sent == len(frame)
+
+
+async def test_a_control_chunk_written_in_parts_completes_its_send_all(pair: Pair) -> None:
+    t = pair.transport
+    chunk = b"P" * BIG  # far more than one send takes
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(t.send_all, chunk)
+            assert await pair.read(len(chunk)) == chunk
+
+
+async def test_send_all_after_a_data_frame_written_in_parts(pair: Pair) -> None:
+    t = pair.transport
+    t.offer(item(b"B" * BIG))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(t.send_all, ping_frame(b"p"))
+            data = await pair.read(len(text_frame(b"B" * BIG)) + len(ping_frame(b"p")))
+    assert frames(data) == [(0x1, b"B" * BIG), (0x9, b"p")]
+
+
+async def test_a_send_error_in_the_backlog_names_the_cause(pair: Pair) -> None:
+    t = pair.transport
+    t.offer(item(b"B" * BIG))
+    await pair.read(1024)  # the flusher has something to send now
+    pair.peer.close()
+    with trio.fail_after(5):
+        await wait_until(lambda: t.closing)
+    assert t.abort_reason in {"send failed: Broken pipe", "send failed: Connection reset by peer"}

@@ -602,9 +602,16 @@ async def test_linger_close_of_a_backlogged_peer_drops_it_at_once(pair: Pair) ->
     await t.linger_close()  # already closed: nothing to do
 
 
-async def test_a_fresh_transport_is_open_and_idle(pair: Pair) -> None:
+async def test_a_fresh_transport_is_open_and_idle_and_an_aborted_one_holds_nothing(
+    pair: Pair,
+) -> None:
     t = pair.transport
     assert (t.abort_reason, t.closing, t.backlogged) == (None, False, False)
+    t.offer(item(b"B" * BIG))
+    t.send_control_nowait(ping_frame(b"p"))
+    assert t.backlogged
+    t.abort("gone")
+    assert (t.abort_reason, t.closing, t.backlogged) == ("gone", True, False)
 
 
 async def test_a_direct_send_the_kernel_refuses_waits_whole(pair: Pair) -> None:

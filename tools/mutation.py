@@ -1,22 +1,24 @@
 """Mutation testing of the core modules, each against its own tests (``make mutation``).
 
-For every module in :data:`MODULES` this runs mutmut 3 in a work directory of its own
-(``.mutation/<name>/``, reused between runs so unchanged mutants keep their verdict):
-the directory holds links to ``src`` and ``tests`` and a ``pyproject.toml`` that is the
-project's, with ``[tool.mutmut]`` narrowed to that module (``only_mutate``) and its
-own test files (``pytest_add_cli_args_test_selection``). Then it prints one table:
-module, mutants, killed, survived, timeout, score.
+For every module in :data:`MODULES` this runs mutmut 3 (under ``nice -n 10``, one
+worker: the machine is shared) in a work directory of its own, ``.mutation/<name>/``:
+links to ``src`` and ``tests`` and a ``pyproject.toml`` that is the project's, with
+``[tool.mutmut]`` narrowed to that module (``only_mutate``) and its own test files
+(``pytest_add_cli_args_test_selection``). Each run starts afresh unless ``--keep``
+reuses the last run's verdicts. Then it prints one table:
+module, mutants, killed, survived, equivalent, timeout, no tests, raw, score.
 
     python tools/mutation.py                   # every module
     python tools/mutation.py queue promql      # some of them
-    python tools/mutation.py --keep queue      # retry only what the last run did not kill
+    python tools/mutation.py --keep queue      # retry only what the last run did not detect
     python tools/mutation.py --report          # the table from the last runs, no run
     python tools/mutation.py --survivors hub   # the names of the surviving mutants
 
-``mutmut show <name>`` inside ``.mutation/<module>/`` prints a mutant's diff. The score
-is (killed + timeout) / mutants, as Stryker counts it: a mutant that makes a test run out
-of time is detected (the suite does not pass). The exit status is 1 when a module scores
-below ``--fail-under`` (default 90).
+``mutmut show <name>`` inside ``.mutation/<module>/`` prints a mutant's diff. A mutant
+is detected when a test fails (killed) or runs out of time (timeout: the suite does not
+pass either), as Stryker counts it. ``raw`` is detected / mutants; ``score`` leaves out
+the survivors :data:`EQUIVALENT` explains (mutants no test can tell from the original).
+The exit status is 1 when a module's score is below ``--fail-under`` (default 90).
 """
 
 from __future__ import annotations
@@ -80,6 +82,167 @@ MODULES: Final[dict[str, Module]] = {
     "promql": Module(("sources/promql.py",), ("tests/test_promql.py",)),
 }
 
+_Q = "takhin_ws._queue.x\u01c1DropOldestQueue\u01c1"
+_SC = "takhin_ws._sessioncore.x\u01c1SessionCore\u01c1"
+_T = "takhin_ws._transport.x\u01c1SocketTransport\u01c1"
+_HUB = "takhin_ws._hub.x\u01c1Hub\u01c1"
+_CONV = "takhin_ws._converter.x__make_converter"
+_PROMQL = "takhin_ws.sources.promql.x_"
+_FALSY = "None is falsy like False, and the flag is only tested for truth"
+_SEQ = "control sequence numbers are only compared with each other"
+_BATCH = (
+    "only groups queued frames into sends (same bytes, same order); the bound on one"
+    " send moves by at most one frame"
+)
+_SINGLE_ARG = "cattrs reads the type from the hook's annotations: the same registration"
+_FORBID = (
+    "extra keys are refused twice over (the converter's flag and each attrs hook's own):"
+    " either one suffices"
+)
+_UNUSED_TYPE = "our hooks ignore the type argument cattrs passes them"
+_NOTE_TEXT = "explain() reads a note's index and the leaf, never the group's texts"
+
+#: (function, mutated line) -> why that mutant cannot change behaviour. The score leaves
+#: out survivors described here (docs/contributing.md lists them with these reasons);
+#: matching on the mutated line, not mutmut's number, keeps an entry from pointing at
+#: another mutant once the function changes.
+EQUIVALENT: Final[dict[tuple[str, str], str]] = {
+    (f"{_Q}put_nowait", "if len(items) >= self._peak:"): "at equality it stores the same peak",
+    (
+        f"{_SC}_resume",
+        "if self._wants(item) and (joined is None or (item.offset or 1) <= joined)",
+    ): "replayed messages always carry an offset",
+    (f"{_SC}command_delay", "return 0.0 if self._tokens > 0 else -self._tokens / rate"): (
+        "at exactly 0 tokens it returns -0.0, which equals 0.0"
+    ),
+    **{
+        (f"{_PROMQL}counter_increases", f"for p, c in zip(previous, current, {arg})"): (
+            "the lengths are compared just before"
+        )
+        for arg in ("strict=None", "", "strict=False")
+    },
+    (f"{_PROMQL}counter_increases", "return [c if 0 < c < _INF else 0.0 for c in current]"): (
+        "a zero counter gives zero either way"
+    ),
+    ("takhin_ws._transport.x_has_close_frame", "if end + pos < size:"): (
+        "a cut extended length leaves the position past the end, refused by the final check"
+    ),
+    ("takhin_ws._transport.x_has_close_frame", "if end - pos <= size:"): (
+        "differs only on an extended length of 0 at the very end, a non-minimal"
+        " encoding RFC 6455 forbids"
+    ),
+    (
+        "takhin_ws._transport.x_has_close_frame",
+        "length = int.from_bytes(view[pos : pos + size], )",
+    ): "int.from_bytes defaults to big-endian",
+    (f"{_T}__init__", 'self._partial_control: int | None = ""'): (
+        "read only while a partial chunk exists, and set with it"
+    ),
+    (f"{_T}_pump", 'self._partial_control = ""'): (
+        "read only while a partial chunk exists, and set with it"
+    ),
+    (f"{_T}__init__", "self._control_seq = 1"): _SEQ,
+    (f"{_T}send_control_nowait", "self._control_seq += 2"): _SEQ,
+    (f"{_T}__init__", "self._flushing = None"): _FALSY,
+    (f"{_T}_flusher", "self._flushing = None"): _FALSY,
+    (f"{_T}__init__", "self._closing = None"): _FALSY,
+    (f"{_T}receive_some", "would_block = None"): _FALSY,
+    (f"{_T}abort", "self._closing = None"): "every check also looks at _closed, set with it",
+    (f"{_T}abort", "self._closing = False"): "every check also looks at _closed, set with it",
+    (f"{_T}__init__", "self.next_ping = None"): "the server sets it before the heartbeat reads it",
+    (f"{_T}__init__", "self.next_ping = 1.0"): "the server sets it before the heartbeat reads it",
+    **{
+        (f"{_T}_next_chunk", line): _BATCH
+        for line in (
+            "if not queue and len(first.frame) >= MAX_BATCH_BYTES:",
+            "if queue or len(first.frame) >= MAX_BATCH_BYTES:",
+            "if not queue or len(first.frame) > MAX_BATCH_BYTES:",
+            "while queue and size <= MAX_BATCH_BYTES:",
+        )
+    },
+    **{
+        (f"{_T}send_all", f'raise trio.BrokenResourceError(self.abort_reason or "{text}")'): (
+            "abort always sets a reason: the default is never used"
+        )
+        for text in ("XXconnection closedXX", "CONNECTION CLOSED")
+    },
+    (f"{_T}linger_close", "discarded = 1"): "moves the 1 MiB bound by one byte",
+    (f"{_T}linger_close", "while discarded <= LINGER_MAX_BYTES:"): (
+        "moves the 1 MiB bound by one byte"
+    ),
+    **{
+        (f"{_HUB}_targets_of", line): "a cache: the targets are rebuilt, the same"
+        for line in (
+            "targets = None",
+            "self._targets[channel] = None",
+            "targets = self._targets.get(None)",
+        )
+    },
+    (f"{_HUB}__init__", "self._closed = None"): _FALSY,
+    **{
+        ("takhin_ws._codec.x_decode", line): (
+            "a first guess that only decides whether to measure the exact UTF-8 size"
+        )
+        for line in (
+            "if max_size is not None and len(raw) * (1 if (isinstance(raw, bytes)) and False"
+            " else 4) > max_size:",
+            "if max_size is not None and len(raw) * (2 if isinstance(raw, bytes) else 4) >"
+            " max_size:",
+            "if max_size is not None and len(raw) * (1 if isinstance(raw, bytes) else 5) >"
+            " max_size:",
+            "if max_size is not None and len(raw) * (1 if isinstance(raw, bytes) else 4) >="
+            " max_size:",
+        )
+    },
+    **{
+        (_CONV, f"conv.register_structure_hook({hook})"): _SINGLE_ARG
+        for hook in (
+            "_strict_int",
+            "_strict_float",
+            "_strict_str",
+            "_strict_bool",
+            "_strict_seconds",
+            "_structure_subscribe",
+            "_structure_unsubscribe",
+        )
+    },
+    (_CONV, "conv.register_unstructure_hook(_unstructure_subscribe)"): _SINGLE_ARG,
+    (_CONV, "conv = make_converter(forbid_extra_keys=None)"): _FORBID,
+    (_CONV, "conv = make_converter(forbid_extra_keys=False)"): _FORBID,
+    (_CONV, "inner = make_dict_structure_fn(cls, conv, **overrides)"): _FORBID,
+    (_CONV, "key_hook = conv.get_structure_hook(None)"): (
+        "JSON object keys are always strings, which that hook passes too"
+    ),
+    (_CONV, "return {key_hook(k, None): value_hook(v, value_type) for k, v in value.items()}"): (
+        _UNUSED_TYPE
+    ),
+    (_CONV, "return {key_hook(k, key_type): value_hook(v, None) for k, v in value.items()}"): (
+        _UNUSED_TYPE
+    ),
+    (_CONV, "out.append(item_hook(element, None))"): _UNUSED_TYPE,
+    (_CONV, "return inner(value, None)"): _UNUSED_TYPE,
+    (_CONV, "return inner(value, )"): _UNUSED_TYPE,
+    (_CONV, "(item,) = [a for a in get_args(tp) if a is not Ellipsis][:2] or [Any]"): (
+        "every sequence in the protocol is homogeneous (one type argument)"
+    ),
+    **{
+        (_CONV, line): "an array item's own error never carries notes of its own"
+        for line in (
+            '*getattr(None, "__notes__", []),',
+            '*getattr(exc, "XX__notes__XX", []),',
+            '*getattr(exc, "__NOTES__", []),',
+        )
+    },
+    (_CONV, "IterableValidationNote(None, index, item),"): _NOTE_TEXT,
+    (_CONV, 'IterableValidationNote(f"structuring item @ index {index}", index, None),'): (
+        "every hook's error in an array item says what it expected, so the note's type"
+        " is never needed to name it"
+    ),
+    (_CONV, "None,"): _NOTE_TEXT,
+    (_CONV, '"XXwhile structuring an arrayXX",'): _NOTE_TEXT,
+    (_CONV, '"WHILE STRUCTURING AN ARRAY",'): _NOTE_TEXT,
+}
+
 #: mutmut's exit-code verdicts (``mutmut.stats.status_by_exit_code``), grouped for the table
 #: (255 is mutmut's "timeout", but it is what a test run that cannot start exits with,
 #: as when a mutant breaks the import of the package: that mutant is killed)
@@ -99,11 +262,20 @@ class Score:
     timeout: int
     no_tests: int
     other: int
+    #: survivors listed in :data:`EQUIVALENT` (counted in ``survived`` too)
+    equivalent: int = 0
+
+    @property
+    def raw(self) -> float:
+        """Detected (killed or timed out) per mutant."""
+        detected = self.killed + self.timeout
+        return 100.0 * detected / self.mutants if self.mutants else 100.0
 
     @property
     def score(self) -> float:
-        detected = self.killed + self.timeout
-        return 100.0 * detected / self.mutants if self.mutants else 100.0
+        """Detected per mutant that can be detected (equivalent mutants left out)."""
+        detected, total = self.killed + self.timeout, self.mutants - self.equivalent
+        return 100.0 * detected / total if total else 100.0
 
 
 def mutmut_config(module: Module, base: dict[str, Any], fresh_imports: bool) -> dict[str, Any]:
@@ -207,15 +379,15 @@ def functions(module: Module) -> list[str]:
 def selections(name: str, module: Module, keep: bool) -> tuple[list[str], list[str]]:
     """The mutants to run: those of call-time functions, those of import-time ones.
 
-    Fresh, every mutant (as globs per function); with *keep*, those whose last
-    verdict is not "killed" (by name: mutmut reruns a mutant it is given by name)."""
+    Fresh, every mutant (as globs per function); with *keep*, those the last run did
+    not detect (by name: mutmut reruns a mutant it is given by name)."""
     import_time = set(module.import_time)
 
     def of_import_time(mutant: str) -> bool:
         return mutant.partition("__mutmut_")[0] in import_time
 
     if keep and (last := verdicts(name, module)):
-        retry = sorted(m for m, code in last.items() if code not in KILLED | SKIPPED)
+        retry = sorted(m for m, code in last.items() if code not in KILLED | TIMEOUT | SKIPPED)
         return [m for m in retry if not of_import_time(m)], [m for m in retry if of_import_time(m)]
     names = functions(module)
     return (
@@ -298,28 +470,88 @@ def verdicts(name: str, module: Module) -> dict[str, int | None]:
 
 
 def score(name: str, module: Module) -> Score:
-    codes = Counter(verdicts(name, module).values())
+    codes = verdicts(name, module)
+    counts = Counter(codes.values())
 
     def count(group: frozenset[int]) -> int:
-        return sum(n for code, n in codes.items() if code in group)
+        return sum(n for code, n in counts.items() if code in group)
 
-    total = sum(codes.values()) - count(SKIPPED)
+    total = sum(counts.values()) - count(SKIPPED)
     killed, survived, timeout = count(KILLED), count(SURVIVED), count(TIMEOUT)
     no_tests = count(NO_TESTS)
     other = total - killed - survived - timeout - no_tests
-    return Score(name, total, killed, survived, timeout, no_tests, other)
+    equivalent = len(equivalents(name, module, codes))
+    return Score(name, total, killed, survived, timeout, no_tests, other, equivalent)
+
+
+def equivalents(name: str, module: Module, codes: dict[str, int | None]) -> dict[str, str]:
+    """Surviving mutant -> why it is equivalent, for the survivors :data:`EQUIVALENT`
+    describes (matched by function and mutated line, not by mutmut's number)."""
+    survivors = [m for m, code in codes.items() if code in SURVIVED]
+    out: dict[str, str] = {}
+    for mutant in survivors:
+        function = mutant.partition("__mutmut_")[0]
+        for line in mutated_lines(name, module, mutant):
+            reason = EQUIVALENT.get((function, line))
+            if reason is not None:
+                out[mutant] = reason
+    return out
+
+
+def mutated_lines(name: str, module: Module, mutant: str) -> list[str]:
+    """The lines of *mutant* that differ from the original function (stripped)."""
+    function, _, number = mutant.partition("__mutmut_")
+    dotted = function.rpartition(".")[0] if "." in function else function
+    path = WORK / name / "mutants" / "src" / (dotted.replace(".", "/") + ".py")
+    bodies = _function_sources(path)
+    local = function.rpartition(".")[2]
+    original = bodies.get(f"{local}__mutmut_orig", [])
+    changed = bodies.get(f"{local}__mutmut_{number}", [])
+    return [line for line in changed[1:] if line not in original[1:]]
+
+
+_SOURCES: dict[Path, dict[str, list[str]]] = {}
+
+
+def _function_sources(path: Path) -> dict[str, list[str]]:
+    """Function name -> its stripped source lines, for every function in *path*."""
+    if path not in _SOURCES:
+        text = path.read_text("utf-8") if path.exists() else ""
+        lines = text.splitlines()
+        out: dict[str, list[str]] = {}
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+                out[node.name] = [
+                    line.strip()
+                    for line in lines[node.lineno - 1 : node.end_lineno]
+                    if line.strip()
+                ]
+        _SOURCES[path] = out
+    return _SOURCES[path]
 
 
 def table(scores: Sequence[Score]) -> str:
-    header = ("module", "mutants", "killed", "survived", "timeout", "no tests", "score")
+    header = (
+        "module",
+        "mutants",
+        "killed",
+        "survived",
+        "equivalent",
+        "timeout",
+        "no tests",
+        "raw",
+        "score",
+    )
     rows = [header] + [
         (
             s.name,
             str(s.mutants),
             str(s.killed),
             str(s.survived),
+            str(s.equivalent),
             str(s.timeout),
             str(s.no_tests + s.other),
+            f"{s.raw:.1f}%",
             f"{s.score:.1f}%",
         )
         for s in scores
@@ -368,9 +600,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores = [score(name, MODULES[name]) for name in names]
     if args.survivors:
         for name in names:
-            for mutant, code in sorted(verdicts(name, MODULES[name]).items()):
+            codes = verdicts(name, MODULES[name])
+            equivalent = equivalents(name, MODULES[name], codes)
+            for mutant, code in sorted(codes.items()):
                 if code not in KILLED and code not in SKIPPED:
-                    print(f"{name}: {mutant} (exit {code})")
+                    why = f": equivalent, {equivalent[mutant]}" if mutant in equivalent else ""
+                    print(f"{name}: {mutant} (exit {code}){why}")
         return 0
     print(table(scores))
     low = [s.name for s in scores if s.score < args.fail_under]

@@ -938,3 +938,15 @@ def test_constructor_arguments_and_refusals() -> None:
         Hub(history_size=-1)
     hub = Hub()
     assert [hub.add_client(QueueSubscriber()).id for _ in range(3)] == ["c1", "c2", "c3"]
+
+
+@pytest.mark.parametrize("channel", ["topics", "topic:orders"])
+def test_a_variant_that_gets_nothing_does_not_stop_the_others(channel: str) -> None:
+    # the bare client's group comes first and receives no event: the plain one still does
+    hub = Hub()
+    bare, plain = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(bare, [channel], variant=BARE)
+    hub.add_client(plain, [channel])
+    hub.publish_event(TopicCreated(name="orders", partitions=1))
+    assert drain(bare) == []
+    assert [orjson.loads(i.payload)["type"] for i in drain(plain)] == ["topic_created"]

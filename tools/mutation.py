@@ -396,8 +396,20 @@ def selections(name: str, module: Module, keep: bool) -> tuple[list[str], list[s
     )
 
 
+def sources_changed(work: Path, module: Module) -> bool:
+    """Whether a source of *module* changed since its last run (or it never ran)."""
+    for source in module.sources:
+        meta = work / "mutants" / PACKAGE / f"{source}.meta"
+        if not meta.exists() or (ROOT / PACKAGE / source).stat().st_mtime > meta.stat().st_mtime:
+            return True
+    return False
+
+
 def run(name: str, module: Module, children: int, niceness: int, keep: bool) -> int:
     work = WORK / name
+    if keep and sources_changed(work, module):
+        print(f"   {name}: its source changed since the last run, so it runs afresh")
+        keep = False
     if not keep:
         shutil.rmtree(work / "mutants", ignore_errors=True)
     call_time, import_time = selections(name, module, keep)

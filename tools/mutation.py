@@ -207,6 +207,13 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
         )
     },
     (_CONV, "conv.register_unstructure_hook(_unstructure_subscribe)"): _SINGLE_ARG,
+    (_CONV, "conv.register_unstructure_hook(unstructure_point)"): _SINGLE_ARG,
+    **{
+        (_CONV, f'HistoryPoint, conv, group_lags=override(rename="groupLags", {arg})'): (
+            "cattrs unstructures a mapping to the same dict"
+        )
+        for arg in ("unstruct_hook=None", "")
+    },
     (_CONV, "conv = make_converter(forbid_extra_keys=None)"): _FORBID,
     (_CONV, "conv = make_converter(forbid_extra_keys=False)"): _FORBID,
     (_CONV, "inner = make_dict_structure_fn(cls, conv, **overrides)"): _FORBID,

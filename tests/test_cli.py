@@ -65,6 +65,18 @@ def lines(output: bytes) -> list[str]:
     return [line for line in output.decode().splitlines() if line.strip()]
 
 
+def refused_in_one_line(
+    args: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What `parse_args` printed when it refused *args* and *env*: exit 2, one line."""
+    with pytest.raises(SystemExit) as info:
+        parse_args(args, env=env)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(lines(err.encode())) == 1, err
+    return err
+
+
 async def test_sigterm_closes_every_client_with_1001_and_exits_0() -> None:
     stderr = bytearray()
     codes: list[tuple[int, str | None]] = []
@@ -170,11 +182,7 @@ async def test_port_in_use_exits_1_with_one_clear_line() -> None:
 def test_a_bad_value_exits_2_with_one_readable_line(
     args: list[str], env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(args, env=env)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(lines(err.encode())) == 1, err
+    err = refused_in_one_line(args, env, capsys)
     assert err.startswith("python -m takhin_ws: error: ")
     assert expected in err
     assert "Traceback" not in err
@@ -359,11 +367,7 @@ def test_kafka_config_from_the_environment_and_secrets_by_reference() -> None:
 def test_bad_kafka_config_and_format(
     args: list[str], env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(args, env=env)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(lines(err.encode())) == 1, err
+    err = refused_in_one_line(args, env, capsys)
     assert expected in err
     assert "s3cret" not in err
 
@@ -410,11 +414,7 @@ BAD_SETTINGS = [
 def test_every_bad_setting_exits_2_naming_its_flag_and_variable(
     args: list[str], env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_args(args, env=env)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(lines(err.encode())) == 1, err
+    err = refused_in_one_line(args, env, capsys)
     assert err.startswith("python -m takhin_ws: error: ")
     assert expected in err
 

@@ -38,10 +38,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from benchmarks.common import raise_nofile
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
-from takhin_ws._codec import encode
-from takhin_ws._messages import Envelope
-from takhin_ws._snapshot import MetricsSourceError
+from takhin_ws.core.snapshot import MetricsSourceError
 from takhin_ws.sources.kafka import KafkaSource
+from takhin_ws.wire.codec import encode
+from takhin_ws.wire.messages import Envelope
 
 #: Topics created per CreateTopics request.
 CREATE_BATCH = 100

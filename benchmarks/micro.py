@@ -28,8 +28,8 @@ import trio
 
 from benchmarks.common import child_setup, marker, template_metrics
 from takhin_ws import Hub, MonitoringMetrics, Outbound
-from takhin_ws._queue import DropOldestQueue
-from takhin_ws._transport import SocketTransport
+from takhin_ws.core.queue import DropOldestQueue
+from takhin_ws.net.transport import SocketTransport
 
 
 class LeanTransport(SocketTransport):

@@ -25,7 +25,7 @@ import trio
 
 from benchmarks.common import child_setup, marker, template_metrics
 from takhin_ws import MonitoringMetrics, Settings, Snapshot, open_server
-from takhin_ws._server import Server
+from takhin_ws.net.server import Server
 
 
 class BenchSource:

@@ -43,8 +43,8 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
-from takhin_ws._codec import encode
-from takhin_ws._messages import Envelope, Heartbeat, Limits, Payload, Welcome
+from takhin_ws.wire.codec import encode
+from takhin_ws.wire.messages import Envelope, Heartbeat, Limits, Payload, Welcome
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

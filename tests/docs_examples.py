@@ -22,7 +22,7 @@ import attrs
 import httpx
 import pytest
 
-from takhin_ws._options import ENV_PREFIX
+from takhin_ws.config.options import ENV_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -6,8 +6,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from takhin_ws._channels import STREAMS
-from takhin_ws._messages import (
+from takhin_ws.wire.channels import STREAMS
+from takhin_ws.wire.messages import (
     GROUP_STATES,
     ClusterHealth,
     ConsumerLag,

@@ -9,10 +9,10 @@ import h11
 import pytest
 
 from takhin_ws import Settings
-from takhin_ws._admission import Admission, Upgrade, choose_subprotocol
-from takhin_ws._deflate import Deflate
-from takhin_ws._frames import BARE, PLAIN, Variant
-from takhin_ws._http import HttpError, Request, head_parser, request_of
+from takhin_ws.core.admission import Admission, Upgrade, choose_subprotocol
+from takhin_ws.wire.deflate import Deflate
+from takhin_ws.wire.frames import BARE, PLAIN, Variant
+from takhin_ws.wire.http import HttpError, Request, head_parser, request_of
 
 UPGRADE_HEADERS: dict[str, str] = {
     "Host": "127.0.0.1:8080",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from takhin_ws._changes import diff
-from takhin_ws._messages import (
+from takhin_ws.core.changes import diff
+from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.wire.messages import (
     GroupCreated,
     GroupDeleted,
     GroupState,
@@ -15,7 +16,6 @@ from takhin_ws._messages import (
     TopicDeleted,
     TopicStats,
 )
-from takhin_ws._snapshot import GroupInfo, Snapshot
 
 
 def snap(topics: Mapping[str, int], groups: Mapping[str, tuple[GroupState, int]]) -> Snapshot:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from takhin_ws._channels import parse_channel, stream_of
-from takhin_ws._codec import decode
 from takhin_ws._exceptions import RemoteProtocolError
+from takhin_ws.wire.channels import parse_channel, stream_of
+from takhin_ws.wire.codec import decode
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,10 @@ import trio
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
 import takhin_ws
-import takhin_ws._config as config
+import takhin_ws.config.settings as config
 from clients import recv_json, websockets_close_code
-from takhin_ws._cli import (
+from takhin_ws.config.checks import show
+from takhin_ws.config.cli import (
     ENV_PREFIX,
     JsonFormatter,
     configure_logging,
@@ -32,8 +33,7 @@ from takhin_ws._cli import (
     parse_args,
     program_name,
 )
-from takhin_ws._options import OPTIONS
-from takhin_ws._validation import show
+from takhin_ws.config.options import OPTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -459,7 +459,7 @@ async def test_bad_settings_exit_2_from_the_real_process(
 
 
 async def test_redis_url_without_coredis_installed_exits_2_from_the_real_process() -> None:
-    hide = "import sys; sys.modules['coredis'] = None; from takhin_ws._cli import main; "
+    hide = "import sys; sys.modules['coredis'] = None; from takhin_ws.config.cli import main; "
     with trio.fail_after(30):
         result = await trio.run_process(
             [sys.executable, "-c", hide + "sys.exit(main())", "--redis-url", "redis://x:1/0"],

@@ -10,18 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from strategies import group_events, metrics, topic_events
-from takhin_ws._codec import encode
 from takhin_ws._exceptions import LocalProtocolError
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, channel_of
-from takhin_ws._messages import (
-    Envelope,
-    GroupCreated,
-    MonitoringMetrics,
-    Payload,
-    Pong,
-    TopicCreated,
-)
 from takhin_ws.cluster import scripts
 from takhin_ws.cluster.entries import (
     EntryError,
@@ -29,6 +18,17 @@ from takhin_ws.cluster.entries import (
     encode_entry,
     entry_epoch,
     entry_id,
+)
+from takhin_ws.core.hub import Hub, channel_of
+from takhin_ws.wire.codec import encode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import (
+    Envelope,
+    GroupCreated,
+    MonitoringMetrics,
+    Payload,
+    Pong,
+    TopicCreated,
 )
 
 EPOCH = "5f2c9a7e1b3d4c60"

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import strategies as S
-from takhin_ws._codec import decode, encode, explain, payload_to_data
-from takhin_ws._converter import describe
 from takhin_ws._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
-from takhin_ws._messages import (
+from takhin_ws.wire.codec import decode, encode, explain, payload_to_data
+from takhin_ws.wire.converter import describe
+from takhin_ws.wire.messages import (
     ALL_TYPES,
     CLIENT_TYPES,
     EVENT_TYPES,

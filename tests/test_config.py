@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import takhin_ws
-import takhin_ws._config as config
+import takhin_ws.config.settings as config
 from takhin_ws import Settings, SettingsError, TakhinWsError
 
 
@@ -163,7 +163,7 @@ def test_a_missing_extra_names_the_extra_and_how_to_install_it(
 
 
 def test_has_module() -> None:
-    from takhin_ws._validation import has_module
+    from takhin_ws.config.checks import has_module
 
     assert has_module("orjson")
     assert not has_module("takhin_ws_no_such_module")

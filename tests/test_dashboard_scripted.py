@@ -23,7 +23,7 @@ from browser import (
     servers,
     wire,
 )
-from takhin_ws._messages import (
+from takhin_ws.wire.messages import (
     ConsumerLag,
     EpochChanged,
     Gap,

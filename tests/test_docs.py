@@ -22,8 +22,8 @@ import pytest
 
 from docs_examples import DOCS, ROOT, Block, block, blocks, clean_env, pages
 from takhin_ws import decode
-from takhin_ws._http import error_code
-from takhin_ws._messages import ALL_TYPES
+from takhin_ws.wire.http import error_code
+from takhin_ws.wire.messages import ALL_TYPES
 
 sys.path.insert(0, str(ROOT / "tools"))
 from docs_text import anchors  # (tools/ is not a package)

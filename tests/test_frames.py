@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, Opcode
 
-from takhin_ws._codec import encode, payload_to_data
-from takhin_ws._frames import (
+from takhin_ws.wire.codec import encode, payload_to_data
+from takhin_ws.wire.frames import (
     BARE,
     PLAIN,
     Outbound,
@@ -21,7 +21,7 @@ from takhin_ws._frames import (
     ping_frame,
     text_frame,
 )
-from takhin_ws._messages import Envelope, MonitoringMetrics
+from takhin_ws.wire.messages import Envelope, MonitoringMetrics
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 

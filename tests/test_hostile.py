@@ -26,7 +26,7 @@ from clients import (
 )
 from conftest import ServerFactory, wait_ready, wait_until
 from takhin_ws import Server
-from takhin_ws._http import MAX_HEAD_BYTES
+from takhin_ws.wire.http import MAX_HEAD_BYTES
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,9 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws._codec import decode, encode, payload_to_data
-from takhin_ws._config import DEFAULT_QUEUE_SIZE
 from takhin_ws._exceptions import HubClosedError, HubFullError
-from takhin_ws._frames import BARE, Outbound, Variant, text_frame
-from takhin_ws._hub import (
+from takhin_ws.config.settings import DEFAULT_QUEUE_SIZE
+from takhin_ws.core.hub import (
     ALL_CHANNELS,
     DEFAULT_HISTORY_SIZE,
     DEFAULT_MAX_CLIENTS,
@@ -23,7 +21,11 @@ from takhin_ws._hub import (
     QueueSubscriber,
     channel_of,
 )
-from takhin_ws._messages import (
+from takhin_ws.core.snapshot import GroupInfo
+from takhin_ws.core.views import MetricsViews
+from takhin_ws.wire.codec import decode, encode, payload_to_data
+from takhin_ws.wire.frames import BARE, Outbound, Variant, text_frame
+from takhin_ws.wire.messages import (
     Envelope,
     Error,
     GroupDeleted,
@@ -36,8 +38,6 @@ from takhin_ws._messages import (
     TopicDeleted,
     TopicDetail,
 )
-from takhin_ws._snapshot import GroupInfo
-from takhin_ws._views import MetricsViews
 
 EVERYTHING = frozenset({"metrics", "topics", "groups"})
 
@@ -224,7 +224,7 @@ def test_publish_encodes_once_and_shares_the_object(monkeypatch: pytest.MonkeyPa
         calls.append(env)
         return real_encode(env)
 
-    monkeypatch.setattr("takhin_ws._hub.encode", counting_encode)
+    monkeypatch.setattr("takhin_ws.core.hub.encode", counting_encode)
     hub = Hub()
     subs = [QueueSubscriber() for _ in range(5)]
     hub.add_client(subs[0])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import MonitoringMetrics, TopicCreated
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import MonitoringMetrics, TopicCreated
 
 
 def topic(name: str) -> TopicCreated:

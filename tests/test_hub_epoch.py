@@ -15,10 +15,16 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from takhin_ws._codec import decode
-from takhin_ws._frames import BARE, Variant
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import EpochChanged, GroupCreated, MonitoringMetrics, Payload, TopicCreated
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.frames import BARE, Variant
+from takhin_ws.wire.messages import (
+    EpochChanged,
+    GroupCreated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+)
 
 NOW = 1_767_225_600
 

@@ -28,16 +28,16 @@ from takhin_ws import (
     TopicStats,
     open_server,
 )
-from takhin_ws._codec import decode
-from takhin_ws._http import HttpError
-from takhin_ws._ingress import (
+from takhin_ws.ingest.ingress import (
     MAX_ANNOUNCED,
     Event,
     EventIngress,
     IngressStatistics,
     decode_events,
 )
-from takhin_ws._server import Server
+from takhin_ws.net.server import Server
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.http import HttpError
 
 KEY = "publish-secret"
 PUBLISHING: dict[str, object] = {"publish_keys": (KEY,), "max_body_size": 4096}

@@ -11,9 +11,9 @@ import pytest
 
 import takhin_ws
 import takhin_ws.sources
-from takhin_ws._frames import Variant
-from takhin_ws._listener import Listener
-from takhin_ws._queue import Drop, QueueStatistics
+from takhin_ws.core.queue import Drop, QueueStatistics
+from takhin_ws.net.listener import Listener
+from takhin_ws.wire.frames import Variant
 
 #: Types that appear in public signatures but stay internal, each with its reason.
 INTERNAL: dict[type, str] = {

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takhin_ws import GroupInfo, Latency, MonitoringMetrics, Snapshot, Throughput, TopicStats
-from takhin_ws._messages import ClusterHealth
 from takhin_ws.sources.kafka_model import (
     Observation,
     Offsets,
@@ -17,6 +16,7 @@ from takhin_ws.sources.kafka_model import (
     is_internal,
     merge_exposition,
 )
+from takhin_ws.wire.messages import ClusterHealth
 
 
 def observe(

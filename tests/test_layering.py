@@ -18,32 +18,12 @@ import pytest
 PACKAGE: Final = "takhin_ws"
 ROOT: Final = Path(__file__).resolve().parent.parent / "src" / PACKAGE
 
-#: Modules with no I/O of their own (each one listed must exist).
-SANS_IO: Final = frozenset(
+#: Subpackages whose every module is sans-IO (the command line excepted).
+SANS_IO_PACKAGES: Final = ("wire", "core", "config")
+#: Modules of other packages with no I/O of their own (each one listed must exist).
+SANS_IO_EXTRA: Final = frozenset(
     {
-        "_admission",
-        "_changes",
-        "_channels",
-        "_codec",
-        "_config",
-        "_converter",
-        "_options",
-        "_validation",
-        "_deflate",
-        "_inbound",
-        "_views",
-        "_history",
-        "_clients",
         "_exceptions",
-        "_frames",
-        "_http",
-        "_hub",
-        "_messages",
-        "_queue",
-        "_series",
-        "_sessioncore",
-        "_validate",
-        "_snapshot",
         "cluster.entries",
         "cluster.scripts",
         "sources.promql",
@@ -56,7 +36,7 @@ IO_MODULES: Final = frozenset(
 #: Justified exceptions: module -> I/O modules it may import.
 ALLOWED: Final = {
     # the reader's wait in DropOldestQueue is a Trio parking lot (like a memory channel)
-    "_queue": frozenset({"trio"}),
+    "core.queue": frozenset({"trio"}),
 }
 
 
@@ -69,6 +49,37 @@ def module_name(path: Path) -> str:
 
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def sans_io() -> frozenset[str]:
+    """Every module that must do no I/O: the sans-IO packages whole, and the extras."""
+    whole = {
+        name
+        for name in modules()
+        if name.split(".")[0] in SANS_IO_PACKAGES and name != "config.cli"
+    }
+    return frozenset(whole | SANS_IO_EXTRA)
+
+
+#: The layers, lowest first: a module imports only from its own group or a lower rank.
+#: The command line sits above the server it runs, so it ranks apart from config.
+RANK: Final = {
+    "_exceptions": 0,
+    "config": 1,
+    "wire": 1,
+    "core": 2,
+    "sources": 3,
+    "ingest": 3,
+    "cluster": 4,
+    "net": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+
+
+def group(name: str) -> str:
+    """The layer group of module *name*: its subpackage (``cli`` for the command line)."""
+    return "cli" if name == "config.cli" else name.split(".")[0]
 
 
 def _type_checking_lines(tree: ast.Module) -> set[int]:
@@ -88,7 +99,7 @@ def _type_checking_lines(tree: ast.Module) -> set[int]:
 
 def imports(name: str, path: Path) -> Iterator[tuple[str, bool]]:
     """``(imported module, runs at import time)`` for every import in *path*; modules of
-    the package are given relative to it (``_hub``, ``sources.promql``)."""
+    the package are given relative to it (``core.hub``, ``sources.promql``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     typing_only = _type_checking_lines(tree)
     package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
@@ -183,10 +194,10 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_graph_sees_relative_and_type_checking_imports() -> None:
     edges = graph()
-    assert "_hub" in edges["_sessioncore"]  # from ._hub import ...
-    assert "_config" in edges["_sessioncore"]  # under TYPE_CHECKING
-    assert "_config" not in graph(runtime_only=True)["_sessioncore"]
-    assert "sources" in edges["_server"]
+    assert "core.hub" in edges["core.session"]  # from .hub import ...
+    assert "config.settings" in edges["core.session"]  # under TYPE_CHECKING
+    assert "config.settings" not in graph(runtime_only=True)["core.session"]
+    assert "sources" in edges["net.server"]
 
 
 def direct_io(name: str) -> set[str]:
@@ -216,7 +227,7 @@ def io_through(name: str, edges: dict[str, set[str]]) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("name", sorted(SANS_IO))
+@pytest.mark.parametrize("name", sorted(sans_io()))
 def test_a_sans_io_module_does_no_io(name: str) -> None:
     assert name in modules(), f"{name} is listed as sans-IO but does not exist"
     found = io_through(name, graph(runtime_only=True))
@@ -225,6 +236,44 @@ def test_a_sans_io_module_does_no_io(name: str) -> None:
 
 def test_the_io_finder_sees_io_through_imports() -> None:
     """The check above can fail: the server does I/O through its session and itself."""
-    found = io_through("_server", graph(runtime_only=True))
-    assert "trio" in found["_server"]
-    assert "_session" in found
+    found = io_through("net.server", graph(runtime_only=True))
+    assert "trio" in found["net.server"]
+    assert "net.session" in found
+
+
+def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports that go up a layer, or across two groups of one rank."""
+    bad = []
+    for name, targets in sorted(edges.items()):
+        for target in sorted(targets):
+            a, b = group(name), group(target)
+            if a == b:
+                continue
+            if RANK[b] >= RANK[a]:
+                bad.append((name, target))
+    return bad
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = {group(name) for name in modules() if name} - set(RANK)
+    assert missing == set(), f"no layer for {missing}: add it to RANK"
+
+
+def test_nothing_imports_upward() -> None:
+    assert upward(graph()) == []
+
+
+def test_the_upward_finder_finds_an_upward_import() -> None:
+    """The check above can fail: core importing net, and wire importing config."""
+    edges = {
+        "core.hub": {"net.transport"},
+        "wire.codec": {"config.settings"},
+        "net.x": {"core.hub"},
+    }
+    assert upward(edges) == [("core.hub", "net.transport"), ("wire.codec", "config.settings")]
+
+
+def test_the_sans_io_packages_are_checked_whole() -> None:
+    names = sans_io()
+    assert {"core.hub", "wire.frames", "config.settings"} <= names
+    assert "config.cli" not in names

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from takhin_ws import ListenError
-from takhin_ws._listener import bind
+from takhin_ws.net.listener import bind
 
 
 async def test_every_address_the_name_resolves_to_is_bound_on_one_port(

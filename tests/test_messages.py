@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import strategies as S
-from takhin_ws._codec import decode, encode
-from takhin_ws._messages import (
+from takhin_ws.wire.codec import decode, encode
+from takhin_ws.wire.messages import (
     ALL_TYPES,
     CLIENT_TYPES,
     PROTOCOL_VERSION,

@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from takhin_ws._codec import encode
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import Envelope, GroupCreated, MonitoringMetrics, Payload, Throughput
-from takhin_ws._producer import MetricsProducer
-from takhin_ws._series import Series
-from takhin_ws._snapshot import GroupInfo, Snapshot
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.series import Series
+from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.ingest.producer import MetricsProducer
+from takhin_ws.wire.codec import encode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import Envelope, GroupCreated, MonitoringMetrics, Payload, Throughput
 
 
 class Source:

@@ -15,10 +15,14 @@ import pytest
 import trio
 import trio.testing
 
-from takhin_ws._codec import decode
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import (
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.series import Series
+from takhin_ws.core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics
+from takhin_ws.sources.synthetic import SyntheticSource
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import (
     Envelope,
     GroupUpdated,
     MonitoringMetrics,
@@ -28,10 +32,6 @@ from takhin_ws._messages import (
     TopicDeleted,
     TopicStats,
 )
-from takhin_ws._producer import MetricsProducer, MetricsStatistics
-from takhin_ws._series import Series
-from takhin_ws._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
-from takhin_ws.sources.synthetic import SyntheticSource
 
 
 def metrics(n: int, topics: tuple[str, ...] = ()) -> MonitoringMetrics:

@@ -17,19 +17,19 @@ import trio
 
 from exporter import WALL, Broker, FakeClock, MetricsServer, fixture, start_exporter
 from takhin_ws import Settings
-from takhin_ws._codec import decode
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import (
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.ingest.producer import MetricsProducer
+from takhin_ws.sources import SCRAPE_SHARE, source_for
+from takhin_ws.sources.prometheus import PrometheusSource, ScrapeError
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.messages import (
     ClusterHealth,
     Latency,
     MonitoringMetrics,
     PartitionLag,
     Throughput,
 )
-from takhin_ws._producer import MetricsProducer
-from takhin_ws._snapshot import GroupInfo, Snapshot
-from takhin_ws.sources import SCRAPE_SHARE, source_for
-from takhin_ws.sources.prometheus import PrometheusSource, ScrapeError
 from test_promsnapshot import SNAPSHOT_1, SNAPSHOT_2
 
 

@@ -12,8 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import WALL, fixture
-from takhin_ws._changes import diff
-from takhin_ws._messages import (
+from takhin_ws.core.changes import diff
+from takhin_ws.core.snapshot import GroupInfo
+from takhin_ws.sources.promscan import ExpositionScanner, Series, parse_exposition
+from takhin_ws.sources.promsnapshot import (
+    READ_SAMPLES,
+    STATE_CODES,
+    Scrape,
+    compute_snapshot,
+    group_state,
+)
+from takhin_ws.wire.messages import (
     ClusterHealth,
     ConsumerLag,
     GroupCreated,
@@ -27,15 +36,6 @@ from takhin_ws._messages import (
     TopicDeleted,
     TopicLag,
     TopicStats,
-)
-from takhin_ws._snapshot import GroupInfo
-from takhin_ws.sources.promscan import ExpositionScanner, Series, parse_exposition
-from takhin_ws.sources.promsnapshot import (
-    READ_SAMPLES,
-    STATE_CODES,
-    Scrape,
-    compute_snapshot,
-    group_state,
 )
 
 

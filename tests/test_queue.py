@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from takhin_ws._queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
+from takhin_ws.core.queue import DEFAULT_QUEUE_SIZE, Drop, DropOldestQueue
 
 #: bound on every wait below: a reader that is never woken fails the test, never hangs it
 GUARD = 5

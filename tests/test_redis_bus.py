@@ -18,13 +18,13 @@ import trio
 
 from redis_server import RedisServer
 from takhin_ws import Settings, open_server
-from takhin_ws._bus import BusUnavailableError, EventBus, MemoryBus
-from takhin_ws._codec import decode
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import EpochChanged, MonitoringMetrics, TopicCreated
-from takhin_ws._snapshot import Snapshot
 from takhin_ws.cluster.bus import MIN_STREAM_LENGTH, RedisBus
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.snapshot import Snapshot
+from takhin_ws.ingest.bus import BusUnavailableError, EventBus, MemoryBus
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import EpochChanged, MonitoringMetrics, TopicCreated
 
 GUARD = 20  # seconds: hang guard of every wait
 

@@ -19,9 +19,9 @@ from trio_websocket import open_websocket_url
 
 import takhin_ws
 from takhin_ws import Limits, Server, Settings
-from takhin_ws._converter import camel
-from takhin_ws._messages import PAYLOAD_CLASSES
-from takhin_ws._options import OPTIONS
+from takhin_ws.config.options import OPTIONS
+from takhin_ws.wire.converter import camel
+from takhin_ws.wire.messages import PAYLOAD_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE = "docs/reference.md is stale: run `make docs` and commit the result"

@@ -19,8 +19,8 @@ from takhin_ws import (
     Settings,
     TopicCreated,
 )
-from takhin_ws._server import Server
-from takhin_ws._sessioncore import SessionCore, gap_frames
+from takhin_ws.core.session import SessionCore, gap_frames
+from takhin_ws.net.server import Server
 
 pytestmark = pytest.mark.server_settings(history_size=20)
 

@@ -11,9 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from strategies import metrics as metrics_strategy
-from takhin_ws._codec import decode, encode
-from takhin_ws._frames import Outbound
-from takhin_ws._messages import (
+from takhin_ws.core.series import MAX_SERIES_GROUPS, Series
+from takhin_ws.core.views import metrics_data
+from takhin_ws.wire.codec import decode, encode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import (
     ConsumerLag,
     Envelope,
     History,
@@ -22,8 +24,6 @@ from takhin_ws._messages import (
     MonitoringMetrics,
     Throughput,
 )
-from takhin_ws._series import MAX_SERIES_GROUPS, Series
-from takhin_ws._views import metrics_data
 
 
 def snapshot(produce: float = 1.0, **lags: int) -> MonitoringMetrics:

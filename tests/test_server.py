@@ -62,7 +62,7 @@ from takhin_ws import (
     TopicStats,
     open_server,
 )
-from takhin_ws._session import Session
+from takhin_ws.net.session import Session
 
 pytestmark = pytest.mark.slow
 

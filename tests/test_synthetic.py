@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws._changes import diff
-from takhin_ws._codec import decode, encode
-from takhin_ws._messages import Envelope, MonitoringMetrics
-from takhin_ws._snapshot import Snapshot
+from takhin_ws.core.changes import diff
+from takhin_ws.core.snapshot import Snapshot
 from takhin_ws.sources.synthetic import SyntheticSource
+from takhin_ws.wire.codec import decode, encode
+from takhin_ws.wire.messages import Envelope, MonitoringMetrics
 
 START = 1_700_000_000.0
 

@@ -19,9 +19,14 @@ import trio
 import trio.testing
 
 from conftest import wait_until
-from takhin_ws._frames import Outbound, close_frame, ping_frame, text_frame
-from takhin_ws._queue import Drop
-from takhin_ws._transport import LINGER_TIMEOUT, MAX_BATCH_BYTES, SocketTransport, has_close_frame
+from takhin_ws.core.queue import Drop
+from takhin_ws.net.transport import (
+    LINGER_TIMEOUT,
+    MAX_BATCH_BYTES,
+    SocketTransport,
+    has_close_frame,
+)
+from takhin_ws.wire.frames import Outbound, close_frame, ping_frame, text_frame
 
 BIG = 1024 * 1024  # far more than a socket pair buffers
 

@@ -9,17 +9,9 @@ import pytest
 from hypothesis import given, settings
 
 import strategies as S
-from takhin_ws._codec import decode
 from takhin_ws._exceptions import RemoteProtocolError
-from takhin_ws._messages import (
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    Ping,
-    TopicCreated,
-    TopicDeleted,
-)
-from takhin_ws._validate import (
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.events import (
     MAX_COUNT,
     MAX_GROUP_ID_LENGTH,
     MAX_TOPIC_NAME_LENGTH,
@@ -27,6 +19,14 @@ from takhin_ws._validate import (
     check_event,
     check_group_id,
     check_topic_name,
+)
+from takhin_ws.wire.messages import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    Ping,
+    TopicCreated,
+    TopicDeleted,
 )
 
 FAST = settings(max_examples=200, deadline=None)

@@ -12,11 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies import metrics as metrics_strategy
-from takhin_ws._codec import decode, encode
 from takhin_ws._exceptions import LocalProtocolError
-from takhin_ws._frames import Outbound
-from takhin_ws._hub import Hub, QueueSubscriber
-from takhin_ws._messages import (
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.core.views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
+from takhin_ws.ingest.producer import MetricsProducer
+from takhin_ws.wire.codec import decode, encode
+from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.messages import (
     ConsumerLag,
     Envelope,
     GroupDeleted,
@@ -30,9 +33,6 @@ from takhin_ws._messages import (
     TopicLag,
     TopicStats,
 )
-from takhin_ws._producer import MetricsProducer
-from takhin_ws._snapshot import GroupInfo, Snapshot
-from takhin_ws._views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
 
 GOLDEN = Path(__file__).parent / "golden"
 

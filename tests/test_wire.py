@@ -29,8 +29,8 @@ from takhin_ws import (
     TopicLag,
     TopicStats,
 )
-from takhin_ws._codec import payload_to_data
-from takhin_ws._deflate import TAIL
+from takhin_ws.wire.codec import payload_to_data
+from takhin_ws.wire.deflate import TAIL
 
 ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
@@ -243,7 +243,7 @@ def server_metrics(server: Server) -> MonitoringMetrics:
 
 
 def decode_metrics(payload: bytes) -> MonitoringMetrics:
-    from takhin_ws._codec import decode
+    from takhin_ws.wire.codec import decode
 
     envelope = decode(payload)
     assert isinstance(envelope.payload, MonitoringMetrics)

@@ -38,10 +38,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 import takhin_ws
-from takhin_ws._converter import camel
-from takhin_ws._exposition import ServerStatistics, render_metrics
-from takhin_ws._messages import CLIENT_TYPES, EVENT_TYPES, NO_DATA_TYPES, PAYLOAD_CLASSES
-from takhin_ws._options import OPTIONS
+from takhin_ws.config.options import OPTIONS
+from takhin_ws.net.exposition import ServerStatistics, render_metrics
+from takhin_ws.wire.converter import camel
+from takhin_ws.wire.messages import CLIENT_TYPES, EVENT_TYPES, NO_DATA_TYPES, PAYLOAD_CLASSES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_text import (

@@ -64,29 +64,29 @@ class Module:
 
 #: module name -> what is mutated and which tests run against it (its own tests only)
 MODULES: Final[dict[str, Module]] = {
-    "queue": Module(("_queue.py",), ("tests/test_queue.py",)),
+    "queue": Module(("core/queue.py",), ("tests/test_queue.py",)),
     "hub": Module(
-        ("_hub.py", "_history.py", "_clients.py"),
+        ("core/hub.py", "core/history.py", "core/clients.py"),
         ("tests/test_hub.py", "tests/test_hub_epoch.py", "tests/test_hub_bus.py"),
     ),
-    "transport": Module(("_transport.py",), ("tests/test_transport.py",)),
-    "sessioncore": Module(("_sessioncore.py",), ("tests/test_sessioncore.py",)),
-    "session": Module(("_session.py",), ("tests/test_session.py",)),
-    "channels": Module(("_channels.py",), ("tests/test_channels.py",)),
+    "transport": Module(("net/transport.py",), ("tests/test_transport.py",)),
+    "sessioncore": Module(("core/session.py",), ("tests/test_sessioncore.py",)),
+    "session": Module(("net/session.py",), ("tests/test_session.py",)),
+    "channels": Module(("wire/channels.py",), ("tests/test_channels.py",)),
     "codec": Module(
-        ("_codec.py", "_converter.py"),
+        ("wire/codec.py", "wire/converter.py"),
         ("tests/test_codec.py", "tests/test_messages.py"),
-        import_time=("takhin_ws._converter.x__make_converter",),
+        import_time=("takhin_ws.wire.converter.x__make_converter",),
     ),
-    "validate": Module(("_validate.py",), ("tests/test_validate.py",)),
+    "validate": Module(("wire/events.py",), ("tests/test_validate.py",)),
     "promql": Module(("sources/promql.py",), ("tests/test_promql.py",)),
 }
 
-_Q = "takhin_ws._queue.x\u01c1DropOldestQueue\u01c1"
-_SC = "takhin_ws._sessioncore.x\u01c1SessionCore\u01c1"
-_T = "takhin_ws._transport.x\u01c1SocketTransport\u01c1"
-_HUB = "takhin_ws._hub.x\u01c1Hub\u01c1"
-_CONV = "takhin_ws._converter.x__make_converter"
+_Q = "takhin_ws.core.queue.x\u01c1DropOldestQueue\u01c1"
+_SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
+_T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
+_HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
+_CONV = "takhin_ws.wire.converter.x__make_converter"
 _PROMQL = "takhin_ws.sources.promql.x_"
 _FALSY = "None is falsy like False, and the flag is only tested for truth"
 _SEQ = "control sequence numbers are only compared with each other"
@@ -124,15 +124,15 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     (f"{_PROMQL}counter_increases", "return [c if 0 < c < _INF else 0.0 for c in current]"): (
         "a zero counter gives zero either way"
     ),
-    ("takhin_ws._transport.x_has_close_frame", "if end + pos < size:"): (
+    ("takhin_ws.net.transport.x_has_close_frame", "if end + pos < size:"): (
         "a cut extended length leaves the position past the end, refused by the final check"
     ),
-    ("takhin_ws._transport.x_has_close_frame", "if end - pos <= size:"): (
+    ("takhin_ws.net.transport.x_has_close_frame", "if end - pos <= size:"): (
         "differs only on an extended length of 0 at the very end, a non-minimal"
         " encoding RFC 6455 forbids"
     ),
     (
-        "takhin_ws._transport.x_has_close_frame",
+        "takhin_ws.net.transport.x_has_close_frame",
         "length = int.from_bytes(view[pos : pos + size], )",
     ): "int.from_bytes defaults to big-endian",
     (f"{_T}__init__", 'self._partial_control: int | None = ""'): (
@@ -180,7 +180,7 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     },
     (f"{_HUB}__init__", "self._closed = None"): _FALSY,
     **{
-        ("takhin_ws._codec.x_decode", line): (
+        ("takhin_ws.wire.codec.x_decode", line): (
             "a first guess that only decides whether to measure the exact UTF-8 size"
         )
         for line in (

@@ -17,9 +17,6 @@ The implementation lives in private modules; everything public is re-exported he
   :class:`IngressStatistics`, :class:`MetricsStatistics`.
 """
 
-from ._bus import BusUnavailableError, EventBus, Published
-from ._codec import decode, encode
-from ._config import Settings, SettingsError
 from ._exceptions import (
     HubClosedError,
     HubFullError,
@@ -29,11 +26,21 @@ from ._exceptions import (
     RemoteProtocolError,
     TakhinWsError,
 )
-from ._exposition import ServerStatistics
-from ._frames import Outbound
-from ._hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
-from ._ingress import EventIngress, IngressStatistics
-from ._messages import (
+from .config.settings import Settings, SettingsError
+from .core.hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
+from .core.queue import DropOldestQueue
+from .core.series import Series
+from .core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from .ingest.bus import BusUnavailableError, EventBus, Published
+from .ingest.ingress import EventIngress, IngressStatistics
+from .ingest.producer import MetricsProducer, MetricsStatistics
+from .net.exposition import ServerStatistics
+from .net.server import WS_PATH, Server, open_server, serve
+from .sources import PrometheusSource, ScrapeError, SyntheticSource
+from .wire.codec import decode, encode
+from .wire.events import Event
+from .wire.frames import Outbound
+from .wire.messages import (
     PROTOCOL_VERSION,
     ClusterHealth,
     ConsumerLag,
@@ -68,13 +75,6 @@ from ._messages import (
     Unsubscribe,
     Welcome,
 )
-from ._producer import MetricsProducer, MetricsStatistics
-from ._queue import DropOldestQueue
-from ._series import Series
-from ._server import WS_PATH, Server, open_server, serve
-from ._snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
-from ._validate import Event
-from .sources import PrometheusSource, ScrapeError, SyntheticSource
 
 __version__ = "0.1.0"
 

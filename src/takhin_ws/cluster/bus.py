@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from coredis.exceptions import RedisError
 
-from .._bus import BusUnavailableError, Published
-from .._channels import STREAMS
-from .._frames import Outbound
-from .._hub import Hub
-from .._messages import (
+from ..core.hub import Hub
+from ..ingest.bus import BusUnavailableError, Published
+from ..wire.channels import STREAMS
+from ..wire.frames import Outbound
+from ..wire.messages import (
     GroupCreated,
     GroupDeleted,
     GroupUpdated,
@@ -50,8 +50,8 @@ from .entries import START_ID, EntryError, decode_entry, encode_entry, entry_epo
 from .scripts import CURRENT_EPOCH, PUBLISH
 
 if TYPE_CHECKING:
-    from .._config import Settings
-    from .._ingress import EventIngress
+    from ..config.settings import Settings
+    from ..ingest.ingress import EventIngress
 
 __all__ = ["METRICS_STREAM_LENGTH", "MIN_STREAM_LENGTH", "READ_COUNT", "RedisBus"]
 

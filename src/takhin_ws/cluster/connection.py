@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from attrs import frozen
 from coredis.retry import NoRetryPolicy
 
-from .._channels import STREAMS
+from ..wire.channels import STREAMS
 
 __all__ = [
     "DEFAULT_PREFIX",

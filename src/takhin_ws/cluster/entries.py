@@ -19,11 +19,11 @@ from typing import Any, Final
 
 import attrs
 
-from .._channels import parse_channel, stream_of
-from .._codec import decode, encode
 from .._exceptions import LocalProtocolError, RemoteProtocolError
-from .._frames import Outbound
-from .._messages import (
+from ..wire.channels import parse_channel, stream_of
+from ..wire.codec import decode, encode
+from ..wire.frames import Outbound
+from ..wire.messages import (
     Envelope,
     GroupCreated,
     GroupDeleted,

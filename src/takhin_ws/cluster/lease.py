@@ -21,7 +21,7 @@ from .connection import DEFAULT_PREFIX, Keys, describe, new_node_id, open_client
 from .scripts import LEASE_HOLD, LEASE_RELEASE
 
 if TYPE_CHECKING:
-    from .._config import Settings
+    from ..config.settings import Settings
 
 __all__ = ["LEASE_TICKS", "MIN_LEASE_TTL", "MetricsLease"]
 

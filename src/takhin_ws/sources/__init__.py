@@ -25,8 +25,8 @@ from .prometheus import PrometheusSource, ScrapeError
 from .synthetic import SyntheticSource
 
 if TYPE_CHECKING:
-    from .._config import Settings
-    from .._snapshot import MetricsSource
+    from ..config.settings import Settings
+    from ..core.snapshot import MetricsSource
 
 __all__ = [
     "KafkaSource",

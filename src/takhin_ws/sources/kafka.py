@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from .._snapshot import GroupInfo, MetricsSourceError, Snapshot
+from ..core.snapshot import GroupInfo, MetricsSourceError, Snapshot
 from .kafka_client import (
     DESCRIBE_BATCH,
     Committed,

@@ -34,8 +34,8 @@ from confluent_kafka.admin import AdminClient
 # confluent_kafka.admin exports OffsetSpec without re-exporting it for type checkers
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from .._messages import GroupState
-from .._snapshot import GroupInfo
+from ..core.snapshot import GroupInfo
+from ..wire.messages import GroupState
 from .kafka_errors import (
     FATAL,
     GONE,

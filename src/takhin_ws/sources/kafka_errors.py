@@ -10,7 +10,7 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException
 
-from .._snapshot import MetricsSourceError
+from ..core.snapshot import MetricsSourceError
 
 __all__ = [
     "FATAL",

@@ -31,7 +31,8 @@ from typing import Final, TypeAlias
 import attrs
 from attrs import frozen
 
-from .._messages import (
+from ..core.snapshot import GroupInfo, Snapshot
+from ..wire.messages import (
     ClusterHealth,
     ConsumerLag,
     MonitoringMetrics,
@@ -40,7 +41,6 @@ from .._messages import (
     TopicLag,
     TopicStats,
 )
-from .._snapshot import GroupInfo, Snapshot
 
 __all__ = [
     "INTERNAL_PREFIX",

@@ -24,7 +24,7 @@ from typing import Final
 import httpx
 import trio
 
-from .._snapshot import Snapshot
+from ..core.snapshot import Snapshot
 from .promscan import Exposition, ExpositionScanner, parse_exposition
 from .promsnapshot import READ_SAMPLES, STATE_CODES, Scrape, compute_snapshot, group_state
 from .scrape import DEFAULT_MAX_BODY_BYTES, Body, ScrapeError, Scraper

@@ -28,7 +28,8 @@ from typing import Final, TypeAlias
 
 import attrs
 
-from .._messages import (
+from ..core.snapshot import GroupInfo, Snapshot
+from ..wire.messages import (
     GROUP_STATES,
     ClusterHealth,
     ConsumerLag,
@@ -40,7 +41,6 @@ from .._messages import (
     TopicLag,
     TopicStats,
 )
-from .._snapshot import GroupInfo, Snapshot
 from .promql import QUANTILES, counter_increases, histogram_quantile
 from .promscan import EMPTY, Exposition, Keys, Series
 

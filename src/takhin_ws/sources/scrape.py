@@ -19,8 +19,8 @@ from typing import Final
 import httpx
 import trio
 
-from .._config import DEFAULT_SCRAPE_MAX_BYTES
-from .._snapshot import MetricsSourceError
+from ..config.settings import DEFAULT_SCRAPE_MAX_BYTES
+from ..core.snapshot import MetricsSourceError
 
 __all__ = ["ACCEPT", "DEFAULT_MAX_BODY_BYTES", "Body", "ScrapeError", "Scraper"]
 

@@ -26,7 +26,8 @@ from typing import Final
 import attrs
 import trio
 
-from .._messages import (
+from ..core.snapshot import GroupInfo, Snapshot
+from ..wire.messages import (
     ClusterHealth,
     ConsumerLag,
     GroupState,
@@ -37,7 +38,6 @@ from .._messages import (
     TopicLag,
     TopicStats,
 )
-from .._snapshot import GroupInfo, Snapshot
 from .promql import QUANTILES, histogram_quantile
 
 __all__ = ["LATENCY_BUCKETS", "SyntheticSource"]

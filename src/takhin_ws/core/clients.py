@@ -1,0 +1,115 @@
+"""The receiving end of a client as the hub sees it, and how events map to channels
+(sans-IO)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from attrs import frozen
+
+from ..config.settings import DEFAULT_QUEUE_SIZE
+from ..wire.channels import parse_channel
+from ..wire.frames import PLAIN, Outbound, Variant
+from ..wire.messages import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+)
+from .queue import DropOldestQueue
+
+__all__ = ["Client", "HubStatistics", "QueueSubscriber", "Subscriber", "channel_of"]
+
+
+class Subscriber(Protocol):
+    """The receiving end of one client.
+
+    ``offer`` is called synchronously from ``publish`` and must neither block nor
+    raise: a subscriber that cannot take the item now queues it in ``queue``
+    (drop-oldest), or records its own failure for its session to act on.
+    """
+
+    queue: DropOldestQueue[Outbound]
+
+    def offer(self, item: Outbound) -> None: ...
+
+
+class QueueSubscriber:
+    """A subscriber that only queues; used in-process and by the sans-IO tests."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.queue: DropOldestQueue[Outbound] = DropOldestQueue(capacity)
+
+    def offer(self, item: Outbound) -> None:
+        if not self.queue.closed:  # offer must not raise; a closed reader takes nothing
+            self.queue.put_nowait(item)
+
+
+class Client:
+    """The hub's record of one registered client.
+
+    ``variant`` is the form in which it receives published messages (see
+    :class:`~takhin_ws.Variant`); it is fixed at the handshake."""
+
+    __slots__ = ("channels", "id", "subscriber", "variant")
+
+    def __init__(
+        self,
+        client_id: str,
+        subscriber: Subscriber,
+        channels: frozenset[str],
+        variant: Variant = PLAIN,
+    ) -> None:
+        self.id = client_id
+        self.subscriber = subscriber
+        self.channels = channels
+        self.variant = variant
+
+    def offer(self, item: Outbound) -> None:
+        """Hand *item* to this client in its variant (replies, replays, snapshots)."""
+        out = item.variant(self.variant)
+        if out is not None:
+            self.subscriber.offer(out)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} channels={sorted(self.channels)}>"
+
+
+@frozen
+class HubStatistics:
+    clients: int
+    max_clients: int
+    subscribers: Mapping[str, int]
+    offsets: Mapping[str, int]
+    published: int
+    delivered: int
+    dropped: int
+    peak_queue_depth: int
+    epoch: str
+
+
+def channel_of(payload: Payload) -> str:
+    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``).
+
+    A name no channel can carry (whitespace, over 249 characters) falls back to the
+    stream itself: its subscribers still get the event, nobody loses it."""
+    if isinstance(payload, TopicCreated | TopicDeleted):
+        return _narrow("topic:", payload.name, "topics")
+    if isinstance(payload, GroupCreated | GroupUpdated | GroupDeleted):
+        return _narrow("group:", payload.group_id, "groups")
+    if isinstance(payload, MonitoringMetrics):
+        return "metrics"
+    raise TypeError(f"{payload.TYPE} is not published on a channel")
+
+
+def _narrow(prefix: str, name: str, stream: str) -> str:
+    try:
+        return parse_channel(prefix + name)
+    except ValueError:
+        return stream

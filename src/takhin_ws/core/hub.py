@@ -1,0 +1,375 @@
+"""The hub: clients, subscriptions, offsets, history and publish (sans-IO).
+
+``publish`` is synchronous and never blocks: it encodes the message once, builds its
+WebSocket frame once, records it in the stream's history, and offers the same
+:class:`Outbound` object to every subscribed client. Clients that receive another
+wire variant (``format=bare``, permessage-deflate) are grouped by variant when the
+subscriptions change; a publish builds each variant once, for its whole group. What
+a client does with it (write it straight to its socket, or queue it behind a backlog)
+is the client's business (:class:`Subscriber`); the hub never waits for anyone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from .._exceptions import HubClosedError, HubFullError
+from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS
+from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
+from ..wire.codec import encode
+from ..wire.frames import PLAIN, Outbound, Variant
+from ..wire.messages import Envelope, EpochChanged, MonitoringMetrics, Payload
+from .clients import Client, HubStatistics, QueueSubscriber, Subscriber, channel_of
+from .history import StreamHistory
+from .snapshot import GroupInfo
+from .views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_MAX_CLIENTS",
+    "Client",
+    "Hub",
+    "HubStatistics",
+    "QueueSubscriber",
+    "Subscriber",
+    "channel_of",
+]
+
+#: The subscription of a client that did not choose one: everything, as in 2.9.
+ALL_CHANNELS: Final = frozenset(STREAMS)
+
+
+#: The subscribers of one channel, one group per variant (rebuilt when they change).
+_Group = tuple[Variant, tuple[Client, ...]]
+
+
+class Hub:
+    """Registry, subscriptions and fan-out of one process. Not thread-safe; run it
+    inside one Trio run (every method is synchronous)."""
+
+    def __init__(
+        self,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl: float | None = None,
+        epoch: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_clients < 0:
+            raise ValueError("max_clients must be >= 0")
+        if history_size < 0:
+            raise ValueError("history_size must be >= 0")
+        self.max_clients = max_clients
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.epoch = epoch or secrets.token_hex(8)
+        self._wall_clock = wall_clock
+        self._clients: dict[str, Client] = {}
+        self._members: dict[str, dict[str, Client]] = {}
+        self._targets: dict[str, tuple[_Group, ...]] = {}
+        self._streams = {
+            s: StreamHistory(1 if s == "metrics" else history_size, history_ttl, clock)
+            for s in STREAMS
+        }
+        self._views = MetricsViews()
+        self._view_channels: set[str] = set()  # views with subscribers
+        self._ids = itertools.count(1)
+        self._published = 0
+        self._delivered = 0
+        self._dropped_gone = 0
+        self._peak = 0
+        self._closed = False
+
+    # --- registry ---
+
+    def add_client(
+        self,
+        subscriber: Subscriber,
+        channels: Iterable[str] | None = None,
+        *,
+        client_id: str | None = None,
+        variant: Variant = PLAIN,
+    ) -> Client:
+        """Register *subscriber*, receiving published messages as *variant*; raise
+        :class:`HubFullError` at ``max_clients``."""
+        if self._closed:
+            raise HubClosedError("hub is closed")
+        if len(self._clients) >= self.max_clients:
+            raise HubFullError(f"hub is full ({self.max_clients} clients)")
+        chosen = ALL_CHANNELS if channels is None else frozenset(map(parse_channel, channels))
+        cid = client_id or f"c{next(self._ids)}"
+        if cid in self._clients:
+            raise ValueError(f"client id {cid!r} is already registered")
+        client = Client(cid, subscriber, frozenset(), variant)
+        self._clients[cid] = client
+        self._set_channels(client, chosen)
+        return client
+
+    def remove_client(self, client: Client) -> None:
+        """Unregister *client* (idempotent)."""
+        if self._clients.pop(client.id, None) is None:
+            return
+        self._set_channels(client, frozenset())
+        stats = client.subscriber.queue.statistics()
+        self._dropped_gone += stats.dropped_total
+        self._peak = max(self._peak, stats.peak_size)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __contains__(self, client: object) -> bool:
+        return isinstance(client, Client) and self._clients.get(client.id) is client
+
+    def clients(self) -> tuple[Client, ...]:
+        """A snapshot of the registered clients (safe to iterate across awaits)."""
+        return tuple(self._clients.values())
+
+    # --- subscriptions ---
+
+    def subscribe(self, client: Client, channels: Iterable[str]) -> frozenset[str]:
+        added = frozenset(map(parse_channel, channels))
+        self._set_channels(client, client.channels | added)
+        return client.channels
+
+    def unsubscribe(self, client: Client, channels: Iterable[str]) -> frozenset[str]:
+        removed = frozenset(map(parse_channel, channels))
+        self._set_channels(client, client.channels - removed)
+        return client.channels
+
+    def _set_channels(self, client: Client, channels: frozenset[str]) -> None:
+        if client.id not in self._clients and channels:
+            raise ValueError(f"client {client.id} is not registered")
+        for channel in client.channels - channels:
+            members = self._members[channel]
+            del members[client.id]
+            if not members:
+                del self._members[channel]
+                if is_view(channel):
+                    self._view_channels.discard(channel)
+                    self._views.forget(channel)
+                    if not self._view_channels:
+                        self._views.source_done()
+            self._targets.pop(channel, None)
+        for channel in channels - client.channels:
+            self._members.setdefault(channel, {})[client.id] = client
+            if is_view(channel):
+                self._view_channels.add(channel)
+            self._targets.pop(channel, None)
+        client.channels = channels
+
+    def _targets_of(self, channel: str) -> tuple[_Group, ...]:
+        targets = self._targets.get(channel)
+        if targets is None:
+            by_variant: dict[Variant, list[Client]] = {}
+            for client in self._members.get(channel, {}).values():
+                by_variant.setdefault(client.variant, []).append(client)
+            targets = tuple((variant, tuple(clients)) for variant, clients in by_variant.items())
+            self._targets[channel] = targets
+        return targets
+
+    def subscribers(self, channel: str) -> int:
+        return len(self._members.get(channel, ()))
+
+    # --- publish ---
+
+    def publish(self, channel: str, payload: Payload, *, stale: bool | None = None) -> Outbound:
+        """Assign the next offset of *channel*'s stream, encode once, fan out.
+
+        *channel* is a stream (``metrics``, ``topics``, ``groups``) or a narrow
+        channel (``topic:orders``); a narrow channel's message reaches the
+        subscribers of the narrow channel and of its stream, each exactly once.
+        """
+        if self._closed:
+            raise HubClosedError("hub is closed")
+        if is_view(parse_channel(channel)):
+            raise ValueError(f"{channel} is a view of metrics: publish on metrics")
+        stream_name = stream_of(channel)
+        stream = self._streams[stream_name]
+        stream.offset += 1
+        envelope = Envelope(
+            payload=payload,
+            timestamp=int(self._wall_clock()),
+            channel=stream_name,
+            offset=stream.offset,
+            epoch=self.epoch,
+            stale=stale,
+        )
+        decoded = None
+        if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
+            decoded = metrics_envelope(
+                metrics_data(payload),
+                timestamp=envelope.timestamp,
+                channel=stream_name,
+                offset=stream.offset,
+                epoch=self.epoch,
+                stale=stale,
+            )
+            encoded = dumps(decoded)
+        else:
+            encoded = encode(envelope)
+            self._views.note_event(payload)
+        item = Outbound.of(encoded, stream_name, stream.offset, channel)
+        stream.append(item)
+        self._published += 1
+        self._fan_out(stream_name, channel, item)
+        if decoded is not None:
+            self._views.source(item, decoded if self._view_channels else None)
+            self._fan_out_views()
+        return item
+
+    def publish_event(self, payload: Payload) -> Outbound:
+        """Publish an event on the channel it belongs to (see :func:`channel_of`)."""
+        return self.publish(channel_of(payload), payload)
+
+    def deliver(self, channel: str, item: Outbound) -> None:
+        """Fan out an already-encoded item (one that came through an event bus).
+
+        Its offset becomes the stream's offset. If it does not follow the previous
+        one (the bus lost messages this hub never saw), the history before it is
+        dropped, so a resume across the hole answers ``recovered: false``."""
+        stream_name = stream_of(channel)
+        stream = self._streams[stream_name]
+        stream.advance(item)
+        stream.append(item)
+        self._published += 1
+        self._fan_out(stream_name, channel, item)
+        self._learn(stream_name, item)
+        if stream_name == "metrics":
+            self._fan_out_views()
+
+    def remember(self, channel: str, item: Outbound) -> None:
+        """Record an already-encoded item in its stream's history and offset, like
+        :meth:`deliver`, without sending it to any client: how a bus loads its recent
+        past into a starting hub, so resumes work from the first connection."""
+        stream_name = stream_of(channel)
+        stream = self._streams[stream_name]
+        stream.advance(item)
+        stream.append(item)
+        self._learn(stream_name, item)
+
+    def reset(self, epoch: str) -> None:
+        """Start over in a new *epoch*: every stream's offset back to 0 and its history
+        forgotten (a bus that lost its offsets starts numbering again). Clients stay
+        registered, and each is offered one ``epoch`` message (encoded once), before
+        any message of the new epoch; resumes against the old epoch answer
+        ``recovered: false``. (Reset to the current epoch: nothing to announce.)"""
+        previous, self.epoch = self.epoch, epoch
+        for stream in self._streams.values():
+            stream.clear()
+        self._views.clear()
+        if epoch != previous and self._clients:
+            lost = dict.fromkeys(EVENT_STREAMS, False)
+            notice = self.reply(EpochChanged(epoch=epoch, previous=previous, recovered=lost))
+            for client in tuple(self._clients.values()):
+                client.offer(notice)  # in its variant: a bare client takes none
+
+    def note_groups(self, groups: Mapping[str, GroupInfo]) -> None:
+        """The state and members of every consumer group (a snapshot's ``groups``),
+        for ``group_detail``; group events keep them current between snapshots."""
+        self._views.note_groups(groups)
+
+    def _learn(self, stream_name: str, item: Outbound) -> None:
+        """What the views need from an item that came through a bus."""
+        if stream_name == "metrics":
+            self._views.source(item)
+        elif stream_name == "groups":
+            self._views.note_event_json(item.payload)
+
+    def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
+        delivered = 0
+        for variant, clients in self._targets_of(stream_name):
+            out = item.variant(variant)  # built once for the whole group
+            if out is None:
+                continue
+            for client in clients:
+                client.subscriber.offer(out)
+            delivered += len(clients)
+        if channel != stream_name:
+            wide_ids = self._members.get(stream_name, {})
+            for variant, clients in self._targets_of(channel):
+                out = item.variant(variant)
+                if out is None:
+                    continue
+                for client in clients:
+                    if client.id not in wide_ids:
+                        client.subscriber.offer(out)
+                        delivered += 1
+        self._delivered += delivered
+
+    def _fan_out_views(self) -> None:
+        """Each subscribed view of the new snapshot, built once, to its subscribers."""
+        views = self._views
+        delivered = 0
+        for channel in self._view_channels:
+            view = views.view(channel)
+            assert view is not None  # a snapshot was just given to the views
+            for variant, clients in self._targets_of(channel):
+                out = view.variant(variant)
+                if out is None:
+                    continue
+                for client in clients:
+                    client.subscriber.offer(out)
+                delivered += len(clients)
+        self._delivered += delivered
+
+    # --- history and resume ---
+
+    def offset(self, stream: str) -> int:
+        """The offset of the last message published on *stream* (0 if none)."""
+        return self._streams[stream].offset
+
+    def latest(self, stream: str) -> Outbound | None:
+        """The last message of *stream* still in its history; for a view of metrics
+        (``metrics:lean``...), its message for the latest snapshot."""
+        if is_view(stream):
+            return self._views.view(stream)
+        return self._streams[stream].latest()
+
+    def replay(self, stream: str, after: int, epoch: str | None) -> list[Outbound] | None:
+        """Every message of *stream* with an offset greater than *after*, in order;
+        ``None`` when that cannot be done exactly (other epoch, history too short,
+        or an offset this hub never issued)."""
+        if epoch is not None and epoch != self.epoch:
+            return None
+        return self._streams[stream].replay(after)
+
+    # --- per-client replies ---
+
+    def reply(self, payload: Payload) -> Outbound:
+        """Encode a message for one client (``welcome``, ``error``...): no offset."""
+        envelope = Envelope(payload=payload, timestamp=int(self._wall_clock()))
+        return Outbound.of(encode(envelope))
+
+    # --- lifecycle and statistics ---
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> HubStatistics:
+        dropped = self._dropped_gone
+        peak = self._peak
+        for client in self._clients.values():
+            stats = client.subscriber.queue.statistics()
+            dropped += stats.dropped_total
+            peak = max(peak, stats.peak_size)
+        return HubStatistics(
+            clients=len(self._clients),
+            max_clients=self.max_clients,
+            subscribers={ch: len(m) for ch, m in sorted(self._members.items())},
+            offsets={name: s.offset for name, s in self._streams.items()},
+            published=self._published,
+            delivered=self._delivered,
+            dropped=dropped,
+            peak_queue_depth=peak,
+            epoch=self.epoch,
+        )

@@ -1,0 +1,216 @@
+"""A bounded FIFO that never blocks its producer: when full, the oldest message goes.
+
+"Message" means an item that carries an offset (a published event or snapshot): a
+client can learn of its loss from ``gap`` and recover it. Items without an offset
+(per-client replies such as ``subscribed`` or ``pong``) are skipped over when
+choosing what to drop, and only go when the queue holds nothing else.
+
+Sans-IO apart from the reader's wait (a Trio parking lot, like ``trio.MemoryChannel``).
+Every drop is counted, and drops of items that carry an offset are remembered per
+channel (first and last lost offset) until the reader takes them with
+:meth:`DropOldestQueue.take_drops`, so it can tell its client which range was lost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, Protocol, TypeVar
+
+import attrs
+import trio
+from attrs import frozen
+
+from ..config.settings import DEFAULT_QUEUE_SIZE
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "Drop", "DropOldestQueue", "QueueItem", "QueueStatistics"]
+
+
+class QueueItem(Protocol):
+    """What the queue needs to know of an item to report its loss."""
+
+    @property
+    def channel(self) -> str | None: ...
+
+    @property
+    def offset(self) -> int | None: ...
+
+
+T = TypeVar("T", bound=QueueItem)
+
+
+@frozen
+class Drop:
+    """``count`` items of *channel* were lost, offsets ``first_offset..last_offset``."""
+
+    channel: str
+    first_offset: int
+    last_offset: int
+    count: int
+
+
+@frozen
+class QueueStatistics:
+    size: int
+    capacity: int
+    put_total: int
+    dropped_total: int
+    peak_size: int
+    closed: bool
+
+
+@attrs.define
+class _DropRange:
+    first: int
+    last: int
+    count: int
+
+
+class DropOldestQueue(Generic[T]):
+    """FIFO of at most *capacity* items; ``put_nowait`` never blocks and never fails
+    for lack of room: it drops the oldest item that carries an offset instead
+    (or, if none does, the oldest item)."""
+
+    __slots__ = ("_capacity", "_closed", "_dropped", "_drops", "_items", "_lot", "_peak", "_puts")
+
+    def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        # allocated on first use and released when drained: most clients never queue
+        self._items: deque[T] | None = None
+        self._lot: trio.lowlevel.ParkingLot | None = None
+        self._drops: dict[str, _DropRange] = {}
+        self._dropped = 0
+        self._puts = 0
+        self._peak = 0
+        self._closed = False
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def put_nowait(self, item: T) -> None:
+        """Append *item*, dropping the oldest message when the queue is full."""
+        if self._closed:
+            raise trio.ClosedResourceError("queue is closed")
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        if len(items) >= self._capacity:
+            self._record_drop(self._evict(items))
+        items.append(item)
+        self._puts += 1
+        if len(items) > self._peak:
+            self._peak = len(items)
+        if self._lot:
+            self._lot.unpark()
+
+    def _evict(self, items: deque[T]) -> T:
+        if items[0].offset is not None:
+            return items.popleft()
+        for index, item in enumerate(items):
+            if item.offset is not None:
+                del items[index]
+                return item
+        return items.popleft()
+
+    def _record_drop(self, item: T) -> None:
+        self._dropped += 1
+        channel, offset = item.channel, item.offset
+        if channel is None or offset is None:
+            return
+        lost = self._drops.get(channel)
+        if lost is None:
+            self._drops[channel] = _DropRange(offset, offset, 1)
+        else:
+            lost.last = offset
+            lost.count += 1
+
+    def take_drops(self) -> list[Drop]:
+        """The ranges lost since the previous call, one per channel, and forget them."""
+        if not self._drops:
+            return []
+        out = [Drop(ch, r.first, r.last, r.count) for ch, r in self._drops.items()]
+        self._drops.clear()
+        return out
+
+    @property
+    def has_drops(self) -> bool:
+        return bool(self._drops)
+
+    def get_nowait(self) -> T:
+        """The oldest item; ``trio.WouldBlock`` if empty, ``trio.EndOfChannel`` if closed."""
+        items = self._items
+        if items:
+            item = items.popleft()
+            if not items:
+                self._items = None
+            return item
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    def get_batch_nowait(self) -> list[T]:
+        """Every pending item, oldest first (possibly none)."""
+        items = self._items
+        if not items:
+            if self._closed:
+                raise trio.EndOfChannel
+            return []
+        self._items = None
+        return list(items)
+
+    async def get(self) -> T:
+        """Wait for and return the oldest item; ``trio.EndOfChannel`` once closed and empty."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items and not self._closed:
+            await self._parking_lot().park()
+        item = self.get_nowait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    async def get_batch(self) -> list[T]:
+        """Wait until something is pending, then take all of it."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items and not self._closed:
+            await self._parking_lot().park()
+        batch = self.get_batch_nowait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch
+
+    def clear(self) -> int:
+        """Discard every pending item without counting it as a drop; return how many."""
+        n = len(self)
+        self._items = None
+        return n
+
+    def close(self) -> None:
+        """Refuse further puts and wake the reader; pending items can still be read."""
+        self._closed = True
+        if self._lot is not None:
+            self._lot.unpark_all()
+
+    def _parking_lot(self) -> trio.lowlevel.ParkingLot:
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        return self._lot
+
+    def statistics(self) -> QueueStatistics:
+        return QueueStatistics(
+            size=len(self),
+            capacity=self._capacity,
+            put_total=self._puts,
+            dropped_total=self._dropped,
+            peak_size=self._peak,
+            closed=self._closed,
+        )

@@ -1,0 +1,94 @@
+"""The event bus: how a published message reaches the hub of every node.
+
+:class:`EventBus` is the interface; :class:`MemoryBus` (the default) is one
+process: publishing is ``Hub.publish`` itself, synchronous and immediate. A
+shared implementation (Redis Streams, see ``cluster.bus``) assigns offsets centrally
+and feeds every node's hub through :meth:`Hub.deliver` from its ``run`` task,
+so all nodes see the same messages, in the same order, with the same offsets.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+from attrs import frozen
+
+from .._exceptions import TakhinWsError
+from ..core.hub import Hub
+from ..wire.messages import Payload
+
+__all__ = ["BusUnavailableError", "EventBus", "MemoryBus", "Published"]
+
+
+class BusUnavailableError(TakhinWsError):
+    """The bus cannot take a message now (its server is down); nothing was published."""
+
+
+@frozen
+class Published:
+    """Where a message landed: its stream and offset, and the epoch of the offsets."""
+
+    type: str
+    channel: str
+    offset: int
+    epoch: str
+
+
+class EventBus(Protocol):
+    """Carries published messages to the hub of every node.
+
+    - ``publish`` assigns the next offset of the message's stream and returns once
+      the message is on the bus and the local hub has offered it to its clients
+      (the same on every bus; a shared bus whose reader is cut off from its server
+      waits a bounded time, then returns); raises :class:`BusUnavailableError` when
+      it cannot publish, never loses silently.
+    - ``publish_nowait`` is the synchronous form; buses that need I/O raise
+      :class:`BusUnavailableError` from it (use ``publish``).
+    - ``run`` delivers the bus's messages to the local hub until cancelled; it calls
+      ``task_status.started()`` once the hub is in step with the bus.
+    - ``healthy`` is false while the bus's server is unreachable.
+    """
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def publish_nowait(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published: ...
+
+    async def publish(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published: ...
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+
+class MemoryBus:
+    """The single-process bus: the hub's own offsets, no I/O."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def publish_nowait(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published:
+        item = self.hub.publish(channel, payload, stale=stale)
+        assert item.channel is not None
+        assert item.offset is not None
+        return Published(payload.TYPE, item.channel, item.offset, self.hub.epoch)
+
+    async def publish(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published:
+        await trio.lowlevel.checkpoint()
+        return self.publish_nowait(channel, payload, stale=stale)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()

@@ -1,0 +1,440 @@
+"""The metrics producer: one snapshot per tick for every client, from a pluggable source.
+
+A :class:`~takhin_ws.MetricsSource` answers ``collect()`` with a
+:class:`~takhin_ws.Snapshot` (see :mod:`takhin_ws.core.snapshot`). The
+:class:`MetricsProducer` asks it once per tick on a drift-free schedule, publishes the
+result on the ``metrics`` channel, and turns the difference between successive
+snapshots into change events (:func:`takhin_ws.core.changes.diff`).
+
+A source that fails or overruns its deadline never stops the producer: the last good
+snapshot is published again with the envelope flag ``stale: true`` and the producer
+stays unready (:attr:`MetricsProducer.ready`) while ``unready_after`` or more collects
+in a row have failed. The first good collect ends the streak.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+from attrs import frozen
+
+from .._exceptions import HubClosedError
+from ..core.changes import diff
+from ..core.hub import Hub
+from ..core.series import Series
+from ..core.snapshot import MetricsSource, MetricsSourceError, Snapshot
+from ..wire.events import EventError, check_event
+from ..wire.messages import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MonitoringMetrics,
+    Payload,
+    TopicCreated,
+    TopicDeleted,
+)
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "MetricsProducer",
+    "MetricsStatistics",
+]
+
+logger: Final = logging.getLogger("takhin_ws.metrics")
+
+#: Seconds between two snapshots (2.9 sent one every 2 s).
+DEFAULT_INTERVAL: Final = 2.0
+#: Invalid topic names and group ids from a source each logged once, up to this many.
+MAX_REPORTED_NAMES: Final = 1000
+
+
+@frozen(kw_only=True)
+class MetricsStatistics:
+    """Counters of one producer (for ``/readyz``, logs and the server's own metrics)."""
+
+    #: Collects attempted (one per tick).
+    ticks: int
+    #: Collects that raised or overran their deadline, in total.
+    failures: int
+    #: Collects that failed in a row, up to now (0 after a good one).
+    failure_streak: int
+    #: Wall-clock time (Unix seconds) of the last good collect, ``None`` before it.
+    last_success: float | None
+    #: Whether the last snapshot published was the previous one again (``stale``).
+    stale: bool
+    #: Change events emitted (handed to the ingress, the hub or the publish hook).
+    events: int = 0
+    #: Change events skipped because the source reported an invalid topic or group.
+    invalid_events: int = 0
+
+
+class CollectTimeoutError(MetricsSourceError):
+    """``collect`` did not return within ``collect_timeout``."""
+
+
+class MetricsProducer:
+    """Publish a snapshot on ``metrics`` every *interval* seconds, plus change events.
+
+    - The schedule is drift-free: tick *k* is due at ``start + k * interval`` on Trio's
+      clock; a tick that could not start on time (a slow collect) is skipped rather
+      than run late, so the cadence never bunches up.
+    - Each tick calls ``source.collect()`` once, within *collect_timeout* seconds
+      (default: *interval*). A failing source is retried at the next tick, so it is
+      asked no more often than a healthy one.
+    - On success the snapshot is published with ``stale=False``; the change events
+      found by diffing it against the previous good snapshot go to *on_event* if
+      given, else to ``hub.publish_event``. The first snapshot yields no events;
+      with *detect_changes* false there are none at all. An event that fails
+      :func:`~takhin_ws.wire.events.check_event` (a topic name Kafka would refuse,
+      an empty group id) is skipped, with one warning per name.
+    - On failure the last good snapshot (if any) is published again with
+      ``stale=True``. The first failure of a streak is logged as a warning on the
+      ``takhin_ws.metrics`` logger, the recovery as an info line, the rest at debug.
+    - :attr:`ready` is true once a snapshot was produced and while fewer than
+      *unready_after* collects in a row have failed.
+    - Cluster mode (both hooks default to ``None``, which keeps all of the above):
+      *should_collect* is awaited before each tick and the tick is skipped (no
+      collect, nothing published; :attr:`ready` true) unless it returns true, so one
+      node collects for all (it holds a lease); losing it forgets the last snapshot,
+      so a later takeover starts without diffing stale state. *publish* replaces the
+      hub and *on_event*: it is awaited with the snapshot and its stale flag, and
+      with each change event and ``None``; a failure is logged (a warning for the
+      first of a streak) and the tick goes on.
+    - *series* (optional) gets every good snapshot, for the charts of a page that
+      reloads (``history``); while another node collects, the snapshot the bus
+      delivered to the hub instead (each once).
+
+    :meth:`run` runs until cancelled, or until the hub is closed. Cancellation and
+    ``KeyboardInterrupt`` propagate; only :class:`Exception` from the source is
+    contained.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        source: MetricsSource,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        collect_timeout: float | None = None,
+        unready_after: int = 3,
+        on_event: Callable[[Payload], object] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        publish: Callable[[Payload, bool | None], Awaitable[object]] | None = None,
+        should_collect: Callable[[], Awaitable[bool]] | None = None,
+        detect_changes: bool = True,
+        series: Series | None = None,
+    ) -> None:
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if collect_timeout is None:
+            collect_timeout = interval
+        if not collect_timeout > 0:
+            raise ValueError(f"collect_timeout must be positive, got {collect_timeout!r}")
+        if unready_after < 1:
+            raise ValueError(f"unready_after must be >= 1, got {unready_after!r}")
+        self.hub = hub
+        self.source = source
+        self.interval = float(interval)
+        self.collect_timeout = float(collect_timeout)
+        self.unready_after = unready_after
+        self._on_event = on_event
+        self._wall_clock = wall_clock
+        self._snapshot: Snapshot | None = None
+        self._ticks = 0
+        self._failures = 0
+        self._streak = 0
+        self._streak_started: float | None = None
+        self._last_success: float | None = None
+        self._stale = False
+        self._events = 0
+        self._running = False
+        self._publish_hook = publish
+        self._should_collect = should_collect
+        self._outbox: list[tuple[Payload, bool | None]] = []
+        self._collecting = True
+        self._publish_failing = False
+        self._detect_changes = detect_changes
+        self._invalid_events = 0
+        self._reported: set[str] = set()
+        self.series = series
+        self._followed: tuple[str, int | None] | None = None  # the last delivered one fed
+
+    # --- state ---
+
+    @property
+    def ready(self) -> bool:
+        """A snapshot was produced and fewer than ``unready_after`` collects in a row
+        have failed since. Always true while another node collects (cluster mode)."""
+        if not self._collecting:
+            return True
+        return self._snapshot is not None and self._streak < self.unready_after
+
+    @property
+    def collecting(self) -> bool:
+        """False while *should_collect* says another node collects."""
+        return self._collecting
+
+    @property
+    def latest(self) -> MonitoringMetrics | None:
+        """The last good metrics (what a new client is sent first), or ``None``."""
+        return None if self._snapshot is None else self._snapshot.metrics
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The last good snapshot, groups included."""
+        return self._snapshot
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last published snapshot was a repeat of an older one."""
+        return self._stale
+
+    def statistics(self) -> MetricsStatistics:
+        return MetricsStatistics(
+            ticks=self._ticks,
+            failures=self._failures,
+            failure_streak=self._streak,
+            last_success=self._last_success,
+            stale=self._stale,
+            events=self._events,
+            invalid_events=self._invalid_events,
+        )
+
+    # --- the task ---
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick until cancelled (or until the hub closes). Reports started at once."""
+        if self._running:
+            raise RuntimeError("this MetricsProducer is already running")
+        self._running = True
+        try:
+            task_status.started()
+            start = trio.current_time()
+            tick = 0
+            while True:
+                if not await self.tick():
+                    logger.debug("hub closed: metrics producer stops")
+                    return
+                tick = self._next_tick(tick, start, trio.current_time())
+                await trio.sleep_until(start + tick * self.interval)
+        finally:
+            self._running = False
+
+    def _next_tick(self, tick: int, start: float, now: float) -> int:
+        """The next tick due at or after *now* (missed ticks are skipped, not bunched)."""
+        late = math.ceil((now - start) / self.interval - 1e-9)
+        return max(tick + 1, late)
+
+    async def tick(self) -> bool:
+        """Collect and publish once. Returns ``False`` once the hub is closed.
+
+        :meth:`run` calls this on schedule; tests and embedding code may call it
+        directly (not concurrently with :meth:`run`).
+        """
+        if self._should_collect is not None and not await self._may_collect():
+            self._follow()
+            return not self.hub.closed
+        self._ticks += 1
+        snapshot, error = await self._collect()
+        if snapshot is not None:
+            alive = self._succeeded(snapshot)
+        else:
+            assert error is not None
+            alive = self._failed(error)
+        if self._publish_hook is not None:
+            await self._flush(self._publish_hook)
+        return alive
+
+    async def _may_collect(self) -> bool:
+        assert self._should_collect is not None
+        try:
+            collect = bool(await self._should_collect())
+        except Exception as exc:
+            logger.debug("should_collect failed (%s): not collecting this tick", _describe(exc))
+            collect = False
+        if not collect and self._collecting:
+            self._snapshot = None  # a later takeover must not diff against stale state
+            self._stale = False
+        self._collecting = collect
+        return collect
+
+    async def _flush(self, publish: Callable[[Payload, bool | None], Awaitable[object]]) -> None:
+        outbox, self._outbox = self._outbox, []
+        for payload, stale in outbox:
+            try:
+                await publish(payload, stale)
+            except Exception as exc:
+                if not self._publish_failing:
+                    logger.warning(
+                        "could not publish the %s message: %s; dropping what cannot be "
+                        "published until publishing works again",
+                        payload.TYPE,
+                        _describe(exc),
+                    )
+                else:
+                    logger.debug("could not publish the %s message: %s", payload.TYPE, exc)
+                self._publish_failing = True
+                continue
+            if self._publish_failing:
+                logger.info("publishing works again")
+                self._publish_failing = False
+            if stale is None:
+                self._events += 1
+
+    async def _collect(self) -> tuple[Snapshot | None, Exception | None]:
+        result: object = None
+        error: Exception | None = None
+        with trio.move_on_after(self.collect_timeout) as scope:
+            try:
+                result = await self.source.collect()
+            except Exception as exc:
+                error = exc
+        if scope.cancelled_caught:
+            return None, CollectTimeoutError(
+                f"metrics source {type(self.source).__name__} did not answer within "
+                f"{self.collect_timeout:g} s"
+            )
+        if error is not None:
+            return None, error
+        if not isinstance(result, Snapshot):
+            return None, TypeError(
+                f"{type(self.source).__name__}.collect() returned "
+                f"{type(result).__name__}, expected a Snapshot"
+            )
+        return result, None
+
+    def _succeeded(self, snapshot: Snapshot) -> bool:
+        previous = self._snapshot
+        self._snapshot = snapshot
+        now = self._wall_clock()
+        self._last_success = now
+        if self._streak:
+            since = "" if self._streak_started is None else f" ({now - self._streak_started:.1f} s)"
+            logger.info(
+                "metrics source recovered after %d failed collect%s%s",
+                self._streak,
+                "" if self._streak == 1 else "s",
+                since,
+            )
+        self._streak = 0
+        self._streak_started = None
+        self._stale = False
+        self.hub.note_groups(snapshot.groups)  # group state for the group_detail view
+        if (
+            self._detect_changes
+            and previous is not None
+            and not self._emit(self._valid(diff(previous, snapshot)))
+        ):
+            return False
+        if self.series is not None:
+            self.series.add(snapshot.metrics, now)
+        return self._publish(snapshot.metrics, stale=False)
+
+    def _follow(self) -> None:
+        """Another node collects: feed the series the snapshot the bus delivered."""
+        item = self.hub.latest("metrics")
+        if self.series is None or item is None:
+            return
+        seen = (self.hub.epoch, item.offset)
+        if seen != self._followed:
+            self._followed = seen
+            try:
+                self.series.add_message(item.payload)
+            except ValueError as exc:
+                logger.warning("cannot chart the delivered snapshot: %s", exc)
+
+    def _failed(self, error: Exception) -> bool:
+        self._failures += 1
+        self._streak += 1
+        reason = _describe(error)
+        if self._streak == 1:
+            self._streak_started = self._wall_clock()
+            logger.warning(
+                "metrics source failed: %s; %s until it recovers (unready after %d "
+                "failures in a row)",
+                reason,
+                "republishing the last snapshot as stale"
+                if self._snapshot is not None
+                else "no snapshot to publish",
+                self.unready_after,
+                exc_info=error if logger.isEnabledFor(logging.DEBUG) else None,
+            )
+        else:
+            logger.debug("metrics source failed again (%d in a row): %s", self._streak, reason)
+        if self._snapshot is None:
+            return not self.hub.closed
+        self._stale = True
+        return self._publish(self._snapshot.metrics, stale=True)
+
+    def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
+        if self._publish_hook is not None:
+            self._outbox.append((metrics, stale))
+            return not self.hub.closed
+        try:
+            self.hub.publish("metrics", metrics, stale=stale)
+        except HubClosedError:
+            return False
+        except Exception:
+            logger.exception("could not publish the metrics snapshot")
+        return True
+
+    def _valid(self, events: list[Payload]) -> list[Payload]:
+        valid: list[Payload] = []
+        for event in events:
+            try:
+                check_event(event)
+            except EventError as exc:
+                self._invalid_events += 1
+                name = _subject(event)
+                if name in self._reported:
+                    logger.debug("skipping the %s event of %s: %s", event.TYPE, name, exc)
+                elif len(self._reported) < MAX_REPORTED_NAMES:
+                    self._reported.add(name)
+                    logger.warning(
+                        "metrics source %s reports %s, which cannot be announced (%s); "
+                        "skipping its change events",
+                        type(self.source).__name__,
+                        name,
+                        exc,
+                    )
+                continue
+            valid.append(event)
+        return valid
+
+    def _emit(self, events: list[Payload]) -> bool:
+        if self._publish_hook is not None:
+            self._outbox.extend((event, None) for event in events)
+            return not self.hub.closed
+        for event in events:
+            try:
+                if self._on_event is not None:
+                    self._on_event(event)
+                else:
+                    self.hub.publish_event(event)
+            except HubClosedError:
+                return False
+            except Exception:
+                logger.exception("could not publish the %s event %r", event.TYPE, event)
+            else:
+                self._events += 1
+        return True
+
+
+def _subject(event: Payload) -> str:
+    if isinstance(event, TopicCreated | TopicDeleted):
+        return f"topic {event.name!r}"
+    if isinstance(event, GroupCreated | GroupUpdated | GroupDeleted):
+        return f"group {event.group_id!r}"
+    return event.TYPE
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, MetricsSourceError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,127 @@
+"""``GET /metrics``: a server's statistics as Prometheus text (prometheus-client).
+
+The renderer takes a frozen :class:`ServerStatistics` value (what
+``Server.statistics()`` returns) and knows nothing of the server itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from attrs import frozen
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..core.hub import HubStatistics
+from ..ingest.producer import MetricsStatistics
+
+__all__ = ["ServerStatistics", "render_metrics"]
+
+
+@frozen
+class ServerStatistics:
+    """A server's counters at one moment (``Server.statistics()``)."""
+
+    hub: HubStatistics
+    #: TCP connections accepted since start.
+    connections: int
+    #: HTTP requests (and upgrades) refused, by status.
+    rejected: Mapping[int, int]
+    #: Clients whose socket is not keeping up (writes queued).
+    backlogged_clients: int
+    ready: bool
+    #: ``None`` without a shared event bus.
+    bus_healthy: bool | None
+    #: ``None`` without a metrics producer.
+    producer: MetricsStatistics | None
+
+
+class _StatisticsCollector(Collector):
+    def __init__(self, statistics: ServerStatistics) -> None:
+        self._statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        statistics = self._statistics
+        stats = statistics.hub
+        yield GaugeMetricFamily(
+            "takhin_ws_clients", "WebSocket clients registered in the hub", value=stats.clients
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_max_clients", "Configured connection limit", value=stats.max_clients
+        )
+        subs = GaugeMetricFamily(
+            "takhin_ws_channel_subscribers", "Clients subscribed per channel", labels=["channel"]
+        )
+        for channel, count in stats.subscribers.items():
+            subs.add_metric([channel], count)
+        yield subs
+        offsets = GaugeMetricFamily(
+            "takhin_ws_stream_offset", "Offset of the last message per stream", labels=["stream"]
+        )
+        for stream, offset in stats.offsets.items():
+            offsets.add_metric([stream], offset)
+        yield offsets
+        yield CounterMetricFamily(
+            "takhin_ws_published", "Messages published through the hub", value=stats.published
+        )
+        yield CounterMetricFamily(
+            "takhin_ws_deliveries",
+            "Messages offered to client connections",
+            value=stats.delivered,
+        )
+        yield CounterMetricFamily(
+            "takhin_ws_dropped",
+            "Messages dropped from slow clients' queues (drop-oldest)",
+            value=stats.dropped,
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_peak_queue_depth",
+            "Deepest client queue seen",
+            value=stats.peak_queue_depth,
+        )
+        yield CounterMetricFamily(
+            "takhin_ws_connections", "TCP connections accepted", value=statistics.connections
+        )
+        rejected = CounterMetricFamily(
+            "takhin_ws_rejected_requests", "HTTP requests refused, by status", labels=["status"]
+        )
+        for status, count in sorted(statistics.rejected.items()):
+            rejected.add_metric([str(status)], count)
+        yield rejected
+        yield GaugeMetricFamily(
+            "takhin_ws_backlogged_clients",
+            "Clients whose socket is not keeping up (writes queued)",
+            value=statistics.backlogged_clients,
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_ready", "1 when /readyz answers 200", value=statistics.ready
+        )
+        if statistics.bus_healthy is not None:
+            yield GaugeMetricFamily(
+                "takhin_ws_bus_healthy",
+                "1 while the shared event bus (Redis) is reachable",
+                value=statistics.bus_healthy,
+            )
+        pstats = statistics.producer
+        if pstats is not None:
+            yield CounterMetricFamily(
+                "takhin_ws_metrics_ticks", "Metrics snapshots published", value=pstats.ticks
+            )
+            yield CounterMetricFamily(
+                "takhin_ws_metrics_collect_failures",
+                "Failed or timed-out collects of the metrics source",
+                value=pstats.failures,
+            )
+            yield GaugeMetricFamily(
+                "takhin_ws_metrics_stale",
+                "1 while clients are being sent the last good (stale) snapshot",
+                value=pstats.stale,
+            )
+
+
+def render_metrics(statistics: ServerStatistics) -> bytes:
+    """*statistics* in the Prometheus text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StatisticsCollector(statistics))
+    return generate_latest(registry)

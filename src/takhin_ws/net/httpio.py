@@ -1,0 +1,70 @@
+"""Reading one HTTP request (head, then body) from a connection: the I/O half of ``wire/http``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import h11
+import trio
+
+from ..wire.http import (
+    MAX_HEAD_BYTES,
+    HttpError,
+    Request,
+    check_declared_length,
+    head_error,
+    head_parser,
+    request_of,
+)
+
+__all__ = ["read_body", "read_request"]
+
+#: Most bytes one read of a request body asks for.
+BODY_READ_BYTES: Final = 64 * 1024
+
+
+async def read_request(stream: trio.abc.ReceiveStream) -> Request:
+    """Read one request head; raise :class:`HttpError` (400/431) on a bad one, or
+    ``trio.BrokenResourceError`` if the peer goes away first."""
+    conn = head_parser()
+    raw = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise head_error(exc, len(raw)) from None
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(MAX_HEAD_BYTES)
+            if not data:
+                raise trio.BrokenResourceError("peer closed before sending a request")
+            raw += data
+            conn.receive_data(bytes(data))
+            continue
+        if isinstance(event, h11.Request):
+            return request_of(event, bytes(raw), conn)
+        raise HttpError(400, "bad request")
+
+
+async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int) -> bytes:
+    """The request body, at most *limit* bytes (413 beyond it)."""
+    check_declared_length(request, limit)
+    conn = request.conn
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise HttpError(400, f"bad request body: {exc}") from None
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(BODY_READ_BYTES)
+            if not data:
+                raise HttpError(400, "request body ended early")
+            conn.receive_data(bytes(data))
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > limit:
+                raise HttpError(413, f"body exceeds the limit of {limit} bytes")
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:
+            raise HttpError(400, "bad request body")

@@ -1,0 +1,164 @@
+"""Server-to-client WebSocket frames, built once and shared by every client (sans-IO).
+
+Server frames are never masked (RFC 6455 section 5.1), so one ``bytes`` object is a
+valid frame for every connection. A published message has a few *wire variants*
+(:class:`Variant`): the envelope or only its metrics ``data`` (``format=bare``), plain
+or compressed with permessage-deflate (one per window size). Each variant is built
+lazily, the first time a client of that variant needs it, and then shared: with
+``server_no_context_takeover`` a compressed message depends on no connection's state.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import attrs
+from attrs import frozen
+
+from .deflate import deflate
+
+__all__ = [
+    "BARE",
+    "PLAIN",
+    "Outbound",
+    "Variant",
+    "bare_payload",
+    "close_frame",
+    "deflated_frame",
+    "ping_frame",
+    "text_frame",
+]
+
+_FIN_TEXT: Final = 0x81
+_FIN_CLOSE: Final = 0x88
+_FIN_PING: Final = 0x89
+#: RSV1 marks a compressed message (RFC 7692 section 6).
+_RSV1: Final = 0x40
+_MAX_CONTROL_PAYLOAD: Final = 125
+#: How every envelope of a metrics snapshot starts (``encode`` writes ``type`` first).
+_METRICS_PREFIX: Final = b'{"type":"metrics","data":'
+#: The envelope key that follows ``data`` (``,"timestamp":`` cannot occur inside a JSON
+#: string, where every quote is escaped, so its last occurrence is the envelope's).
+_AFTER_DATA: Final = b',"timestamp":'
+
+
+def _header(first: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked text frame carrying UTF-8 *payload*."""
+    return _header(_FIN_TEXT, len(payload)) + payload
+
+
+def deflated_frame(data: bytes) -> bytes:
+    """One unfragmented text frame carrying a permessage-deflate message (RSV1 set)."""
+    return _header(_FIN_TEXT | _RSV1, len(data)) + data
+
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    if len(payload) > _MAX_CONTROL_PAYLOAD:
+        raise ValueError("control frame payload exceeds 125 bytes")
+    return _header(_FIN_PING, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    encoded = reason.encode()
+    if len(encoded) > _MAX_CONTROL_PAYLOAD - 2:  # cut on a character boundary: valid UTF-8
+        encoded = encoded[: _MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
+    body = struct.pack("!H", code) + encoded
+    return _header(_FIN_CLOSE, len(body)) + body
+
+
+def bare_payload(payload: bytes) -> bytes | None:
+    """The ``data`` object of a ``metrics`` envelope, as JSON; ``None`` for any other
+    message (a ``format=bare`` client receives metrics and nothing else)."""
+    if not payload.startswith(_METRICS_PREFIX):
+        return None
+    end = payload.rfind(_AFTER_DATA)
+    if end < len(_METRICS_PREFIX):
+        return None
+    return payload[len(_METRICS_PREFIX) : end]
+
+
+@frozen
+class Variant:
+    """What one client receives of a message: envelope or bare, plain or compressed.
+
+    ``window_bits`` 0 is plain; 9-15 is permessage-deflate with that window, for
+    payloads of at least ``min_size`` bytes (smaller ones go plain).
+    """
+
+    bare: bool = False
+    window_bits: int = 0
+    min_size: int = 0
+
+    @property
+    def uncompressed(self) -> Variant:
+        return BARE if self.bare else PLAIN
+
+
+#: The 2.9 envelope, uncompressed: what every client gets by default.
+PLAIN: Final = Variant()
+#: ``format=bare``, uncompressed.
+BARE: Final = Variant(bare=True)
+
+
+@frozen(slots=True, weakref_slot=False)
+class Outbound:
+    """One encoded message: the JSON payload and its ready-to-write frame.
+
+    ``channel`` is the stream whose offset it carries (``None`` with ``offset`` for
+    per-client replies such as ``welcome`` or ``error``); ``route`` is the channel it
+    was published on (``topic:orders`` for an event of that topic). The same object is put
+    into every subscriber's queue; :meth:`variant` gives the object to put into the
+    queue of a client that receives another variant (built once, then shared).
+    """
+
+    payload: bytes
+    frame: bytes
+    channel: str | None = None
+    offset: int | None = None
+    route: str | None = None
+    _variants: dict[Variant, Outbound | None] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
+
+    @classmethod
+    def of(
+        cls,
+        payload: bytes,
+        channel: str | None = None,
+        offset: int | None = None,
+        route: str | None = None,
+    ) -> Outbound:
+        return cls(payload, text_frame(payload), channel, offset, route)
+
+    def variant(self, variant: Variant) -> Outbound | None:
+        """This message as *variant* clients receive it (``self`` for :data:`PLAIN`);
+        ``None`` if they receive nothing of it (a bare client and a non-metrics message)."""
+        if variant == PLAIN:
+            return self
+        variants = self._variants
+        try:
+            return variants[variant]
+        except KeyError:
+            built = variants[variant] = self._build(variant)
+            return built
+
+    def _build(self, variant: Variant) -> Outbound | None:
+        if variant == BARE:
+            payload = bare_payload(self.payload)
+            if payload is None:
+                return None
+            return Outbound(payload, text_frame(payload), self.channel, self.offset, self.route)
+        base = self.variant(variant.uncompressed)
+        if base is None or len(base.payload) < variant.min_size:
+            return base
+        frame = deflated_frame(deflate(base.payload, variant.window_bits))
+        return Outbound(base.payload, frame, self.channel, self.offset, self.route)

@@ -1,0 +1,165 @@
+"""Plain HTTP on the WebSocket port, without I/O: requests, refusals, responses (sans-IO).
+
+A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``); the raw bytes read
+so far are kept so an upgrade request can be replayed to trio-websocket. Reading from a
+connection is :mod:`takhin_ws.net.httpio`; answering is :func:`response_bytes`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import h11
+import orjson
+
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "HttpError",
+    "Request",
+    "check_declared_length",
+    "error_code",
+    "head_error",
+    "head_parser",
+    "json_error",
+    "request_of",
+    "response_bytes",
+]
+
+_KNOWN_STATUSES: Final = frozenset(s.value for s in HTTPStatus)
+
+#: A request head larger than this is refused.
+MAX_HEAD_BYTES: Final = 16 * 1024
+
+
+class HttpError(Exception):
+    """The peer's HTTP request is unacceptable; answer *status* with *message*."""
+
+    def __init__(self, status: int, message: str, *, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+@attrs.frozen
+class Request:
+    method: str
+    target: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    raw: bytes  # every byte read from the socket so far (head and any body bytes)
+    conn: h11.Connection
+    http_version: str = "1.1"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    @property
+    def is_websocket(self) -> bool:
+        upgrade = (self.header("upgrade") or "").lower()
+        return self.method == "GET" and "websocket" in upgrade
+
+
+def head_parser() -> h11.Connection:
+    """A fresh h11 server connection that refuses heads over ``MAX_HEAD_BYTES``."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
+def head_error(exc: h11.RemoteProtocolError, received: int) -> HttpError:
+    """The refusal of a head h11 could not parse, *received* bytes into it."""
+    if received > MAX_HEAD_BYTES:
+        return HttpError(431, "request head too large")
+    return HttpError(400, f"bad request: {exc}")
+
+
+def request_of(event: h11.Request, raw: bytes, conn: h11.Connection) -> Request:
+    """The :class:`Request` of a parsed head; raise 431 when it arrived whole but too
+    large (h11 bounds only a head still incomplete)."""
+    if len(raw) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+        raise HttpError(431, "request head too large")
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = event.target.decode("latin-1")
+    parts = urlsplit(target)
+    return Request(
+        method=event.method.decode("ascii", "replace"),
+        target=target,
+        path=parts.path,
+        query=parse_qs(parts.query, keep_blank_values=True),
+        headers=headers,
+        raw=raw,
+        conn=conn,
+        http_version=event.http_version.decode("ascii", "replace"),
+    )
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    """413 up front when the declared ``Content-Length`` exceeds *limit*."""
+    declared = request.header("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+
+
+def response_bytes(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str = "application/json",
+    headers: list[tuple[str, str]] | None = None,
+    head_only: bool = False,
+) -> bytes:
+    """A complete ``Connection: close`` response."""
+    conn = h11.Connection(h11.SERVER)
+    # h11 needs to have seen a request before it writes a response (HEAD: no body)
+    method = b"HEAD" if head_only else b"GET"
+    conn.receive_data(method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.next_event()
+    all_headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        ("Cache-Control", "no-store"),
+        *(headers or []),
+    ]
+    reason = HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""
+    response = h11.Response(status_code=status, headers=all_headers, reason=reason.encode())
+    out = conn.send(response) or b""
+    if body and not head_only:
+        out += conn.send(h11.Data(data=body)) or b""
+    out += conn.send(h11.EndOfMessage()) or b""
+    return out
+
+
+def json_error(status: int, code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"status": status, "code": code, "message": message}})
+
+
+_ERROR_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+    426: "upgrade_required",
+    431: "head_too_large",
+    503: "unavailable",
+}
+
+
+def error_code(status: int) -> str:
+    """The ``error.code`` of a refusal with *status*."""
+    return _ERROR_CODES.get(status, "error")

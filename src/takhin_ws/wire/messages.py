@@ -1,0 +1,439 @@
+"""Every message of the wire protocol as a frozen attrs class (sans-IO).
+
+Takhin 2.9 messages plus the additive v1 extensions. Every message is an envelope
+``{"type", "data", "timestamp"}`` (timestamp in Unix seconds); events additionally
+carry ``channel``, ``offset`` and ``epoch``, metrics carry ``stale``. Payloads have
+snake_case attributes that travel as camelCase keys (see :mod:`takhin_ws.wire.codec`).
+Each payload class names its wire type in ``TYPE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
+
+import attrs
+from attrs import field, frozen
+
+from .channels import parse_channel
+
+__all__ = [
+    "ALL_TYPES",
+    "CLIENT_TYPES",
+    "EVENT_TYPES",
+    "GROUP_STATES",
+    "NO_DATA_TYPES",
+    "OPTIONAL_DATA_TYPES",
+    "PAYLOAD_CLASSES",
+    "PROTOCOL_VERSION",
+    "ClusterHealth",
+    "ConsumerLag",
+    "Envelope",
+    "EpochChanged",
+    "Error",
+    "Gap",
+    "GroupCreated",
+    "GroupDeleted",
+    "GroupDetail",
+    "GroupState",
+    "GroupUpdated",
+    "Heartbeat",
+    "History",
+    "HistoryPoint",
+    "Latency",
+    "Limits",
+    "MonitoringMetrics",
+    "PartitionLag",
+    "Payload",
+    "Ping",
+    "Pong",
+    "Subscribe",
+    "Subscribed",
+    "Throughput",
+    "TopicConsumer",
+    "TopicCreated",
+    "TopicDeleted",
+    "TopicDetail",
+    "TopicLag",
+    "TopicStats",
+    "Unsubscribe",
+    "Welcome",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+GroupState: TypeAlias = Literal[
+    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"
+]
+GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
+
+
+# --- metrics payload (the 2.9 MonitoringMetrics shape, all keys always present) ---
+
+
+@frozen(kw_only=True)
+class Throughput:
+    produce_rate: float = 0.0
+    fetch_rate: float = 0.0
+    produce_bytes: float = 0.0
+    fetch_bytes: float = 0.0
+
+
+@frozen(kw_only=True)
+class Latency:
+    produce_p50: float = 0.0
+    produce_p95: float = 0.0
+    produce_p99: float = 0.0
+    fetch_p50: float = 0.0
+    fetch_p95: float = 0.0
+    fetch_p99: float = 0.0
+
+
+@frozen(kw_only=True)
+class TopicStats:
+    name: str
+    partitions: int
+    total_messages: int
+    total_bytes: int
+    produce_rate: float
+    fetch_rate: float
+
+
+@frozen(kw_only=True)
+class PartitionLag:
+    partition: int
+    current_offset: int
+    log_end_offset: int
+    lag: int
+
+
+@frozen(kw_only=True)
+class TopicLag:
+    topic: str
+    total_lag: int
+    partition_lags: tuple[PartitionLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class ConsumerLag:
+    group_id: str
+    total_lag: int
+    topic_lags: tuple[TopicLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class ClusterHealth:
+    active_connections: int = 0
+    total_topics: int = 0
+    total_partitions: int = 0
+    total_consumers: int = 0
+    disk_usage_bytes: int = 0
+    memory_usage_bytes: int = 0
+    goroutine_count: int = 0
+
+
+# --- payloads: one class per message type; TYPE is the wire name ---
+
+
+@frozen(kw_only=True)
+class MonitoringMetrics:
+    TYPE: ClassVar[str] = "metrics"
+    throughput: Throughput = Throughput()
+    latency: Latency = Latency()
+    topic_stats: tuple[TopicStats, ...] = ()
+    consumer_lags: tuple[ConsumerLag, ...] = ()
+    cluster_health: ClusterHealth = ClusterHealth()
+    timestamp: int = 0
+
+
+@frozen(kw_only=True)
+class GroupDetail:
+    """``group_detail`` (view ``metrics:group:<groupId>``): one group's lag in full.
+
+    A group absent from the snapshot is ``Dead`` with no members, lag or topics.
+    """
+
+    TYPE: ClassVar[str] = "group_detail"
+    group_id: str
+    state: GroupState = "Dead"
+    members: int = 0
+    total_lag: int = 0
+    topic_lags: tuple[TopicLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class TopicConsumer:
+    """One consumer group reading a topic, in a ``topic_detail`` message."""
+
+    group_id: str
+    total_lag: int
+    partition_lags: tuple[PartitionLag, ...] = ()
+
+
+@frozen(kw_only=True)
+class TopicDetail:
+    """``topic_detail`` (view ``metrics:topic:<name>``): a topic and the groups reading it."""
+
+    TYPE: ClassVar[str] = "topic_detail"
+    name: str
+    partitions: int = 0
+    total_messages: int = 0
+    total_bytes: int = 0
+    produce_rate: float = 0.0
+    fetch_rate: float = 0.0
+    consumers: tuple[TopicConsumer, ...] = ()
+
+
+@frozen(kw_only=True)
+class HistoryPoint:
+    """One tick of the chart series: cluster throughput, latency, total lag per group.
+
+    ``timestamp`` is Unix seconds (a float, for sub-second intervals); ``group_lags``
+    holds the groups with the most lag at that tick (a bounded number of them).
+    """
+
+    timestamp: float
+    throughput: Throughput = Throughput()
+    latency: Latency = Latency()
+    group_lags: Mapping[str, int] = attrs.Factory(dict)
+
+
+@frozen(kw_only=True)
+class History:
+    """``history``: the recent chart series, oldest first, one point per tick
+    (*interval* seconds apart), so a reloaded page shows full charts at once.
+
+    The answer to a client's ``{"type": "history"}``, which carries no data (the
+    request decodes to an empty ``History``).
+    """
+
+    TYPE: ClassVar[str] = "history"
+    interval: float = 0.0
+    points: tuple[HistoryPoint, ...] = ()
+
+
+@frozen(kw_only=True)
+class EpochChanged:
+    """``epoch``: the offsets restarted under a new epoch (a Redis bus lost them).
+
+    Sent before any event of the new epoch; ``recovered`` is ``false`` for every
+    event stream: a client refetches its state, then resumes from the new epoch.
+    """
+
+    TYPE: ClassVar[str] = "epoch"
+    epoch: str
+    previous: str
+    recovered: Mapping[str, bool] = attrs.Factory(dict)
+
+
+@frozen(kw_only=True)
+class TopicCreated:
+    TYPE: ClassVar[str] = "topic_created"
+    name: str
+    partitions: int
+
+
+@frozen(kw_only=True)
+class TopicDeleted:
+    TYPE: ClassVar[str] = "topic_deleted"
+    name: str
+
+
+@frozen(kw_only=True)
+class _GroupEvent:
+    group_id: str
+    state: GroupState
+    members: int
+
+
+@frozen(kw_only=True)
+class GroupCreated(_GroupEvent):
+    TYPE: ClassVar[str] = "group_created"
+
+
+@frozen(kw_only=True)
+class GroupUpdated(_GroupEvent):
+    TYPE: ClassVar[str] = "group_updated"
+
+
+@frozen(kw_only=True)
+class GroupDeleted(_GroupEvent):
+    TYPE: ClassVar[str] = "group_deleted"
+
+
+@frozen
+class Ping:
+    """Client heartbeat at the JSON level (``{"type": "ping"}``); no data."""
+
+    TYPE: ClassVar[str] = "ping"
+
+
+@frozen
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+
+
+def _channels(value: tuple[str, ...]) -> tuple[str, ...]:
+    for channel in value:
+        parse_channel(channel)
+    return value
+
+
+@frozen(kw_only=True)
+class Subscribe:
+    """``subscribe``: data is a string (2.9), a list, or ``{channels, since, epoch}``."""
+
+    TYPE: ClassVar[str] = "subscribe"
+    channels: tuple[str, ...] = field(converter=_channels)
+    since: Mapping[str, int] | None = None
+    epoch: str | None = None
+
+
+@frozen(kw_only=True)
+class Unsubscribe:
+    TYPE: ClassVar[str] = "unsubscribe"
+    channels: tuple[str, ...] = field(converter=_channels)
+
+
+@frozen(kw_only=True)
+class Heartbeat:
+    interval: float
+    timeout: float
+
+
+@frozen(kw_only=True)
+class Limits:
+    queue_size: int
+    max_message_size: int
+    #: Channels one connection may be subscribed to at once (0: not announced).
+    max_channels: int = 0
+
+
+@frozen(kw_only=True)
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    protocol: int
+    client_id: str
+    epoch: str
+    channels: tuple[str, ...]
+    heartbeat: Heartbeat
+    limits: Limits
+    #: The offset of the last event of each event stream when the client connected:
+    #: resume from there (``since``) to miss nothing that happened after.
+    offsets: Mapping[str, int] = attrs.Factory(dict)
+
+
+@frozen(kw_only=True)
+class Subscribed:
+    """Answer to ``subscribe``/``unsubscribe``, proportional to the request: ``channels``
+    are the ones the request changed (added by ``subscribe``, removed by
+    ``unsubscribe``) and ``count`` is the size of the whole subscription after it.
+    (In ``welcome``'s place, when resuming at connect, ``channels`` is the subscription.)
+
+    ``recovered`` has one entry per stream the request asked to resume (``since``):
+    ``true`` when every missed event followed, ``false`` when the client must refetch.
+    """
+
+    TYPE: ClassVar[str] = "subscribed"
+    channels: tuple[str, ...]
+    recovered: Mapping[str, bool] = attrs.Factory(dict)
+    count: int = 0
+
+
+@frozen(kw_only=True)
+class Gap:
+    """Messages of *channel* with offsets ``first_offset..last_offset`` were dropped."""
+
+    TYPE: ClassVar[str] = "gap"
+    channel: str
+    first_offset: int
+    last_offset: int
+    count: int
+
+
+@frozen(kw_only=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    path: str | None = None
+
+
+Payload: TypeAlias = (
+    MonitoringMetrics
+    | GroupDetail
+    | TopicDetail
+    | History
+    | EpochChanged
+    | TopicCreated
+    | TopicDeleted
+    | GroupCreated
+    | GroupUpdated
+    | GroupDeleted
+    | Ping
+    | Pong
+    | Subscribe
+    | Unsubscribe
+    | Welcome
+    | Subscribed
+    | Gap
+    | Error
+)
+
+#: Every payload class by its wire type.
+PAYLOAD_CLASSES: Final[dict[str, type[Any]]] = {
+    cls.TYPE: cls
+    for cls in (
+        MonitoringMetrics,
+        GroupDetail,
+        TopicDetail,
+        History,
+        EpochChanged,
+        TopicCreated,
+        TopicDeleted,
+        GroupCreated,
+        GroupUpdated,
+        GroupDeleted,
+        Ping,
+        Pong,
+        Subscribe,
+        Unsubscribe,
+        Welcome,
+        Subscribed,
+        Gap,
+        Error,
+    )
+}
+#: Types whose envelope has no ``data`` key.
+NO_DATA_TYPES: Final = frozenset({"ping", "pong"})
+#: Types whose ``data`` may be left out: a client's request (``{"type": "history"}``)
+#: decodes to the type's empty payload.
+OPTIONAL_DATA_TYPES: Final = frozenset({"history"})
+ALL_TYPES: Final = frozenset(PAYLOAD_CLASSES)
+#: What a browser may send.
+CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe", "history"})
+#: What a publisher may send to ``POST /api/events`` or the ingress API.
+EVENT_TYPES: Final = frozenset(
+    {"topic_created", "topic_deleted", "group_created", "group_updated", "group_deleted"}
+)
+
+
+@frozen(kw_only=True)
+class Envelope:
+    """One message on the wire.
+
+    ``channel``/``offset``/``epoch`` are set on messages published through the hub;
+    ``stale`` only on metrics. Fields left ``None`` are not sent, so a plain 2.9
+    message stays ``{"type", "data", "timestamp"}``.
+    """
+
+    payload: Payload
+    timestamp: int
+    channel: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    stale: bool | None = None
+
+    @property
+    def type(self) -> str:
+        return self.payload.TYPE

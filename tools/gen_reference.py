@@ -282,7 +282,7 @@ def _kind(obj: Any) -> str:
         return f"function `{signature(obj)}`"
     if isinstance(obj, str | int | float):
         return f"constant `{obj!r}`"
-    text = re.sub(r"\b(typing|takhin_ws\.\w+)\.", "", str(obj))
+    text = re.sub(r"\b(typing|takhin_ws(\.\w+)+)\.", "", str(obj))
     return f"type `{cell(text)}`"
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from takhin_ws import Settings
 from takhin_ws.core.admission import Admission, Upgrade, choose_subprotocol
+from takhin_ws.wire.channels import MAX_OFFSET
 from takhin_ws.wire.deflate import Deflate
 from takhin_ws.wire.frames import BARE, PLAIN, Variant
 from takhin_ws.wire.http import HttpError, Request, head_parser, request_of
@@ -152,6 +153,31 @@ def test_bad_connect_parameters_are_400(query: str) -> None:
     error = refusal(request(f"/api/monitoring/ws?{query}"))
     assert error.status == 400
     assert query.split("=")[0] in error.message
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        "%C2%B2",  # a superscript two: str.isdigit() accepts it, int() refuses it
+        "%D9%A3",  # an Arabic-Indic three: int() would read it as 3
+        "%EF%BC%93",  # a fullwidth three
+        "9" * 5000,  # int() of thousands of digits is slow, and no offset is that long
+        str(MAX_OFFSET + 1),
+        "+3",
+        "%2B3",
+        "",
+    ],
+)
+def test_a_since_offset_is_ascii_digits_within_range(offset: str) -> None:
+    error = refusal(request(f"/api/monitoring/ws?since=topics:{offset}"))
+    assert error.status == 400
+    assert error.message.startswith("since: an offset is 0 to")
+    assert len(error.message) < 200  # the excerpt of a long value is cut
+
+
+def test_the_largest_offset_is_accepted() -> None:
+    upgrade = admit(request(f"/api/monitoring/ws?since=topics:{MAX_OFFSET},groups:00"))
+    assert upgrade.since == {"topics": MAX_OFFSET, "groups": 0}
 
 
 def test_subprotocol_choice() -> None:

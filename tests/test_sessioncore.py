@@ -305,6 +305,20 @@ def test_a_bad_since_error_names_the_stream(hub: Hub) -> None:
     }
 
 
+@pytest.mark.parametrize("offset", [-1, 2**63])
+def test_a_since_offset_out_of_range_is_refused(hub: Hub, offset: int) -> None:
+    """The same range as ``?since=`` at connect (0 to 2**63 - 1): nothing is subscribed."""
+    core, _ = core_for(hub, [])
+    core.start()
+    request = {"channels": ["topics"], "since": {"topics": offset}}
+    assert error_of(send(core, {"type": "subscribe", "data": request})) == {
+        "code": "invalid_field",
+        "message": f"data.since.topics: an offset is 0 to {2**63 - 1}",
+        "path": "$.data.since.topics",
+    }
+    assert core.client.channels == frozenset()
+
+
 def test_max_channels_is_a_limit_on_the_total(hub: Hub) -> None:
     core, _ = core_for(hub, ["topics"], max_channels=3)
     core.start()

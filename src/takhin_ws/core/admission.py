@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ..config.options import FORMATS
-from ..wire.channels import EVENT_STREAMS, parse_channel
+from ..wire.channels import EVENT_STREAMS, parse_channel, parse_offset
 from ..wire.deflate import Deflate, negotiate
 from ..wire.frames import PLAIN, Variant
 from ..wire.http import HttpError, Request
@@ -49,6 +49,8 @@ TOKEN_SUBPROTOCOL_PREFIX: Final = "bearer."
 SUBPROTOCOL: Final = "takhin.v1"
 #: A ``Sec-WebSocket-Key`` is a random 16-byte value, base64-encoded (RFC 6455 4.1).
 WEBSOCKET_KEY_BYTES: Final = 16
+#: Longest excerpt of a bad connect parameter quoted in a 400's message.
+QUOTE_LENGTH: Final = 40
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -229,6 +231,13 @@ def connect_format(request: Request, default: str) -> str:
     return value
 
 
+def _excerpt(text: str) -> str:
+    """*text* quoted for an error message, cut to :data:`QUOTE_LENGTH` characters."""
+    if len(text) <= QUOTE_LENGTH:
+        return repr(text)
+    return repr(text[:QUOTE_LENGTH]) + "..."
+
+
 def connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], str | None]:
     """``?channels=a,b``, ``?since=topics:41,groups:7`` and ``?epoch=``."""
     channels: list[str] | None = None
@@ -243,9 +252,10 @@ def connect_params(request: Request) -> tuple[list[str] | None, dict[str, int], 
     if raw_since:
         for part in raw_since.split(","):
             stream, sep, offset = part.partition(":")
-            if not sep or stream not in EVENT_STREAMS or not offset.isdigit():
-                raise HttpError(
-                    400, f"since: expected <topics|groups>:<offset>[,...], got {part!r}"
-                )
-            since[stream] = int(offset)
+            try:
+                if not sep or stream not in EVENT_STREAMS:
+                    raise ValueError("expected <topics|groups>:<offset>[,...]")
+                since[stream] = parse_offset(offset)
+            except ValueError as exc:
+                raise HttpError(400, f"since: {exc}, got {_excerpt(part)}") from None
     return channels, since, request.param("epoch")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from attrs import frozen
 
 from .._exceptions import RemoteProtocolError
-from ..wire.channels import EVENT_STREAMS, stream_of
+from ..wire.channels import EVENT_STREAMS, MAX_OFFSET, stream_of
 from ..wire.codec import decode
 from ..wire.frames import Outbound
 from ..wire.messages import (
@@ -240,12 +240,20 @@ class SessionCore:
 
     def _subscribe(self, request: Subscribe) -> Reply:
         since = dict(request.since or {})
-        for stream in since:
+        for stream, offset in since.items():
             if stream not in EVENT_STREAMS:
                 return self._invalid(
                     Error(
                         code="invalid_field",
                         message=f"cannot resume {stream!r}: only topics and groups keep history",
+                        path=f"$.data.since.{stream}",
+                    )
+                )
+            if not 0 <= offset <= MAX_OFFSET:
+                return self._invalid(
+                    Error(
+                        code="invalid_field",
+                        message=f"data.since.{stream}: an offset is 0 to {MAX_OFFSET}",
                         path=f"$.data.since.{stream}",
                     )
                 )

@@ -16,16 +16,26 @@ from typing import Final
 
 __all__ = [
     "EVENT_STREAMS",
+    "MAX_OFFSET",
+    "MAX_OFFSET_DIGITS",
     "METRICS_GROUP_PREFIX",
     "METRICS_LEAN",
     "METRICS_TOPIC_PREFIX",
     "STREAMS",
     "parse_channel",
+    "parse_offset",
     "stream_of",
 ]
 
 STREAMS: Final = ("metrics", "topics", "groups")
 EVENT_STREAMS: Final = ("topics", "groups")
+
+#: The largest offset a client may name (offsets are signed 64-bit integers, as Redis
+#: stream ids and JSON numbers in most clients carry them).
+MAX_OFFSET: Final = 2**63 - 1
+#: Digits of :data:`MAX_OFFSET`: a longer ``?since=`` offset is refused unread.
+MAX_OFFSET_DIGITS: Final = len(str(MAX_OFFSET))
+_ASCII_DIGITS: Final = re.compile(r"[0-9]+")
 
 #: The metrics views (part of the ``metrics`` stream).
 METRICS_LEAN: Final = "metrics:lean"
@@ -51,6 +61,21 @@ def parse_channel(channel: str) -> str:
             "or metrics:group:<id>)"
         )
     return channel
+
+
+def parse_offset(text: str) -> int:
+    """The offset written as *text* (ASCII digits only, at most
+    :data:`MAX_OFFSET_DIGITS` of them, at most :data:`MAX_OFFSET`); else ``ValueError``.
+
+    ``str.isdigit`` and ``int`` are not used alone: they accept other scripts' digits
+    (``"٣"`` is 3) and superscripts (``isdigit`` only), and ``int`` of thousands of
+    digits costs quadratic time."""
+    if len(text) > MAX_OFFSET_DIGITS or not _ASCII_DIGITS.fullmatch(text):
+        raise ValueError(f"an offset is 0 to {MAX_OFFSET} in ASCII digits")
+    value = int(text)
+    if value > MAX_OFFSET:
+        raise ValueError(f"an offset is 0 to {MAX_OFFSET} in ASCII digits")
+    return value
 
 
 def stream_of(channel: str) -> str:

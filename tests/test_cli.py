@@ -247,6 +247,8 @@ def test_help_documents_every_flag_and_its_variable(capsys: pytest.CaptureFixtur
         variable = ENV_PREFIX + flag[2:].replace("-", "_").upper()
         assert f"[env {variable}]" in text, flag
     assert "TAKHIN_WS_<FLAG>" in text
+    # every variable works (the log flags' too: test_json_logs_of_the_real_process)
+    assert "command line only" not in text
 
 
 def test_the_flags_of_this_wave_with_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -580,14 +582,23 @@ def test_json_logs_carry_the_fields_given_with_extra() -> None:
     assert "odd" in orjson.loads(JsonFormatter().format(record))
 
 
-async def test_json_logs_of_the_real_process() -> None:
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("--log-format", "JSON", "--log-level", "INFO"), {}),
+        # what --help says beside the flags: their variables work as well
+        ((), {"TAKHIN_WS_LOG_FORMAT": "json", "TAKHIN_WS_LOG_LEVEL": "info"}),
+    ],
+    ids=["flags", "variables"],
+)
+async def test_json_logs_of_the_real_process(args: tuple[str, ...], env: dict[str, str]) -> None:
     stderr = bytearray()
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                command("--port", "0", "--log-format", "JSON", "--log-level", "INFO"),
-                env=clean_env(),
+                command("--port", "0", *args),
+                env=clean_env(**env),
                 stderr=subprocess.PIPE,
                 check=False,
             )

@@ -810,3 +810,15 @@ def test_describe_names_a_value_of_any_other_type_by_its_class() -> None:
 def test_payload_to_data() -> None:
     assert payload_to_data(Ping()) is None
     assert payload_to_data(TopicDeleted(name="orders")) == {"name": "orders"}
+
+
+@FAST
+@given(S.envelopes())
+def test_decode_gives_the_wire_data_as_payload_and_as_data(envelope: Envelope) -> None:
+    """What embedding.md says: ``payload`` (alias ``data``) is the wire's ``data``."""
+    raw = encode(envelope)
+    wire = orjson.loads(raw)
+    decoded = decode(raw)
+    assert decoded.data is decoded.payload
+    assert decoded.type == wire["type"] == type(decoded.payload).TYPE
+    assert payload_to_data(decoded.payload) == wire.get("data")

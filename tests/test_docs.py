@@ -73,6 +73,12 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/embedding.md", "python", "except LocalProtocolError"): (
         "tests/test_docs.py::test_invalid_event_example_prints_what_the_page_says"
     ),
+    ("docs/embedding.md", "python", "close_source(source)"): (
+        "tests/test_docs.py::test_the_sources_example_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "python", "decode(raw)"): (
+        "tests/test_docs.py::test_the_decode_example_prints_what_the_page_says"
+    ),
     ("docs/metrics.md", "python", "class MySource"): (
         "tests/test_docs.py::test_the_source_of_metrics_md_feeds_a_server"
     ),
@@ -266,6 +272,20 @@ def test_invalid_event_example_prints_what_the_page_says(tmp_path: Path) -> None
     code = block("docs/embedding.md", "python", "except LocalProtocolError")
     out = _run(code, tmp_path).strip()
     assert f"prints `{out}`" in " ".join((DOCS / "embedding.md").read_text().split())
+
+
+def _prints_what_the_page_says(snippet: str, tmp_path: Path) -> None:
+    out = _run(block("docs/embedding.md", "python", snippet), tmp_path).strip()
+    assert out
+    assert f"prints `{out}`" in " ".join((DOCS / "embedding.md").read_text().split())
+
+
+def test_the_sources_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    _prints_what_the_page_says("close_source(source)", tmp_path)
+
+
+def test_the_decode_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    _prints_what_the_page_says("decode(raw)", tmp_path)
 
 
 SOURCE_DRIVER = """

@@ -13,13 +13,11 @@ import takhin_ws
 import takhin_ws.sources
 from takhin_ws.core.queue import Drop, QueueStatistics
 from takhin_ws.net.listener import Listener
-from takhin_ws.wire.frames import Variant
 
 #: Types that appear in public signatures but stay internal, each with its reason.
 INTERNAL: dict[type, str] = {
     Drop: "what DropOldestQueue hands the session to build a gap message",
     QueueStatistics: "per-queue counters the server aggregates into its own statistics",
-    Variant: "the wire variant a session picks for its client (format, compression)",
     Listener: "the listening sockets open_server binds and hands the Server it builds",
 }
 

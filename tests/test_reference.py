@@ -116,6 +116,17 @@ def test_every_public_name_is_in_the_index(page: str) -> None:
     assert rows == list(takhin_ws.__all__)
 
 
+def test_every_name_of_takhin_ws_sources_has_a_section(page: str) -> None:
+    import takhin_ws.sources
+
+    index = section(page, "Every public name")
+    for name in takhin_ws.sources.__all__:  # its own section, or a top-level name
+        assert f"\n### `{name}`\n" in page or f"| `{name}` |" in index, name
+    # and what a public signature takes is public (Hub.add_client's variant)
+    assert "Variant" in takhin_ws.__all__
+    assert "variant=Variant()" in page
+
+
 async def test_every_family_a_server_serves_is_listed(server: Server) -> None:
     """/metrics of a running server (a fixture of the tests, not the generator's)."""
     with trio.fail_after(10):

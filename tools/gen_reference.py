@@ -11,7 +11,9 @@ this script.
 - **Settings**: every ``attrs.fields(Settings)`` entry with its flag and variable (the
   command line's option table) and default.
 - **Other values and classes**: every other attrs class in ``takhin_ws.__all__``, every
-  other class with its constructor and public members, then an index of every name.
+  other class with its constructor and public members, the names of
+  ``takhin_ws.sources`` the top level does not export (``KafkaSource`` needs the
+  ``kafka`` extra), then an index of every name.
 - **/metrics**: the families a started server's statistics render to through the real
   renderer (one client and one refused request, so every labelled family has a
   sample), with type, labels and help; a family that an optional part of the
@@ -38,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 import takhin_ws
+import takhin_ws.sources
 from takhin_ws.config.options import OPTIONS
 from takhin_ws.net.exposition import ServerStatistics, render_metrics
 from takhin_ws.wire.converter import camel
@@ -272,6 +275,25 @@ def classes() -> list[str]:
     return out
 
 
+def sources_section() -> list[str]:
+    """The names of :mod:`takhin_ws.sources` that the top level does not export."""
+    out = ["## Sources: `takhin_ws.sources`", ""]
+    out += ["`from takhin_ws.sources import ...`: every built-in metrics source and the"]
+    out += ["functions a server builds and releases its own with. `SyntheticSource`,"]
+    out += ["`PrometheusSource` and `ScrapeError` are top-level names too (above);"]
+    out += ["`KafkaSource` needs the `kafka` extra (confluent-kafka), imported on first use.", ""]
+    for name in takhin_ws.sources.__all__:
+        if name in takhin_ws.__all__:
+            continue
+        obj = getattr(takhin_ws.sources, name)
+        doc = markdown(own_doc(obj))
+        out += [f"### `{name}`", "", *([doc, ""] if doc else [])]
+        out += [f"`{name}{signature(obj)}`", ""]
+        table = members(obj) if isinstance(obj, type) else []
+        out += [*table, ""] if table else []
+    return out
+
+
 def _kind(obj: Any) -> str:
     if isinstance(obj, type) and issubclass(obj, BaseException):
         bases = ", ".join(f"`{b.__name__}`" for b in obj.__bases__)
@@ -372,7 +394,7 @@ def metrics_families(statistics: ServerStatistics | None = None) -> list[str]:
 
 def render(statistics: ServerStatistics | None = None) -> str:
     """The whole page; *statistics* default to those of a server started for it."""
-    parts = [HEADER, *messages(), *settings(), *values(), *classes()]
+    parts = [HEADER, *messages(), *settings(), *values(), *classes(), *sources_section()]
     parts += [*index("\n".join(parts)), *metrics_families(statistics)]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -9,7 +9,8 @@ The implementation lives in private modules; everything public is re-exported he
   :class:`MetricsProducer`, :class:`Series` (recent chart series); the sources
   :class:`SyntheticSource` and :class:`PrometheusSource` (also in :mod:`takhin_ws.sources`);
 - the sans-IO hub: :class:`Hub`, :class:`Subscriber`, :class:`QueueSubscriber`,
-  :class:`DropOldestQueue`, :class:`Outbound`;
+  :class:`DropOldestQueue`, :class:`Outbound`, :class:`Variant` (what a client
+  receives of a message, :meth:`Hub.add_client`'s *variant*);
 - the wire protocol: every message class, :class:`Envelope`, :func:`encode`,
   :func:`decode`, :data:`PROTOCOL_VERSION`;
 - errors: :class:`TakhinWsError` and its subclasses;
@@ -39,7 +40,7 @@ from .net.server import WS_PATH, Server, open_server, serve
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
 from .wire.codec import decode, encode
 from .wire.events import Event
-from .wire.frames import Outbound
+from .wire.frames import Outbound, Variant
 from .wire.messages import (
     PROTOCOL_VERSION,
     ClusterHealth,
@@ -146,6 +147,7 @@ __all__ = [
     "TopicLag",
     "TopicStats",
     "Unsubscribe",
+    "Variant",
     "Welcome",
     "decode",
     "encode",

@@ -266,8 +266,18 @@ OPTIONS: Final = (
         parse_int,
     ),
     _o("series_window", "--series-window", "seconds of chart history kept (history)", parse_float),
-    Option("log_level", "--log-level", "log level (command line only)", choices=LOG_LEVELS),
-    Option("log_format", "--log-format", "log format (command line only)", choices=LOG_FORMATS),
+    Option(
+        "log_level",
+        "--log-level",
+        "log level (this program's; an embedding program configures logging itself)",
+        choices=LOG_LEVELS,
+    ),
+    Option(
+        "log_format",
+        "--log-format",
+        "log format (this program's; an embedding program configures logging itself)",
+        choices=LOG_FORMATS,
+    ),
 )
 
 

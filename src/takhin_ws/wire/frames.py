@@ -94,8 +94,11 @@ class Variant:
     payloads of at least ``min_size`` bytes (smaller ones go plain).
     """
 
+    #: ``format=bare``: only the ``data`` of a ``metrics`` message, nothing else.
     bare: bool = False
+    #: 0: plain; 9-15: permessage-deflate with a window of that many bits.
     window_bits: int = 0
+    #: Smaller payloads go plain even when compressing (``--compress-min-size``).
     min_size: int = 0
 
     @property

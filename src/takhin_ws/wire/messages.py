@@ -297,13 +297,27 @@ class Unsubscribe:
 
 @frozen(kw_only=True)
 class Heartbeat:
+    """``welcome.data.heartbeat``: how the server checks that the client is alive.
+
+    The server sends a WebSocket ping every ``interval`` seconds (``--ping-interval``)
+    and drops a client from which nothing at all arrived for ``timeout`` seconds
+    (``--ping-timeout``). Browsers answer pings on their own.
+    """
+
+    #: Seconds between two pings of the server.
     interval: float
+    #: Seconds of silence after which the server drops the client (without a Close frame).
     timeout: float
 
 
 @frozen(kw_only=True)
 class Limits:
+    """``welcome.data.limits``: the bounds this connection lives within."""
+
+    #: Messages held for the client while its socket is not keeping up (``--queue-size``);
+    #: beyond that the oldest is dropped and a ``gap`` says so.
     queue_size: int
+    #: Largest message the client may send, in bytes (``--max-message-size``).
     max_message_size: int
     #: Channels one connection may be subscribed to at once (0: not announced).
     max_channels: int = 0
@@ -422,6 +436,11 @@ EVENT_TYPES: Final = frozenset(
 class Envelope:
     """One message on the wire.
 
+    The wire's ``type`` and ``data`` are one attribute here, ``payload``: an instance of
+    the message class (its ``TYPE`` is the wire ``type``, its attributes the keys of
+    ``data``, in snake_case). ``decode(raw).payload`` is what JavaScript reads as
+    ``JSON.parse(raw).data``; :attr:`data` is the same object under the wire's name.
+
     ``channel``/``offset``/``epoch`` are set on messages published through the hub;
     ``stale`` only on metrics. Fields left ``None`` are not sent, so a plain 2.9
     message stays ``{"type", "data", "timestamp"}``.
@@ -436,4 +455,10 @@ class Envelope:
 
     @property
     def type(self) -> str:
+        """The wire ``type`` (``payload.TYPE``)."""
         return self.payload.TYPE
+
+    @property
+    def data(self) -> Payload:
+        """The wire ``data``: the same object as :attr:`payload`."""
+        return self.payload

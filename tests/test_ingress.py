@@ -326,6 +326,62 @@ async def test_async_publish_returns_offset() -> None:
     assert [p.offset for p in many] == [2, 3]
 
 
+# --- one check per event, at the door it came in by ---
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every event the event check is asked about, wherever it is called from."""
+    from takhin_ws.ingest import ingress as ingress_module
+    from takhin_ws.wire import codec as codec_module
+    from takhin_ws.wire.events import check_event
+
+    seen: list[object] = []
+
+    def counting(event: object) -> Event:
+        seen.append(event)
+        return check_event(event)
+
+    monkeypatch.setattr(codec_module, "check_event", counting)
+    monkeypatch.setattr(ingress_module, "check_event", counting)
+    return seen
+
+
+async def test_each_door_checks_an_event_once(checks: list[object]) -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    body = orjson.dumps([_event("a"), _group("g")])
+    published = await ingress.publish_body(body)  # POST /api/events: the codec checks
+    assert [p.offset for p in published] == [1, 1]
+    assert checks == [
+        TopicCreated(name="a", partitions=3),
+        GroupUpdated(group_id="g", state="Stable", members=1),
+    ]
+    checks.clear()
+    ingress.publish_nowait(TopicCreated(name="b", partitions=1))  # in process
+    await ingress.publish_many([TopicDeleted(name="b"), TopicDeleted(name="a")])
+    assert checks == [
+        TopicCreated(name="b", partitions=1),
+        TopicDeleted(name="b"),
+        TopicDeleted(name="a"),
+    ]
+    checks.clear()
+    await ingress.detected(TopicCreated(name="c", partitions=1))  # the snapshot diff
+    assert checks == [TopicCreated(name="c", partitions=1)]
+    assert hub.offset("topics") == 5
+
+
+async def test_a_bad_body_publishes_nothing_and_counts_as_rejected() -> None:
+    hub = Hub()
+    ingress = EventIngress(hub)
+    with pytest.raises(HttpError) as info:
+        await ingress.publish_body(orjson.dumps([_event("good"), _event("a b")]))
+    assert info.value.status == 400
+    assert "(at $[1].data.name)" in info.value.message
+    assert hub.offset("topics") == 0
+    assert ingress.statistics() == IngressStatistics(published=0, rejected=1, suppressed=0)
+
+
 # --- over HTTP ---
 
 

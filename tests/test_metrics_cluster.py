@@ -1,4 +1,4 @@
-"""The metrics producer in cluster mode: the ``should_collect`` and ``publish`` hooks
+"""The metrics producer in cluster mode: the ``should_collect`` hook and a shared bus
 (one node collects, holding a lease; its snapshots and events go through the bus)."""
 
 from __future__ import annotations
@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+import trio
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.core.series import Series
 from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.ingest.bus import BusUnavailableError, Published
+from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import encode
 from takhin_ws.wire.frames import Outbound
@@ -46,16 +49,37 @@ class Lease:
 
 
 class Bus:
-    """Records what the producer publishes; fails while ``down``."""
+    """A shared bus (an :class:`EventBus`) that records what is published on it and
+    delivers nothing to the hub; fails while ``down``."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[Payload, bool | None]] = []
         self.down = False
 
-    async def __call__(self, payload: Payload, stale: bool | None) -> None:
+    @property
+    def healthy(self) -> bool:
+        return not self.down
+
+    def publish_nowait(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published:
+        raise BusUnavailableError("a shared bus: use await publish")
+
+    async def publish(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published:
         if self.down:
             raise ConnectionError("bus down")
         self.sent.append((payload, stale))
+        return Published(payload.TYPE, channel, len(self.sent), "shared")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+
+def through(bus: Bus) -> EventIngress:
+    """The ingress of a node on *bus* (what ``open_server`` builds)."""
+    return EventIngress(bus)
 
 
 def rates(bus: Bus) -> list[tuple[float, bool | None]]:
@@ -71,7 +95,7 @@ def is_ready(producer: MetricsProducer) -> bool:
     return producer.ready
 
 
-async def test_without_hooks_nothing_changes(hub: Hub) -> None:
+async def test_without_a_lease_hook_nothing_changes(hub: Hub) -> None:
     sub = QueueSubscriber()
     hub.add_client(sub, ["metrics"])
     producer = MetricsProducer(hub, Source())
@@ -80,11 +104,11 @@ async def test_without_hooks_nothing_changes(hub: Hub) -> None:
     assert len(sub.queue) == 1
 
 
-async def test_the_lease_holder_publishes_through_the_hook_only(hub: Hub) -> None:
+async def test_the_lease_holder_publishes_through_the_bus_only(hub: Hub) -> None:
     sub = QueueSubscriber()
     hub.add_client(sub)
     source, lease, bus = Source(), Lease(), Bus()
-    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    producer = MetricsProducer(hub, source, should_collect=lease, ingress=through(bus))
     assert not is_ready(producer)
     assert await producer.tick()
     source.groups = {"billing": GroupInfo(state="Stable", members=2)}
@@ -102,9 +126,25 @@ async def test_the_lease_holder_publishes_through_the_hook_only(hub: Hub) -> Non
     assert producer.statistics().events == 1
 
 
+async def test_a_single_node_publishes_through_its_bus_only_too(hub: Hub) -> None:
+    sub = QueueSubscriber()
+    hub.add_client(sub)
+    source, bus = Source(), Bus()
+    producer = MetricsProducer(hub, source, ingress=through(bus))  # no lease: always collects
+    assert await producer.tick()
+    source.groups = {"billing": GroupInfo(state="Stable", members=2)}
+    assert await producer.tick()
+    assert len(sub.queue) == 0  # the hub has only what the bus delivers
+    assert [(p.TYPE, stale) for p, stale in bus.sent] == [
+        ("metrics", False),
+        ("group_created", None),
+        ("metrics", False),
+    ]
+
+
 async def test_a_node_without_the_lease_neither_collects_nor_publishes(hub: Hub) -> None:
     source, lease, bus = Source(), Lease(held=False), Bus()
-    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    producer = MetricsProducer(hub, source, should_collect=lease, ingress=through(bus))
     assert await producer.tick()
     assert await producer.tick()
     assert source.served == 0
@@ -119,7 +159,7 @@ async def test_a_node_without_the_lease_neither_collects_nor_publishes(hub: Hub)
 
 async def test_a_takeover_does_not_diff_against_a_stale_snapshot(hub: Hub) -> None:
     source, lease, bus = Source(), Lease(), Bus()
-    producer = MetricsProducer(hub, source, should_collect=lease, publish=bus)
+    producer = MetricsProducer(hub, source, should_collect=lease, ingress=through(bus))
     await producer.tick()
     lease.held = False  # another node collects for a while; groups appear meanwhile
     await producer.tick()
@@ -138,7 +178,7 @@ async def test_publish_failures_are_logged_once_per_streak(
     hub: Hub, caplog: pytest.LogCaptureFixture
 ) -> None:
     source, bus = Source(), Bus()
-    producer = MetricsProducer(hub, source, should_collect=Lease(), publish=bus)
+    producer = MetricsProducer(hub, source, should_collect=Lease(), ingress=through(bus))
     caplog.set_level(logging.DEBUG, logger="takhin_ws.metrics")
     bus.down = True
     for _ in range(3):
@@ -153,10 +193,12 @@ async def test_publish_failures_are_logged_once_per_streak(
 
 
 async def test_hub_closed_stops_the_producer(hub: Hub) -> None:
-    producer = MetricsProducer(hub, Source(), should_collect=Lease(held=False), publish=Bus())
+    producer = MetricsProducer(
+        hub, Source(), should_collect=Lease(held=False), ingress=through(Bus())
+    )
     hub.close()
     assert not await producer.tick()
-    producer = MetricsProducer(hub, Source(), should_collect=Lease(), publish=Bus())
+    producer = MetricsProducer(hub, Source(), should_collect=Lease(), ingress=through(Bus()))
     assert not await producer.tick()
 
 
@@ -164,7 +206,12 @@ async def test_a_node_without_the_lease_charts_what_the_bus_delivers(hub: Hub) -
     lease = Lease(held=False)
     series = Series(window=60.0, interval=2.0)
     producer = MetricsProducer(
-        hub, Source(), should_collect=lease, publish=Bus(), series=series, wall_clock=lambda: 1010.0
+        hub,
+        Source(),
+        should_collect=lease,
+        ingress=through(Bus()),
+        series=series,
+        wall_clock=lambda: 1010.0,
     )
     await producer.tick()  # nothing delivered yet
     assert series.points() == ()

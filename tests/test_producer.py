@@ -18,6 +18,8 @@ import trio.testing
 from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.core.series import Series
 from takhin_ws.core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from takhin_ws.ingest.bus import MemoryBus, Published
+from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics
 from takhin_ws.sources.synthetic import SyntheticSource
 from takhin_ws.wire.codec import decode
@@ -71,6 +73,35 @@ class FakeSource:
             return self.result  # type: ignore[return-value]  # deliberately wrong type
         self.served += 1
         return Snapshot(metrics=metrics(self.served, self.topics), groups=self.groups)
+
+
+class RecordingBus(MemoryBus):
+    """The hub's in-memory bus, recording the change events published through it;
+    while ``broken`` is set it refuses them (snapshots still go through)."""
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.events: list[Payload] = []
+        self.broken: Exception | None = None
+
+    async def publish(
+        self, channel: str, payload: Payload, *, stale: bool | None = None
+    ) -> Published:
+        if channel != "metrics":
+            if self.broken is not None:
+                raise self.broken
+            self.events.append(payload)
+        return await super().publish(channel, payload, stale=stale)
+
+
+def recorded(
+    hub: Hub, source: FakeSource, *, detect_changes: bool = True
+) -> tuple[MetricsProducer, list[Payload]]:
+    """A producer whose change events are recorded by its bus (the list returned)."""
+    bus = RecordingBus(hub)
+    ingress = EventIngress(bus)
+    producer = MetricsProducer(hub, source, ingress=ingress, detect_changes=detect_changes)
+    return producer, bus.events
 
 
 def received(sub: QueueSubscriber) -> list[Envelope]:
@@ -306,10 +337,11 @@ def _events_source() -> Iterator[tuple[tuple[str, ...], dict[str, GroupInfo]]]:
     yield ("clicks",), {"billing": GroupInfo(state="PreparingRebalance", members=2)}
 
 
-async def test_changes_go_to_on_event(hub: Hub, autojump_clock: trio.testing.MockClock) -> None:
-    events: list[Payload] = []
+async def test_changes_go_through_the_ingress_to_the_bus(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
     source = FakeSource()
-    producer = MetricsProducer(hub, source, on_event=events.append)
+    producer, events = recorded(hub, source)
     per_tick = []
     for topics, groups in _events_source():
         source.topics, source.groups = topics, groups
@@ -327,9 +359,8 @@ async def test_changes_go_to_on_event(hub: Hub, autojump_clock: trio.testing.Moc
 async def test_failed_collects_yield_no_events_and_diff_against_the_last_good(
     hub: Hub, autojump_clock: trio.testing.MockClock
 ) -> None:
-    events: list[Payload] = []
     source = FakeSource()
-    producer = MetricsProducer(hub, source, on_event=events.append)
+    producer, events = recorded(hub, source)
     source.topics = ("orders",)
     await producer.tick()
     source.error = RuntimeError("down")
@@ -360,12 +391,10 @@ async def test_a_failing_event_consumer_does_not_stop_the_producer(
     hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     sub = subscribe(hub, "metrics")
-
-    def broken(event: Payload) -> None:
-        raise RuntimeError("ingress is full")
-
+    bus = RecordingBus(hub)
+    bus.broken = RuntimeError("ingress is full")
     source = FakeSource()
-    producer = MetricsProducer(hub, source, on_event=broken)
+    producer = MetricsProducer(hub, source, ingress=EventIngress(bus))
     await producer.tick()
     source.topics = ("orders",)
     await producer.tick()
@@ -377,10 +406,9 @@ async def test_a_failing_event_consumer_does_not_stop_the_producer(
 async def test_detect_changes_off_yields_no_events(
     hub: Hub, autojump_clock: trio.testing.MockClock
 ) -> None:
-    events: list[Payload] = []
     topics_sub = subscribe(hub, "topics", "groups")
     source = FakeSource()
-    producer = MetricsProducer(hub, source, on_event=events.append, detect_changes=False)
+    producer, events = recorded(hub, source, detect_changes=False)
     for topics, groups in _events_source():
         source.topics, source.groups = topics, groups
         await producer.tick()
@@ -393,9 +421,8 @@ async def test_detect_changes_off_yields_no_events(
 async def test_invalid_names_from_the_source_are_skipped_with_one_warning(
     hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    events: list[Payload] = []
     source = FakeSource()
-    producer = MetricsProducer(hub, source, on_event=events.append)
+    producer, events = recorded(hub, source)
     await producer.tick()
     for _ in range(3):  # they come and go: an event each tick
         source.topics, source.groups = ("ok", "a b"), {"": GroupInfo(state="Stable", members=1)}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -36,22 +36,13 @@ from ..core.hub import Hub
 from ..ingest.bus import BusUnavailableError, Published
 from ..wire.channels import STREAMS
 from ..wire.frames import Outbound
-from ..wire.messages import (
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
+from ..wire.messages import Payload
 from .connection import DEFAULT_PREFIX, Keys, describe, open_client, where
 from .entries import START_ID, EntryError, decode_entry, encode_entry, entry_epoch, text
 from .scripts import CURRENT_EPOCH, PUBLISH
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
-    from ..ingest.ingress import EventIngress
 
 __all__ = ["METRICS_STREAM_LENGTH", "MIN_STREAM_LENGTH", "READ_COUNT", "RedisBus"]
 
@@ -206,23 +197,6 @@ class RedisBus:
     def _moved_on(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
-
-    def metrics_publisher(
-        self, ingress: EventIngress
-    ) -> Callable[[Payload, bool | None], Awaitable[Published | None]]:
-        """The producer's ``publish`` hook: snapshots go on the ``metrics`` stream,
-        change events through *ingress* (validated and counted, then this bus)."""
-
-        async def publish(payload: Payload, stale: bool | None) -> Published | None:
-            if isinstance(payload, MonitoringMetrics):
-                return await self.publish("metrics", payload, stale=bool(stale))
-            if isinstance(
-                payload, TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
-            ):
-                return await ingress.detected(payload)
-            raise TypeError(f"{payload.TYPE} is neither a snapshot nor an event")
-
-        return publish
 
     # --- the reader ---
 

@@ -1,7 +1,9 @@
 """The event bus: how a published message reaches the hub of every node.
 
-:class:`EventBus` is the interface; :class:`MemoryBus` (the default) is one
-process: publishing is ``Hub.publish`` itself, synchronous and immediate. A
+The bus is the one publish path: the metrics producer's snapshots and every event of
+the ingress go through ``EventBus.publish``, and nothing else publishes into a
+server's hub. :class:`EventBus` is the interface; :class:`MemoryBus` (the default)
+is one process: publishing is ``Hub.publish`` itself, immediate. A
 shared implementation (Redis Streams, see ``cluster.bus``) assigns offsets centrally
 and feeds every node's hub through :meth:`Hub.deliver` from its ``run`` task,
 so all nodes see the same messages, in the same order, with the same offsets.

@@ -1,12 +1,18 @@
-"""Event ingress: the one ordered path by which change events enter the hub.
+"""Event ingress: the one ordered path by which change events enter the bus.
 
-Everything that announces a change goes through :class:`EventIngress`: Trio
-console code in the same process (``publish_nowait`` / ``publish``), the HTTP
-endpoint ``POST /api/events`` (its body decoded by :func:`decode_events`), and the
-change detector of the metrics producer (``detected_nowait`` / ``detected``).
-Each event passes :func:`~takhin_ws.wire.events.check_event` before it gets the next
-offset of its stream (``topics`` or ``groups``), in the order the calls are made;
-a batch is checked whole before any of it is published.
+Everything that announces a change goes through :class:`EventIngress`, and the
+ingress's only output is its bus (``EventBus.publish``). It has three doors, and
+each event is checked once, at the door it came in by:
+
+- Trio console code in the same process (``publish_nowait`` / ``publish`` and their
+  ``_many`` forms): :func:`~takhin_ws.wire.events.check_event`;
+- the HTTP endpoint ``POST /api/events`` (``publish_body``): the codec, which
+  checks every event it decodes (:func:`decode_events`);
+- the change detector of the metrics producer (``detected_nowait`` / ``detected``):
+  :func:`~takhin_ws.wire.events.check_event`.
+
+Events get the next offset of their stream (``topics`` or ``groups``) in the order
+the calls are made; a batch is checked whole before any of it is published.
 
 The ingress remembers what it was told to announce, so the change detector does
 not announce it a second time when the metrics source catches up (a console that
@@ -25,7 +31,7 @@ from attrs import frozen
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from ..core.hub import Hub, channel_of
 from ..wire.codec import decode
-from ..wire.events import Event, EventError, check_event
+from ..wire.events import EVENT_CLASSES, Event, EventError, check_event
 from ..wire.http import HttpError
 from ..wire.messages import (
     EVENT_TYPES,
@@ -83,6 +89,12 @@ class EventIngress:
         self._suppressed = 0
         self._announced: OrderedDict[str, _Known] = OrderedDict()
 
+    @property
+    def bus(self) -> EventBus:
+        """Where everything this ingress publishes goes (and the metrics producer's
+        snapshots beside it): the in-memory bus of a hub, or a shared one."""
+        return self._bus
+
     # --- publishing ---
 
     def publish_nowait(self, event: Event) -> Published:
@@ -104,6 +116,19 @@ class EventIngress:
         midway, the events before the failure stay published (their offsets
         were assigned) and ``BusUnavailableError`` says so."""
         return [await self._publish(event) for event in self._check(events, batch=True)]
+
+    async def publish_body(self, body: bytes) -> list[Published]:
+        """Publish the events of a ``POST /api/events`` body, in order: one event
+        object or a non-empty array of them, decoded strictly and checked by the
+        codec (:func:`decode_events`), which is this door's one check. Raises
+        :class:`~takhin_ws.wire.http.HttpError` (400) for a body that does not
+        decode whole; then nothing is published."""
+        try:
+            events = decode_events(body)
+        except HttpError:
+            self._rejected += 1
+            raise
+        return [await self._publish(event) for event in events]
 
     # --- the change detector's door ---
 
@@ -143,7 +168,7 @@ class EventIngress:
                     "invalid_field",
                     f"{where}data.{exc.field}: {exc.message}",
                     f"{root}.data.{exc.field}",
-                ) from None
+                ) from exc  # the rule broken, for those who report it without the path
             except TypeError:
                 self._rejected += 1
                 kinds = ", ".join(sorted(EVENT_TYPES))
@@ -203,7 +228,8 @@ def _knowledge(event: Event) -> tuple[str, _Known]:
 
 def decode_events(body: bytes) -> list[Event]:
     """The events of a ``POST /api/events`` body: one event object or a non-empty
-    array of them, each decoded strictly and checked. Raises :class:`HttpError`
+    array of them, each decoded strictly and checked (by the codec: every event it
+    decodes passes :func:`~takhin_ws.wire.events.check_event`). Raises :class:`HttpError`
     (400) naming the first bad field, e.g. ``invalid_field: data.name: ... (at
     $[1].data.name)``; nothing is published from a body that does not decode whole.
     """
@@ -222,5 +248,6 @@ def decode_events(body: bytes) -> list[Event]:
             root = f"$[{index}]" if isinstance(parsed, list) else "$"
             path = (exc.path or "$").replace("$", root, 1)
             raise HttpError(400, f"{exc.code}: {exc.message} (at {path})") from None
-        events.append(check_event(payload))  # decode checked it: the type narrows
+        assert isinstance(payload, EVENT_CLASSES)  # accept=EVENT_TYPES: narrows, no check
+        events.append(payload)
     return events

@@ -23,12 +23,11 @@ from typing import Final
 import trio
 from attrs import frozen
 
-from .._exceptions import HubClosedError
+from .._exceptions import HubClosedError, LocalProtocolError
 from ..core.changes import diff
 from ..core.hub import Hub
 from ..core.series import Series
 from ..core.snapshot import MetricsSource, MetricsSourceError, Snapshot
-from ..wire.events import EventError, check_event
 from ..wire.messages import (
     GroupCreated,
     GroupDeleted,
@@ -38,6 +37,8 @@ from ..wire.messages import (
     TopicCreated,
     TopicDeleted,
 )
+from .bus import BusUnavailableError
+from .ingress import EventIngress
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -67,9 +68,9 @@ class MetricsStatistics:
     last_success: float | None
     #: Whether the last snapshot published was the previous one again (``stale``).
     stale: bool
-    #: Change events emitted (handed to the ingress, the hub or the publish hook).
+    #: Change events handed to the ingress (published, or found already announced).
     events: int = 0
-    #: Change events skipped because the source reported an invalid topic or group.
+    #: Change events the ingress refused: the source reported an invalid topic or group.
     invalid_events: int = 0
 
 
@@ -86,25 +87,29 @@ class MetricsProducer:
     - Each tick calls ``source.collect()`` once, within *collect_timeout* seconds
       (default: *interval*). A failing source is retried at the next tick, so it is
       asked no more often than a healthy one.
-    - On success the snapshot is published with ``stale=False``; the change events
-      found by diffing it against the previous good snapshot go to *on_event* if
-      given, else to ``hub.publish_event``. The first snapshot yields no events;
-      with *detect_changes* false there are none at all. An event that fails
-      :func:`~takhin_ws.wire.events.check_event` (a topic name Kafka would refuse,
-      an empty group id) is skipped, with one warning per name.
+    - Everything goes out through one door, *ingress* (the server's
+      :class:`~takhin_ws.EventIngress`; by default one of its own on the hub's
+      in-memory bus): each snapshot by ``await ingress.bus.publish("metrics", ...)``,
+      each change event by ``await ingress.detected(event)``, which checks it and
+      publishes it on the same bus. The in-memory bus and a shared bus (Redis) are
+      one path: nothing reaches the hub any other way.
+    - On success the snapshot is published with ``stale=False``, after the change
+      events found by diffing it against the previous good snapshot. The first
+      snapshot yields no events; with *detect_changes* false there are none at all.
+      An event the ingress refuses (a topic name Kafka would refuse, an empty group
+      id) is skipped, with one warning per name.
     - On failure the last good snapshot (if any) is published again with
       ``stale=True``. The first failure of a streak is logged as a warning on the
       ``takhin_ws.metrics`` logger, the recovery as an info line, the rest at debug.
+    - A publish that fails (a shared bus whose server is down) is logged the same
+      way, a warning for the first of a streak, and the tick goes on.
     - :attr:`ready` is true once a snapshot was produced and while fewer than
       *unready_after* collects in a row have failed.
-    - Cluster mode (both hooks default to ``None``, which keeps all of the above):
-      *should_collect* is awaited before each tick and the tick is skipped (no
-      collect, nothing published; :attr:`ready` true) unless it returns true, so one
-      node collects for all (it holds a lease); losing it forgets the last snapshot,
-      so a later takeover starts without diffing stale state. *publish* replaces the
-      hub and *on_event*: it is awaited with the snapshot and its stale flag, and
-      with each change event and ``None``; a failure is logged (a warning for the
-      first of a streak) and the tick goes on.
+    - Cluster mode: *should_collect* (default ``None``: always) is awaited before
+      each tick and the tick is skipped (no collect, nothing published; :attr:`ready`
+      true) unless it returns true, so one node collects for all (it holds a lease);
+      losing it forgets the last snapshot, so a later takeover starts without
+      diffing stale state.
     - *series* (optional) gets every good snapshot, for the charts of a page that
       reloads (``history``); while another node collects, the snapshot the bus
       delivered to the hub instead (each once).
@@ -122,9 +127,8 @@ class MetricsProducer:
         interval: float = DEFAULT_INTERVAL,
         collect_timeout: float | None = None,
         unready_after: int = 3,
-        on_event: Callable[[Payload], object] | None = None,
+        ingress: EventIngress | None = None,
         wall_clock: Callable[[], float] = time.time,
-        publish: Callable[[Payload, bool | None], Awaitable[object]] | None = None,
         should_collect: Callable[[], Awaitable[bool]] | None = None,
         detect_changes: bool = True,
         series: Series | None = None,
@@ -142,7 +146,8 @@ class MetricsProducer:
         self.interval = float(interval)
         self.collect_timeout = float(collect_timeout)
         self.unready_after = unready_after
-        self._on_event = on_event
+        #: The one door of everything this producer publishes.
+        self.ingress = EventIngress(hub) if ingress is None else ingress
         self._wall_clock = wall_clock
         self._snapshot: Snapshot | None = None
         self._ticks = 0
@@ -153,9 +158,7 @@ class MetricsProducer:
         self._stale = False
         self._events = 0
         self._running = False
-        self._publish_hook = publish
         self._should_collect = should_collect
-        self._outbox: list[tuple[Payload, bool | None]] = []
         self._collecting = True
         self._publish_failing = False
         self._detect_changes = detect_changes
@@ -242,13 +245,9 @@ class MetricsProducer:
         self._ticks += 1
         snapshot, error = await self._collect()
         if snapshot is not None:
-            alive = self._succeeded(snapshot)
-        else:
-            assert error is not None
-            alive = self._failed(error)
-        if self._publish_hook is not None:
-            await self._flush(self._publish_hook)
-        return alive
+            return await self._succeeded(snapshot)
+        assert error is not None
+        return await self._failed(error)
 
     async def _may_collect(self) -> bool:
         assert self._should_collect is not None
@@ -262,29 +261,6 @@ class MetricsProducer:
             self._stale = False
         self._collecting = collect
         return collect
-
-    async def _flush(self, publish: Callable[[Payload, bool | None], Awaitable[object]]) -> None:
-        outbox, self._outbox = self._outbox, []
-        for payload, stale in outbox:
-            try:
-                await publish(payload, stale)
-            except Exception as exc:
-                if not self._publish_failing:
-                    logger.warning(
-                        "could not publish the %s message: %s; dropping what cannot be "
-                        "published until publishing works again",
-                        payload.TYPE,
-                        _describe(exc),
-                    )
-                else:
-                    logger.debug("could not publish the %s message: %s", payload.TYPE, exc)
-                self._publish_failing = True
-                continue
-            if self._publish_failing:
-                logger.info("publishing works again")
-                self._publish_failing = False
-            if stale is None:
-                self._events += 1
 
     async def _collect(self) -> tuple[Snapshot | None, Exception | None]:
         result: object = None
@@ -308,7 +284,7 @@ class MetricsProducer:
             )
         return result, None
 
-    def _succeeded(self, snapshot: Snapshot) -> bool:
+    async def _succeeded(self, snapshot: Snapshot) -> bool:
         previous = self._snapshot
         self._snapshot = snapshot
         now = self._wall_clock()
@@ -328,12 +304,12 @@ class MetricsProducer:
         if (
             self._detect_changes
             and previous is not None
-            and not self._emit(self._valid(diff(previous, snapshot)))
+            and not await self._announce(diff(previous, snapshot))
         ):
             return False
         if self.series is not None:
             self.series.add(snapshot.metrics, now)
-        return self._publish(snapshot.metrics, stale=False)
+        return await self._publish(snapshot.metrics, stale=False)
 
     def _follow(self) -> None:
         """Another node collects: feed the series the snapshot the bus delivered."""
@@ -348,7 +324,7 @@ class MetricsProducer:
             except ValueError as exc:
                 logger.warning("cannot chart the delivered snapshot: %s", exc)
 
-    def _failed(self, error: Exception) -> bool:
+    async def _failed(self, error: Exception) -> bool:
         self._failures += 1
         self._streak += 1
         reason = _describe(error)
@@ -369,60 +345,70 @@ class MetricsProducer:
         if self._snapshot is None:
             return not self.hub.closed
         self._stale = True
-        return self._publish(self._snapshot.metrics, stale=True)
+        return await self._publish(self._snapshot.metrics, stale=True)
 
-    def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
-        if self._publish_hook is not None:
-            self._outbox.append((metrics, stale))
-            return not self.hub.closed
+    async def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
+        """The snapshot on the ``metrics`` stream of the bus; false once the hub is closed."""
         try:
-            self.hub.publish("metrics", metrics, stale=stale)
+            await self.ingress.bus.publish("metrics", metrics, stale=stale)
         except HubClosedError:
             return False
-        except Exception:
-            logger.exception("could not publish the metrics snapshot")
-        return True
+        except Exception as exc:
+            self._publish_failed(metrics, exc)
+        else:
+            self._published()
+        return not self.hub.closed
 
-    def _valid(self, events: list[Payload]) -> list[Payload]:
-        valid: list[Payload] = []
+    async def _announce(self, events: list[Payload]) -> bool:
+        """The change events of a tick through the ingress's detector door, in order."""
         for event in events:
             try:
-                check_event(event)
-            except EventError as exc:
-                self._invalid_events += 1
-                name = _subject(event)
-                if name in self._reported:
-                    logger.debug("skipping the %s event of %s: %s", event.TYPE, name, exc)
-                elif len(self._reported) < MAX_REPORTED_NAMES:
-                    self._reported.add(name)
-                    logger.warning(
-                        "metrics source %s reports %s, which cannot be announced (%s); "
-                        "skipping its change events",
-                        type(self.source).__name__,
-                        name,
-                        exc,
-                    )
-                continue
-            valid.append(event)
-        return valid
-
-    def _emit(self, events: list[Payload]) -> bool:
-        if self._publish_hook is not None:
-            self._outbox.extend((event, None) for event in events)
-            return not self.hub.closed
-        for event in events:
-            try:
-                if self._on_event is not None:
-                    self._on_event(event)
-                else:
-                    self.hub.publish_event(event)
+                await self.ingress.detected(event)
             except HubClosedError:
                 return False
-            except Exception:
-                logger.exception("could not publish the %s event %r", event.TYPE, event)
-            else:
-                self._events += 1
-        return True
+            except LocalProtocolError as exc:  # the ingress's one check refused it
+                self._refused(event, exc)
+                continue
+            except Exception as exc:
+                self._publish_failed(event, exc)
+                continue
+            self._published()
+            self._events += 1
+        return not self.hub.closed
+
+    def _refused(self, event: Payload, exc: LocalProtocolError) -> None:
+        self._invalid_events += 1
+        reason = exc.__cause__ or exc  # the broken rule, without the path
+        name = _subject(event)
+        if name in self._reported:
+            logger.debug("skipping the %s event of %s: %s", event.TYPE, name, reason)
+        elif len(self._reported) < MAX_REPORTED_NAMES:
+            self._reported.add(name)
+            logger.warning(
+                "metrics source %s reports %s, which cannot be announced (%s); "
+                "skipping its change events",
+                type(self.source).__name__,
+                name,
+                reason,
+            )
+
+    def _publish_failed(self, payload: Payload, exc: Exception) -> None:
+        if not self._publish_failing:
+            logger.warning(
+                "could not publish the %s message: %s; dropping what cannot be "
+                "published until publishing works again",
+                payload.TYPE,
+                _describe(exc),
+                exc_info=None if isinstance(exc, BusUnavailableError) else exc,
+            )
+        else:
+            logger.debug("could not publish the %s message: %s", payload.TYPE, exc)
+        self._publish_failing = True
+
+    def _published(self) -> None:
+        if self._publish_failing:
+            logger.info("publishing works again")
+            self._publish_failing = False
 
 
 def _subject(event: Payload) -> str:

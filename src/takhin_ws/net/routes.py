@@ -16,7 +16,7 @@ import trio
 
 from ..core.admission import Admission, bearer, key_matches, www_authenticate
 from ..ingest.bus import BusUnavailableError
-from ..ingest.ingress import EventIngress, decode_events
+from ..ingest.ingress import EventIngress
 from ..wire.http import HttpError, Request, error_code, json_error, response_bytes
 from .dashboard import dashboard_page
 from .exposition import ServerStatistics, render_metrics
@@ -143,7 +143,7 @@ class Routes:
         if body is None:
             raise HttpError(408, f"the request body did not arrive within {deadline:g} s")
         try:
-            published = await self._server.ingress.publish_many(decode_events(body))
+            published = await self._server.ingress.publish_body(body)
         except BusUnavailableError as exc:
             raise HttpError(
                 503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]

@@ -31,7 +31,7 @@ from ..core.admission import Admission, Upgrade
 from ..core.hub import Hub
 from ..core.series import Series
 from ..core.snapshot import MetricsSource
-from ..ingest.bus import EventBus
+from ..ingest.bus import EventBus, MemoryBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
 from ..sources import close_source, source_for
@@ -392,16 +392,15 @@ async def open_server(
                 lease = MetricsLease.for_settings(settings)
                 await nursery.start(cluster.run)
                 await nursery.start(lease.run)
-            ingress = EventIngress(cluster or hub)
+            ingress = EventIngress(cluster or MemoryBus(hub))  # the one publish path
             producer = MetricsProducer(
                 hub,
                 source,
                 interval=settings.interval,
                 collect_timeout=settings.collect_timeout,
                 unready_after=settings.unready_after,
-                on_event=ingress.detected_nowait,
+                ingress=ingress,
                 detect_changes=settings.detect_changes,
-                publish=None if cluster is None else cluster.metrics_publisher(ingress),
                 should_collect=None if lease is None else lease.hold,
                 series=Series(settings.series_window, settings.interval),
             )

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 import strategies as S
 from takhin_ws._exceptions import LocalProtocolError, ProtocolError, RemoteProtocolError
-from takhin_ws.wire.codec import decode, encode, explain, payload_to_data
+from takhin_ws.wire.codec import (
+    MAX_JSON_DEPTH,
+    check_depth,
+    decode,
+    encode,
+    explain,
+    payload_to_data,
+)
 from takhin_ws.wire.converter import describe
 from takhin_ws.wire.messages import (
     ALL_TYPES,
@@ -647,6 +654,34 @@ def test_max_size_counts_utf8_bytes_of_text() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode(message, max_size=size - 1)
     assert info.value.code == "too_large"
+
+
+def nested(depth: int) -> str:
+    """A JSON array *depth* levels deep."""
+    return "[" * depth + "]" * depth
+
+
+def test_nesting_beyond_the_depth_limit_is_too_large() -> None:
+    """orjson parses 1,024 levels but encodes 254: a message is refused at the door
+    past MAX_JSON_DEPTH, whatever its type, before it is looked at."""
+    at_limit = f'{{"type":"ping","data":{nested(MAX_JSON_DEPTH - 1)}}}'
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(at_limit)
+    assert info.value.code == "invalid_field"  # deep enough to be read: a ping has no data
+    for depth in (MAX_JSON_DEPTH, 300, 1000):
+        with pytest.raises(RemoteProtocolError) as info:
+            decode(f'{{"type":"ping","data":{nested(depth)}}}')
+        assert info.value.code == "too_large"
+        assert info.value.message == f"JSON nests deeper than the limit of {MAX_JSON_DEPTH} levels"
+
+
+def test_check_depth_counts_objects_and_arrays_level_by_level() -> None:
+    check_depth(1)
+    check_depth([1, {"a": [2]}], limit=3)
+    with pytest.raises(RemoteProtocolError):
+        check_depth([1, {"a": [2]}], limit=2)
+    wide = [[i] for i in range(1000)]  # wide, not deep
+    check_depth(wide, limit=2)
 
 
 # --- fuzzing: nothing but RemoteProtocolError escapes ---

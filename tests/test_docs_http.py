@@ -153,6 +153,7 @@ CAUSES: list[tuple[str, bytes]] = [
     ("keyed", _request(length=1_800_002)),  # refused on the declared length alone
     ("slow", _request(b"{", length=50)),  # one byte of fifty, then nothing
     ("keyed", _request(b"{")),
+    ("keyed", _request(b"[" * 40 + b"]" * 40)),
     ("keyed", _request(b"[]")),
     ("keyed", _request(_events({"type": "ping"}))),
     ("keyed", _request(_events(_BAD_COUNT))),

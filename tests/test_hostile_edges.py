@@ -51,3 +51,31 @@ async def test_a_bad_since_offset_is_answered_400(
     assert body["error"]["message"].startswith("since: an offset is 0 to")  # type: ignore[index]
     assert len(server.hub) == 0
     no_errors(caplog)
+
+
+# --- 2. deep nesting ---
+
+
+def post_events(body: bytes, key: str = "k") -> bytes:
+    return (
+        f"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.server_settings(publish_keys=("k",))
+@pytest.mark.parametrize("depth", [255, 1000])
+async def test_deep_nesting_in_posted_events_is_answered_400(
+    server: Server, caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    """orjson parsed it and could not encode it again: the connection dropped with a
+    traceback. Now 400 naming the limit, and nothing published."""
+    data = "[" * depth + "]" * depth
+    body = f'[{{"type":"topic_created","data":{data}}}]'.encode()
+    status, answered = answer(await http_exchange(server.port, post_events(body)))
+    assert status == 400
+    error = answered["error"]
+    assert isinstance(error, dict)
+    assert error["message"] == "too_large: JSON nests deeper than the limit of 32 levels"
+    assert server.hub.offset("topics") == 0
+    no_errors(caplog)

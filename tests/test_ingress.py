@@ -296,6 +296,20 @@ def test_decode_events_errors(body: bytes, message: str) -> None:
     assert (info.value.status, info.value.message) == (400, message)
 
 
+@pytest.mark.parametrize("depth", [33, 255, 1000])
+def test_decode_events_refuses_deep_nesting(depth: int) -> None:
+    """The body is not encoded again (orjson's encoder stops at 254 levels: a
+    ``TypeError`` and no answer): deep nesting is a 400 naming the limit."""
+    data = "[" * depth + "]" * depth
+    body = f'{{"type":"topic_created","data":{data}}}'.encode()
+    with pytest.raises(HttpError) as info:
+        decode_events(body)
+    assert (info.value.status, info.value.message) == (
+        400,
+        "too_large: JSON nests deeper than the limit of 32 levels",
+    )
+
+
 def test_decode_events_one_or_many() -> None:
     one = b'{"type":"topic_deleted","data":{"name":"a"}}'
     assert decode_events(one) == [TopicDeleted(name="a")]

@@ -30,7 +30,7 @@ from attrs import frozen
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
 from ..core.hub import Hub, channel_of
-from ..wire.codec import decode
+from ..wire.codec import check_depth, decode_value
 from ..wire.events import EVENT_CLASSES, Event, EventError, check_event
 from ..wire.http import HttpError
 from ..wire.messages import (
@@ -237,13 +237,17 @@ def decode_events(body: bytes) -> list[Event]:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"invalid_json: {exc}") from None
+    try:
+        check_depth(parsed)
+    except RemoteProtocolError as exc:
+        raise HttpError(400, f"{exc.code}: {exc.message}") from None
     items = parsed if isinstance(parsed, list) else [parsed]
     if not items:
         raise HttpError(400, "invalid_field: the list of events is empty")
     events: list[Event] = []
     for index, item in enumerate(items):
         try:
-            payload = decode(orjson.dumps(item), accept=EVENT_TYPES).payload
+            payload = decode_value(item, accept=EVENT_TYPES).payload
         except RemoteProtocolError as exc:
             root = f"$[{index}]" if isinstance(parsed, list) else "$"
             path = (exc.path or "$").replace("$", root, 1)

@@ -1,7 +1,10 @@
 """The codec: ``encode`` and ``decode`` through one strict converter (sans-IO).
 
-Inbound decoding is strict: no coercion (``"5"`` is not an int, a string is not a
-list), unknown keys and unknown types are rejected, change events must pass
+Inbound decoding is strict: JSON nested deeper than :data:`MAX_JSON_DEPTH` is
+refused before anything else looks at it (orjson parses 1,024 levels but encodes only
+254, so a deep value could otherwise be decoded and fail when encoded again), no
+coercion (``"5"`` is not an int, a string is not a list), unknown keys and unknown
+types are rejected, change events must pass
 :func:`~takhin_ws.wire.events.check_event` (Kafka's naming rules, counts in range),
 and every failure is a :class:`~takhin_ws.RemoteProtocolError` with a code and the
 field path. The converter and its hooks live in :mod:`takhin_ws.wire.converter`.
@@ -30,10 +33,13 @@ from .messages import (
 __all__ = [
     "INVALID_FIELD",
     "INVALID_JSON",
+    "MAX_JSON_DEPTH",
     "TOO_LARGE",
     "UNKNOWN_TYPE",
+    "check_depth",
     "converter",
     "decode",
+    "decode_value",
     "encode",
     "explain",
     "payload_to_data",
@@ -44,6 +50,10 @@ INVALID_JSON: Final = "invalid_json"
 UNKNOWN_TYPE: Final = "unknown_type"
 INVALID_FIELD: Final = "invalid_field"
 TOO_LARGE: Final = "too_large"
+
+#: Deepest nesting of arrays and objects in an inbound message (the deepest a valid
+#: message needs is 4: a batch of events, an event, its data, a field).
+MAX_JSON_DEPTH: Final = 32
 
 _T = TypeVar("_T")
 
@@ -92,6 +102,31 @@ def decode(
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RemoteProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
+    check_depth(obj)
+    return decode_value(obj, accept=accept)
+
+
+def check_depth(value: object, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise :class:`RemoteProtocolError` (``too_large``) if *value* (parsed JSON) nests
+    arrays and objects more than *limit* levels deep. Iterative, level by level: the
+    cost is one look at each element, and no recursion."""
+    level: list[Any] = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            raise RemoteProtocolError(
+                TOO_LARGE, f"JSON nests deeper than the limit of {limit} levels", "$"
+            )
+        inner: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            inner += [v for v in items if type(v) is dict or type(v) is list]
+        level = inner
+
+
+def decode_value(obj: object, *, accept: frozenset[str] = ALL_TYPES) -> Envelope:
+    """:func:`decode` of a value already parsed (and checked with :func:`check_depth`)."""
     if type(obj) is not dict:
         raise RemoteProtocolError(
             INVALID_FIELD, f"a message must be a JSON object, got {describe(obj)}", "$"

@@ -1,8 +1,10 @@
-"""Reading one HTTP request (head, then body) from a connection: the I/O half of ``wire/http``."""
+"""One HTTP exchange on a connection: reading the request (head, then body) and writing
+the answer; the I/O half of ``wire/http`` and ``net/routes``."""
 
 from __future__ import annotations
 
-from typing import Final
+from contextlib import suppress
+from typing import TYPE_CHECKING, Final
 
 import h11
 import trio
@@ -15,9 +17,13 @@ from ..wire.http import (
     head_error,
     head_parser,
     request_of,
+    response_bytes,
 )
 
-__all__ = ["read_body", "read_request"]
+if TYPE_CHECKING:
+    from .routes import Answer
+
+__all__ = ["read_body", "read_request", "send_answer"]
 
 #: Most bytes one read of a request body asks for.
 BODY_READ_BYTES: Final = 64 * 1024
@@ -68,3 +74,20 @@ async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int
             return bytes(body)
         else:
             raise HttpError(400, "bad request body")
+
+
+async def send_answer(
+    transport: trio.abc.SendStream, answer: Answer, *, head: bool, write_timeout: float
+) -> None:
+    """Write *answer* as a whole ``Connection: close`` response within *write_timeout*
+    (a peer gone is no error); a ``HEAD`` request gets no body."""
+    response = response_bytes(
+        answer.status,
+        answer.body,
+        content_type=answer.content_type,
+        headers=list(answer.headers),
+        head_only=head,
+    )
+    with trio.move_on_after(write_timeout):
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await transport.send_all(response)

@@ -20,7 +20,6 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
@@ -29,27 +28,21 @@ from .._exceptions import HubFullError
 from ..config.settings import Settings
 from ..core.admission import Admission, Upgrade
 from ..core.hub import Hub
-from ..core.series import Series
 from ..core.snapshot import MetricsSource
-from ..ingest.bus import EventBus, MemoryBus
+from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..sources import close_source, source_for
-from ..wire.frames import bare_payload
 from ..wire.http import HttpError, Request
 from ..wire.inbound import InboundFilter
 from .exposition import ServerStatistics
 from .heartbeat import heartbeat
-from .httpio import read_request
+from .httpio import read_body, read_request, send_answer
 from .inboundio import InboundStream
 from .listener import Listener, bind
-from .routes import WS_PATH, Routes
+from .routes import WS_PATH, Answer, Routes, refusal
+from .services import Services, open_services
 from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Ending, Session, gap_frames
 from .transport import SocketTransport
-
-if TYPE_CHECKING:
-    from ..cluster.bus import RedisBus
-    from ..cluster.lease import MetricsLease
 
 __all__ = ["WS_PATH", "Server", "open_server", "serve"]
 
@@ -82,6 +75,7 @@ class Server:
         self.rejected: dict[int, int] = {}
         self.ingress = ingress or EventIngress(hub)
         self.bus = bus
+        self._services = Services(settings, hub, producer, self.ingress, bus)
         self._admission = Admission(settings)
         self._routes = Routes(self, self._admission)
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
@@ -111,20 +105,13 @@ class Server:
 
     def unready_reasons(self) -> list[str]:
         """Why ``/readyz`` answers 503 (empty while ready)."""
-        reasons = []
-        if not self._accepting:
-            reasons.append("shutting down")
-        if self.producer is not None and not self.producer.ready:
-            reasons.append("metrics source has not produced a fresh snapshot")
-        if self.bus is not None and not self.bus.healthy:
-            reasons.append("event bus unavailable (Redis unreachable)")
-        return reasons
+        reasons = [] if self._accepting else ["shutting down"]
+        return reasons + self._services.unready_reasons()
 
     def latest_metrics(self) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
         before the first one)."""
-        latest = self.hub.latest("metrics")
-        return None if latest is None else bare_payload(latest.payload)
+        return self._services.latest_metrics()
 
     def statistics(self) -> ServerStatistics:
         """The server's counters now, as one frozen value (what ``/metrics`` renders)."""
@@ -177,7 +164,7 @@ class Server:
                 request = await read_request(transport)
             except HttpError as exc:  # a bad head (400) or one too large (431)
                 self._count_rejected(exc)
-                await self._routes.refuse(transport, exc, head=False)
+                await self._send(transport, refusal(exc), head=False)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -194,11 +181,28 @@ class Server:
                 del request  # a session outlives its request: keep none of it
                 await self._websocket(transport, nursery, upgrade, conn_id, remote)
                 return
-            await self._routes.answer(transport, request)
+            await self._send(transport, await self._answer(transport, request), head=head)
         except HttpError as exc:
             self._count_rejected(exc)
-            await self._routes.refuse(transport, exc, head=head)
+            await self._send(transport, refusal(exc), head=head)
         await transport.linger_close()
+
+    async def _answer(self, transport: SocketTransport, request: Request) -> Answer:
+        """The plain-HTTP answer to *request* (a publish's body read first, bounded)."""
+        routes = self._routes
+        if not routes.is_publish(request):
+            return routes.answer(request)
+        routes.check_publish(request)
+        body: bytes | None = None
+        deadline = self.settings.body_timeout
+        with trio.move_on_after(deadline):
+            body = await read_body(transport, request, self.settings.max_body_size)
+        if body is None:
+            raise HttpError(408, f"the request body did not arrive within {deadline:g} s")
+        return await routes.publish(body)
+
+    async def _send(self, transport: SocketTransport, answer: Answer, *, head: bool) -> None:
+        await send_answer(transport, answer, head=head, write_timeout=self.settings.write_timeout)
 
     def _count_rejected(self, exc: HttpError) -> None:
         self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1
@@ -370,42 +374,20 @@ async def open_server(
     Raises :class:`~takhin_ws.ListenError` if the address cannot be bound.
     """
     settings = settings or Settings()
-    if hub is None:  # not `hub or ...`: a Hub with no clients yet is falsy (len 0)
-        hub = Hub(
-            max_clients=settings.max_clients,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl,
-        )
     listener = await bind(settings.host, settings.port)
     try:
-        async with trio.open_nursery() as nursery:
-            owned_source = None
-            if source is None:
-                owned_source = source = source_for(settings)
-            cluster: RedisBus | None = None
-            lease: MetricsLease | None = None
-            if settings.redis_url is not None:
-                from ..cluster.bus import RedisBus  # optional dependency (coredis)
-                from ..cluster.lease import MetricsLease
-
-                cluster = RedisBus.for_settings(settings, hub)
-                lease = MetricsLease.for_settings(settings)
-                await nursery.start(cluster.run)
-                await nursery.start(lease.run)
-            ingress = EventIngress(cluster or MemoryBus(hub))  # the one publish path
-            producer = MetricsProducer(
-                hub,
-                source,
-                interval=settings.interval,
-                collect_timeout=settings.collect_timeout,
-                unready_after=settings.unready_after,
-                ingress=ingress,
-                detect_changes=settings.detect_changes,
-                should_collect=None if lease is None else lease.hold,
-                series=Series(settings.series_window, settings.interval),
+        async with (
+            open_services(settings, source=source, hub=hub) as services,
+            trio.open_nursery() as nursery,
+        ):
+            server = Server(
+                settings,
+                services.hub,
+                services.producer,
+                listener,
+                services.ingress,
+                bus=services.bus,
             )
-            server = Server(settings, hub, producer, listener, ingress, bus=cluster)
-            await nursery.start(producer.run)
             nursery.start_soon(heartbeat, server.sessions, settings)
             handlers = _Handlers()
             try:
@@ -418,11 +400,6 @@ async def open_server(
                         await server.shutdown()
             finally:
                 handlers.stop()
-                with trio.CancelScope(shield=True):
-                    if lease is not None:
-                        await lease.aclose()
-                    if owned_source is not None:
-                        await close_source(owned_source)
                 nursery.cancel_scope.cancel()
     finally:
         listener.close()

@@ -1,0 +1,124 @@
+"""The hub and what feeds it, whichever way clients arrive: one set-up for both doors.
+
+:func:`open_services` starts, in a nursery of its own, the metrics producer (with the
+source *settings* name, unless one is given), the event ingress, and with
+``redis_url`` the Redis event bus and metrics lease; on exit it closes the lease and a
+source it made, then cancels them. The standalone server (``net/server``) and the ASGI
+app (``takhin_ws.asgi``) both run inside it and add only their own way of serving
+clients, so the two share one hub, producer and ingress set-up and one notion of
+readiness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..config.settings import Settings
+from ..core.hub import Hub
+from ..core.series import Series
+from ..core.snapshot import MetricsSource
+from ..ingest.bus import EventBus, MemoryBus
+from ..ingest.ingress import EventIngress
+from ..ingest.producer import MetricsProducer
+from ..sources import close_source, source_for
+from ..wire.frames import bare_payload
+
+if TYPE_CHECKING:
+    from ..cluster.bus import RedisBus
+    from ..cluster.lease import MetricsLease
+
+__all__ = ["Services", "new_hub", "open_services"]
+
+
+class Services:
+    """What :func:`open_services` runs: the hub, its producer, ingress and bus."""
+
+    __slots__ = ("bus", "hub", "ingress", "producer", "settings")
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        producer: MetricsProducer | None,
+        ingress: EventIngress,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.producer = producer
+        self.ingress = ingress
+        self.bus = bus
+
+    def unready_reasons(self) -> list[str]:
+        """Why the service is not ready, as far as the feeding side goes (empty: ready)."""
+        reasons = []
+        if self.producer is not None and not self.producer.ready:
+            reasons.append("metrics source has not produced a fresh snapshot")
+        if self.bus is not None and not self.bus.healthy:
+            reasons.append("event bus unavailable (Redis unreachable)")
+        return reasons
+
+    def latest_metrics(self) -> bytes | None:
+        """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
+        before the first one)."""
+        latest = self.hub.latest("metrics")
+        return None if latest is None else bare_payload(latest.payload)
+
+
+def new_hub(settings: Settings) -> Hub:
+    """A hub with the limits and history of *settings*."""
+    return Hub(
+        max_clients=settings.max_clients,
+        history_size=settings.history_size,
+        history_ttl=settings.history_ttl,
+    )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, source: MetricsSource | None = None, hub: Hub | None = None
+) -> AsyncIterator[Services]:
+    """Run the producer, ingress and (with ``redis_url``) the bus and lease for the
+    duration of the block; *source* defaults to the one *settings* names."""
+    if hub is None:  # not `hub or ...`: a Hub with no clients yet is falsy (len 0)
+        hub = new_hub(settings)
+    async with trio.open_nursery() as nursery:
+        owned_source = None
+        if source is None:
+            owned_source = source = source_for(settings)
+        cluster: RedisBus | None = None
+        lease: MetricsLease | None = None
+        try:
+            if settings.redis_url is not None:
+                from ..cluster.bus import RedisBus  # optional dependency (coredis)
+                from ..cluster.lease import MetricsLease
+
+                cluster = RedisBus.for_settings(settings, hub)
+                lease = MetricsLease.for_settings(settings)
+                await nursery.start(cluster.run)
+                await nursery.start(lease.run)
+            ingress = EventIngress(cluster or MemoryBus(hub))  # the one publish path
+            producer = MetricsProducer(
+                hub,
+                source,
+                interval=settings.interval,
+                collect_timeout=settings.collect_timeout,
+                unready_after=settings.unready_after,
+                ingress=ingress,
+                detect_changes=settings.detect_changes,
+                should_collect=None if lease is None else lease.hold,
+                series=Series(settings.series_window, settings.interval),
+            )
+            await nursery.start(producer.run)
+            yield Services(settings, hub, producer, ingress, bus=cluster)
+        finally:
+            with trio.CancelScope(shield=True):
+                if lease is not None:
+                    await lease.aclose()
+                if owned_source is not None:
+                    await close_source(owned_source)
+            nursery.cancel_scope.cancel()

@@ -7,14 +7,20 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import strategies as S
 from takhin_ws._exceptions import RemoteProtocolError
+from takhin_ws.cluster.entries import STREAM_TYPES
+from takhin_ws.wire.channels import parse_channel, stream_of
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.events import (
+    EVENT_CLASSES,
+    EVENT_TYPES,
     MAX_COUNT,
     MAX_GROUP_ID_LENGTH,
     MAX_TOPIC_NAME_LENGTH,
+    Event,
     EventError,
     check_event,
     check_group_id,
@@ -24,9 +30,11 @@ from takhin_ws.wire.messages import (
     GroupCreated,
     GroupDeleted,
     GroupUpdated,
+    MonitoringMetrics,
     Ping,
     TopicCreated,
     TopicDeleted,
+    channel_of,
 )
 
 FAST = settings(max_examples=200, deadline=None)
@@ -225,3 +233,86 @@ def test_an_event_error_reads_as_its_message() -> None:
 def test_not_an_event_names_what_it_got() -> None:
     with pytest.raises(TypeError, match=r"^Ping is not a change event$"):
         check_event(Ping())
+
+
+# --- what every event knows about itself: stream, key, channel, outcome ---
+
+_ANY_NAMES = st.text(max_size=260)
+#: Events with any names at all, valid channel names or not.
+_ANY_EVENTS = st.one_of(
+    st.builds(TopicCreated, name=_ANY_NAMES, partitions=st.integers()),
+    st.builds(TopicDeleted, name=_ANY_NAMES),
+    *(
+        st.builds(cls, group_id=_ANY_NAMES, state=S.group_states, members=st.integers())
+        for cls in (GroupCreated, GroupUpdated, GroupDeleted)
+    ),
+)
+
+
+def _is_channel(name: str) -> bool:
+    try:
+        parse_channel(name)
+    except ValueError:
+        return False
+    return True
+
+
+@FAST
+@given(_ANY_EVENTS)
+def test_an_event_goes_on_its_key_or_else_its_stream(event: Event) -> None:
+    assert event.key == f"{event.KIND}:{event.subject}"
+    assert event.channel == (event.key if _is_channel(event.key) else event.STREAM)
+    assert stream_of(event.channel) == event.STREAM
+    assert channel_of(event) == event.channel
+
+
+@FAST
+@given(S.topic_events)
+def test_a_valid_topic_event_has_a_channel_of_its_own(event: Event) -> None:
+    # (a valid group id may hold whitespace or 255 characters: no channel carries it)
+    assert event.channel == event.key
+
+
+def test_keys_channels_and_outcomes() -> None:
+    created = TopicCreated(name="orders", partitions=3)
+    assert (created.STREAM, created.key, created.channel) == (
+        "topics",
+        "topic:orders",
+        "topic:orders",
+    )
+    assert created.outcome == TopicCreated(name="orders", partitions=9).outcome == (True, None, 0)
+    assert TopicDeleted(name="orders").outcome == (False, None, 0)
+    assert TopicDeleted(name="orders").key == created.key  # one subject
+    group = GroupUpdated(group_id="billing", state="Stable", members=2)
+    assert (group.STREAM, group.key, group.channel) == ("groups", "group:billing", "group:billing")
+    assert group.outcome == (True, "Stable", 2)
+    assert GroupDeleted(group_id="billing", state="Stable", members=5).outcome == (False, None, 0)
+    assert channel_of(MonitoringMetrics()) == "metrics"
+
+
+def test_a_creation_is_an_update_for_those_who_know_the_subject() -> None:
+    created = GroupCreated(group_id="g", state="Stable", members=1)
+    assert created.as_update() == GroupUpdated(group_id="g", state="Stable", members=1)
+    for event in (
+        TopicCreated(name="t", partitions=1),
+        TopicDeleted(name="t"),
+        GroupUpdated(group_id="g", state="Empty", members=0),
+        GroupDeleted(group_id="g", state="Dead", members=0),
+    ):
+        assert event.as_update() is event
+
+
+def test_every_event_class_is_a_wire_type_of_its_stream() -> None:
+    assert {cls.TYPE for cls in EVENT_CLASSES} == EVENT_TYPES
+    assert {cls.TYPE: cls.STREAM for cls in EVENT_CLASSES} == {
+        "topic_created": "topics",
+        "topic_deleted": "topics",
+        "group_created": "groups",
+        "group_updated": "groups",
+        "group_deleted": "groups",
+    }
+    assert {
+        "metrics": frozenset({"metrics"}),
+        "topics": frozenset({"topic_created", "topic_deleted"}),
+        "groups": frozenset({"group_created", "group_updated", "group_deleted"}),
+    } == STREAM_TYPES

@@ -20,19 +20,11 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
-from ..wire.channels import parse_channel, stream_of
+from ..wire.channels import EVENT_STREAMS, parse_channel, stream_of
 from ..wire.codec import decode, encode
+from ..wire.events import EVENT_CLASSES
 from ..wire.frames import Outbound
-from ..wire.messages import (
-    Envelope,
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
+from ..wire.messages import Envelope, MonitoringMetrics, Payload
 
 __all__ = [
     "EPOCH_FIELD",
@@ -54,11 +46,10 @@ MESSAGE_FIELD: Final = "msg"
 #: The first id of every stream: "read from the start".
 START_ID: Final = "0-0"
 
-#: The message types each stream carries.
+#: The message types each stream carries (each event class names its stream).
 STREAM_TYPES: Final[Mapping[str, frozenset[str]]] = {
     "metrics": frozenset({MonitoringMetrics.TYPE}),
-    "topics": frozenset({TopicCreated.TYPE, TopicDeleted.TYPE}),
-    "groups": frozenset({GroupCreated.TYPE, GroupUpdated.TYPE, GroupDeleted.TYPE}),
+    **{s: frozenset(c.TYPE for c in EVENT_CLASSES if s == c.STREAM) for s in EVENT_STREAMS},
 }
 
 #: An entry's field/value pairs, as coredis returns them (bytes) or as text.

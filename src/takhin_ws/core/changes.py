@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..wire.messages import (
+from ..wire.events import (
+    Event,
     GroupCreated,
     GroupDeleted,
     GroupUpdated,
-    Payload,
     TopicCreated,
     TopicDeleted,
 )
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["diff"]
 
 
-def diff(previous: Snapshot, current: Snapshot) -> list[Payload]:
+def diff(previous: Snapshot, current: Snapshot) -> list[Event]:
     """The change events that lead from *previous* to *current*."""
-    events: list[Payload] = []
+    events: list[Event] = []
     before_topics = {t.name: t for t in previous.metrics.topic_stats}
     now_topics = {t.name: t for t in current.metrics.topic_stats}
     for name, stats in now_topics.items():
@@ -49,7 +49,7 @@ def diff(previous: Snapshot, current: Snapshot) -> list[Payload]:
 
     before_groups = previous.groups
     now_groups = current.groups
-    updated: list[Payload] = []
+    updated: list[Event] = []
     for group_id, info in now_groups.items():
         old = before_groups.get(group_id)
         if old is None:

@@ -1,5 +1,4 @@
-"""The receiving end of a client as the hub sees it, and how events map to channels
-(sans-IO)."""
+"""The receiving end of a client as the hub sees it (sans-IO)."""
 
 from __future__ import annotations
 
@@ -9,20 +8,10 @@ from typing import Protocol
 from attrs import frozen
 
 from ..config.settings import DEFAULT_QUEUE_SIZE
-from ..wire.channels import parse_channel
 from ..wire.frames import PLAIN, Outbound, Variant
-from ..wire.messages import (
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
 from .queue import DropOldestQueue
 
-__all__ = ["Client", "HubStatistics", "QueueSubscriber", "Subscriber", "channel_of"]
+__all__ = ["Client", "HubStatistics", "QueueSubscriber", "Subscriber"]
 
 
 class Subscriber(Protocol):
@@ -92,24 +81,3 @@ class HubStatistics:
     dropped: int
     peak_queue_depth: int
     epoch: str
-
-
-def channel_of(payload: Payload) -> str:
-    """The narrowest channel an event belongs to (``topic:<name>``/``group:<id>``).
-
-    A name no channel can carry (whitespace, over 249 characters) falls back to the
-    stream itself: its subscribers still get the event, nobody loses it."""
-    if isinstance(payload, TopicCreated | TopicDeleted):
-        return _narrow("topic:", payload.name, "topics")
-    if isinstance(payload, GroupCreated | GroupUpdated | GroupDeleted):
-        return _narrow("group:", payload.group_id, "groups")
-    if isinstance(payload, MonitoringMetrics):
-        return "metrics"
-    raise TypeError(f"{payload.TYPE} is not published on a channel")
-
-
-def _narrow(prefix: str, name: str, stream: str) -> str:
-    try:
-        return parse_channel(prefix + name)
-    except ValueError:
-        return stream

@@ -22,8 +22,8 @@ from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS
 from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
 from ..wire.frames import PLAIN, Outbound, Variant
-from ..wire.messages import Envelope, EpochChanged, MonitoringMetrics, Payload
-from .clients import Client, HubStatistics, QueueSubscriber, Subscriber, channel_of
+from ..wire.messages import Envelope, EpochChanged, MonitoringMetrics, Payload, channel_of
+from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
 from .history import StreamHistory
 from .snapshot import GroupInfo
 from .views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
@@ -224,7 +224,8 @@ class Hub:
         return item
 
     def publish_event(self, payload: Payload) -> Outbound:
-        """Publish an event on the channel it belongs to (see :func:`channel_of`)."""
+        """Publish *payload* on the channel it belongs to (an event's ``channel``,
+        see :func:`~takhin_ws.wire.messages.channel_of`)."""
         return self.publish(channel_of(payload), payload)
 
     def deliver(self, channel: str, item: Outbound) -> None:

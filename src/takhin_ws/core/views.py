@@ -30,21 +30,13 @@ import orjson
 from .._exceptions import LocalProtocolError
 from ..wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX
 from ..wire.codec import payload_to_data
+from ..wire.events import GroupEvent
 from ..wire.frames import Outbound
-from ..wire.messages import (
-    GroupCreated,
-    GroupDeleted,
-    GroupDetail,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicDetail,
-)
+from ..wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Payload, TopicDetail
 from .snapshot import GroupInfo
 
 __all__ = ["MetricsViews", "is_view", "metrics_data", "metrics_envelope"]
 
-_GROUP_EVENTS: Final = frozenset({"group_created", "group_updated"})
 _DEAD: Final = GroupInfo(state="Dead", members=0)
 #: What a group in the snapshot that no snapshot or event has described yet shows.
 _UNDESCRIBED: Final = GroupInfo(state="Empty", members=0)
@@ -142,23 +134,24 @@ class MetricsViews:
 
     def note_event(self, payload: Payload) -> None:
         """A group event: its state and members are the group's from now on."""
-        if isinstance(payload, GroupCreated | GroupUpdated):
-            self._groups[payload.group_id] = GroupInfo(state=payload.state, members=payload.members)
-        elif isinstance(payload, GroupDeleted):
-            self._groups.pop(payload.group_id, None)
+        if isinstance(payload, GroupEvent):
+            self._note_group(type(payload), payload.group_id, payload.state, payload.members)
 
     def note_event_json(self, payload: bytes) -> None:
         """:meth:`note_event` for an encoded event (one that came through a bus)."""
-        if b'"type":"group_' not in payload[:32]:
-            return
         obj = orjson.loads(payload)
-        data = obj.get("data") or {}
-        group_id = data.get("groupId")
-        if not isinstance(group_id, str):
+        kind = PAYLOAD_CLASSES.get(obj.get("type"))
+        data = obj.get("data")
+        if kind is None or not issubclass(kind, GroupEvent) or not isinstance(data, dict):
             return
-        if obj.get("type") in _GROUP_EVENTS:
-            self._groups[group_id] = GroupInfo(state=data["state"], members=data["members"])
-        elif obj.get("type") == GroupDeleted.TYPE:
+        group_id = data.get("groupId")
+        if isinstance(group_id, str):
+            self._note_group(kind, group_id, data.get("state"), data.get("members"))
+
+    def _note_group(self, kind: type[GroupEvent], group_id: str, state: Any, members: Any) -> None:
+        if kind.EXISTS:
+            self._groups[group_id] = GroupInfo(state=state, members=members)
+        else:
             self._groups.pop(group_id, None)
 
     # --- views ---

@@ -23,26 +23,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Final, TypeAlias
+from typing import Final
 
 import orjson
 from attrs import frozen
 
 from .._exceptions import LocalProtocolError, RemoteProtocolError
-from ..core.hub import Hub, channel_of
+from ..core.hub import Hub
 from ..wire.codec import check_depth, decode_value
-from ..wire.events import EVENT_CLASSES, Event, EventError, check_event
+from ..wire.events import EVENT_CLASSES, EVENT_TYPES, Event, EventError, Outcome, check_event
 from ..wire.http import HttpError
-from ..wire.messages import (
-    EVENT_TYPES,
-    GroupCreated,
-    GroupDeleted,
-    GroupState,
-    GroupUpdated,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
+from ..wire.messages import Payload
 from .bus import EventBus, MemoryBus, Published
 
 __all__ = ["MAX_ANNOUNCED", "Event", "EventIngress", "IngressStatistics", "decode_events"]
@@ -50,10 +41,6 @@ __all__ = ["MAX_ANNOUNCED", "Event", "EventIngress", "IngressStatistics", "decod
 #: How many announced topics and groups the ingress remembers for the change
 #: detector (the oldest is forgotten first; it only ever costs a repeated event).
 MAX_ANNOUNCED: Final = 10_000
-
-#: What the ingress last announced about one topic or group: whether it exists,
-#: and a group's state and member count.
-_Known: TypeAlias = tuple[bool, GroupState | None, int]
 
 
 @frozen
@@ -87,7 +74,7 @@ class EventIngress:
         self._published = 0
         self._rejected = 0
         self._suppressed = 0
-        self._announced: OrderedDict[str, _Known] = OrderedDict()
+        self._announced: OrderedDict[str, Outcome] = OrderedDict()  # by event key
 
     @property
     def bus(self) -> EventBus:
@@ -180,23 +167,22 @@ class EventIngress:
         return checked
 
     def _publish_nowait(self, event: Event, *, remember: bool = True) -> Published:
-        published = self._bus.publish_nowait(channel_of(event), event)
+        published = self._bus.publish_nowait(event.channel, event)
         self._published += 1
         if remember:
             self._remember(event)
         return published
 
     async def _publish(self, event: Event, *, remember: bool = True) -> Published:
-        published = await self._bus.publish(channel_of(event), event)
+        published = await self._bus.publish(event.channel, event)
         self._published += 1
         if remember:
             self._remember(event)
         return published
 
     def _remember(self, event: Event) -> None:
-        key, known = _knowledge(event)
-        self._announced.pop(key, None)
-        self._announced[key] = known
+        self._announced.pop(event.key, None)
+        self._announced[event.key] = event.outcome
         if len(self._announced) > MAX_ANNOUNCED:
             self._announced.popitem(last=False)
 
@@ -205,25 +191,16 @@ class EventIngress:
 
         Whatever the answer, the record is dropped: the snapshots have caught up
         with it, and from now on their difference is the news."""
-        key, seen = _knowledge(event)
-        known = self._announced.pop(key, None)
+        known = self._announced.pop(event.key, None)
         if known is None:
             return event
-        if known == seen:
+        if known == event.outcome:
             self._suppressed += 1
             return None
-        if isinstance(event, GroupCreated) and known[0]:
-            # The group exists for the clients already, with another state.
-            return GroupUpdated(group_id=event.group_id, state=event.state, members=event.members)
-        return event
-
-
-def _knowledge(event: Event) -> tuple[str, _Known]:
-    if isinstance(event, TopicCreated | TopicDeleted):
-        return f"topic:{event.name}", (isinstance(event, TopicCreated), None, 0)
-    if isinstance(event, GroupDeleted):
-        return f"group:{event.group_id}", (False, None, 0)
-    return f"group:{event.group_id}", (True, event.state, event.members)
+        exists = known[0]
+        # A subject that exists for the clients already, in another state: a group
+        # created becomes a group updated.
+        return event.as_update() if exists else event
 
 
 def decode_events(body: bytes) -> list[Event]:

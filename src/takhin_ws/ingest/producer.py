@@ -28,15 +28,8 @@ from ..core.changes import diff
 from ..core.hub import Hub
 from ..core.series import Series
 from ..core.snapshot import MetricsSource, MetricsSourceError, Snapshot
-from ..wire.messages import (
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    MonitoringMetrics,
-    Payload,
-    TopicCreated,
-    TopicDeleted,
-)
+from ..wire.events import Event
+from ..wire.messages import MonitoringMetrics, Payload
 from .bus import BusUnavailableError
 from .ingress import EventIngress
 
@@ -359,7 +352,7 @@ class MetricsProducer:
             self._published()
         return not self.hub.closed
 
-    async def _announce(self, events: list[Payload]) -> bool:
+    async def _announce(self, events: list[Event]) -> bool:
         """The change events of a tick through the ingress's detector door, in order."""
         for event in events:
             try:
@@ -376,10 +369,10 @@ class MetricsProducer:
             self._events += 1
         return not self.hub.closed
 
-    def _refused(self, event: Payload, exc: LocalProtocolError) -> None:
+    def _refused(self, event: Event, exc: LocalProtocolError) -> None:
         self._invalid_events += 1
         reason = exc.__cause__ or exc  # the broken rule, without the path
-        name = _subject(event)
+        name = f"{event.KIND} {event.subject!r}"
         if name in self._reported:
             logger.debug("skipping the %s event of %s: %s", event.TYPE, name, reason)
         elif len(self._reported) < MAX_REPORTED_NAMES:
@@ -409,14 +402,6 @@ class MetricsProducer:
         if self._publish_failing:
             logger.info("publishing works again")
             self._publish_failing = False
-
-
-def _subject(event: Payload) -> str:
-    if isinstance(event, TopicCreated | TopicDeleted):
-        return f"topic {event.name!r}"
-    if isinstance(event, GroupCreated | GroupUpdated | GroupDeleted):
-        return f"group {event.group_id!r}"
-    return event.TYPE
 
 
 def _describe(error: BaseException) -> str:

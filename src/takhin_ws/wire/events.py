@@ -1,45 +1,69 @@
-"""The one check every change event passes before it gets an offset (sans-IO).
+"""Change events: their classes, what each is about, and the one check (sans-IO).
 
-:func:`check_event` is called on every path an event takes: the codec when it
-decodes an event (``POST /api/events``, a shared bus's entries), the ingress for
-events published in process, the producer for events found by diffing snapshots.
+Every event class knows, without anyone testing its type:
 
-- A topic name follows Kafka's rules: 1-249 characters of ``[A-Za-z0-9._-]``, and
-  neither ``.`` nor ``..``.
-- A group id is not empty and has at most :data:`MAX_GROUP_ID_LENGTH` characters
-  (Kafka sets no limit; a bound keeps channel names and history entries small).
-- Counts are within Kafka's 32-bit range: ``partitions`` at least 1 for
-  ``topic_created``, ``members`` not negative.
+- ``STREAM``, the offset stream that carries it (``topics``, ``groups``);
+- ``key``, its subject (``topic:<name>``, ``group:<id>``), the same for every event
+  about one topic or group;
+- ``channel``, the narrowest channel that carries it: the key when it is a valid
+  channel name, else the stream (a name with whitespace still reaches the stream's
+  subscribers);
+- ``outcome``, what it says its subject is once it happened (exists, state,
+  members): two events about one subject with the same outcome announce the same;
+- ``check()``, its rules (:func:`check_event` is called once per event, at the door
+  it came in by: the codec for what it decodes, the ingress for what code hands it):
+
+  - a topic name follows Kafka's rules: 1-249 characters of ``[A-Za-z0-9._-]``, and
+    neither ``.`` nor ``..``;
+  - a group id is not empty and has at most :data:`MAX_GROUP_ID_LENGTH` characters
+    (Kafka sets no limit; a bound keeps channel names and history entries small);
+  - counts are within Kafka's 32-bit range: ``partitions`` at least 1 for
+    ``topic_created``, ``members`` not negative.
+
+Adding an event type is one class here (listed in :data:`EVENT_CLASSES`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final, TypeAlias
+from typing import ClassVar, Final, Literal, TypeAlias, cast, get_args
 
-from .messages import (
-    GROUP_STATES,
-    GroupCreated,
-    GroupDeleted,
-    GroupUpdated,
-    TopicCreated,
-    TopicDeleted,
-)
+from attrs import frozen
+
+from .channels import parse_channel
 
 __all__ = [
     "EVENT_CLASSES",
+    "EVENT_TYPES",
+    "GROUP_STATES",
     "MAX_COUNT",
     "MAX_GROUP_ID_LENGTH",
     "MAX_TOPIC_NAME_LENGTH",
+    "ChangeEvent",
     "Event",
     "EventError",
+    "GroupCreated",
+    "GroupDeleted",
+    "GroupEvent",
+    "GroupState",
+    "GroupUpdated",
+    "Outcome",
+    "TopicCreated",
+    "TopicDeleted",
+    "TopicEvent",
     "check_event",
     "check_group_id",
     "check_topic_name",
 ]
 
-Event: TypeAlias = TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
-EVENT_CLASSES: Final = (TopicCreated, TopicDeleted, GroupCreated, GroupUpdated, GroupDeleted)
+GroupState: TypeAlias = Literal[
+    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"
+]
+GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
+
+#: What an event says its subject is afterwards: whether it exists, and a group's
+#: state and members (``None`` and 0 where the event says nothing of them).
+Outcome: TypeAlias = tuple[bool, GroupState | None, int]
 
 #: Kafka's limit on a topic name.
 MAX_TOPIC_NAME_LENGTH: Final = 249
@@ -51,6 +75,143 @@ MAX_COUNT: Final = 2**31 - 1
 _QUOTE_LENGTH: Final = 40
 
 _TOPIC_CHARACTERS: Final = re.compile(r"[A-Za-z0-9._-]+")
+
+
+# --- the classes ---
+
+
+@frozen(kw_only=True)
+class ChangeEvent:
+    """What every change event knows about itself (see the module's text)."""
+
+    TYPE: ClassVar[str]
+    STREAM: ClassVar[str]
+    #: The kind of subject (``topic``, ``group``): the prefix of its key and channel.
+    KIND: ClassVar[str]
+    #: Whether the subject exists once the event happened (false for a deletion).
+    EXISTS: ClassVar[bool] = True
+
+    @property
+    def subject(self) -> str:
+        """The name of what the event is about (a topic name, a group id)."""
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        """``<kind>:<subject>``: the same for every event about one topic or group."""
+        return f"{self.KIND}:{self.subject}"
+
+    @property
+    def channel(self) -> str:
+        """The narrowest channel the event is published on: its key, or its stream
+        when the key is no valid channel name (nobody loses the event)."""
+        try:
+            return parse_channel(self.key)
+        except ValueError:
+            return self.STREAM
+
+    @property
+    def outcome(self) -> Outcome:
+        return (self.EXISTS, None, 0)
+
+    def as_update(self) -> Event:
+        """This event for clients that already know its subject exists: a creation
+        becomes the update the protocol has for it, where it has one."""
+        return cast("Event", self)  # every concrete class is one
+
+    def check(self) -> None:
+        """Raise :class:`EventError` if the event breaks a rule."""
+        raise NotImplementedError
+
+
+@frozen(kw_only=True)
+class TopicEvent(ChangeEvent):
+    STREAM: ClassVar[str] = "topics"
+    KIND: ClassVar[str] = "topic"
+    name: str
+
+    @property
+    def subject(self) -> str:
+        return self.name
+
+    def check(self) -> None:
+        check_topic_name(self.name)
+
+
+@frozen(kw_only=True)
+class TopicCreated(TopicEvent):
+    TYPE: ClassVar[str] = "topic_created"
+    partitions: int
+
+    def check(self) -> None:
+        super().check()
+        _check_count("partitions", self.partitions, minimum=1)
+
+
+@frozen(kw_only=True)
+class TopicDeleted(TopicEvent):
+    TYPE: ClassVar[str] = "topic_deleted"
+    EXISTS: ClassVar[bool] = False
+
+
+@frozen(kw_only=True)
+class GroupEvent(ChangeEvent):
+    STREAM: ClassVar[str] = "groups"
+    KIND: ClassVar[str] = "group"
+    group_id: str
+    state: GroupState
+    members: int
+
+    @property
+    def subject(self) -> str:
+        return self.group_id
+
+    @property
+    def outcome(self) -> Outcome:
+        return (True, self.state, self.members) if self.EXISTS else (False, None, 0)
+
+    def check(self) -> None:
+        check_group_id(self.group_id)
+        if self.state not in GROUP_STATES:
+            raise EventError("state", "state must be one of " + ", ".join(GROUP_STATES))
+        _check_count("members", self.members, minimum=0)
+
+
+@frozen(kw_only=True)
+class GroupCreated(GroupEvent):
+    TYPE: ClassVar[str] = "group_created"
+
+    def as_update(self) -> Event:
+        return GroupUpdated(group_id=self.group_id, state=self.state, members=self.members)
+
+
+@frozen(kw_only=True)
+class GroupUpdated(GroupEvent):
+    TYPE: ClassVar[str] = "group_updated"
+
+
+@frozen(kw_only=True)
+class GroupDeleted(GroupEvent):
+    TYPE: ClassVar[str] = "group_deleted"
+    EXISTS: ClassVar[bool] = False
+
+
+Event: TypeAlias = TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
+EVENT_CLASSES: Final = (TopicCreated, TopicDeleted, GroupCreated, GroupUpdated, GroupDeleted)
+#: What a publisher may send to ``POST /api/events`` or the ingress API.
+EVENT_TYPES: Final = frozenset(cls.TYPE for cls in EVENT_CLASSES)
+
+
+def check_event(event: object) -> Event:
+    """Return *event* if it is a valid change event, else raise :class:`EventError`
+    (a rule broken) or :class:`TypeError` (not an event at all)."""
+    if not isinstance(event, EVENT_CLASSES):
+        raise TypeError(f"{type(event).__name__} is not a change event")
+    event.check()
+    return event
+
+
+# --- the rules ---
 
 
 class EventError(ValueError):
@@ -99,25 +260,6 @@ def check_group_id(group_id: str) -> None:
             "groupId",
             f"a group id has at most {MAX_GROUP_ID_LENGTH} characters, got {len(group_id)}",
         )
-
-
-def check_event(event: object) -> Event:
-    """Return *event* if it is a valid change event, else raise :class:`EventError`
-    (a rule broken) or :class:`TypeError` (not an event at all)."""
-    match event:
-        case TopicCreated():
-            check_topic_name(event.name)
-            _check_count("partitions", event.partitions, minimum=1)
-        case TopicDeleted():
-            check_topic_name(event.name)
-        case GroupCreated() | GroupUpdated() | GroupDeleted():
-            check_group_id(event.group_id)
-            if event.state not in GROUP_STATES:
-                raise EventError("state", "state must be one of " + ", ".join(GROUP_STATES))
-            _check_count("members", event.members, minimum=0)
-        case _:
-            raise TypeError(f"{type(event).__name__} is not a change event")
-    return event
 
 
 def _check_count(field: str, value: int, *, minimum: int) -> None:

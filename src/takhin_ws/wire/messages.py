@@ -4,18 +4,30 @@ Takhin 2.9 messages plus the additive v1 extensions. Every message is an envelop
 ``{"type", "data", "timestamp"}`` (timestamp in Unix seconds); events additionally
 carry ``channel``, ``offset`` and ``epoch``, metrics carry ``stale``. Payloads have
 snake_case attributes that travel as camelCase keys (see :mod:`takhin_ws.wire.codec`).
-Each payload class names its wire type in ``TYPE``.
+Each payload class names its wire type in ``TYPE``. The change events live with
+their rules in :mod:`takhin_ws.wire.events` and are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
 from attrs import field, frozen
 
 from .channels import parse_channel
+from .events import (
+    EVENT_TYPES,
+    GROUP_STATES,
+    ChangeEvent,
+    GroupCreated,
+    GroupDeleted,
+    GroupState,
+    GroupUpdated,
+    TopicCreated,
+    TopicDeleted,
+)
 
 __all__ = [
     "ALL_TYPES",
@@ -58,15 +70,10 @@ __all__ = [
     "TopicStats",
     "Unsubscribe",
     "Welcome",
+    "channel_of",
 ]
 
 PROTOCOL_VERSION: Final = 1
-
-GroupState: TypeAlias = Literal[
-    "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"
-]
-GROUP_STATES: Final[tuple[str, ...]] = get_args(GroupState)
-
 
 # --- metrics payload (the 2.9 MonitoringMetrics shape, all keys always present) ---
 
@@ -224,41 +231,6 @@ class EpochChanged:
     epoch: str
     previous: str
     recovered: Mapping[str, bool] = attrs.Factory(dict)
-
-
-@frozen(kw_only=True)
-class TopicCreated:
-    TYPE: ClassVar[str] = "topic_created"
-    name: str
-    partitions: int
-
-
-@frozen(kw_only=True)
-class TopicDeleted:
-    TYPE: ClassVar[str] = "topic_deleted"
-    name: str
-
-
-@frozen(kw_only=True)
-class _GroupEvent:
-    group_id: str
-    state: GroupState
-    members: int
-
-
-@frozen(kw_only=True)
-class GroupCreated(_GroupEvent):
-    TYPE: ClassVar[str] = "group_created"
-
-
-@frozen(kw_only=True)
-class GroupUpdated(_GroupEvent):
-    TYPE: ClassVar[str] = "group_updated"
-
-
-@frozen(kw_only=True)
-class GroupDeleted(_GroupEvent):
-    TYPE: ClassVar[str] = "group_deleted"
 
 
 @frozen
@@ -426,10 +398,17 @@ OPTIONAL_DATA_TYPES: Final = frozenset({"history"})
 ALL_TYPES: Final = frozenset(PAYLOAD_CLASSES)
 #: What a browser may send.
 CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe", "history"})
-#: What a publisher may send to ``POST /api/events`` or the ingress API.
-EVENT_TYPES: Final = frozenset(
-    {"topic_created", "topic_deleted", "group_created", "group_updated", "group_deleted"}
-)
+
+
+def channel_of(payload: Payload) -> str:
+    """The channel *payload* is published on: an event's own (``event.channel``:
+    ``topic:<name>``, ``group:<id>``, or its stream for a name no channel can carry),
+    ``metrics`` for a snapshot. Other messages are replies, never published."""
+    if isinstance(payload, ChangeEvent):
+        return payload.channel
+    if isinstance(payload, MonitoringMetrics):
+        return "metrics"
+    raise TypeError(f"{payload.TYPE} is not published on a channel")
 
 
 @frozen(kw_only=True)

@@ -2,7 +2,7 @@
 #
 # One virtualenv, installed in layers, each with its own stamp: `make run` installs only
 # what running needs (the package and its dependencies); `make test` adds the test and
-# lint tools and the optional extras the suite drives (redis, kafka).
+# lint tools and the optional extras the suite drives (redis, kafka, asgi).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 RUN_STAMP := $(VENV)/.installed-run
 #: everything `make test` uses (the name other tools and the docs refer to)
 STAMP := $(VENV)/.installed
-TEST_EXTRAS := dev,redis,kafka
+TEST_EXTRAS := dev,redis,kafka,asgi
 
 .PHONY: run test lint typecheck unit bench mutation docs clean
 

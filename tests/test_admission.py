@@ -247,3 +247,33 @@ def test_head_size_excludes_what_follows_the_head() -> None:
     event = conn.next_event()
     assert isinstance(event, h11.Request)
     assert admit(request_of(event, raw, conn)).head_size == len(head)
+
+
+def test_behind_asgi_the_handshake_and_compression_are_the_servers() -> None:
+    """``owns_handshake=False`` (the ASGI app): headers an ASGI server already checked
+    (an HTTP/2 extended CONNECT has no Upgrade or key) are not refused, and an offered
+    permessage-deflate is left to that server: the client's variant is uncompressed;
+    the rest of the policy (Origin, capacity, parameters) still applies."""
+    req = request(
+        "/api/monitoring/ws?channels=topics",
+        Upgrade=None,
+        Connection=None,
+        Sec_WebSocket_Key=None,
+        Sec_WebSocket_Extensions="permessage-deflate",
+    )
+    with pytest.raises(HttpError):
+        admit(req)  # the standalone server checks the handshake itself
+    admission = Admission(Settings())
+    upgrade = admission.admit(req, accepting=True, occupied=0, capacity=10, owns_handshake=False)
+    assert upgrade.channels == ["topics"]
+    assert upgrade.deflate is None
+    assert upgrade.variant == PLAIN
+    with pytest.raises(HttpError) as info:
+        admission.admit(
+            request(Origin="https://evil.example"),
+            accepting=True,
+            occupied=0,
+            capacity=10,
+            owns_handshake=False,
+        )
+    assert info.value.status == 403

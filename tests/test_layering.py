@@ -72,8 +72,9 @@ RANK: Final = {
     "ingest": 3,
     "cluster": 4,
     "net": 5,
-    "cli": 6,
-    "__main__": 7,
+    "asgi": 6,
+    "cli": 7,
+    "__main__": 8,
 }
 
 

@@ -462,3 +462,32 @@ async def test_cancelled_get_batch_takes_nothing() -> None:
         await q.get_batch()
     assert scope.cancelled_caught
     assert q.get_batch_nowait() == [a, b]
+
+
+async def test_wait_takes_nothing_and_wakes_on_put_or_close() -> None:
+    """``wait`` returns once something is pending (or the queue closed) and leaves it
+    there, so the reader takes the item and the drops before it in one step."""
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    woke: list[int] = []
+
+    async def waiter() -> None:
+        await q.wait()
+        woke.append(len(q))
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []  # parked
+            for offset in (1, 2, 3):  # the third drops the first
+                q.put_nowait(item(offset=offset))
+        assert woke == [2]  # nothing taken
+        assert q.take_drops()[0].count == 1
+        with trio.testing.assert_checkpoints():
+            await q.wait()  # pending: returns at once, still a checkpoint
+        q.clear()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            q.close()
+        assert woke == [2, 0]

@@ -421,3 +421,27 @@ def test_command_delay_is_a_token_bucket(hub: Hub) -> None:
     assert [core.command_delay() for _ in range(3)] == [0.0, 0.25, 0.75]
     clock.now = 100.0  # refilled, but never beyond the burst
     assert [core.command_delay() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+
+
+def test_a_subscribe_outside_the_permitted_channels_is_forbidden_and_changes_nothing(
+    hub: Hub,
+) -> None:
+    """With ``permits`` (an embedding app's authorization), a subscribe naming any
+    channel it refuses gets ``forbidden`` and applies none of it, is not counted as
+    abuse, and a permitted one is applied as always."""
+    core, _ = core_for(hub, ["topic:orders"], bad_message_limit=1)
+    core.permits = lambda channel: channel.startswith("topic:")
+    before = core.client.channels
+    for _ in range(3):  # over the invalid-message limit, were it counted
+        reply = send(core, {"type": "subscribe", "data": ["topic:billing", "groups", "metrics"]})
+        assert reply.close is None
+        (error,) = messages(reply)
+        assert error["data"] == {
+            "code": "forbidden",
+            "message": "not allowed on this connection: groups, metrics",
+            "path": "$.data.channels",
+        }
+    assert core.client.channels == before
+    assert hub.subscribers("groups") == 0
+    assert types(send(core, {"type": "subscribe", "data": ["topic:billing"]})) == ["subscribed"]
+    assert core.client.channels == {"topic:orders", "topic:billing"}

@@ -84,14 +84,26 @@ class Admission:
         self.settings = settings
         self._api_keys = [k.encode() for k in settings.api_keys]
 
-    def admit(self, request: Request, *, accepting: bool, occupied: int, capacity: int) -> Upgrade:
+    def admit(
+        self,
+        request: Request,
+        *,
+        accepting: bool,
+        occupied: int,
+        capacity: int,
+        owns_handshake: bool = True,
+    ) -> Upgrade:
         """Admit *request* or raise :class:`HttpError`.
 
         *occupied* is the number of registered clients plus handshakes in flight;
-        *capacity* the most the hub takes."""
+        *capacity* the most the hub takes. *owns_handshake* is False behind ASGI,
+        where the server has checked the handshake headers and negotiates
+        permessage-deflate itself: neither is done here then (the client's variant is
+        uncompressed)."""
         if not accepting:
             raise HttpError(503, "server is shutting down", headers=[("Retry-After", "1")])
-        check_handshake(request)
+        if owns_handshake:
+            check_handshake(request)
         if not self.origin_allowed(request):
             raise HttpError(403, "origin not allowed")
         offered = subprotocols(request)
@@ -110,7 +122,7 @@ class Admission:
         bare = connect_format(request, self.settings.format) == "bare"
         if bare and channels is None:
             channels = ["metrics"]  # a bare client receives nothing else
-        extensions = request.header("sec-websocket-extensions")
+        extensions = request.header("sec-websocket-extensions") if owns_handshake else None
         deflate = negotiate([extensions] if extensions else [], enabled=self.settings.compression)
         variant = Variant(
             bare=bare,

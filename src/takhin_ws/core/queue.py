@@ -179,6 +179,18 @@ class DropOldestQueue(Generic[T]):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return item
 
+    async def wait(self) -> None:
+        """Wait until an item is pending or the queue is closed, taking nothing: a
+        reader that must take an item and :meth:`take_drops` in one synchronous step
+        (so a ``gap`` names exactly the items lost before that one) waits here, then
+        calls :meth:`get_nowait`."""
+        if self._items or self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items and not self._closed:
+            await self._parking_lot().park()
+
     async def get_batch(self) -> list[T]:
         """Wait until something is pending, then take all of it."""
         await trio.lowlevel.checkpoint_if_cancelled()

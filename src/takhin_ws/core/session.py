@@ -75,6 +75,8 @@ TOO_MANY_INVALID: Final = "too many invalid messages"
 BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
 #: Error code of a ``subscribe`` that would exceed ``Settings.max_channels``.
 TOO_MANY_CHANNELS: Final = "too_many_channels"
+#: Error code of a ``subscribe`` to a channel the connection's permissions exclude.
+FORBIDDEN: Final = "forbidden"
 
 
 @frozen
@@ -123,6 +125,7 @@ class SessionCore:
         "_tokens",
         "client",
         "hub",
+        "permits",
         "series",
         "settings",
     )
@@ -135,11 +138,15 @@ class SessionCore:
         *,
         clock: Callable[[], float],
         series: Series | None = None,
+        permits: Callable[[str], bool] | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
         self.client = client
         self._clock = clock
+        #: whether this client may subscribe to a channel (``None``: to every one);
+        #: an embedding app's authorization decides it (``takhin_ws.asgi``)
+        self.permits = permits
         #: the chart series a ``history`` request is answered from (none: empty)
         self.series = series
         #: per event stream, the stream's offset when this client started receiving
@@ -259,6 +266,20 @@ class SessionCore:
                 )
         before = self.client.channels
         added = frozenset(request.channels) - before
+        permits = self.permits
+        refused = sorted(c for c in added if permits is not None and not permits(c))
+        if refused:
+            return Reply(
+                tuple(
+                    self._reply(
+                        Error(
+                            code=FORBIDDEN,
+                            message=f"not allowed on this connection: {', '.join(refused)}",
+                            path="$.data.channels",
+                        )
+                    )
+                )
+            )
         limit = self.settings.max_channels
         if len(before) + len(added) > limit:
             return self._invalid(

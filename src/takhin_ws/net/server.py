@@ -41,7 +41,7 @@ from .inboundio import InboundStream
 from .listener import Listener, bind
 from .routes import WS_PATH, Answer, Routes, refusal
 from .services import Services, open_services
-from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Ending, Session, gap_frames
+from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames, log_ending
 from .transport import SocketTransport
 
 __all__ = ["WS_PATH", "Server", "open_server", "serve"]
@@ -281,7 +281,7 @@ class Server:
             if not self.sessions and self._drained is not None:
                 self._drained.set()
             self.hub.remove_client(client)
-            _log_ending(client.id, remote, session.ending())
+            log_ending(client.id, remote, session.ending())
 
     # --- shutdown ---
 
@@ -339,26 +339,6 @@ def _address(sock: socket.socket) -> str:
     except OSError:
         return "unknown"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _log_ending(client_id: str, remote: str, ending: Ending) -> None:
-    """One line per session end, at one level, with structured fields for JSON logs."""
-    closed_by = {"server": "by the server", "client": "by the client", "dropped": "dropped"}
-    log.info(
-        "client %s (%s) closed %s: %d %s",
-        client_id,
-        remote,
-        closed_by[ending.by],
-        ending.code,
-        ending.reason or "(no reason)",
-        extra={
-            "client_id": client_id,
-            "remote": remote,
-            "closed_by": ending.by,
-            "close_code": ending.code,
-            "close_reason": ending.reason,
-        },
-    )
 
 
 @asynccontextmanager

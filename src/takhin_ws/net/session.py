@@ -16,6 +16,7 @@ flusher only while the peer is backed up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -47,7 +48,10 @@ __all__ = [
     "Ending",
     "Session",
     "gap_frames",
+    "log_ending",
 ]
+
+_log = logging.getLogger("takhin_ws.server")
 
 #: What a client sees when the connection ends without a Close frame (RFC 6455 7.1.5).
 CLOSE_ABNORMAL: Final = 1006
@@ -174,3 +178,23 @@ class Session:
         with trio.move_on_after(self.settings.write_timeout):
             await self.ws.aclose(close.code, close.reason)
         self.transport.abort(close.reason)
+
+
+def log_ending(client_id: str, remote: str, ending: Ending) -> None:
+    """One line per session end, at one level, with structured fields for JSON logs."""
+    closed_by = {"server": "by the server", "client": "by the client", "dropped": "dropped"}
+    _log.info(
+        "client %s (%s) closed %s: %d %s",
+        client_id,
+        remote,
+        closed_by[ending.by],
+        ending.code,
+        ending.reason or "(no reason)",
+        extra={
+            "client_id": client_id,
+            "remote": remote,
+            "closed_by": ending.by,
+            "close_code": ending.code,
+            "close_reason": ending.reason,
+        },
+    )

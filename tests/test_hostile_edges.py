@@ -7,8 +7,11 @@ import logging
 
 import orjson
 import pytest
+import trio
 
+import rawws
 from clients import http_exchange
+from conftest import wait_until
 from takhin_ws import Server
 
 pytestmark = pytest.mark.slow
@@ -78,4 +81,83 @@ async def test_deep_nesting_in_posted_events_is_answered_400(
     assert isinstance(error, dict)
     assert error["message"] == "too_large: JSON nests deeper than the limit of 32 levels"
     assert server.hub.offset("topics") == 0
+    no_errors(caplog)
+
+
+# --- 4. frames: what came before a violation, Close frames, the 101 first ---
+
+
+async def test_a_valid_message_before_a_bad_frame_in_one_read_is_answered(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Autobahn 3.2's shape: a ping, then a frame with a reserved bit, in one write: the
+    pong comes, then the Close frame (1002). The ping was lost before."""
+    async with rawws.connect(server.port) as ws:
+        assert (await ws.message())["type"] == "welcome"
+        await ws.send(rawws.text(b'{"type":"ping"}') + rawws.text(b"x", rsv=0x20))
+        frames = await ws.until_eof()
+    assert [f.opcode for f in frames] == [rawws.TEXT, rawws.CLOSE]
+    assert frames[0].json()["type"] == "pong"
+    assert frames[1].close_code == 1002
+    no_errors(caplog)
+
+
+async def test_fragments_then_a_bad_continuation_in_one_read(server: Server) -> None:
+    """Autobahn 5.15's shape: a message in two fragments, then a continuation with
+    nothing to continue: the message is answered, then 1002."""
+    ping = b'{"type":"ping"}'
+    data = rawws.text(ping[:5], fin=False) + rawws.frame(rawws.CONTINUATION, ping[5:])
+    data += rawws.frame(rawws.CONTINUATION, b"x", fin=False) + rawws.text(b"y")
+    async with rawws.connect(server.port) as ws:
+        assert (await ws.message())["type"] == "welcome"
+        await ws.send(data)
+        frames = await ws.until_eof()
+    assert [f.opcode for f in frames] == [rawws.TEXT, rawws.CLOSE]
+    assert frames[0].json()["type"] == "pong"
+    assert frames[1].close_code == 1002
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        rawws.close(1014),  # the filter took it, wsproto refused it: a bare EOF
+        rawws.text(b'{"type":"ping"}', length_bytes=2),  # 15 written in two bytes
+        rawws.text(b'{"type":"ping"}', length_bytes=8),
+        rawws.text(b'{"type":"ping"}' + b" " * 200, length_bytes=8),
+    ],
+    ids=["close-1014", "length-16-bit", "length-64-bit", "length-64-bit-for-215"],
+)
+async def test_what_wsproto_refuses_gets_a_close_frame(
+    server: Server, caplog: pytest.LogCaptureFixture, data: bytes
+) -> None:
+    async with rawws.connect(server.port) as ws:
+        assert (await ws.message())["type"] == "welcome"
+        await ws.send(data)
+        frames = await ws.until_eof()
+    assert [f.close_code for f in frames] == [1002]
+    no_errors(caplog)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (rawws.text(b"x", rsv=0x20), 1002),
+        (rawws.frame(0x3), 1002),
+        (rawws.text(b"\xff"), 1007),
+        (rawws.close(1005), 1002),
+    ],
+    ids=["rsv2", "opcode-3", "utf-8", "close-1005"],
+)
+async def test_bad_frames_right_behind_the_upgrade_come_after_the_101(
+    server: Server, caplog: pytest.LogCaptureFixture, data: bytes, code: int
+) -> None:
+    """The request and a bad frame in one write: the answer starts with the 101 (it
+    was a raw Close frame, with no HTTP response at all), then the Close frame."""
+    async with rawws.connect(server.port, first=data) as ws:  # asserts the 101
+        frames = await ws.until_eof()
+    assert frames[0].json()["type"] == "welcome"
+    assert frames[-1].opcode == rawws.CLOSE
+    assert frames[-1].close_code == code
+    with trio.fail_after(10):
+        await wait_until(lambda: len(server.hub) == 0)
     no_errors(caplog)

@@ -37,7 +37,7 @@ from ..wire.inbound import InboundFilter
 from .exposition import ServerStatistics
 from .heartbeat import heartbeat
 from .httpio import read_body, read_request, send_answer
-from .inboundio import InboundStream
+from .inboundio import RECEIVE_BYTES, InboundStream
 from .listener import Listener, bind
 from .routes import WS_PATH, Answer, Routes, refusal
 from .services import Services, open_services
@@ -241,11 +241,13 @@ class Server:
                 deflate=upgrade.deflate is not None,
                 skip=upgrade.head_size,
             )
+            stream = InboundStream(transport, inbound)
             with trio.move_on_after(settings.handshake_timeout):
                 ws_request = await wrap_server_stream(
                     nursery,
-                    InboundStream(transport, inbound),
+                    stream,
                     max_message_size=settings.max_message_size,
+                    receive_buffer_size=RECEIVE_BYTES,
                 )
                 ws = await ws_request.accept(
                     subprotocol=upgrade.subprotocol, extra_headers=upgrade.extra_headers
@@ -269,7 +271,9 @@ class Server:
             await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
             return
         series = None if self.producer is None else self.producer.series
-        session = Session(self.hub, settings, transport, ws, client, series, nursery=nursery)
+        session = Session(
+            self.hub, settings, transport, ws, client, series, nursery=nursery, inbound=stream
+        )
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
         try:

@@ -39,6 +39,7 @@ from .transport import SocketTransport
 if TYPE_CHECKING:
     from ..config.settings import Settings
     from ..core.series import Series
+    from .inboundio import InboundStream
 
 __all__ = [
     "CLOSE_ABNORMAL",
@@ -72,7 +73,16 @@ class Ending:
 class Session:
     """A registered client connection. Created by the server after the handshake."""
 
-    __slots__ = ("_close", "_closed", "_nursery", "core", "settings", "transport", "ws")
+    __slots__ = (
+        "_close",
+        "_closed",
+        "_inbound",
+        "_nursery",
+        "core",
+        "settings",
+        "transport",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -84,12 +94,14 @@ class Session:
         series: Series | None = None,
         *,
         nursery: trio.Nursery,
+        inbound: InboundStream | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.ws = ws
         self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
         self._nursery = nursery  # the connection's own (its reader's) nursery
+        self._inbound = inbound  # what trio-websocket reads: it knows a peer's violation
         self._close: Close | None = None
         # made only when close() is asked (an idle session holds no event or scope)
         self._closed: trio.Event | None = None
@@ -122,6 +134,12 @@ class Session:
                 # close() sent our Close frame: keep the connection (and its reader)
                 # until the peer's reply arrives or the close gives up
                 await self._closed.wait()
+                return
+            violation = None if self._inbound is None else self._inbound.violation
+            if violation is not None and self._inbound is not None:
+                # every message before the violation is answered: now its Close frame
+                self._close = Close(violation.code, violation.reason)
+                await self._inbound.refuse()
             return
         if self._close is not None and self._closed is None:
             await self._close_connection(self._close)

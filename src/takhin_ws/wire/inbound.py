@@ -1,21 +1,26 @@
 """Client frames checked, and compressed messages inflated, before wsproto sees them.
 
-:class:`InboundFilter` (sans-IO) reads the client's byte stream frame by frame and
-passes it on unchanged, except for two things:
+:class:`InboundFilter` (sans-IO) reads the client's byte stream frame by frame, as it
+arrives, and passes it on unchanged (control frames whole, once checked), except:
 
-- a protocol violation raises :class:`ProtocolViolation` with the close code RFC 6455
-  asks for, as soon as the offending header is read: an unmasked frame, a reserved
-  opcode, RSV bits without a negotiated extension, a fragmented or oversized control
-  frame, a continuation out of place (1002); invalid UTF-8 in a text message or a
-  Close reason (1007); a frame whose declared length takes the message beyond the
-  limit (1009, without waiting for the body); a binary message (1003: the protocol is
-  JSON in text frames);
+- a protocol violation stops it with the close code RFC 6455 asks for, as soon as the
+  offending bytes are read: an unmasked frame, a reserved opcode, RSV bits without a
+  negotiated extension, a fragmented or oversized control frame, a continuation out of
+  place, a length not in the fewest bytes, a Close code a peer may not send (1002);
+  invalid UTF-8 in a text message or a Close reason (1007, in the bytes that break it);
+  a declared length taking the message beyond the limit (1009, without waiting for the
+  body); a binary message (1003: the protocol is JSON in text frames). What passed
+  before the violation is handed on first (its messages are answered), then nothing;
 - a permessage-deflate message (RSV1) is collected, inflated (with a fresh inflater:
   the handshake answered ``client_no_context_takeover``) and handed on as one plain
   frame, masked with a zero key.
 
-trio-websocket offers no way to give wsproto an extension, and wsproto refuses RSV1
-frames without one: inflating here keeps both on their public APIs.
+A plain data frame is handed on as it arrives: nothing is held but a partial header, a
+control frame or the compressed message in progress, and each byte is looked at once
+(the cost is linear in the message size). Every check wsproto makes is made here
+first: wsproto would fail the connection itself, without a Close frame. (trio-websocket
+offers no way to give wsproto an extension, and wsproto refuses RSV1 frames without
+one: inflating here keeps both on their public APIs.)
 :class:`~takhin_ws.net.inboundio.InboundStream` puts the filter between a transport and
 trio-websocket and turns a violation into a Close frame, then a polite drop.
 """
@@ -56,10 +61,20 @@ _RSV1: Final = 0x40
 _RSV23: Final = 0x30
 _MASKED: Final = 0x80
 _MAX_CONTROL_PAYLOAD: Final = 125
+_LENGTH_16: Final = 126
+_LENGTH_64: Final = 127
+_MASK_SIZE: Final = 4
 _ZERO_MASK: Final = b"\x00\x00\x00\x00"
-#: Close codes a peer may send (RFC 6455 section 7.4; 1004-1006 and 1015 never travel).
-_SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+#: Close codes a peer may send: RFC 6455's (1004-1006 and 1015 never travel) and 1012,
+#: 1013 (registered since), as wsproto takes them. 1014 is registered too, but wsproto
+#: refuses it: refused here with 1002 so that the peer gets a Close frame.
+_SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
 _APP_CODES: Final = range(3000, 5000)
+
+# What the payload of the frame in progress is for: a plain data frame is handed on as
+# it arrives, a control frame collected and handed on whole once checked, a compressed
+# data frame collected until its message ends.
+_PASS, _CONTROL, _INFLATE = 0, 1, 2
 
 
 class ProtocolViolation(Exception):
@@ -71,122 +86,195 @@ class ProtocolViolation(Exception):
         self.reason = reason
 
 
-def _unmask(data: bytes, mask: bytes) -> bytes:
+def _unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """*data* unmasked with *mask*, *offset* bytes into the frame's payload."""
     size = len(data)
     if not size:
         return b""
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+    turn = offset % _MASK_SIZE
+    key = mask[turn:] + mask[:turn]
+    stream = (key * (size // _MASK_SIZE + 1))[:size]
+    value = int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")
+    return value.to_bytes(size, "little")
 
 
 def _client_frame(opcode: int, payload: bytes) -> bytes:
     """One final, masked (zero key: the payload as it is) client frame."""
     first = _FIN | opcode
     size = len(payload)
-    if size < 126:
+    if size < _LENGTH_16:
         head = bytes((first, _MASKED | size))
     elif size < 1 << 16:
-        head = struct.pack("!BBH", first, _MASKED | 126, size)
+        head = struct.pack("!BBH", first, _MASKED | _LENGTH_16, size)
     else:
-        head = struct.pack("!BBQ", first, _MASKED | 127, size)
+        head = struct.pack("!BBQ", first, _MASKED | _LENGTH_64, size)
     return head + _ZERO_MASK + payload
+
+
+def _length_end(second: int) -> int:
+    """Where the length of a frame whose second byte is *second* ends (2, 4 or 10)."""
+    length = second & 0x7F
+    return 4 if length == _LENGTH_16 else 10 if length == _LENGTH_64 else 2
+
+
+def _declared_length(head: bytes) -> int:
+    """The payload length a header declares (up to its length bytes); raise
+    :class:`ProtocolViolation` for a length not in the fewest bytes (RFC 6455 5.2)."""
+    length = head[1] & 0x7F
+    if length == _LENGTH_16:
+        (length,) = struct.unpack_from("!H", head, 2)
+        if length < _LENGTH_16:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length not in fewest bytes")
+    elif length == _LENGTH_64:
+        (length,) = struct.unpack_from("!Q", head, 2)
+        if length >> 63:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length has its top bit set")
+        if length < 1 << 16:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length not in fewest bytes")
+    return length
 
 
 class InboundFilter:
     """The checks and the inflation for one connection (see the module docstring).
 
     *skip* bytes (the HTTP request head already read) pass through unchecked.
-    Small: one per client, holding nothing between frames but a partial header.
+    After a violation :attr:`violation` holds it and :meth:`feed` hands on nothing.
     """
 
     __slots__ = (
         "_closed",
         "_compressed",
+        "_control",
         "_deflate",
+        "_first",
+        "_head",
+        "_kind",
+        "_left",
+        "_mask",
         "_max",
+        "_offset",
         "_opcode",
         "_parts",
-        "_pending",
         "_size",
         "_skip",
         "_utf8",
+        "violation",
     )
 
     def __init__(self, *, max_message_size: int, deflate: bool = False, skip: int = 0) -> None:
         self._max = max_message_size
         self._deflate = deflate
         self._skip = skip
-        self._pending = b""
         self._closed = False  # a Close frame went through: nothing after it matters
-        self._opcode: int | None = None  # the data message in progress
+        self.violation: ProtocolViolation | None = None
+        # the frame in progress: its header (while incomplete), then its payload
+        self._head = b""
+        self._first = 0
+        self._kind = _PASS
+        self._left = -1  # payload bytes still to come; -1 while reading a header
+        self._mask = _ZERO_MASK
+        self._offset = 0  # payload bytes of this frame already seen
+        self._control: list[bytes] | None = None  # a control frame, as it came
+        # the data message in progress
+        self._opcode: int | None = None
         self._compressed = False
-        self._size = 0  # bytes of the message in progress so far (as declared)
-        self._parts: list[bytes] | None = None  # compressed data of the message in progress
+        self._size = 0  # bytes of the message so far (as declared)
+        self._parts: list[bytes] | None = None  # its compressed data, unmasked
         self._utf8: codecs.IncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes read from the socket; return the bytes to hand to wsproto
-        (possibly none yet). Raise :class:`ProtocolViolation`."""
-        head = b""
+        (possibly none yet). On a violation, return what passed before it and set
+        :attr:`violation`."""
+        out: list[bytes] = []
         if self._skip:
             head, data = data[: self._skip], data[self._skip :]
             self._skip -= len(head)
-        if self._closed or not data:
-            return head
-        buf = self._pending + data if self._pending else data
-        out = [head]
-        pos = 0
-        while True:
-            end = self._frame(buf, pos, out)
-            if end == pos:
-                break
-            pos = end
-        self._pending = buf[pos:]
+            out.append(head)
+        if self._closed or self.violation is not None or not data:
+            return b"".join(out)
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        try:
+            while pos < end and not self._closed:
+                if self._left < 0:
+                    pos = self._read_header(view, pos, out)
+                else:
+                    pos = self._read_payload(view, pos, out)
+        except ProtocolViolation as exc:
+            self.violation = exc
         return b"".join(out)
 
-    def _frame(self, buf: bytes, pos: int, out: list[bytes]) -> int:
-        """Handle the frame at *pos* if it is complete; return where the next one starts
-        (*pos* itself while it is incomplete). Checks run on whatever header is there."""
-        available = len(buf) - pos
-        if available < 2:
-            return pos
-        first, second = buf[pos], buf[pos + 1]
-        opcode = first & 0x0F
-        self._check_header(first, second, opcode)
-        length = second & 0x7F
-        start = pos + 2
-        if length == 126:
-            if available < 4:
+    # --- a frame header ---
+
+    def _read_header(self, view: memoryview, pos: int, out: list[bytes]) -> int:
+        """Take header bytes from *pos*, checking each part as soon as it is there (the
+        first two bytes, then the length: a violation does not wait for the mask, nor
+        an oversized frame for its body); once the header is whole, start the frame."""
+        head = self._head
+        end = len(view)
+        while True:
+            if len(head) < 2:
+                target = 2
+            else:
+                length_end = _length_end(head[1])
+                target = length_end if len(head) < length_end else length_end + _MASK_SIZE
+            take = min(target - len(head), end - pos)
+            head += view[pos : pos + take]
+            pos += take
+            if len(head) < target:
+                self._head = head
                 return pos
-            (length,) = struct.unpack_from("!H", buf, pos + 2)
-            start = pos + 4
-        elif length == 127:
-            if available < 10:
-                return pos
-            (length,) = struct.unpack_from("!Q", buf, pos + 2)
-            start = pos + 10
-            if length >> 63:
-                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length has its top bit set")
-        if opcode in _DATA_OPCODES and self._size + length > self._max:
+            if target == 2:
+                self._check_header(head[0], head[1])
+            length_end = _length_end(head[1])
+            if target == length_end:
+                self._check_length(head)
+            elif target == length_end + _MASK_SIZE:
+                break
+        self._head = b""
+        self._start_frame(head, out)
+        return pos
+
+    def _check_length(self, head: bytes) -> None:
+        length = _declared_length(head)
+        if head[0] & 0x0F in _DATA_OPCODES and self._size + length > self._max:
             raise ProtocolViolation(
                 CLOSE_TOO_BIG, f"message exceeds the limit of {self._max} bytes"
             )
-        end = start + 4 + length
-        if len(buf) < end:
-            return pos
-        payload = _unmask(buf[start + 4 : end], buf[start : start + 4])
-        if opcode in _CONTROL_OPCODES:
-            if opcode == _CLOSE:
-                self._check_close(payload)
-                self._closed = True
-                out.append(buf[pos:end])
-                return len(buf)  # what follows a Close frame is ignored
-            out.append(buf[pos:end])
-        else:
-            self._data(first, opcode, buf[pos:end], payload, out)
-        return end
 
-    def _check_header(self, first: int, second: int, opcode: int) -> None:
+    def _start_frame(self, head: bytes, out: list[bytes]) -> None:
+        first = head[0]
+        opcode = first & 0x0F
+        length = _declared_length(head)
+        self._first = first
+        self._mask = head[-_MASK_SIZE:]
+        self._left = length
+        self._offset = 0
+        if opcode in _CONTROL_OPCODES:
+            self._kind = _CONTROL
+            self._control = [head]
+        else:
+            self._size += length
+            if opcode != _CONTINUATION:
+                self._opcode = opcode
+                self._compressed = bool(first & _RSV1)
+                if opcode == _TEXT and not self._compressed:
+                    self._utf8 = codecs.getincrementaldecoder("utf-8")()
+            if self._compressed:
+                self._kind = _INFLATE
+                if self._parts is None:
+                    self._parts = []
+            else:
+                self._kind = _PASS
+                if not length and first & _FIN and self._utf8 is not None:
+                    self._check_utf8(b"", final=True)  # before wsproto sees the end
+                out.append(head)
+        if not length:
+            self._end_frame(out)
+
+    def _check_header(self, first: int, second: int) -> None:
+        opcode = first & 0x0F
         if not second & _MASKED:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
         if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
@@ -226,35 +314,54 @@ class InboundFilter:
                 CLOSE_PROTOCOL_ERROR, "compressed frame but permessage-deflate was not negotiated"
             )
 
-    def _data(
-        self, first: int, opcode: int, frame: bytes, payload: bytes, out: list[bytes]
-    ) -> None:
-        if opcode != _CONTINUATION:
-            self._opcode = opcode
-            self._compressed = bool(first & _RSV1)
-            if opcode == _TEXT and not self._compressed:
-                self._utf8 = codecs.getincrementaldecoder("utf-8")()
-        self._size += len(payload)
-        final = bool(first & _FIN)
-        if self._compressed:
-            if self._parts is None:
-                self._parts = []
-            self._parts.append(payload)
-            if final:
-                out.append(self._inflated())
+    # --- its payload ---
+
+    def _read_payload(self, view: memoryview, pos: int, out: list[bytes]) -> int:
+        take = min(self._left, len(view) - pos)
+        chunk = view[pos : pos + take]
+        kind = self._kind
+        if kind == _PASS:
+            if self._utf8 is not None:  # checked before wsproto sees it (it would drop us)
+                final = take == self._left and bool(self._first & _FIN)
+                self._check_utf8(_unmask(chunk, self._mask, self._offset), final=final)
+            out.append(bytes(chunk))
+        elif kind == _CONTROL:
+            assert self._control is not None
+            self._control.append(bytes(chunk))
         else:
-            if self._utf8 is not None:
-                try:
-                    self._utf8.decode(payload, final)
-                except UnicodeDecodeError:
-                    raise ProtocolViolation(
-                        CLOSE_INVALID_DATA, "text message is not valid UTF-8"
-                    ) from None
+            assert self._parts is not None
+            self._parts.append(_unmask(chunk, self._mask, self._offset))
+        self._offset += take
+        self._left -= take
+        if not self._left:
+            self._end_frame(out)
+        return pos + take
+
+    def _end_frame(self, out: list[bytes]) -> None:
+        self._left = -1
+        kind = self._kind
+        if kind == _CONTROL:
+            assert self._control is not None
+            frame, self._control = b"".join(self._control), None
+            if self._first & 0x0F == _CLOSE:
+                self._check_close(_unmask(frame[2 + _MASK_SIZE :], self._mask))
+                self._closed = True
             out.append(frame)
-        if final:
-            self._opcode = None
-            self._size = 0
-            self._utf8 = None
+            return
+        if not self._first & _FIN:
+            return
+        if kind == _INFLATE:
+            out.append(self._inflated())
+        self._opcode = None
+        self._size = 0
+        self._utf8 = None
+
+    def _check_utf8(self, data: bytes, *, final: bool) -> None:
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(data, final)
+        except UnicodeDecodeError:
+            raise ProtocolViolation(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
 
     def _inflated(self) -> bytes:
         assert self._opcode is not None

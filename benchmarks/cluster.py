@@ -41,9 +41,9 @@ import psutil
 import trio
 
 from benchmarks.exposition import SIZES, Shape
-from takhin_ws import Envelope, encode
 from takhin_ws.core.changes import diff
 from takhin_ws.core.snapshot import Snapshot
+from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources import PrometheusSource, ScrapeError
 from takhin_ws.wire.deflate import deflate
 

@@ -27,15 +27,14 @@ from typing import Any, Final
 from takhin_ws import (
     ClusterHealth,
     ConsumerLag,
-    Envelope,
     Latency,
     MonitoringMetrics,
     PartitionLag,
     Throughput,
     TopicLag,
     TopicStats,
-    encode,
 )
+from takhin_ws.protocol import Envelope, encode
 
 WS_PATH: Final = "/api/monitoring/ws"
 MARKER_PREFIX: Final = b'"bm:'

@@ -27,8 +27,9 @@ from typing import Any
 import trio
 
 from benchmarks.common import child_setup, marker, template_metrics
-from takhin_ws import Hub, MonitoringMetrics, Outbound
+from takhin_ws import Hub, MonitoringMetrics
 from takhin_ws.core.queue import DropOldestQueue
+from takhin_ws.lowlevel import Outbound
 from takhin_ws.net.transport import SocketTransport
 
 

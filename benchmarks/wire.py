@@ -6,7 +6,7 @@ group reading four topics) and measures, in one process, the best of ``--repeat`
 runs of:
 
 - ``encode``: what ``Hub.publish`` does with a snapshot (its ``data`` dict through the
-  codec's unstructure functions, then orjson; the bytes of ``takhin_ws.encode``);
+  codec's unstructure functions, then orjson; the bytes of ``takhin_ws.protocol.encode``);
 - ``deflate``: the one permessage-deflate compression per publish (window 15);
 - ``decode``: parsing the JSON, what views of a snapshot that came through a bus need;
 - ``lean``, ``group``, ``topic``: building each view once from the decoded snapshot;
@@ -28,15 +28,14 @@ import orjson
 
 from takhin_ws import (
     ConsumerLag,
-    Envelope,
     MonitoringMetrics,
     PartitionLag,
     Throughput,
     TopicLag,
     TopicStats,
-    encode,
 )
 from takhin_ws.core.views import MetricsViews, dumps, metrics_data, metrics_envelope
+from takhin_ws.protocol import Envelope, encode
 from takhin_ws.wire.deflate import deflate
 from takhin_ws.wire.frames import Outbound
 

@@ -19,8 +19,6 @@ from takhin_ws import (
     Hub,
     LocalProtocolError,
     MonitoringMetrics,
-    Ping,
-    QueueSubscriber,
     Settings,
     Snapshot,
     TopicCreated,
@@ -35,7 +33,9 @@ from takhin_ws.ingest.ingress import (
     IngressStatistics,
     decode_events,
 )
+from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.net.server import Server
+from takhin_ws.protocol import Ping
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.http import HttpError
 

@@ -25,6 +25,8 @@ SANS_IO_EXTRA: Final = frozenset(
     {
         "_exceptions",
         "cluster.entries",
+        "lowlevel",
+        "protocol",
         "cluster.scripts",
         "sources.promql",
     }
@@ -68,6 +70,8 @@ RANK: Final = {
     "config": 1,
     "wire": 1,
     "core": 2,
+    "protocol": 2,
+    "lowlevel": 3,
     "sources": 3,
     "ingest": 3,
     "cluster": 4,

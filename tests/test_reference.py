@@ -18,8 +18,11 @@ import trio
 from trio_websocket import open_websocket_url
 
 import takhin_ws
-from takhin_ws import Limits, Server, Settings
+import takhin_ws.lowlevel
+import takhin_ws.protocol
+from takhin_ws import Server, Settings
 from takhin_ws.config.options import OPTIONS
+from takhin_ws.protocol import Limits
 from takhin_ws.wire.converter import camel
 from takhin_ws.wire.messages import PAYLOAD_CLASSES
 
@@ -84,13 +87,13 @@ def test_check_mode_says_run_make_docs(
 
 def test_every_message_attribute_is_listed_with_its_wire_name(page: str) -> None:
     messages = section(page, "Messages")
-    classes: list[type[Any]] = [takhin_ws.Envelope, *PAYLOAD_CLASSES.values()]
+    classes: list[type[Any]] = [takhin_ws.protocol.Envelope, *PAYLOAD_CLASSES.values()]
     classes += gen.nested_classes(PAYLOAD_CLASSES.values())
     for cls in classes:
         heading = f"`{cls.TYPE}`: `{cls.__name__}`" if hasattr(cls, "TYPE") else f"`{cls.__name__}`"
         assert heading in messages, f"{cls.__name__} has no section"
         for field in attrs.fields(cls):
-            if cls is takhin_ws.Envelope and field.name == "payload":
+            if cls is takhin_ws.protocol.Envelope and field.name == "payload":
                 continue
             assert f"| `{field.name}` | `{camel(field.name)}` |" in messages, (cls, field.name)
 
@@ -110,10 +113,12 @@ def test_every_setting_is_listed_with_its_flag_variable_and_default(page: str) -
         assert f"`{getattr(defaults, field.name)!r}`" in row
 
 
-def test_every_public_name_is_in_the_index(page: str) -> None:
+@pytest.mark.parametrize("tier", [takhin_ws, takhin_ws.protocol, takhin_ws.lowlevel])
+def test_every_public_name_is_in_the_index(page: str, tier: ModuleType) -> None:
     index = section(page, "Every public name")
-    rows = re.findall(r"^\| \[?`(\w+)`", index, flags=re.M)
-    assert rows == list(takhin_ws.__all__)
+    part = index.split(f"\n### `{tier.__name__}`\n", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| \[?`(\w+)`", part, flags=re.M)
+    assert rows == list(tier.__all__)
 
 
 def test_every_name_of_takhin_ws_sources_has_a_section(page: str) -> None:

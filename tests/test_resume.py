@@ -13,13 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from takhin_ws import (
-    Hub,
-    QueueSubscriber,
-    Settings,
-    TopicCreated,
-)
+from takhin_ws import Hub, Settings, TopicCreated
 from takhin_ws.core.session import SessionCore, gap_frames
+from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.net.server import Server
 
 pytestmark = pytest.mark.server_settings(history_size=20)

@@ -51,17 +51,16 @@ from conftest import (
     wait_until,
 )
 from takhin_ws import (
-    Client,
     ConsumerLag,
     Hub,
     HubFullError,
     MonitoringMetrics,
     Server,
-    Subscriber,
     TopicCreated,
     TopicStats,
     open_server,
 )
+from takhin_ws.lowlevel import Client, Subscriber
 from takhin_ws.net.session import Session
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,11 @@ import orjson
 import pytest
 
 from conftest import sample_metrics
-from takhin_ws import GroupCreated, Hub, QueueSubscriber, Settings, TopicCreated, TopicDeleted
+from takhin_ws import GroupCreated, Hub, Settings, TopicCreated, TopicDeleted
 from takhin_ws.core.queue import Drop
 from takhin_ws.core.series import Series
 from takhin_ws.core.session import CLOSE_POLICY, Close, Reply, SessionCore, gap_frames
+from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.wire.frames import BARE, PLAIN
 
 

@@ -5,15 +5,16 @@ message class, setting, public name or ``/metrics`` family appears without editi
 this script.
 
 - **Messages**: every class of the message registry (``PAYLOAD_CLASSES``, by wire type),
-  the :class:`~takhin_ws.Envelope`, and every attrs class reachable from their fields,
+  the :class:`~takhin_ws.protocol.Envelope`, and every attrs class reachable from their fields,
   each attribute with its Python name, its wire (camelCase) key, type and default; the
   link to its section in ``docs/websocket-api.md`` is found from that page's headings.
 - **Settings**: every ``attrs.fields(Settings)`` entry with its flag and variable (the
   command line's option table) and default.
-- **Other values and classes**: every other attrs class in ``takhin_ws.__all__``, every
-  other class with its constructor and public members, the names of
-  ``takhin_ws.sources`` the top level does not export (``KafkaSource`` needs the
-  ``kafka`` extra), then an index of every name.
+- **Other values and classes**: every other attrs class of ``takhin_ws`` and
+  ``takhin_ws.lowlevel``, every other class with its constructor and public members,
+  the names of ``takhin_ws.sources`` the top level does not export (``KafkaSource``
+  needs the ``kafka`` extra), then an index of every name, tier by tier (``takhin_ws``,
+  ``takhin_ws.protocol``, ``takhin_ws.lowlevel``).
 - **/metrics**: the families a started server's statistics render to through the real
   renderer (one client and one refused request, so every labelled family has a
   sample), with type, labels and help; a family that an optional part of the
@@ -40,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 import takhin_ws
+import takhin_ws.lowlevel
+import takhin_ws.protocol
 import takhin_ws.sources
 from takhin_ws.config.options import OPTIONS
 from takhin_ws.net.exposition import ServerStatistics, render_metrics
@@ -61,6 +64,8 @@ from docs_text import (
     type_text,
 )
 
+#: The public modules whose names the index lists, top first (sources has its section).
+TIERS: Final = (takhin_ws, takhin_ws.protocol, takhin_ws.lowlevel)
 ROOT: Final = Path(__file__).resolve().parent.parent
 DOCS: Final = ROOT / "docs"
 OUTPUT: Final = DOCS / "reference.md"
@@ -143,7 +148,9 @@ def field_table(cls: type, *, wire: bool) -> list[str]:
             continue
         names = [f"`{field.name}`"]
         if wire:
-            wire_name = _ENVELOPE_WIRE.get(field.name) if cls is takhin_ws.Envelope else None
+            wire_name = (
+                _ENVELOPE_WIRE.get(field.name) if cls is takhin_ws.protocol.Envelope else None
+            )
             names.append(wire_name or f"`{camel(field.name)}`")
         meaning = cell(comments.get(field.name, ""))
         cells = [*names, type_text(cls, field.name), default_text(field), meaning]
@@ -175,10 +182,12 @@ def messages() -> list[str]:
     sections = wire_sections((DOCS / WIRE_DOC).read_text())
     payloads = list(PAYLOAD_CLASSES.values())
     out = ["## Messages", ""]
-    out += ["Every message is an `Envelope` around one payload class: the payload's `TYPE` is"]
-    out += ["the envelope's `type`, its attributes are the keys of `data`.", ""]
-    out += ["### The envelope: `Envelope`", "", markdown(own_doc(takhin_ws.Envelope)), ""]
-    out += [*field_table(takhin_ws.Envelope, wire=True), ""]
+    out += ["`from takhin_ws.protocol import ...` (the events and the metrics classes are"]
+    out += ["top-level `takhin_ws` names too). Every message is an `Envelope` around one payload"]
+    out += ["class: the payload's `TYPE` is the envelope's `type`, its attributes are the keys"]
+    out += ["of `data`.", ""]
+    out += ["### The envelope: `Envelope`", "", markdown(own_doc(takhin_ws.protocol.Envelope)), ""]
+    out += [*field_table(takhin_ws.protocol.Envelope, wire=True), ""]
     for cls in payloads:
         out += message_section(cls, sections)
     out += ["### Parts of messages", ""]
@@ -219,12 +228,28 @@ def settings() -> list[str]:
 
 
 def _public() -> list[tuple[str, Any]]:
-    return [(name, getattr(takhin_ws, name)) for name in takhin_ws.__all__]
+    """The names of ``takhin_ws`` and ``takhin_ws.lowlevel`` (each object once)."""
+    seen: set[int] = set()
+    out = []
+    for tier in (takhin_ws, takhin_ws.lowlevel):
+        for name in tier.__all__:
+            obj = getattr(tier, name)
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                out.append((name, obj))
+    return out
+
+
+def _where(name: str) -> list[str]:
+    """The import line of a name that is not top-level (empty for a top-level one)."""
+    if name in takhin_ws.__all__:
+        return []
+    return [f"`from takhin_ws.lowlevel import {name}`", ""]
 
 
 def _message_classes() -> set[type]:
     payloads = list(PAYLOAD_CLASSES.values())
-    return {*payloads, takhin_ws.Envelope, takhin_ws.Settings, *nested_classes(payloads)}
+    return {*payloads, takhin_ws.protocol.Envelope, takhin_ws.Settings, *nested_classes(payloads)}
 
 
 def values() -> list[str]:
@@ -235,7 +260,7 @@ def values() -> list[str]:
     for name, obj in _public():
         if isinstance(obj, type) and attrs.has(obj) and obj not in skip:
             doc = markdown(own_doc(obj))
-            out += [f"### `{name}`", "", *([doc, ""] if doc else [])]
+            out += [f"### `{name}`", "", *_where(name), *([doc, ""] if doc else [])]
             out += [*field_table(obj, wire=False), ""]
     return out
 
@@ -267,7 +292,7 @@ def classes() -> list[str]:
             continue
         protocol = getattr(obj, "_is_protocol", False)
         doc = markdown(own_doc(obj))
-        out += [f"### `{name}`", "", *([doc, ""] if doc else [])]
+        out += [f"### `{name}`", "", *_where(name), *([doc, ""] if doc else [])]
         if not protocol:
             out += [f"`{name}{signature(obj)}`", ""]
         table = members(obj)
@@ -314,13 +339,18 @@ def index(above: str) -> list[str]:
     for _, title, anchor in anchors(above):
         for name in re.findall(r"`(\w+)`", title):
             sections.setdefault(name, anchor)
-    out = ["## Every public name", "", "`from takhin_ws import ...` (`takhin_ws.__all__`):", ""]
-    out += ["| name | kind | summary |", "|---|---|---|"]
-    for name, obj in _public():
-        doc = own_doc(obj) if isinstance(obj, type) or inspect.isfunction(obj) else None
-        shown = f"[`{name}`](#{sections[name]})" if name in sections else f"`{name}`"
-        out.append(f"| {shown} | {_kind(obj)} | {summary(doc)} |")
-    return [*out, ""]
+    out = ["## Every public name", ""]
+    for tier in TIERS:
+        module = tier.__name__
+        out += [f"### `{module}`", "", f"`from {module} import ...` (`{module}.__all__`):", ""]
+        out += ["| name | kind | summary |", "|---|---|---|"]
+        for name in tier.__all__:
+            obj = getattr(tier, name)
+            doc = own_doc(obj) if isinstance(obj, type) or inspect.isfunction(obj) else None
+            shown = f"[`{name}`](#{sections[name]})" if name in sections else f"`{name}`"
+            out.append(f"| {shown} | {_kind(obj)} | {summary(doc)} |")
+        out.append("")
+    return out
 
 
 # --- /metrics ---

@@ -1,23 +1,41 @@
 """takhin-ws: real-time WebSocket push of Takhin cluster metrics and change events, on Trio.
 
-The implementation lives in private modules; everything public is re-exported here:
+The public names come in tiers, as Trio's do:
 
-- running a server: :func:`open_server` (``async with``), :func:`serve`
-  (``nursery.start``), :class:`Server`, :class:`Settings`,
-  :class:`EventIngress` (``server.ingress``), :class:`Published`, :class:`EventBus`;
-- metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`,
-  :class:`MetricsProducer`, :class:`Series` (recent chart series); the sources
-  :class:`SyntheticSource` and :class:`PrometheusSource` (also in :mod:`takhin_ws.sources`);
-- the sans-IO hub: :class:`Hub`, :class:`Subscriber`, :class:`QueueSubscriber`,
-  :class:`DropOldestQueue`, :class:`Outbound`, :class:`Variant` (what a client
-  receives of a message, :meth:`Hub.add_client`'s *variant*);
-- the wire protocol: every message class, :class:`Envelope`, :func:`encode`,
-  :func:`decode`, :data:`PROTOCOL_VERSION`;
-- errors: :class:`TakhinWsError` and its subclasses;
-- statistics: :class:`ServerStatistics`, :class:`HubStatistics`,
-  :class:`IngressStatistics`, :class:`MetricsStatistics`.
+- ``takhin_ws``: what running a server and embedding one needs.
+
+  - running a server: :func:`open_server` (``async with``), :func:`serve`
+    (``nursery.start``), :class:`Server`, :class:`Settings`;
+  - publishing events: :class:`EventIngress` (``server.ingress``), :class:`Published`,
+    :class:`EventBus`, and the events themselves (:class:`TopicCreated`,
+    :class:`TopicDeleted`, :class:`GroupCreated`, :class:`GroupUpdated`,
+    :class:`GroupDeleted`; :data:`Event` is any of them);
+  - metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`, the
+    snapshot's :class:`MonitoringMetrics` and its parts, :class:`MetricsProducer`,
+    :class:`Series`; the sources :class:`SyntheticSource` and
+    :class:`PrometheusSource` (all of them in :mod:`takhin_ws.sources`);
+  - the sans-IO hub (:class:`Hub`) and the wire :class:`Variant` it takes;
+  - errors: :class:`TakhinWsError` and its subclasses;
+  - statistics: :class:`ServerStatistics`, :class:`HubStatistics`,
+    :class:`IngressStatistics`, :class:`MetricsStatistics`.
+
+- :mod:`takhin_ws.protocol`: every wire message class, :class:`~takhin_ws.protocol.Envelope`,
+  ``encode``, ``decode``, ``PROTOCOL_VERSION``.
+- :mod:`takhin_ws.lowlevel`: the hub's internals (``Client``, ``Subscriber``,
+  ``QueueSubscriber``, ``DropOldestQueue``, ``Outbound``...), for code that drives a
+  hub itself.
+- :mod:`takhin_ws.sources`: the built-in metrics sources.
+- :mod:`takhin_ws.asgi`: the server as an ASGI app (``create_app``).
+
+The other subpackages (``wire``, ``core``, ``net``...) are internal. The names that moved
+from here to ``protocol`` and ``lowlevel`` still resolve here for one release, with a
+``DeprecationWarning``.
 """
 
+from typing import TYPE_CHECKING
+
+from . import lowlevel as lowlevel
+from . import protocol as protocol
 from ._exceptions import (
     HubClosedError,
     HubFullError,
@@ -28,8 +46,7 @@ from ._exceptions import (
     TakhinWsError,
 )
 from .config.settings import Settings, SettingsError
-from .core.hub import Client, Hub, HubStatistics, QueueSubscriber, Subscriber
-from .core.queue import DropOldestQueue
+from .core.hub import Hub, HubStatistics
 from .core.series import Series
 from .core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from .ingest.bus import BusUnavailableError, EventBus, Published
@@ -38,78 +55,48 @@ from .ingest.producer import MetricsProducer, MetricsStatistics
 from .net.exposition import ServerStatistics
 from .net.server import WS_PATH, Server, open_server, serve
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
-from .wire.codec import decode, encode
-from .wire.events import Event
-from .wire.frames import Outbound, Variant
-from .wire.messages import (
-    PROTOCOL_VERSION,
-    ClusterHealth,
-    ConsumerLag,
-    Envelope,
-    EpochChanged,
-    Error,
-    Gap,
+from .wire.events import (
+    Event,
     GroupCreated,
     GroupDeleted,
-    GroupDetail,
     GroupState,
     GroupUpdated,
-    Heartbeat,
-    History,
-    HistoryPoint,
-    Latency,
-    Limits,
-    MonitoringMetrics,
-    PartitionLag,
-    Payload,
-    Ping,
-    Pong,
-    Subscribe,
-    Subscribed,
-    Throughput,
-    TopicConsumer,
     TopicCreated,
     TopicDeleted,
-    TopicDetail,
+)
+from .wire.frames import Variant
+from .wire.messages import (
+    ClusterHealth,
+    ConsumerLag,
+    Latency,
+    MonitoringMetrics,
+    PartitionLag,
+    Throughput,
     TopicLag,
     TopicStats,
-    Unsubscribe,
-    Welcome,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PROTOCOL_VERSION",
     "WS_PATH",
     "BusUnavailableError",
-    "Client",
     "ClusterHealth",
     "ConsumerLag",
-    "DropOldestQueue",
-    "Envelope",
-    "EpochChanged",
-    "Error",
     "Event",
     "EventBus",
     "EventIngress",
-    "Gap",
     "GroupCreated",
     "GroupDeleted",
-    "GroupDetail",
     "GroupInfo",
     "GroupState",
     "GroupUpdated",
-    "Heartbeat",
-    "History",
-    "HistoryPoint",
     "Hub",
     "HubClosedError",
     "HubFullError",
     "HubStatistics",
     "IngressStatistics",
     "Latency",
-    "Limits",
     "ListenError",
     "LocalProtocolError",
     "MetricsProducer",
@@ -117,15 +104,10 @@ __all__ = [
     "MetricsSourceError",
     "MetricsStatistics",
     "MonitoringMetrics",
-    "Outbound",
     "PartitionLag",
-    "Payload",
-    "Ping",
-    "Pong",
     "PrometheusSource",
     "ProtocolError",
     "Published",
-    "QueueSubscriber",
     "RemoteProtocolError",
     "ScrapeError",
     "Series",
@@ -134,23 +116,64 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Snapshot",
-    "Subscribe",
-    "Subscribed",
-    "Subscriber",
     "SyntheticSource",
     "TakhinWsError",
     "Throughput",
-    "TopicConsumer",
     "TopicCreated",
     "TopicDeleted",
-    "TopicDetail",
     "TopicLag",
     "TopicStats",
-    "Unsubscribe",
     "Variant",
-    "Welcome",
-    "decode",
-    "encode",
     "open_server",
     "serve",
 ]
+
+#: Names that were top-level before the tiers, and the module that holds them now.
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "PROTOCOL_VERSION",
+            "Envelope",
+            "EpochChanged",
+            "Error",
+            "Gap",
+            "GroupDetail",
+            "Heartbeat",
+            "History",
+            "HistoryPoint",
+            "Limits",
+            "Payload",
+            "Ping",
+            "Pong",
+            "Subscribe",
+            "Subscribed",
+            "TopicConsumer",
+            "TopicDetail",
+            "Unsubscribe",
+            "Welcome",
+            "decode",
+            "encode",
+        ),
+        "protocol",
+    ),
+    **dict.fromkeys(
+        ("Client", "DropOldestQueue", "Outbound", "QueueSubscriber", "Subscriber"), "lowlevel"
+    ),
+}
+
+if not TYPE_CHECKING:  # to type checkers the moved names are gone already
+
+    def __getattr__(name: str) -> object:
+        where = _MOVED.get(name)
+        if where is None:
+            raise AttributeError(f"module 'takhin_ws' has no attribute {name!r}")
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"takhin_ws.{name} is takhin_ws.{where}.{name} now; the top-level name "
+            "goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(f"takhin_ws.{where}"), name)

@@ -4,8 +4,8 @@ Behind ASGI the server owns the socket, so the standalone write-through fast pat
 synchronous ``socket.send`` of the shared frame from inside ``Hub.publish``) and the
 shared deflate frame are not available: the only way out is awaiting the server's
 ``send`` with a ``websocket.send`` message, once per message per client. So
-:class:`AsgiWriter` is the client's :class:`~takhin_ws.Subscriber`: ``offer`` (called
-from ``Hub.publish``) only queues, in the same :class:`~takhin_ws.DropOldestQueue`
+:class:`AsgiWriter` is the client's :class:`~takhin_ws.lowlevel.Subscriber`: ``offer`` (called
+from ``Hub.publish``) only queues, in the same :class:`~takhin_ws.lowlevel.DropOldestQueue`
 as the standalone backlog (capacity ``queue_size``, the oldest message dropped when
 full, replies kept), and :meth:`AsgiWriter.run`, one task per client, sends what is
 queued in order. Data lost to the drop-oldest policy is reported with ``gap``

@@ -5,7 +5,7 @@
 - :mod:`~takhin_ws.cluster.lease`: :class:`MetricsLease`, which node collects the
   metrics (leader election through a key with a TTL);
 - :mod:`~takhin_ws.cluster.entries`: what a stream entry holds, and how it becomes the
-  hub's :class:`~takhin_ws.Outbound` (sans-IO, needs no Redis);
+  hub's :class:`~takhin_ws.lowlevel.Outbound` (sans-IO, needs no Redis);
 - :mod:`~takhin_ws.cluster.scripts`: the Lua scripts (package data in ``lua/``);
 - :mod:`~takhin_ws.cluster.connection`: coredis clients, key names, failure texts.
 

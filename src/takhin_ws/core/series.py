@@ -1,6 +1,6 @@
 """The recent chart series of one server, for a page that reloads (sans-IO).
 
-:class:`Series` is a bounded ring of :class:`~takhin_ws.HistoryPoint`: one per good
+:class:`Series` is a bounded ring of :class:`~takhin_ws.protocol.HistoryPoint`: one per good
 snapshot (cluster throughput, latency percentiles, total lag of the groups with the
 most lag), covering at most ``window`` seconds at the tick rate. The producer feeds
 it each snapshot it publishes (a node that does not collect, in cluster mode, feeds

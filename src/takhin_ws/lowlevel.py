@@ -1,0 +1,35 @@
+"""The hub's internals, for code that drives a :class:`~takhin_ws.Hub` itself.
+
+``from takhin_ws.lowlevel import ...``, as ``trio.lowlevel``: what a program needs to
+register its own receiving ends with a hub and read what it is handed, without a
+server (an in-process fan-out, a server-sent-events endpoint, a test):
+
+- :class:`Subscriber`, the receiving end the hub offers each message to (``offer``
+  must neither block nor raise), and :class:`QueueSubscriber`, one that only queues,
+  in a :class:`DropOldestQueue` (bounded; an overflow drops the oldest message and
+  records a :class:`Drop` for the ``gap`` message);
+- :class:`Client`, the hub's record of one registered subscriber
+  (``Hub.add_client`` returns it);
+- :class:`Outbound`, one published message as it is handed out (its JSON, its
+  WebSocket frame, its channel and offset), in a :class:`Variant` (``PLAIN``,
+  ``BARE``, or compressed), fixed per client.
+
+A server builds and runs all of these itself: ``takhin_ws`` is enough to run one.
+"""
+
+from .core.clients import Client, QueueSubscriber, Subscriber
+from .core.queue import Drop, DropOldestQueue, QueueStatistics
+from .wire.frames import BARE, PLAIN, Outbound, Variant
+
+__all__ = [
+    "BARE",
+    "PLAIN",
+    "Client",
+    "Drop",
+    "DropOldestQueue",
+    "Outbound",
+    "QueueStatistics",
+    "QueueSubscriber",
+    "Subscriber",
+    "Variant",
+]

@@ -30,11 +30,33 @@ from docs_text import anchors  # (tools/ is not a package)
 
 _COMMANDS = "tests/test_docs_commands.py"
 _HTTP = "tests/test_docs_http.py"
+_ASGI = "tests/test_docs_asgi.py"
 _CONSOLE = "tests/test_console_compat.py"
 _CONSOLE_PROXY = "test_the_docs_proxy_serves_the_dashboard_and_takhin_ws_from_one_origin"
 
 #: (page, language, text only that block holds) -> the tests that run it, or "skip: why".
 EXAMPLES: dict[tuple[str, str, str], str] = {
+    ("docs/embedding.md", "sh", "pip install 'takhin-ws[kafka]' quart-trio hypercorn"): (
+        f"{_ASGI}::test_the_quart_trio_tutorial_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "python", "TrioDispatcherMiddleware"): (
+        f"{_ASGI}::test_the_quart_trio_tutorial_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "sh", "TAKHIN_WS_SOURCE=kafka"): (
+        f"{_ASGI}::test_the_quart_trio_tutorial_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "python", "websockets.connect(url"): (
+        f"{_ASGI}::test_the_quart_trio_tutorial_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "text", "topic_created orders"): (
+        f"{_ASGI}::test_the_quart_trio_tutorial_prints_what_the_page_says"
+    ),
+    ("docs/embedding.md", "python", "SessionMiddleware"): (
+        f"{_ASGI}::test_the_starlette_how_to_serves_the_dashboard_under_live_in_chromium"
+    ),
+    ("docs/embedding.md", "sh", "CONSOLE_SECRET=change-me"): (
+        f"{_ASGI}::test_the_starlette_how_to_serves_the_dashboard_under_live_in_chromium"
+    ),
     ("README.md", "sh", "make test"): f"{_COMMANDS}::test_readme_the_first_command",
     ("README.md", "sh", "TAKHIN_WS_PORT=9000"): f"{_COMMANDS}::test_readme_another_port",
     ("docs/operations.md", "sh", "make run"): (

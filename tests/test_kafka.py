@@ -34,6 +34,7 @@ from kafka_broker import (
 from takhin_ws import GroupInfo, Settings, Snapshot, TopicStats
 from takhin_ws.sources import SCRAPE_SHARE, PrometheusSource, close_source, source_for
 from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
+from takhin_ws.sources.kafka_collector import KafkaCollector
 
 pytestmark = pytest.mark.slow
 
@@ -246,12 +247,15 @@ async def test_a_topic_deleted_in_the_middle_of_a_tick(kafka: KafkaBroker) -> No
     await run(create_topic, kafka.bootstrap, doomed, 2)
     await run(create_topic, kafka.bootstrap, kept, 1)
 
-    class DeletingSource(KafkaSource):
+    class DeletingCollector(KafkaCollector):
         def _metadata(self, deadline: float) -> dict[str, list[int]]:
             partitions = super()._metadata(deadline)
             assert doomed in partitions
             delete_topic(kafka.bootstrap, doomed)
             return partitions
+
+    class DeletingSource(KafkaSource):
+        _make_collector = DeletingCollector
 
     async with DeletingSource(kafka.bootstrap, timeout=20.0) as src:
         snapshot = await src.collect()

@@ -20,8 +20,10 @@ from trio_websocket import WebSocketConnection
 
 from clients import http_exchange, recv_json, status_of, ws_connect
 from conftest import wait_ready
-from kafka_broker import KafkaBroker, create_topic, delete_topic, produce, unique
-from takhin_ws import Server, Settings, open_server
+from kafka_broker import KafkaBroker, commit, create_topic, delete_topic, produce, unique
+from takhin_ws import MetricsSource, Server, Settings, Snapshot, open_server
+from takhin_ws.sources import source_for
+from takhin_ws.sources.kafka import KafkaSource
 from test_cli import SERVING, clean_env, command
 
 pytestmark = pytest.mark.slow
@@ -77,34 +79,59 @@ async def test_topic_created_and_deleted_reach_a_subscribed_client(kafka: KafkaB
             assert deleted["offset"] > created["offset"]
 
 
-async def test_a_stopped_broker_gives_stale_snapshots_and_503_then_recovers(
+class Counting:
+    """A source that numbers its collects and remembers which ones gave a snapshot."""
+
+    def __init__(self, inner: MetricsSource) -> None:
+        self.inner = inner
+        self.started = 0
+        self.fresh: list[int] = []
+
+    async def collect(self) -> Snapshot:
+        self.started += 1
+        number = self.started
+        snapshot = await self.inner.collect()
+        self.fresh.append(number)
+        return snapshot
+
+
+async def test_a_restarted_broker_gives_stale_then_whole_fresh_snapshots_within_2_ticks(
     kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Stopped: stale snapshots and /readyz 503; started again on the same ports: a
+    fresh snapshot within 2 ticks of the broker answering, whole (every topic and group
+    of before, with its offsets), and /readyz 200 with the same server and client."""
     caplog.set_level(logging.DEBUG, logger="takhin_ws.metrics")
     caplog.set_level(logging.INFO, logger="takhin_ws")
-    name = unique("survivor")
-    await run(create_topic, kafka.bootstrap, name, 1)
-    await run(produce, kafka.bootstrap, name, {0: 3})
+    name, group = unique("survivor"), unique("steady")
+    await run(create_topic, kafka.bootstrap, name, 3)
+    await run(produce, kafka.bootstrap, name, {0: 3, 1: 4, 2: 5})
+    await run(commit, kafka.bootstrap, group, name, {0: 1, 1: 4})
     settings = kafka_settings(kafka, unready_after=2)
-    async with open_server(settings) as server:
+    kafka_source = source_for(settings)
+    assert isinstance(kafka_source, KafkaSource)
+    source = Counting(kafka_source)
+    async with kafka_source, open_server(settings, source=source) as server:
         await wait_ready(server)
         assert await readyz(server) == 200
         async with ws_connect(server.ws_url + "?channels=metrics") as ws:
-            await next_message(ws, "metrics", lambda m: not m.get("stale"))
+            before = await next_message(ws, "metrics", lambda m: not m.get("stale"))
             kafka.stop()
             try:
                 stale = await next_message(ws, "metrics", lambda m: m.get("stale") is True)
-                # the last good snapshot, published again
-                names = [t["name"] for t in stale["data"]["topicStats"]]
-                assert name in names
+                assert stale["data"]["topicStats"] == before["data"]["topicStats"]
                 with trio.fail_after(WAIT):
                     while await readyz(server) != 503:
                         await trio.sleep(0.2)
             finally:
                 await run(kafka.start)
+            ready = source.started  # the collect under way now is the first chance
             fresh = await next_message(ws, "metrics", lambda m: not m.get("stale"))
+            assert min(n for n in source.fresh if n >= ready) <= ready + 2, (ready, source.fresh)
             (topic,) = [t for t in fresh["data"]["topicStats"] if t["name"] == name]
-            assert topic["totalMessages"] == 3
+            assert (topic["partitions"], topic["totalMessages"]) == (3, 12)
+            (lags,) = [c for c in fresh["data"]["consumerLags"] if c["groupId"] == group]
+            assert lags["totalLag"] == 2 + 0
         with trio.fail_after(WAIT):
             while await readyz(server) != 200:
                 await trio.sleep(0.2)

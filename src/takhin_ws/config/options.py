@@ -150,6 +150,12 @@ OPTIONS: Final = (
         parse_pair,
         "pairs",
     ),
+    _o(
+        "kafka_reset_after",
+        "--kafka-reset-after",
+        "failed kafka ticks in a row before a new client is made",
+        parse_int,
+    ),
     Option(
         "show_internal_topics", "--show-internal-topics", "show __consumer_offsets...", kind="bool"
     ),

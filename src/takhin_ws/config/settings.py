@@ -64,6 +64,8 @@ DEFAULT_BAD_MESSAGE_LIMIT: Final = 10
 DEFAULT_BAD_MESSAGE_WINDOW: Final = 10.0
 DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
 DEFAULT_UNREADY_AFTER: Final = 3
+#: Failed kafka ticks in a row before the source makes a new client.
+DEFAULT_KAFKA_RESET_AFTER: Final = 3
 #: Seconds a refused client is asked to wait (``Retry-After``) when the hub is full.
 DEFAULT_RETRY_AFTER: Final = 5
 #: Channels one connection may be subscribed to at once (``too_many_channels`` beyond).
@@ -232,6 +234,10 @@ class Settings:
     #: the values are masked in ``repr``.
     kafka_config: tuple[tuple[str, str], ...] = attrs.field(
         default=(), validator=_pairs, repr=_mask_values
+    )
+    #: Failed ticks in a row before the kafka source closes its client and makes a new one.
+    kafka_reset_after: int = attrs.field(
+        default=DEFAULT_KAFKA_RESET_AFTER, validator=number(integer=True, ge=1)
     )
     #: Show internal topics (``__consumer_offsets``...) in snapshots of the kafka source.
     show_internal_topics: bool = attrs.field(default=False, validator=flag)

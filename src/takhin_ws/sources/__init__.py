@@ -8,8 +8,10 @@
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
   quantiles) the Prometheus and synthetic sources share;
 - :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
-  ``kafka`` extra, confluent-kafka; imported on first use), its blocking requests in
-  :mod:`~takhin_ws.sources.kafka_client`, errors and secrets in
+  ``kafka`` extra, confluent-kafka; imported on first use); one blocking tick in
+  :mod:`~takhin_ws.sources.kafka_collector`, its requests in
+  :mod:`~takhin_ws.sources.kafka_client`, when to make a new client in
+  :mod:`~takhin_ws.sources.kafka_recovery`, errors and secrets in
   :mod:`~takhin_ws.sources.kafka_errors`, its arithmetic in
   :mod:`~takhin_ws.sources.kafka_model`.
 
@@ -92,6 +94,7 @@ def _kafka_source(settings: Settings) -> MetricsSource:
         timeout=timeout,
         show_internal_topics=settings.show_internal_topics,
         prometheus=prometheus,
+        reset_after=settings.kafka_reset_after,
     )
 
 

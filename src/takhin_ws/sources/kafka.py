@@ -3,8 +3,8 @@
 Every Kafka-compatible cluster (Takhin, Apache Kafka, Redpanda, MSK...) answers the
 admin side of the protocol: Metadata, ListOffsets, ListGroups, DescribeGroups and
 OffsetFetch. :class:`KafkaSource` asks it with confluent-kafka's ``AdminClient``
-(librdkafka), one client for the source's life, from Trio worker threads bounded by a
-:class:`trio.CapacityLimiter`, so the event loop never waits on the cluster. One tick:
+(librdkafka) through a :class:`~takhin_ws.sources.kafka_collector.KafkaCollector` in a
+Trio worker thread, so the event loop never waits on the cluster. One tick:
 
 - the topics and their partitions (one metadata request), then the log end offset of
   every partition (ListOffsets in calls of 500 partitions; the start offsets every 30 s,
@@ -12,11 +12,14 @@ OffsetFetch. :class:`KafkaSource` asks it with confluent-kafka's ``AdminClient``
 - meanwhile the consumer groups (one listing), described in batches of
   :data:`DESCRIBE_BATCH`, and the committed offsets of every group, all requested at once.
 
-The blocking requests live in :mod:`takhin_ws.sources.kafka_client`; every one runs
-under the collect deadline. The offsets become a snapshot in
-:mod:`takhin_ws.sources.kafka_model` (rates from offset deltas between ticks, lag from
-committed offsets). With a *prometheus* source beside it, the fields the protocol cannot
-give (bytes, latency, connections, disk, memory) are merged from the broker's exposition.
+A tick is whole or it fails: a partition or group that answers with an error is asked
+again within the deadline, and the tick fails if it still does (the producer then
+republishes the last good snapshot as stale). After ``reset_after`` failed ticks in a
+row the client is closed and a new one made (:mod:`takhin_ws.sources.kafka_recovery`).
+The offsets become a snapshot in :mod:`takhin_ws.sources.kafka_model` (rates from
+offset deltas between ticks, lag from committed offsets). With a *prometheus* source
+beside it, the fields the protocol cannot give (bytes, latency, connections, disk,
+memory) are merged from the broker's exposition.
 """
 
 from __future__ import annotations
@@ -24,24 +27,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Final
 
 import trio
 
-from ..core.snapshot import GroupInfo, MetricsSourceError, Snapshot
-from .kafka_client import (
-    DESCRIBE_BATCH,
-    Committed,
-    KafkaAdmin,
-    KafkaSourceError,
-    is_secret,
-    logger,
-    mask_config,
-)
-from .kafka_model import Observation, Offsets, compute_snapshot, merge_exposition
+from ..core.snapshot import MetricsSourceError, Snapshot
+from .kafka_client import DESCRIBE_BATCH, KafkaSourceError, is_secret, logger, mask_config
+from .kafka_collector import DEFAULT_RESET_AFTER, KafkaCollector
+from .kafka_model import merge_exposition
 from .prometheus import PrometheusSource
 
 __all__ = [
+    "DEFAULT_RESET_AFTER",
     "DESCRIBE_BATCH",
     "KafkaSource",
     "KafkaSourceError",
@@ -49,27 +46,8 @@ __all__ = [
     "mask_config",
 ]
 
-#: Worker threads one source may occupy at once (the metadata/offsets chain and the
-#: groups chain run side by side; a tick abandoned at its deadline keeps its thread
-#: until the client's own timeout, which is the same deadline).
-WORKER_THREADS: Final = 2
-#: Share of the collect deadline the requests may use: they give up a little before
-#: it, so the error says which request failed and why.
-REQUEST_SHARE: Final = 0.9
-
-_T = TypeVar("_T")
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first source error of *group* when that is all it holds (two chains of one
-    tick failing for one reason: the cluster is down); else the group itself."""
-    errors, rest = group.split(MetricsSourceError)
-    if errors is None or rest is not None:
-        return group
-    leaf: BaseException = errors
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
+#: Seconds the collect waits past the collector's own deadline for its answer.
+ANSWER_GRACE: Final = 0.05
 
 
 class KafkaSource:
@@ -79,7 +57,8 @@ class KafkaSource:
     ``sasl.mechanism``, ``sasl.password``...); secret values never appear in the
     source's repr nor in its messages. Each collect must finish within *timeout*
     seconds. Internal topics (``__consumer_offsets``...) are left out unless
-    *show_internal_topics*. A *prometheus* source, if given, is scraped alongside and
+    *show_internal_topics*. After *reset_after* failed collects in a row the client is
+    closed and a new one made. A *prometheus* source, if given, is scraped alongside and
     its bytes, latency and health figures merged in (a failed scrape leaves them 0 and
     logs one warning per streak). *clock* (monotonic) times the rate window (the
     deadlines always use :func:`time.monotonic`); *wall_clock* stamps the message.
@@ -97,6 +76,7 @@ class KafkaSource:
         show_internal_topics: bool = False,
         prometheus: PrometheusSource | None = None,
         describe_batch: int = DESCRIBE_BATCH,
+        reset_after: int = DEFAULT_RESET_AFTER,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,21 +84,30 @@ class KafkaSource:
             raise ValueError("kafka bootstrap must be HOST:PORT[,HOST:PORT...], got ''")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        if describe_batch < 1:
-            raise ValueError(f"describe_batch must be >= 1, got {describe_batch!r}")
+        if reset_after < 1:
+            raise ValueError(f"reset_after must be >= 1, got {reset_after!r}")
         self.bootstrap = bootstrap
         self.config = tuple(config)
         self.timeout = float(timeout)
         self.show_internal_topics = show_internal_topics
         self.prometheus = prometheus
-        self.describe_batch = describe_batch
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._limiter = trio.CapacityLimiter(WORKER_THREADS)
-        self._previous: Observation | None = None
+        self.reset_after = reset_after
+        # one tick at a time: a tick abandoned at its deadline keeps its thread until
+        # its own requests give up (the same deadline), and the next waits for it
+        self._limiter = trio.CapacityLimiter(1)
         self._scrape_failing = False
         self._closed = False
-        self._admin = KafkaAdmin(bootstrap, self.config, describe_batch=describe_batch)
+        self._collector = self._make_collector(
+            bootstrap,
+            self.config,
+            show_internal_topics=show_internal_topics,
+            describe_batch=describe_batch,
+            reset_after=reset_after,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+
+    _make_collector = KafkaCollector  # a test may put a subclass here
 
     def __repr__(self) -> str:
         merged = f", prometheus={self.prometheus.url!r}" if self.prometheus else ""
@@ -144,7 +133,7 @@ class KafkaSource:
         if not self._closed:
             self._closed = True
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._admin.close)
+                await trio.to_thread.run_sync(self._collector.close, limiter=self._limiter)
         if self.prometheus is not None:
             await self.prometheus.aclose()
 
@@ -154,26 +143,18 @@ class KafkaSource:
         if self._closed:
             raise KafkaSourceError("kafka source is closed")
         extras: list[Snapshot] = []
-        try:
-            with trio.fail_after(self.timeout):
-                async with trio.open_nursery() as nursery:
-                    if self.prometheus is not None:
-                        nursery.start_soon(self._scrape, self.prometheus, extras)
-                    observation = await self._observe(
-                        time.monotonic() + self.timeout * REQUEST_SHARE
-                    )
-                # thousands of partitions: the arithmetic too stays off the event loop
-                snapshot = await self._in_thread(self._compute, observation, extras)
-        except trio.TooSlowError:
-            raise KafkaSourceError(
-                f"kafka {self.bootstrap}: no answer within {self.timeout:g} s{self._admin.cause()}"
-            ) from None
-        except BaseExceptionGroup as group:
-            single = _single(group)
-            if single is group:
-                raise
-            raise single from None
-        if self._previous is None:
+        ticked: list[Snapshot | KafkaSourceError] = []
+        first = self._collector.first
+        async with trio.open_nursery() as nursery:
+            if self.prometheus is not None:
+                nursery.start_soon(self._scrape, self.prometheus, extras)
+            nursery.start_soon(self._tick, ticked)
+        (snapshot,) = ticked
+        if isinstance(snapshot, KafkaSourceError):
+            raise snapshot
+        if extras:
+            snapshot = merge_exposition(snapshot, extras[0].metrics)
+        if first:
             logger.info(
                 "metrics from the kafka cluster at %s (%d topics, %d groups)%s",
                 self.bootstrap,
@@ -181,15 +162,26 @@ class KafkaSource:
                 len(snapshot.groups),
                 f", merged with {self.prometheus.url}" if self.prometheus else "",
             )
-        self._previous = observation
-        self._admin.succeeded()
         return snapshot
 
-    def _compute(self, observation: Observation, extras: list[Snapshot]) -> Snapshot:
-        snapshot = compute_snapshot(
-            self._previous, observation, show_internal_topics=self.show_internal_topics
-        )
-        return merge_exposition(snapshot, extras[0].metrics) if extras else snapshot
+    async def _tick(self, out: list[Snapshot | KafkaSourceError]) -> None:
+        """The collector's tick in a worker thread, its snapshot or error into *out*."""
+        try:
+            with trio.fail_after(self.timeout + ANSWER_GRACE):
+                out.append(
+                    await trio.to_thread.run_sync(
+                        self._collector.collect,
+                        self.timeout,
+                        limiter=self._limiter,
+                        abandon_on_cancel=True,
+                    )
+                )
+        except trio.TooSlowError:
+            out.append(
+                KafkaSourceError(f"kafka {self.bootstrap}: no answer within {self.timeout:g} s")
+            )
+        except KafkaSourceError as exc:
+            out.append(exc)
 
     async def _scrape(self, prometheus: PrometheusSource, out: list[Snapshot]) -> None:
         try:
@@ -202,41 +194,3 @@ class KafkaSource:
         if self._scrape_failing:
             logger.info("scrape of %s recovered", prometheus.url)
         self._scrape_failing = False
-
-    async def _in_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        return await trio.to_thread.run_sync(
-            lambda: fn(*args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
-        )
-
-    async def _observe(self, deadline: float) -> Observation:
-        groups: list[tuple[dict[str, GroupInfo], dict[str, Committed]]] = []
-
-        async def read_groups() -> None:
-            groups.append(await self._in_thread(self._groups, deadline))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_groups)
-            partitions = await self._in_thread(self._metadata, deadline)
-            offsets = await self._in_thread(self._offsets, partitions, deadline)
-        infos, committed = groups[0]
-        return Observation(
-            monotonic=self._clock(),
-            wall=self._wall_clock(),
-            partitions={topic: len(ids) for topic, ids in partitions.items() if topic in offsets},
-            offsets=offsets,
-            groups=infos,
-            committed=committed,
-        )
-
-    # --- the blocking requests (worker threads; a test may wrap them) ---
-
-    def _metadata(self, deadline: float) -> dict[str, list[int]]:
-        return self._admin.metadata(deadline)
-
-    def _offsets(
-        self, partitions: dict[str, list[int]], deadline: float
-    ) -> dict[str, dict[int, Offsets]]:
-        return self._admin.offsets(partitions, deadline)
-
-    def _groups(self, deadline: float) -> tuple[dict[str, GroupInfo], dict[str, Committed]]:
-        return self._admin.groups(deadline)

@@ -1,14 +1,20 @@
 """The blocking side of the ``kafka`` source: one confluent-kafka ``AdminClient`` and
-the requests of one tick, each bounded by a deadline (run them in worker threads).
+the requests of one tick, each bounded by a deadline.
 
 :class:`KafkaAdmin` owns the client (librdkafka). Its calls batch what Kafka lets them
 batch: one metadata request, one ListOffsets per offset kind for every partition, one
 group listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed
-offsets of every group requested at once. An answer about one partition or group that
-went away (a topic deleted mid-tick) drops that partition or group; an error about the
-cluster or the connection raises :class:`KafkaSourceError`, whose message names the
-bootstrap, the request, and what librdkafka itself reported (a refused login...), with
-every secret property value masked (which errors are which, and the secrets: see
+offsets of every group requested at once. An answer is whole or the call fails:
+
+- a partition or group that went away (a topic deleted mid-tick) is left out;
+- a partition or group that answers with any other error (no leader yet, a coordinator
+  still loading, a leader epoch the broker does not know yet...) is asked again after
+  :data:`RETRY_PAUSE` while the deadline allows, and fails the call if it still fails;
+- an error about the cluster or the connection fails the call at once.
+
+A failure is a :class:`KafkaSourceError` whose message names the bootstrap, the request,
+and what librdkafka itself reported (a refused login...), with every secret property
+value masked (which errors are which, and the secrets: see
 :mod:`takhin_ws.sources.kafka_errors`).
 """
 
@@ -19,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 from confluent_kafka import (
@@ -63,6 +69,8 @@ DESCRIBE_BATCH: Final = 100
 LIST_OFFSETS_BATCH: Final = 500
 #: Seconds a log start offset is reused before it is read again.
 START_OFFSETS_REFRESH: Final = 30.0
+#: Seconds between two askings of a partition or group that answered with an error.
+RETRY_PAUSE: Final = 0.1
 #: Shortest request timeout handed to librdkafka (it refuses 0).
 _MIN_REQUEST_TIMEOUT: Final = 0.05
 #: Seconds a failed request waits for the client's own report of the cause.
@@ -80,9 +88,10 @@ _LATEST: Final[OffsetSpec] = OffsetSpec.latest()  # type: ignore[no-untyped-call
 
 _K = TypeVar("_K")
 
-
 #: Committed offsets of one group's partitions, by topic.
 Committed = dict[str, dict[int, int]]
+#: What one asking is about: ("end" | "start", partition) or ("describe" | "offsets", group).
+_Key = tuple[str, Any]
 
 
 def _state(state: object) -> GroupState:
@@ -96,6 +105,13 @@ def _state(state: object) -> GroupState:
 
 def _key(tp: TopicPartition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
+
+
+def _name(key: _Key) -> str:
+    subject = key[1]
+    if isinstance(subject, TopicPartition):
+        return f"{subject.topic}[{subject.partition}]"
+    return f"group {subject}"
 
 
 def _since(began: float) -> str:
@@ -119,6 +135,9 @@ class KafkaAdmin:
         self.describe_batch = describe_batch
         self._errors = ErrorLog()
         self._polling = threading.Lock()
+        #: When the tick's caller stops waiting (monotonic): waiting for the client's
+        #: report of a cause never goes past it.
+        self.hard_deadline = math.inf
         #: Remembered log start offsets, by (topic, partition), and when read.
         self._starts: dict[tuple[str, int], int] = {}
         self._starts_read = -math.inf
@@ -166,24 +185,30 @@ class KafkaAdmin:
         return max(deadline - time.monotonic(), _MIN_REQUEST_TIMEOUT)
 
     def metadata(self, deadline: float) -> dict[str, list[int]]:
-        """Partition ids of every topic the cluster lists."""
+        """Partition ids of every topic the cluster lists. The cluster answered, so
+        what the client said about reaching it before is no longer the cause of
+        anything: it is forgotten."""
         began = time.monotonic()
         self._serve()
         try:
             metadata = self._client.list_topics(timeout=self._remaining(deadline))
         except KafkaException as exc:
             raise self._failure("metadata request", exc) from None
+        self._errors.last = None
         logger.debug(
             "kafka %s: metadata of %d topics in %s",
             self.bootstrap,
             len(metadata.topics),
             _since(began),
         )
-        return {
-            name: sorted(topic.partitions)
-            for name, topic in metadata.topics.items()
-            if topic.partitions and (topic.error is None or topic.error.code() not in GONE)
-        }
+        out: dict[str, list[int]] = {}
+        for name, topic in metadata.topics.items():
+            if topic.error is not None and topic.error.code() in GONE:
+                continue
+            if not topic.partitions:
+                raise self._failure(f"metadata of topic {name}", topic.error or "no partitions")
+            out[name] = sorted(topic.partitions)
+        return out
 
     def offsets(
         self, partitions: Mapping[str, list[int]], deadline: float
@@ -203,21 +228,18 @@ class KafkaAdmin:
         refresh = began - self._starts_read >= START_OFFSETS_REFRESH
         unknown = wanted if refresh else [tp for tp in wanted if _key(tp) not in self._starts]
         self._serve()
-        ends = self._list_offsets(wanted, _LATEST, deadline)
-        starts = self._list_offsets(unknown, _EARLIEST, deadline)
-        end_of = self._wait(ends, deadline, "offsets request")
-        start_of = self._wait(starts, deadline, "offsets request")
+        keys = [("end", tp) for tp in wanted] + [("start", tp) for tp in unknown]
+        answers = self._ask(keys, self._request_offsets, deadline, "offsets request")
         if refresh:
             self._starts = {}
             self._starts_read = began
         out: dict[str, dict[int, Offsets]] = {}
         for tp in wanted:
-            end, start = end_of[tp], start_of.get(tp)
-            if isinstance(end, BaseException) or isinstance(start, BaseException):
-                self._partition_error("offsets", tp, end, start)
+            end, start = answers[("end", tp)], answers.get(("start", tp), 0)
+            if end is None or start is None:  # deleted since the metadata
                 self._starts.pop(_key(tp), None)
                 continue
-            if start is not None:
+            if ("start", tp) in answers:
                 self._starts[_key(tp)] = int(start.offset)
             first = self._starts.get(_key(tp), 0)
             if int(end.offset) < first:  # a new partition under an old name
@@ -237,82 +259,130 @@ class KafkaAdmin:
         )
         return out
 
-    def _list_offsets(
-        self, wanted: list[TopicPartition], spec: OffsetSpec, deadline: float
-    ) -> dict[TopicPartition, concurrent.futures.Future[Any]]:
-        """ListOffsets for *wanted*, in requests of :data:`LIST_OFFSETS_BATCH` partitions
+    def _request_offsets(
+        self, keys: list[_Key], timeout: float
+    ) -> dict[_Key, concurrent.futures.Future[Any]]:
+        """ListOffsets for *keys*, in requests of :data:`LIST_OFFSETS_BATCH` partitions
         (librdkafka's cost grows faster than linearly with the partitions of one call)."""
-        futures: dict[TopicPartition, concurrent.futures.Future[Any]] = {}
-        timeout = self._remaining(deadline)
-        try:
+        futures: dict[_Key, concurrent.futures.Future[Any]] = {}
+        for kind, spec in (("end", _LATEST), ("start", _EARLIEST)):
+            wanted = [tp for k, tp in keys if k == kind]
             for start in range(0, len(wanted), LIST_OFFSETS_BATCH):
                 batch = wanted[start : start + LIST_OFFSETS_BATCH]
-                futures.update(
-                    self._client.list_offsets(dict.fromkeys(batch, spec), request_timeout=timeout)
+                answer = self._client.list_offsets(
+                    dict.fromkeys(batch, spec), request_timeout=timeout
                 )
-        except KafkaException as exc:
-            raise self._failure("offsets request", exc) from None
+                futures.update(((kind, tp), future) for tp, future in answer.items())
         return futures
 
-    def groups(self, deadline: float) -> tuple[dict[str, GroupInfo], dict[str, Committed]]:
-        """Every consumer group's state and members, and its committed offsets."""
+    def groups(
+        self, deadline: float, known: Collection[str] = ()
+    ) -> tuple[dict[str, GroupInfo], dict[str, Committed]]:
+        """Every consumer group's state and members, and its committed offsets.
+
+        A group of *known* (those of the last snapshot) that the listing lacks is
+        described before it is let go: a coordinator that is shutting down or still
+        loading lists fewer groups, without an error, and a group is gone only when
+        its own description says so.
+        """
         began = time.monotonic()
         self._serve()
         try:
             listing = self._client.list_consumer_groups(request_timeout=self._remaining(deadline))
-            listed = self._wait({"": listing}, deadline, "group listing")[""]
         except KafkaException as exc:
             raise self._failure("group listing", exc) from None
+        listed = self._wait({"": listing}, deadline, "group listing")[""]
         if isinstance(listed, BaseException):
             raise self._failure("group listing", listed)
-        for error in listed.errors:
-            self._check(error, "group listing")
-        ids = sorted({g.group_id for g in listed.valid})
+        for error in listed.errors:  # a broker that could not list: not whole
+            raise self._failure("group listing", error)
+        ids = sorted({g.group_id for g in listed.valid} | set(known))
         if not ids:
             return {}, {}
-        timeout = self._remaining(deadline)
-        described: dict[str, concurrent.futures.Future[Any]] = {}
-        offsets: dict[str, concurrent.futures.Future[Any]] = {}
-        try:
-            for start in range(0, len(ids), self.describe_batch):
-                batch = ids[start : start + self.describe_batch]
-                described.update(
-                    self._client.describe_consumer_groups(batch, request_timeout=timeout)
-                )
-            for group in ids:
-                offsets.update(
-                    self._client.list_consumer_group_offsets(
-                        [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
-                    )
-                )
-        except KafkaException as exc:
-            raise self._failure("group request", exc) from None
-        descriptions = self._wait(described, deadline, "group description")
-        commits = self._wait(offsets, deadline, "committed offsets request")
+        keys = [("describe", g) for g in ids] + [("offsets", g) for g in ids]
+        answers = self._ask(keys, self._request_groups, deadline, "group request")
         infos: dict[str, GroupInfo] = {}
         committed: dict[str, Committed] = {}
         for group in ids:
-            description = descriptions[group]
-            if isinstance(description, BaseException):
-                self._check(description, "group description")
+            description, offsets = answers[("describe", group)], answers[("offsets", group)]
+            if description is None or offsets is None:  # deleted since the listing
                 continue
             state = _state(description.state)
-            if state == "Dead":  # deleted since the listing
+            if state == "Dead":
                 continue
             infos[group] = GroupInfo(state=state, members=len(description.members))
-            answer = commits[group]
-            if isinstance(answer, BaseException):
-                self._check(answer, "committed offsets request")
-                continue
             by_topic: Committed = {}
-            for tp in answer.topic_partitions or ():
+            for tp in offsets.topic_partitions or ():
                 if tp.error is None and tp.offset >= 0:
                     by_topic.setdefault(tp.topic, {})[tp.partition] = int(tp.offset)
             committed[group] = by_topic
         logger.debug("kafka %s: %d groups described in %s", self.bootstrap, len(ids), _since(began))
         return infos, committed
 
-    # --- waiting and errors ---
+    def _request_groups(
+        self, keys: list[_Key], timeout: float
+    ) -> dict[_Key, concurrent.futures.Future[Any]]:
+        futures: dict[_Key, concurrent.futures.Future[Any]] = {}
+        described = [group for kind, group in keys if kind == "describe"]
+        for start in range(0, len(described), self.describe_batch):
+            batch = described[start : start + self.describe_batch]
+            answer = self._client.describe_consumer_groups(batch, request_timeout=timeout)
+            futures.update((("describe", group), future) for group, future in answer.items())
+        for kind, group in keys:
+            if kind == "offsets":
+                answer = self._client.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+                )
+                futures[(kind, group)] = answer[group]
+        return futures
+
+    # --- asking, waiting and errors ---
+
+    def _ask(
+        self,
+        keys: list[_Key],
+        request: Callable[[list[_Key], float], Mapping[_Key, concurrent.futures.Future[Any]]],
+        deadline: float,
+        what: str,
+    ) -> dict[_Key, Any]:
+        """The answer to every key (``None`` for a partition or group that is gone),
+        asking again those that failed, until the deadline: whole, or an error."""
+        out: dict[_Key, Any] = {}
+        pending = keys
+        while pending:
+            try:
+                futures = request(pending, self._remaining(deadline))
+            except KafkaException as exc:
+                raise self._failure(what, exc) from None
+            failed: dict[_Key, BaseException] = {}
+            for key, answer in self._wait(futures, deadline, what).items():
+                if not isinstance(answer, BaseException):
+                    out[key] = answer
+                elif self._gone(answer, what):
+                    out[key] = None
+                else:
+                    failed[key] = answer
+            if failed:
+                self._pause_or_fail(deadline, what, failed)
+            pending = [key for key in pending if key in failed]
+        return out
+
+    def _pause_or_fail(
+        self, deadline: float, what: str, failed: Mapping[_Key, BaseException]
+    ) -> None:
+        """Wait a little before asking *failed* again, or fail if the deadline is near."""
+        (key, first), *_ = failed.items()
+        reason = f"{_name(key)}: {self._detail(first)}"
+        if deadline - time.monotonic() < 2 * RETRY_PAUSE:
+            many = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise KafkaSourceError(
+                self._redact(
+                    f"kafka {self.bootstrap}: {what} incomplete at the deadline: "
+                    f"{reason}{many}{self.cause()}"
+                )
+            )
+        logger.debug("kafka %s: %s: %d asked again (%s)", self.bootstrap, what, len(failed), reason)
+        time.sleep(RETRY_PAUSE)
 
     def _wait(
         self, futures: Mapping[_K, concurrent.futures.Future[Any]], deadline: float, what: str
@@ -333,23 +403,23 @@ class KafkaAdmin:
                 out[key] = exc
         return out
 
-    def _check(self, exc: BaseException | KafkaError, what: str) -> None:
-        """Raise if *exc* is about the cluster rather than one group or partition."""
-        error = exc if isinstance(exc, KafkaError) else error_of(exc)
+    def _gone(self, exc: BaseException, what: str) -> bool:
+        """Whether *exc* says the partition or group went away; raises if it is about
+        the cluster (unreachable, refused) rather than one of them."""
+        error = error_of(exc)
         if error is None or error.code() in FATAL:
             raise self._failure(what, exc)
-        if error.code() not in GONE:
-            logger.debug("kafka %s: %s: %s", self.bootstrap, what, error.str())
+        return error.code() in GONE
 
-    def _partition_error(self, what: str, tp: TopicPartition, *answers: object) -> None:
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                self._check(answer, f"{what} of {tp.topic}[{tp.partition}]")
-
-    def _failure(self, what: str, exc: BaseException | KafkaError) -> KafkaSourceError:
-        """The error for a failed request (in a worker thread)."""
+    def _detail(self, exc: BaseException | KafkaError | str) -> str:
+        if isinstance(exc, str):
+            return exc
         error = exc if isinstance(exc, KafkaError) else error_of(exc)
-        detail = error.str() if error is not None else f"{type(exc).__name__}: {exc}"
+        return error.str() if error is not None else f"{type(exc).__name__}: {exc}"
+
+    def _failure(self, what: str, exc: BaseException | KafkaError | str) -> KafkaSourceError:
+        """The error for a failed request (in a worker thread)."""
+        detail = self._detail(exc)
         return KafkaSourceError(
             self._redact(
                 f"kafka {self.bootstrap}: {what} failed: {detail}{self.cause(_CAUSE_WAIT)}"
@@ -362,6 +432,7 @@ class KafkaAdmin:
         In a worker thread, *wait* seconds may be spent for the report to come; on
         the event loop, 0.
         """
+        wait = min(wait, self.hard_deadline - time.monotonic())
         self._serve(wait if self._errors.last is None else 0.0)
         error = self._errors.last
         return "" if error is None else self._redact(f" (client: {error.str()})")

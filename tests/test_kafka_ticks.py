@@ -1,0 +1,181 @@
+"""A kafka tick is whole or it fails, and a stuck client is replaced (real broker).
+
+The collector (``sources/kafka_collector.py``) runs here in the test's own thread;
+errors the broker would give only under a restart or a leader move are put in front of
+its real answers: one partition's ListOffsets answer replaced by ``NOT_LEADER``, a
+group left out of the listing, a metadata request that fails.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
+from takhin_ws import Hub, MetricsProducer, Snapshot
+from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
+from takhin_ws.sources.kafka_collector import KafkaCollector
+
+pytestmark = pytest.mark.slow
+
+#: A tick's time in these tests: generous, the broker is shared and the machine loaded.
+TIMEOUT = 10.0
+Futures = Mapping[Any, concurrent.futures.Future[Any]]
+
+
+def failed(code: int) -> concurrent.futures.Future[Any]:
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    future.set_exception(KafkaException(KafkaError(code)))
+    return future
+
+
+def break_partition(
+    monkeypatch: pytest.MonkeyPatch, collector: KafkaCollector, topic: str, times: float
+) -> list[int]:
+    """Partition 0 of *topic* answers NOT_LEADER to its first *times* end-offset
+    askings; returns the list of askings made (one item per asking)."""
+    original: Callable[[list[Any], float], Futures] = collector.admin._request_offsets
+    asked: list[int] = []
+
+    def request(keys: list[Any], timeout: float) -> Futures:
+        futures = dict(original(keys, timeout))
+        for key in futures:
+            kind, tp = key
+            if (kind, tp.topic, tp.partition) == ("end", topic, 0):
+                asked.append(1)
+                if len(asked) <= times:
+                    futures[key] = failed(KafkaError.NOT_LEADER_FOR_PARTITION)
+        return futures
+
+    monkeypatch.setattr(collector.admin, "_request_offsets", request)
+    return asked
+
+
+def topic_messages(snapshot: Snapshot, name: str) -> int | None:
+    found = [t.total_messages for t in snapshot.metrics.topic_stats if t.name == name]
+    return found[0] if found else None
+
+
+def test_a_partition_that_fails_once_is_asked_again_and_the_tick_is_whole(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("retried")
+    create_topic(kafka.bootstrap, name, 2)
+    produce(kafka.bootstrap, name, {0: 4, 1: 6})
+    collector = KafkaCollector(kafka.bootstrap)
+    try:
+        asked = break_partition(monkeypatch, collector, name, times=1)
+        snapshot = collector.collect(TIMEOUT)
+    finally:
+        collector.close()
+    assert len(asked) == 2  # the failed answer, then the good one
+    assert topic_messages(snapshot, name) == 10
+
+
+def test_a_partition_failing_to_the_deadline_fails_the_tick_naming_it(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("unled")
+    create_topic(kafka.bootstrap, name, 2)
+    collector = KafkaCollector(kafka.bootstrap)
+    try:
+        assert topic_messages(collector.collect(TIMEOUT), name) == 0
+        asked = break_partition(monkeypatch, collector, name, times=float("inf"))
+        with pytest.raises(KafkaSourceError) as caught:
+            collector.collect(2.0)
+    finally:
+        collector.close()
+    assert len(asked) > 2  # asked again and again within the deadline
+    message = str(caught.value)
+    assert message.startswith(f"kafka {kafka.bootstrap}: offsets request incomplete")
+    assert f"{name}[0]" in message
+    assert "not leader" in message.lower()
+
+
+async def test_a_tick_with_a_failed_partition_is_published_stale_not_fresh(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("partial")
+    create_topic(kafka.bootstrap, name, 2)
+    produce(kafka.bootstrap, name, {0: 1, 1: 2})
+    hub = Hub()
+    async with KafkaSource(kafka.bootstrap, timeout=TIMEOUT) as source:
+        producer = MetricsProducer(hub, source, collect_timeout=TIMEOUT + 1)
+        await producer.tick()
+        good = hub.latest("metrics")
+        assert good is not None
+        assert producer.ready
+        assert not producer.statistics().stale
+        break_partition(monkeypatch, source._collector, name, times=float("inf"))
+        source.timeout = 2.0
+        produce(kafka.bootstrap, name, {1: 5})  # a change the partial tick must not show
+        await producer.tick()
+    latest = hub.latest("metrics")
+    assert latest is not None
+    assert producer.statistics().stale
+    # the last whole snapshot again, marked stale
+    assert orjson.loads(latest.payload)["data"] == orjson.loads(good.payload)["data"]
+    assert orjson.loads(latest.payload)["stale"] is True
+    assert producer.statistics().failures == 1
+
+
+def test_a_group_the_listing_leaves_out_is_kept_while_its_description_says_it_lives(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, group = unique("listed"), unique("hidden")
+    create_topic(kafka.bootstrap, name, 1)
+    produce(kafka.bootstrap, name, {0: 5})
+    commit(kafka.bootstrap, group, name, {0: 2})
+    collector = KafkaCollector(kafka.bootstrap)
+    try:
+        assert group in collector.collect(TIMEOUT).groups
+        client = collector.admin._client
+        real_listing = client.list_consumer_groups
+
+        def listing(**kwargs: Any) -> concurrent.futures.Future[Any]:
+            answer = real_listing(**kwargs).result()
+            answer.valid = [g for g in answer.valid if g.group_id != group]
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_result(answer)
+            return future
+
+        monkeypatch.setattr(client, "list_consumer_groups", listing)
+        snapshot = collector.collect(TIMEOUT)
+    finally:
+        collector.close()
+    assert group in snapshot.groups  # described: it lives, its lag is still shown
+    (lag,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
+    assert lag.total_lag == 3
+
+
+def test_k_failed_ticks_make_a_new_client_and_the_next_tick_is_fresh(
+    kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = [KafkaSourceError("kafka test: metadata request failed: injected")] * 2
+
+    class Flaky(KafkaCollector):
+        def _metadata(self, deadline: float) -> dict[str, list[int]]:
+            if failures:
+                raise failures.pop()
+            return super()._metadata(deadline)
+
+    collector = Flaky(kafka.bootstrap, reset_after=2)
+    try:
+        first = collector.admin
+        with pytest.raises(KafkaSourceError):
+            collector.collect(TIMEOUT)
+        assert collector.admin is first
+        with pytest.raises(KafkaSourceError):
+            collector.collect(TIMEOUT)
+        assert collector.admin is not first  # closed, and a new one made
+        assert collector.collect(TIMEOUT).metrics.cluster_health.total_topics >= 0
+        assert collector.recovery.streak == 0
+    finally:
+        collector.close()
+    (warning,) = [r for r in caplog.records if "opening a new one" in r.getMessage()]
+    assert "injected" in warning.getMessage()  # the cause of now, not of the outage start

@@ -17,14 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import FIXTURES, fixture
 from takhin_ws.sources import promscan
-from takhin_ws.sources.promscan import (
-    ExpositionScanner,
-    Keys,
-    Labels,
-    Series,
-    parse_exposition,
-    parse_labels,
-)
+from takhin_ws.sources.promscan import ExpositionScanner, parse_exposition
+from takhin_ws.sources.promseries import Keys, Labels, Series, parse_labels
 from takhin_ws.sources.promsnapshot import READ_SAMPLES
 
 

@@ -25,7 +25,8 @@ import httpx
 import trio
 
 from ..core.snapshot import Snapshot
-from .promscan import Exposition, ExpositionScanner, parse_exposition
+from .promscan import ExpositionScanner, parse_exposition
+from .promseries import Exposition
 from .promsnapshot import READ_SAMPLES, STATE_CODES, Scrape, compute_snapshot, group_state
 from .scrape import DEFAULT_MAX_BODY_BYTES, Body, ScrapeError, Scraper
 

@@ -100,6 +100,7 @@ async def test_welcome_snapshot_events_and_pong_with_the_websockets_client() -> 
     assert subprotocol == "takhin.v1"
     assert welcome["type"] == "welcome"
     assert welcome["data"]["channels"] == ["metrics", "topics"]
+    assert welcome["data"]["source"] == "custom"  # the tests' source names no kind
     assert snapshot["type"] == "metrics"
     assert snapshot["data"]["clusterHealth"]["totalTopics"] == 1
     assert topic["type"] == "topic_created"
@@ -114,7 +115,9 @@ async def test_the_http_routes_answer_as_on_the_standalone_server() -> None:
     async with served(publish_keys=("pk",)) as (_app, host), httpx.AsyncClient() as http:
         url = host.url
         assert (await http.get(url + "/healthz")).json() == {"status": "ok"}
-        assert (await http.get(url + "/readyz")).json() == {"status": "ready", "reasons": []}
+        ready = (await http.get(url + "/readyz")).json()
+        assert (ready["status"], ready["reasons"]) == ("ready", [])
+        assert (ready["metrics"]["source"], ready["metrics"]["snapshot"]) == ("custom", True)
         latest = await http.get(url + "/api/monitoring/metrics")
         assert latest.status_code == 200
         assert latest.json()["clusterHealth"]["totalTopics"] == 1

@@ -582,16 +582,9 @@ def test_json_logs_carry_the_fields_given_with_extra() -> None:
     assert "odd" in orjson.loads(JsonFormatter().format(record))
 
 
-@pytest.mark.parametrize(
-    ("args", "env"),
-    [
-        (("--log-format", "JSON", "--log-level", "INFO"), {}),
-        # what --help says beside the flags: their variables work as well
-        ((), {"TAKHIN_WS_LOG_FORMAT": "json", "TAKHIN_WS_LOG_LEVEL": "info"}),
-    ],
-    ids=["flags", "variables"],
-)
-async def test_json_logs_of_the_real_process(args: tuple[str, ...], env: dict[str, str]) -> None:
+async def serving_log(*args: str, **env: str) -> bytes:
+    """What ``python -m takhin_ws --port 0 *args`` logs from its start until it serves,
+    then until SIGTERM ends it (exit 0)."""
     stderr = bytearray()
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
@@ -614,11 +607,52 @@ async def test_json_logs_of_the_real_process(args: tuple[str, ...], env: dict[st
             while chunk := await process.stderr.receive_some():
                 stderr += chunk
             assert await process.wait() == 0
-    entries = [orjson.loads(line) for line in lines(bytes(stderr))]  # every line is JSON
+    return bytes(stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("--log-format", "JSON", "--log-level", "INFO"), {}),
+        # what --help says beside the flags: their variables work as well
+        ((), {"TAKHIN_WS_LOG_FORMAT": "json", "TAKHIN_WS_LOG_LEVEL": "info"}),
+    ],
+    ids=["flags", "variables"],
+)
+async def test_json_logs_of_the_real_process(args: tuple[str, ...], env: dict[str, str]) -> None:
+    stderr = await serving_log(*args, **env)
+    entries = [orjson.loads(line) for line in lines(stderr)]  # every line is JSON
     serving = [e for e in entries if e["message"].startswith("takhin-ws serving")]
     assert len(serving) == 1
     assert {"ts", "level", "logger"} <= set(serving[0])
     assert serving[0]["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "metrics source: synthetic, SIMULATED data (not a real cluster): SyntheticSource("),
+        (
+            ("--source", "prometheus", "--prometheus-url", "http://u:pw@127.0.0.1:9/metrics"),
+            "metrics source: prometheus: PrometheusSource('http://***@127.0.0.1:9/metrics', ",
+        ),
+        (
+            ("--source", "kafka", "--kafka-bootstrap", "127.0.0.1:9"),
+            "metrics source: kafka: KafkaSource('127.0.0.1:9', ",
+        ),
+    ],
+    ids=["synthetic", "prometheus", "kafka"],
+)
+async def test_the_start_says_what_the_source_is_before_anything_succeeds(
+    args: tuple[str, ...], expected: str
+) -> None:
+    """A source that never answers (port 9) is named at start all the same, with the
+    bus, before the serving line; a password in a URL is not."""
+    text = (await serving_log("--interval", "3600", *args)).decode()
+    head = text.split("takhin-ws serving", 1)[0]
+    assert expected in head, text
+    assert "events: in memory, this node only; this node collects the metrics" in head
+    assert "pw" not in text
 
 
 def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:

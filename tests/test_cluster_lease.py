@@ -16,6 +16,7 @@ import trio
 
 from redis_server import RedisServer, free_port
 from takhin_ws import Settings
+from takhin_ws.cluster.connection import where
 from takhin_ws.cluster.lease import MIN_LEASE_TTL, MetricsLease
 
 GUARD = 20  # seconds: hang guard of every wait
@@ -90,11 +91,19 @@ async def test_not_running_or_redis_unreachable_means_not_held(
     caplog.set_level(logging.INFO, logger="takhin_ws.cluster")
     lease = MetricsLease(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0)
     assert not await lease.hold()  # run() is not running
+    assert lease.holder is None
     async with running(lease.url, timeout=1.0) as down:
         assert not await down.hold()
         assert not await down.hold()
+        assert down.holder == ""
         await down.release()  # never raises
-    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    # the first answer is logged (once), so a node that collects nothing says why
+    (line,) = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage().startswith(
+        f"metrics lease: Redis at {where(lease.url)} does not answer"
+    )
+    assert line.getMessage().endswith("no node collects until it does")
 
 
 async def test_taking_and_losing_the_lease_is_logged_once_each(
@@ -107,10 +116,31 @@ async def test_taking_and_losing_the_lease_is_logged_once_each(
         redis.command("SET", "takhin:metrics-lease", "someone-else")
         for _ in range(3):
             assert not await a.hold()
+        assert a.holder == "someone-else"
+        redis.command("SET", "takhin:metrics-lease", "a-third")
+        assert not await a.hold()
     lines = [r.getMessage() for r in caplog.records]
+    follows = (
+        "collects the metrics (it holds the lease); this node serves the snapshots it publishes"
+    )
     assert lines == [
         "this node (me) now collects the metrics (lease taken)",
-        "this node (me) no longer collects the metrics",
+        f"this node (me) no longer collects the metrics: another node (someone-else) {follows}",
+        f"another node (a-third) {follows}",
+    ]
+
+
+async def test_a_node_that_never_holds_the_lease_says_who_does(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="takhin_ws.cluster")
+    redis.command("SET", "takhin:metrics-lease", "node-a")
+    async with running(redis.url, node_id="node-b") as b:
+        for _ in range(3):
+            assert not await b.hold()
+    assert [r.getMessage() for r in caplog.records] == [
+        "another node (node-a) collects the metrics (it holds the lease); this node serves "
+        "the snapshots it publishes"
     ]
 
 

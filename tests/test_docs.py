@@ -67,6 +67,9 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/operations.md", "sh", "--redis-url"): (
         f"{_COMMANDS}::test_operations_scaling_out_two_nodes_on_one_redis"
     ),
+    ("docs/operations.md", "text", "shares the cluster's event streams"): (
+        f"{_COMMANDS}::test_operations_scaling_out_two_nodes_on_one_redis"
+    ),
     ("docs/operations.md", "nginx", "compares them"): (
         f"{_COMMANDS}::test_operations_nginx_proxies_the_websocket"
     ),
@@ -106,6 +109,9 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ),
     ("docs/http-api.md", "sh", "curl"): (
         f"{_HTTP}::test_the_curl_example_answers_and_a_client_receives_what_the_page_shows"
+    ),
+    ("docs/http-api.md", "json", '"failingSince"'): (
+        f"{_HTTP}::test_the_readyz_of_a_source_that_never_worked_is_the_pages"
     ),
     ("docs/http-api.md", "python", "httpx.post"): (
         f"{_HTTP}::test_the_python_example_prints_what_the_page_shows"

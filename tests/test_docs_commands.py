@@ -100,7 +100,8 @@ async def test_operations_scaling_out_two_nodes_on_one_redis(
     redis: RedisServer, tmp_path: Path
 ) -> None:
     """Both documented nodes run on one real Redis; an event posted at the second
-    reaches a client of the first."""
+    reaches a client of the first. Each node's log says at start what it reads and
+    shares, and which node collects the metrics (the other says who does)."""
     code = block("docs/operations.md", "sh", "--redis-url")
     nodes = commands(code)
     assert len(nodes) == 2
@@ -135,6 +136,33 @@ async def test_operations_scaling_out_two_nodes_on_one_redis(
                     received = orjson.loads(await ws.get_message())
     assert received["type"] == "topic_created"
     assert received["data"] == event["data"]
+    texts = [log.read_text() for log in logs]
+    where = redis.url.removeprefix("redis://")
+    for text in texts:
+        head = text.split("takhin-ws serving", 1)[0]
+        assert "metrics source: synthetic, SIMULATED data" in head, text
+        assert f"events: shared through Redis at {where} (cluster mode)" in head, text
+        assert f"Redis at {where}: this node shares the cluster's event streams" in head, text
+    # /readyz was 200 on both: each has asked for the lease once, and said what it found
+    collects = [t for t in texts if "now collects the metrics (lease taken)" in t]
+    (follower,) = [t for t in texts if re.search(r"another node \(\S+\) collects", t)]
+    assert len(collects) == 1, texts
+    # the Logs section shows the follower's start, line by line
+    logged = [line.split(" ", 2)[2] for line in follower.splitlines() if line[:1].isdigit()]
+    for documented in block(
+        "docs/operations.md", "text", "shares the cluster's event"
+    ).splitlines():
+        pattern = _log_pattern(documented, where)
+        assert any(pattern.fullmatch(line) for line in logged), (documented, follower)
+
+
+def _log_pattern(documented: str, where: str) -> re.Pattern[str]:
+    """A documented log line, with what differs per run (Redis address, node ids,
+    epoch, port) as patterns."""
+    pattern = re.escape(documented).replace(re.escape("redis:6379/0"), re.escape(where))
+    pattern = re.sub(r"web\\-\d:\d+:[0-9a-f]+", r"[^\\s()]+", pattern)
+    pattern = pattern.replace("5f2c9a7e1b3d4c60", "[0-9a-f]{16}")
+    return re.compile(pattern.replace("8082", r"\d+"))
 
 
 NGINX_CONF = """\

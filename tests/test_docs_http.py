@@ -19,9 +19,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from conftest import ServerFactory
+from conftest import ServerFactory, wait_until
 from docs_examples import block, block_after, clean_env, commands
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port
+from takhin_ws import Settings, open_server
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,33 @@ async def test_the_python_example_prints_what_the_page_shows(
             )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode() == expected
+
+
+async def test_the_readyz_of_a_source_that_never_worked_is_the_pages() -> None:
+    """The page's `--source kafka` server with a broker that refuses connections: the
+    same keys and values, but for the time, the count and the librdkafka wording."""
+    pytest.importorskip("confluent_kafka")
+    (documented,) = _json_lines(block_after(PAGE, "json", "### `GET /readyz`"))
+    port = free_port()  # nothing listens there
+    settings = Settings(port=0, interval=0.2, source="kafka", kafka_bootstrap=f"127.0.0.1:{port}")
+    async with open_server(settings) as server, httpx.AsyncClient() as http:
+        producer = server.producer
+        assert producer is not None
+        with trio.fail_after(30):
+            await wait_until(lambda: producer.statistics().failures >= 1)
+        answer = await http.get(server.url + "/readyz")
+    assert answer.status_code == 503
+    body = answer.json()
+    shown, expected = body["metrics"], documented["metrics"]
+    assert body.keys() == documented.keys()
+    assert shown.keys() == expected.keys()
+    assert body["reasons"] == documented["reasons"]
+    for key in ("source", "collecting", "snapshot", "stale", "lastSuccess"):
+        assert shown[key] == expected[key], key
+    assert isinstance(shown["failingSince"], float)
+    assert shown["failures"] >= 1
+    assert expected["error"].startswith("kafka 127.0.0.1:9092: ")
+    assert shown["error"].startswith(f"kafka 127.0.0.1:{port}: "), shown
 
 
 def _request(

@@ -3,16 +3,19 @@ request-head limits, and ``_http`` itself on in-memory streams."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import h11
 import httpx
 import orjson
 import pytest
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients import http_exchange, open_raw_stream, recv_json, status_of, ws_connect
 from conftest import FakeSource, ServerFactory, wait_ready, wait_until
-from takhin_ws import Server, TopicCreated
+from takhin_ws import MetricsSourceError, Server, TopicCreated
 from takhin_ws.net.httpio import read_body, read_request
 from takhin_ws.wire.http import MAX_HEAD_BYTES, HttpError, Request, response_bytes
 
@@ -39,7 +42,19 @@ async def test_health_metrics_and_errors(server: Server) -> None:
 
         response = await http.get("/readyz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ready", "reasons": []}
+        body = response.json()
+        assert (body["status"], body["reasons"]) == ("ready", [])
+        assert body["metrics"] == {
+            "source": "custom",  # the tests' own source names no kind
+            "collecting": True,
+            "snapshot": True,
+            "stale": False,
+            "lastSuccess": body["metrics"]["lastSuccess"],
+            "failingSince": None,
+            "failures": 0,
+            "error": None,
+        }
+        assert isinstance(body["metrics"]["lastSuccess"], float)
 
         response = await http.get("/nowhere")
         assert "/nowhere" in error_of(response, 404, "not_found")
@@ -95,7 +110,9 @@ async def test_readyz_waits_for_the_first_snapshot(make_server: ServerFactory) -
         assert response.status_code == 503
         body = response.json()
         assert body["status"] == "unready"
-        assert body["reasons"] == ["metrics source has not produced a fresh snapshot"]
+        assert body["reasons"] == ["metrics source has not produced a snapshot yet"]
+        assert body["metrics"]["snapshot"] is False
+        assert body["metrics"]["lastSuccess"] is None
         assert (await http.get("/healthz")).status_code == 200  # alive all the same
         assert "takhin_ws_ready 0.0" in (await http.get("/metrics")).text
 
@@ -104,6 +121,51 @@ async def test_readyz_waits_for_the_first_snapshot(make_server: ServerFactory) -
         response = await http.get("/readyz")
         assert response.status_code == 200
         assert response.json()["status"] == "ready"
+
+
+class BrokenSource:
+    """A source that never worked: every collect fails, with a URL holding a secret."""
+
+    kind = "kafka"
+
+    async def collect(self) -> None:
+        raise MetricsSourceError("kafka broker:9092 (via http://admin:s3cret@proxy:8080): refused")
+
+
+async def test_a_source_that_never_worked_is_told_by_readyz_and_metrics(
+    make_server: ServerFactory,
+) -> None:
+    """No snapshot, why and since when (what the dashboard shows); collects attempted
+    vs snapshots published on /metrics; no secret of the error on the public page."""
+    source: Any = BrokenSource()
+    async with (
+        make_server(source, interval=0.05) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        producer = server.producer
+        assert producer is not None
+        with trio.fail_after(10):
+            await wait_until(lambda: producer.statistics().failures >= 3)
+        response = await http.get("/readyz")
+        text = (await http.get("/metrics")).text
+    assert response.status_code == 503
+    body = response.json()
+    assert body["reasons"] == ["metrics source has not produced a snapshot yet"]
+    status = body["metrics"]
+    assert status["source"] == "kafka"
+    assert (status["snapshot"], status["stale"], status["lastSuccess"]) == (False, False, None)
+    assert status["failures"] >= 3
+    assert isinstance(status["failingSince"], float)
+    assert status["error"] == "kafka broker:9092 (via http://***@proxy:8080): refused"
+    values = {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.samples
+    }
+    assert values["takhin_ws_metrics_snapshots"] == 0
+    assert values["takhin_ws_metrics_stale_snapshots"] == 0
+    assert values["takhin_ws_metrics_collect_failures"] >= 3
+    assert values["takhin_ws_metrics_ticks"] >= values["takhin_ws_metrics_collect_failures"]
 
 
 async def test_a_request_head_over_16_kib_gets_431(server: Server) -> None:

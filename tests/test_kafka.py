@@ -32,7 +32,13 @@ from kafka_broker import (
     unique,
 )
 from takhin_ws import GroupInfo, Settings, Snapshot, TopicStats
-from takhin_ws.sources import SCRAPE_SHARE, PrometheusSource, close_source, source_for
+from takhin_ws.sources import (
+    SCRAPE_SHARE,
+    PrometheusSource,
+    close_source,
+    source_for,
+    source_kind,
+)
 from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
 from takhin_ws.sources.kafka_collector import KafkaCollector
 
@@ -372,9 +378,11 @@ async def test_source_for_builds_the_kafka_source_and_its_merge() -> None:
     assert plain.prometheus is None
     assert plain.show_internal_topics
     assert plain.timeout == pytest.approx(2.0 * SCRAPE_SHARE)  # inside the producer's deadline
+    assert source_kind(plain) == "kafka"  # what welcome and /readyz say
     await close_source(plain)
     merged = source_for(attrs.evolve(settings, prometheus_url="http://broker.test/metrics"))
     assert isinstance(merged, KafkaSource)
     assert merged.prometheus is not None
     assert merged.prometheus.timeout < merged.timeout  # a slow scrape never fails the tick
+    assert source_kind(merged) == "kafka+prometheus"
     await close_source(merged)

@@ -123,7 +123,8 @@ async def test_the_lease_holder_publishes_through_the_bus_only(hub: Hub) -> None
     events = [(p, s) for p, s in bus.sent if not isinstance(p, MonitoringMetrics)]
     assert events == [(GroupCreated(group_id="billing", state="Stable", members=2), None)]
     assert bus.sent.index(events[0]) == 1  # the event goes before its snapshot
-    assert producer.statistics().events == 1
+    stats = producer.statistics()
+    assert (stats.events, stats.snapshots, stats.stale_snapshots) == (1, 2, 1)
 
 
 async def test_a_single_node_publishes_through_its_bus_only_too(hub: Hub) -> None:
@@ -152,6 +153,7 @@ async def test_a_node_without_the_lease_neither_collects_nor_publishes(hub: Hub)
     assert not producer.collecting
     assert producer.ready  # the holder answers for the source
     assert producer.statistics().ticks == 0
+    assert not producer.statistics().collecting
     lease.error = RuntimeError("redis down")  # an unanswerable lease counts as not held
     assert await producer.tick()
     assert source.served == 0
@@ -186,9 +188,11 @@ async def test_publish_failures_are_logged_once_per_streak(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "bus down" in warnings[0].getMessage()
+    assert producer.statistics().snapshots == 0  # collected, never published
     bus.down = False
     assert await producer.tick()
     assert rates(bus) == [(4.0, False)]
+    assert (producer.statistics().ticks, producer.statistics().snapshots) == (4, 1)
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 

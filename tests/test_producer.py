@@ -21,6 +21,7 @@ from takhin_ws.core.snapshot import GroupInfo, MetricsSource, MetricsSourceError
 from takhin_ws.ingest.bus import MemoryBus, Published
 from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics
+from takhin_ws.sources import PrometheusSource, source_kind
 from takhin_ws.sources.synthetic import SyntheticSource
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.frames import Outbound
@@ -125,6 +126,14 @@ def test_sources_satisfy_the_protocol() -> None:
     assert len(sources) == 2
 
 
+async def test_each_source_names_its_kind_and_one_that_does_not_is_custom() -> None:
+    prometheus = PrometheusSource("http://127.0.0.1:9/metrics")
+    assert source_kind(SyntheticSource(topics=1, groups=1)) == "synthetic"
+    assert source_kind(prometheus) == "prometheus"
+    assert source_kind(FakeSource()) == "custom"
+    await prometheus.aclose()
+
+
 def test_arguments_are_checked(hub: Hub) -> None:
     source = FakeSource()
     for bad in (0.0, -1.0, math.inf, math.nan):
@@ -222,7 +231,7 @@ async def test_failures_publish_the_last_snapshot_as_stale_then_recover(
     await producer.tick()
     assert is_ready(producer)
     assert producer.statistics() == MetricsStatistics(
-        ticks=1, failures=0, failure_streak=0, last_success=100, stale=False
+        ticks=1, failures=0, failure_streak=0, last_success=100, stale=False, snapshots=1
     )
 
     source.error = MetricsSourceError("broker:9090 refused the connection")
@@ -233,14 +242,20 @@ async def test_failures_publish_the_last_snapshot_as_stale_then_recover(
     assert readiness == [True, True, False, False]
     stats = producer.statistics()
     assert (stats.ticks, stats.failures, stats.failure_streak) == (5, 4, 4)
+    assert (stats.snapshots, stats.stale_snapshots) == (1, 4)
     assert stats.stale
     assert stats.last_success == 100
+    assert stats.failing_since == 101  # the first failure of the streak
+    assert stats.error == "broker:9090 refused the connection"
 
     source.error = None
     await producer.tick()
     assert is_ready(producer)
     assert producer.statistics().failure_streak == 0
     assert not producer.statistics().stale
+    assert producer.statistics().failing_since is None
+    assert producer.statistics().error is None
+    assert producer.statistics().snapshots == 2
 
     envelopes = received(sub)
     assert [e.stale for e in envelopes] == [False, True, True, True, True, False]
@@ -261,6 +276,26 @@ async def test_failures_publish_the_last_snapshot_as_stale_then_recover(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "RuntimeError: boom" in warnings[1].getMessage()
+
+
+async def test_a_source_that_never_worked_counts_ticks_but_no_snapshot(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Ten ticks, ten failures: ten collects attempted, nothing published (nothing to
+    repeat as stale), failing since the first tick, with the source's reason."""
+    sub = subscribe(hub, "metrics")
+    source = FakeSource()
+    source.error = MetricsSourceError("kafka broker:9092: connection refused")
+    wall = iter(range(500, 600))
+    producer = MetricsProducer(hub, source, wall_clock=lambda: next(wall))
+    for _ in range(10):
+        await producer.tick()
+    stats = producer.statistics()
+    assert (stats.ticks, stats.failures, stats.snapshots, stats.stale_snapshots) == (10, 10, 0, 0)
+    assert stats.last_success is None
+    assert stats.failing_since == 500
+    assert stats.error == "kafka broker:9092: connection refused"
+    assert received(sub) == []
 
 
 async def test_a_collect_that_overruns_its_deadline_is_a_failure(

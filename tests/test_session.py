@@ -22,7 +22,14 @@ from trio_websocket import (
 )
 
 from clients import Rejected, in_asyncio, loads, raw_client, recv_json, send_json, ws_connect
-from conftest import FakeSource, ServerFactory, sample_metrics, wait_ready, wait_until
+from conftest import (
+    FakeSource,
+    ServerFactory,
+    make_settings,
+    sample_metrics,
+    wait_ready,
+    wait_until,
+)
 from takhin_ws import (
     WS_PATH,
     GroupCreated,
@@ -30,11 +37,21 @@ from takhin_ws import (
     Server,
     TopicCreated,
     TopicDeleted,
+    open_server,
 )
 
 pytestmark = pytest.mark.slow
 
-WELCOME_KEYS = {"protocol", "clientId", "epoch", "channels", "heartbeat", "limits", "offsets"}
+WELCOME_KEYS = {
+    "protocol",
+    "clientId",
+    "epoch",
+    "channels",
+    "heartbeat",
+    "limits",
+    "offsets",
+    "source",
+}
 
 
 async def until_pong(ws: WebSocketConnection) -> list[dict[str, Any]]:
@@ -77,6 +94,7 @@ async def test_welcome_is_first_then_the_latest_snapshot(
             "maxChannels": 256,
         }
         assert data["offsets"] == {"topics": 0, "groups": 0}
+        assert data["source"] == "custom"  # the tests' source names no kind
         assert isinstance(welcome["timestamp"], int)
 
         snapshot = await recv_json(ws)
@@ -88,6 +106,24 @@ async def test_welcome_is_first_then_the_latest_snapshot(
         assert snapshot["data"] == expected["data"]
         assert snapshot["data"]["clusterHealth"]["totalTopics"] == 1
         assert fake_source.collected == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind"),
+    [
+        ({}, "synthetic"),  # the default: simulated data, and welcome says so
+        ({"source": "prometheus", "prometheus_url": "http://127.0.0.1:9/metrics"}, "prometheus"),
+    ],
+)
+async def test_welcome_names_the_kind_of_the_source_the_settings_name(
+    settings: dict[str, Any], kind: str
+) -> None:
+    async with (
+        open_server(make_settings(**settings)) as server,
+        ws_connect(server.ws_url + "?channels=") as ws,
+    ):
+        welcome = await recv_json(ws)
+    assert welcome["data"]["source"] == kind
 
 
 async def test_welcome_and_snapshot_with_the_websockets_client(server: Server) -> None:

@@ -251,6 +251,9 @@ def test_welcome_carries_the_connection_settings(hub: Hub) -> None:
     assert welcome["data"]["heartbeat"] == {"interval": 7.0, "timeout": 9.0}
     assert welcome["data"]["limits"] == {"queueSize": 32, "maxMessageSize": 4096, "maxChannels": 12}
     assert welcome["data"]["offsets"] == {"topics": 1, "groups": 0}
+    assert welcome["data"]["source"] is None  # a caller that does not say
+    (welcome,) = messages(core_for(hub)[0].start(source="synthetic"))
+    assert welcome["data"]["source"] == "synthetic"
 
 
 def test_start_resumes_each_stream_it_can(hub: Hub) -> None:

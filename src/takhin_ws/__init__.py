@@ -17,7 +17,8 @@ The public names come in tiers, as Trio's do:
   - the sans-IO hub (:class:`Hub`) and the wire :class:`Variant` it takes;
   - errors: :class:`TakhinWsError` and its subclasses;
   - statistics: :class:`ServerStatistics`, :class:`HubStatistics`,
-    :class:`IngressStatistics`, :class:`MetricsStatistics`.
+    :class:`IngressStatistics`, :class:`MetricsStatistics`, :class:`MetricsStatus`
+    (``Server.metrics_status()``, the ``metrics`` of ``/readyz``).
 
 - :mod:`takhin_ws.protocol`: every wire message class, :class:`~takhin_ws.protocol.Envelope`,
   ``encode``, ``decode``, ``PROTOCOL_VERSION``.
@@ -54,6 +55,7 @@ from .ingest.ingress import EventIngress, IngressStatistics
 from .ingest.producer import MetricsProducer, MetricsStatistics
 from .net.exposition import ServerStatistics
 from .net.server import WS_PATH, Server, open_server, serve
+from .net.status import MetricsStatus
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
 from .wire.events import (
     Event,
@@ -103,6 +105,7 @@ __all__ = [
     "MetricsSource",
     "MetricsSourceError",
     "MetricsStatistics",
+    "MetricsStatus",
     "MonitoringMetrics",
     "PartitionLag",
     "PrometheusSource",

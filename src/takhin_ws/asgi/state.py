@@ -18,6 +18,7 @@ from ..ingest.ingress import EventIngress
 from ..net.exposition import ServerStatistics
 from ..net.routes import Routes
 from ..net.services import Services
+from ..net.status import MetricsStatus
 from ..wire.http import HttpError
 from .auth import Authorize
 
@@ -98,6 +99,9 @@ class AppState:
 
     def latest_metrics(self) -> bytes | None:
         return self.running_services().latest_metrics()
+
+    def metrics_status(self) -> MetricsStatus | None:
+        return None if self.services is None else self.services.metrics_status()
 
     def statistics(self) -> ServerStatistics:
         services = self.running_services()

@@ -125,7 +125,7 @@ async def _connection(
     session = AsgiSession(core, writer, receive, send, max_message_size=settings.max_message_size)
     state.sessions.add(session)
     try:
-        session.start(upgrade)
+        session.start(upgrade, source=services.source_kind)
         who = remote if access.identity is None else f"{access.identity} at {remote}"
         log.debug("client %s (%s) connected through ASGI", client.id, who)
         await session.run(settings.write_timeout)
@@ -200,9 +200,10 @@ class AsgiSession:
     def backlogged(self) -> bool:
         return self.writer.backlogged
 
-    def start(self, upgrade: Upgrade) -> None:
-        """``welcome``, any replay and the latest snapshot, queued synchronously."""
-        self._offer_reply(self.core.start(upgrade.since, upgrade.epoch).frames)
+    def start(self, upgrade: Upgrade, *, source: str | None = None) -> None:
+        """``welcome`` (naming the metrics *source*'s kind), any replay and the latest
+        snapshot, queued synchronously."""
+        self._offer_reply(self.core.start(upgrade.since, upgrade.epoch, source=source).frames)
 
     def close_going_away(self) -> None:
         """Close with 1001 (shutdown): instead of anything still queued."""

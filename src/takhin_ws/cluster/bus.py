@@ -244,6 +244,11 @@ class RedisBus:
                 failures = 0
                 delay = self.backoff[0]
                 if not started:
+                    log.info(
+                        "Redis at %s: this node shares the cluster's event streams (epoch %s)",
+                        self.where,
+                        self.hub.epoch,
+                    )
                     started = True
                     task_status.started()
                 while True:

@@ -18,6 +18,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from .connection import DEFAULT_PREFIX, Keys, describe, new_node_id, open_client, where
+from .entries import text
 from .scripts import LEASE_HOLD, LEASE_RELEASE
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ LEASE_TICKS: Final = 3
 MIN_LEASE_TTL: Final = 1.0
 #: The longest wait for Redis to confirm a release (shutdown should not wait for it).
 RELEASE_TIMEOUT: Final = 1.0
+#: What :meth:`MetricsLease.hold` found when Redis did not answer (a lease state).
+UNREACHABLE: Final = ""
 
 
 class MetricsLease:
@@ -67,6 +70,8 @@ class MetricsLease:
         self._running = False
         self._open = False
         self._held = False
+        #: the holder's node id at the last attempt, UNREACHABLE, or None before one
+        self._holder: str | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings) -> MetricsLease:
@@ -97,30 +102,67 @@ class MetricsLease:
                 finally:
                     self._open = False
                     self._held = False
+                    self._holder = None
         finally:
             self._running = False
+
+    @property
+    def holder(self) -> str | None:
+        """The node id that held the lease at the last attempt (this one's included),
+        ``""`` when Redis did not answer, ``None`` before a first attempt."""
+        return self._holder
 
     async def hold(self) -> bool:
         """Take the lease if free, or renew it if this node holds it; True when this
         node holds it now. False when another node does, Redis is unreachable, or
         :meth:`run` is not running. (The ``should_collect`` hook of
-        :class:`~takhin_ws.MetricsProducer`.)"""
-        held = False
-        if self._open:
-            ttl_ms = max(1, math.ceil(self.ttl * 1000))
-            try:
-                with trio.fail_after(self.timeout):
-                    reply: Any = await self._hold_script([self.key], [self.node_id, ttl_ms])
-                held = bool(reply)
-            except (RedisError, OSError, trio.TooSlowError) as exc:
-                log.debug("metrics lease: Redis at %s: %s", self.where, describe(exc))
-        if held != self._held:
+        :class:`~takhin_ws.MetricsProducer`.)
+
+        The first answer and every change (taken, held by another node, Redis
+        unreachable) is logged once, on the ``takhin_ws.cluster`` logger."""
+        if not self._open:
+            self._held = False
+            return False
+        ttl_ms = max(1, math.ceil(self.ttl * 1000))
+        try:
+            with trio.fail_after(self.timeout):
+                reply: Any = await self._hold_script([self.key], [self.node_id, ttl_ms])
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._note(UNREACHABLE, describe(exc))
+        else:
+            self._note(self.node_id if reply == 1 else text(reply), "")
+        return self._held
+
+    def _note(self, holder: str, reason: str) -> None:
+        """Record who holds the lease now; log it when that changed."""
+        held = holder == self.node_id
+        if holder != self._holder:
+            lost = (
+                f"this node ({self.node_id}) no longer collects the metrics: "
+                if (self._held and not held)
+                else ""
+            )
             if held:
                 log.info("this node (%s) now collects the metrics (lease taken)", self.node_id)
+            elif holder == UNREACHABLE:
+                log.warning(
+                    "%smetrics lease: Redis at %s does not answer (%s); no node collects "
+                    "until it does",
+                    lost,
+                    self.where,
+                    reason,
+                )
             else:
-                log.info("this node (%s) no longer collects the metrics", self.node_id)
+                log.info(
+                    "%sanother node (%s) collects the metrics (it holds the lease); this "
+                    "node serves the snapshots it publishes",
+                    lost,
+                    holder,
+                )
+        elif holder == UNREACHABLE:
+            log.debug("metrics lease: Redis at %s: %s", self.where, reason)
+        self._holder = holder
         self._held = held
-        return held
 
     async def release(self) -> None:
         """Give the lease up (if held) so another node takes over at once. Never raises."""

@@ -163,9 +163,16 @@ class SessionCore:
 
     # --- inputs ---
 
-    def start(self, since: Mapping[str, int] | None = None, epoch: str | None = None) -> Reply:
+    def start(
+        self,
+        since: Mapping[str, int] | None = None,
+        epoch: str | None = None,
+        *,
+        source: str | None = None,
+    ) -> Reply:
         """The first frames of the connection: ``welcome``, then (with *since*) the
-        ``subscribed`` announcing the resume and the replay, then the latest snapshot."""
+        ``subscribed`` announcing the resume and the replay, then the latest snapshot.
+        *source* is the metrics source's kind ``welcome`` announces."""
         hub = self.hub
         settings = self.settings
         self._note_joined(self.client.channels)
@@ -182,6 +189,7 @@ class SessionCore:
                     max_channels=settings.max_channels,
                 ),
                 offsets={stream: hub.offset(stream) for stream in EVENT_STREAMS},
+                source=source,
             )
         )
         if since:

@@ -64,6 +64,11 @@ class MetricsSource(Protocol):
     :class:`MetricsSourceError` with a clear message); it must not swallow
     cancellation. Rates are the source's business: it is told nothing about the
     producer's interval, so it measures the time between its own collects.
+
+    A source may also name its kind with a string attribute ``kind`` (the built-in
+    ones do: ``synthetic``, ``prometheus``, ``kafka``, ``kafka+prometheus``); clients
+    see it in ``welcome`` and ``/readyz``, and ``synthetic`` marks the data as
+    simulated. A source without one is ``custom``.
     """
 
     async def collect(self) -> Snapshot: ...

@@ -51,7 +51,8 @@ MAX_REPORTED_NAMES: Final = 1000
 class MetricsStatistics:
     """Counters of one producer (for ``/readyz``, logs and the server's own metrics)."""
 
-    #: Collects attempted (one per tick).
+    #: Collects of the source attempted: one per tick while this node collects (a tick
+    #: whose collect fails counts too; one skipped while another node collects does not).
     ticks: int
     #: Collects that raised or overran their deadline, in total.
     failures: int
@@ -65,6 +66,18 @@ class MetricsStatistics:
     events: int = 0
     #: Change events the ingress refused: the source reported an invalid topic or group.
     invalid_events: int = 0
+    #: Fresh snapshots published (one per good collect).
+    snapshots: int = 0
+    #: The last good snapshot published again, marked ``stale`` (one per failed collect
+    #: after a first good one; none before it: there is nothing to repeat).
+    stale_snapshots: int = 0
+    #: Wall-clock time (Unix seconds) of the first failure of the current streak
+    #: (``None`` while collects succeed).
+    failing_since: float | None = None
+    #: Why the last collect of the current streak failed (``None`` while collects succeed).
+    error: str | None = None
+    #: False while another node collects (cluster mode: it holds the metrics lease).
+    collecting: bool = True
 
 
 class CollectTimeoutError(MetricsSourceError):
@@ -150,6 +163,9 @@ class MetricsProducer:
         self._last_success: float | None = None
         self._stale = False
         self._events = 0
+        self._snapshots = 0
+        self._stale_snapshots = 0
+        self._error: str | None = None
         self._running = False
         self._should_collect = should_collect
         self._collecting = True
@@ -199,6 +215,11 @@ class MetricsProducer:
             stale=self._stale,
             events=self._events,
             invalid_events=self._invalid_events,
+            snapshots=self._snapshots,
+            stale_snapshots=self._stale_snapshots,
+            failing_since=self._streak_started if self._streak else None,
+            error=self._error if self._streak else None,
+            collecting=self._collecting,
         )
 
     # --- the task ---
@@ -252,6 +273,9 @@ class MetricsProducer:
         if not collect and self._collecting:
             self._snapshot = None  # a later takeover must not diff against stale state
             self._stale = False
+            self._streak = 0  # another node's source is the one that counts now
+            self._streak_started = None
+            self._error = None
         self._collecting = collect
         return collect
 
@@ -292,6 +316,7 @@ class MetricsProducer:
             )
         self._streak = 0
         self._streak_started = None
+        self._error = None
         self._stale = False
         self.hub.note_groups(snapshot.groups)  # group state for the group_detail view
         if (
@@ -320,7 +345,7 @@ class MetricsProducer:
     async def _failed(self, error: Exception) -> bool:
         self._failures += 1
         self._streak += 1
-        reason = _describe(error)
+        reason = self._error = _describe(error)
         if self._streak == 1:
             self._streak_started = self._wall_clock()
             logger.warning(
@@ -350,6 +375,10 @@ class MetricsProducer:
             self._publish_failed(metrics, exc)
         else:
             self._published()
+            if stale:
+                self._stale_snapshots += 1
+            else:
+                self._snapshots += 1
         return not self.hub.closed
 
     async def _announce(self, events: list[Event]) -> bool:

@@ -106,7 +106,21 @@ class _StatisticsCollector(Collector):
         pstats = statistics.producer
         if pstats is not None:
             yield CounterMetricFamily(
-                "takhin_ws_metrics_ticks", "Metrics snapshots published", value=pstats.ticks
+                "takhin_ws_metrics_ticks",
+                "Collects of the metrics source attempted, failed ones included "
+                "(one per tick while this node collects)",
+                value=pstats.ticks,
+            )
+            yield CounterMetricFamily(
+                "takhin_ws_metrics_snapshots",
+                "Fresh metrics snapshots published (one per good collect)",
+                value=pstats.snapshots,
+            )
+            yield CounterMetricFamily(
+                "takhin_ws_metrics_stale_snapshots",
+                "The last good snapshot published again as stale (one per failed collect "
+                "after a first good one)",
+                value=pstats.stale_snapshots,
             )
             yield CounterMetricFamily(
                 "takhin_ws_metrics_collect_failures",

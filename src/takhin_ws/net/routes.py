@@ -22,6 +22,7 @@ from ..ingest.ingress import EventIngress
 from ..wire.http import HttpError, Request, error_code, json_error
 from .dashboard import dashboard_page
 from .exposition import ServerStatistics, render_metrics
+from .status import MetricsStatus
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -81,6 +82,8 @@ class ServerView(Protocol):
 
     def unready_reasons(self) -> list[str]: ...
 
+    def metrics_status(self) -> MetricsStatus | None: ...
+
     def latest_metrics(self) -> bytes | None: ...
 
     def statistics(self) -> ServerStatistics: ...
@@ -111,7 +114,11 @@ class Routes:
             return json_answer(200, {"status": "ok"})
         if path == "/readyz":
             reasons = self._server.unready_reasons()
-            body = {"status": "unready" if reasons else "ready", "reasons": reasons}
+            body: dict[str, object] = {"status": "unready" if reasons else "ready"}
+            body["reasons"] = reasons
+            status = self._server.metrics_status()
+            if status is not None:
+                body["metrics"] = status.as_json()
             return json_answer(503 if reasons else 200, body)
         if path == "/metrics":
             text = render_metrics(self._server.statistics())

@@ -42,6 +42,7 @@ from .listener import Listener, bind
 from .routes import WS_PATH, Answer, Routes, refusal
 from .services import Services, open_services
 from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames, log_ending
+from .status import MetricsStatus
 from .transport import SocketTransport
 
 __all__ = ["WS_PATH", "Server", "open_server", "serve"]
@@ -107,6 +108,16 @@ class Server:
         """Why ``/readyz`` answers 503 (empty while ready)."""
         reasons = [] if self._accepting else ["shutting down"]
         return reasons + self._services.unready_reasons()
+
+    @property
+    def source_kind(self) -> str | None:
+        """What clients are told the metrics come from (``welcome``, ``/readyz``):
+        ``synthetic`` (simulated data), ``prometheus``, ``kafka``..., ``custom``."""
+        return self._services.source_kind
+
+    def metrics_status(self) -> MetricsStatus | None:
+        """Where the metrics stand (``/readyz``'s ``metrics``); ``None`` without a producer."""
+        return self._services.metrics_status()
 
     def latest_metrics(self) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
@@ -277,7 +288,7 @@ class Server:
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
         try:
-            session.start(upgrade.since, upgrade.epoch)
+            session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind)
             log.debug("%s: client %s connected", conn_id, client.id)
             await session.run()
         finally:

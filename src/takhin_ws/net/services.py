@@ -11,9 +11,10 @@ readiness.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -24,8 +25,9 @@ from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus, MemoryBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..sources import close_source, source_for
+from ..sources import CUSTOM, close_source, describe_source, source_for, source_kind
 from ..wire.frames import bare_payload
+from .status import MetricsStatus, metrics_status
 
 if TYPE_CHECKING:
     from ..cluster.bus import RedisBus
@@ -33,11 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Services", "new_hub", "open_services"]
 
+log: Final = logging.getLogger("takhin_ws.server")
+
 
 class Services:
     """What :func:`open_services` runs: the hub, its producer, ingress and bus."""
 
-    __slots__ = ("bus", "hub", "ingress", "producer", "settings")
+    __slots__ = ("bus", "hub", "ingress", "producer", "settings", "source_kind")
 
     def __init__(
         self,
@@ -52,15 +56,35 @@ class Services:
         self.producer = producer
         self.ingress = ingress
         self.bus = bus
+        #: what clients are told the metrics come from (``welcome``, ``/readyz``)
+        self.source_kind = None if producer is None else source_kind(producer.source)
 
     def unready_reasons(self) -> list[str]:
         """Why the service is not ready, as far as the feeding side goes (empty: ready)."""
         reasons = []
-        if self.producer is not None and not self.producer.ready:
-            reasons.append("metrics source has not produced a fresh snapshot")
+        producer = self.producer
+        if producer is not None and not producer.ready:
+            stats = producer.statistics()
+            if stats.last_success is None:
+                reasons.append("metrics source has not produced a snapshot yet")
+            else:
+                reasons.append(
+                    f"metrics source failed {stats.failure_streak} collects in a row "
+                    "(clients get the last good snapshot, marked stale)"
+                )
         if self.bus is not None and not self.bus.healthy:
             reasons.append("event bus unavailable (Redis unreachable)")
         return reasons
+
+    def metrics_status(self) -> MetricsStatus | None:
+        """Where the metrics stand (``/readyz``'s ``metrics``); ``None`` without a producer."""
+        if self.producer is None:
+            return None
+        return metrics_status(
+            self.source_kind or CUSTOM,
+            self.producer.statistics(),
+            snapshot=self.hub.latest("metrics") is not None,
+        )
 
     def latest_metrics(self) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
@@ -76,6 +100,27 @@ def new_hub(settings: Settings) -> Hub:
         history_size=settings.history_size,
         history_ttl=settings.history_ttl,
     )
+
+
+def _log_setup(
+    producer: MetricsProducer, cluster: RedisBus | None, lease: MetricsLease | None
+) -> None:
+    """What the server reads and shares, once at start (before anything succeeds)."""
+    log.info(
+        "metrics source: %s; a snapshot every %g s, each collect within %g s",
+        describe_source(producer.source),
+        producer.interval,
+        producer.collect_timeout,
+    )
+    if cluster is None or lease is None:
+        log.info("events: in memory, this node only; this node collects the metrics")
+    else:
+        log.info(
+            "events: shared through Redis at %s (cluster mode); this node (%s) collects "
+            "the metrics while it holds the lease",
+            cluster.where,
+            lease.node_id,
+        )
 
 
 @asynccontextmanager
@@ -113,6 +158,7 @@ async def open_services(
                 should_collect=None if lease is None else lease.hold,
                 series=Series(settings.series_window, settings.interval),
             )
+            _log_setup(producer, cluster, lease)
             await nursery.start(producer.run)
             yield Services(settings, hub, producer, ingress, bus=cluster)
         finally:

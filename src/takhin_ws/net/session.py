@@ -114,10 +114,16 @@ class Session:
     def client(self) -> Client:
         return self.core.client
 
-    def start(self, since: Mapping[str, int] | None = None, epoch: str | None = None) -> None:
+    def start(
+        self,
+        since: Mapping[str, int] | None = None,
+        epoch: str | None = None,
+        *,
+        source: str | None = None,
+    ) -> None:
         """Send ``welcome``, the latest snapshot and any replay, synchronously (in the
         same step as the client's registration, so no publish slips in between)."""
-        self._write(self.core.start(since, epoch))
+        self._write(self.core.start(since, epoch, source=source))
 
     async def run(self) -> None:
         """Process client messages until the connection closes, or close it."""

@@ -31,16 +31,21 @@ if TYPE_CHECKING:
     from ..core.snapshot import MetricsSource
 
 __all__ = [
+    "CUSTOM",
     "KafkaSource",
     "PrometheusSource",
     "ScrapeError",
     "SyntheticSource",
     "close_source",
+    "describe_source",
     "source_for",
+    "source_kind",
 ]
 
 #: Share of the collect deadline a Prometheus scrape may use.
 SCRAPE_SHARE: Final = 0.9
+#: The kind of a source that does not name one (an embedding program's own).
+CUSTOM: Final = "custom"
 
 
 def __getattr__(name: str) -> Any:
@@ -96,6 +101,24 @@ def _kafka_source(settings: Settings) -> MetricsSource:
         prometheus=prometheus,
         reset_after=settings.kafka_reset_after,
     )
+
+
+def source_kind(source: object) -> str:
+    """What clients are told *source* is (``welcome``, ``/readyz``, the startup log):
+    its ``kind`` attribute (``synthetic``, ``prometheus``, ``kafka``,
+    ``kafka+prometheus`` for the built-in ones), or ``custom``."""
+    kind = getattr(source, "kind", None)
+    return kind if isinstance(kind, str) and kind else CUSTOM
+
+
+def describe_source(source: object) -> str:
+    """One line for the startup log: the kind, whether the data is simulated, and the
+    source's repr (built-in sources mask their secrets; a custom one shows its class)."""
+    kind = source_kind(source)
+    shown = type(source).__qualname__ if kind == CUSTOM else repr(source)
+    if kind == SyntheticSource.kind:
+        return f"{kind}, SIMULATED data (not a real cluster): {shown}"
+    return f"{kind}: {shown}"
 
 
 async def close_source(source: MetricsSource) -> None:

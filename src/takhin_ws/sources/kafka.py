@@ -109,8 +109,14 @@ class KafkaSource:
 
     _make_collector = KafkaCollector  # a test may put a subclass here
 
+    @property
+    def kind(self) -> str:
+        """What clients are told the data comes from: ``kafka``, or
+        ``kafka+prometheus`` with a *prometheus* source merged in."""
+        return "kafka+prometheus" if self.prometheus is not None else "kafka"
+
     def __repr__(self) -> str:
-        merged = f", prometheus={self.prometheus.url!r}" if self.prometheus else ""
+        merged = f", prometheus={self.prometheus!r}" if self.prometheus else ""
         return (
             f"KafkaSource({self.bootstrap!r}, config={mask_config(self.config)!r}, "
             f"timeout={self.timeout:g}{merged})"

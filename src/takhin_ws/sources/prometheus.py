@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final
+from typing import ClassVar, Final
 
 import httpx
 import trio
@@ -60,6 +60,9 @@ class PrometheusSource:
     (monotonic) times the rate window; *wall_clock* stamps the message.
     """
 
+    #: What clients are told the data comes from (``welcome``, ``/readyz``).
+    kind: ClassVar[str] = "prometheus"
+
     def __init__(
         self,
         url: str,
@@ -93,6 +96,9 @@ class PrometheusSource:
     ) -> None:
         await self.aclose()
 
+    def __repr__(self) -> str:
+        return f"PrometheusSource({self._scraper.shown!r}, timeout={self.timeout:g})"
+
     async def aclose(self) -> None:
         """Close the HTTP client if this source created it."""
         await self._scraper.aclose()
@@ -115,7 +121,8 @@ class PrometheusSource:
             )
         if scope.cancelled_caught:
             raise ScrapeError(
-                f"reading the scrape of {self.url} did not finish within {self.timeout:g} s "
+                f"reading the scrape of {self._scraper.shown} did not finish within "
+                f"{self.timeout:g} s "
                 "(the scrape may use 0.9 x --collect-timeout, which defaults to --interval: "
                 "raise one of them)"
             )
@@ -125,7 +132,7 @@ class PrometheusSource:
             logger.warning(
                 "%s exposes none of the takhin_* metrics this source reads: is it a "
                 "Takhin broker's /metrics endpoint? (reporting zeros)",
-                self.url,
+                self._scraper.shown,
             )
         return snapshot
 
@@ -140,7 +147,7 @@ class PrometheusSource:
             if len(reason) > _REASON:
                 reason = reason[:_REASON] + "..."
             raise ScrapeError(
-                f"{self.url} did not answer Prometheus text exposition: {reason}"
+                f"{self._scraper.shown} did not answer Prometheus text exposition: {reason}"
             ) from None
         scrape = Scrape(samples, taken, wall)
         return scrape, compute_snapshot(self._previous, scrape)

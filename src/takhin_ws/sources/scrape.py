@@ -12,6 +12,7 @@ hit.
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from collections.abc import AsyncIterator
 from typing import Final
@@ -22,7 +23,14 @@ import trio
 from ..config.settings import DEFAULT_SCRAPE_MAX_BYTES
 from ..core.snapshot import MetricsSourceError
 
-__all__ = ["ACCEPT", "DEFAULT_MAX_BODY_BYTES", "Body", "ScrapeError", "Scraper"]
+__all__ = [
+    "ACCEPT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "Body",
+    "ScrapeError",
+    "Scraper",
+    "mask_credentials",
+]
 
 #: Largest body a scrape reads by default (``Settings.scrape_max_bytes``).
 DEFAULT_MAX_BODY_BYTES: Final = DEFAULT_SCRAPE_MAX_BYTES
@@ -31,6 +39,13 @@ ACCEPT: Final = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 #: Bytes of a non-200 answer quoted in the error.
 _SNIPPET: Final = 200
+#: The user-info part of a URL (``user:secret@``), which may carry a password.
+_USERINFO: Final = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def mask_credentials(text: str) -> str:
+    """*text* with the user-info of every URL in it (``//user:secret@``) as ``***@``."""
+    return _USERINFO.sub("***@", text)
 
 
 class ScrapeError(MetricsSourceError):
@@ -61,6 +76,8 @@ class Scraper:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes!r}")
         self.url = url
+        #: the URL as messages show it (credentials masked)
+        self.shown = mask_credentials(url)
         self.timeout = float(timeout)
         self.max_body_bytes = max_body_bytes
         self._owns_client = client is None
@@ -79,12 +96,12 @@ class Scraper:
                 return await self._fetch()
         except trio.TooSlowError:
             raise ScrapeError(
-                f"scrape of {self.url} timed out after {self.timeout:g} s (the scrape may use "
+                f"scrape of {self.shown} timed out after {self.timeout:g} s (the scrape may use "
                 "0.9 x --collect-timeout, which defaults to --interval: raise one of them)"
             ) from None
         except httpx.HTTPError as exc:
             raise ScrapeError(
-                f"scrape of {self.url} failed: {type(exc).__name__}: {exc or 'no detail'}"
+                f"scrape of {self.shown} failed: {type(exc).__name__}: {exc or 'no detail'}"
             ) from None
 
     async def _fetch(self) -> Body:
@@ -98,14 +115,14 @@ class Scraper:
                 status = response.status_code
                 reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
                 raise ScrapeError(
-                    f"scrape of {self.url} answered HTTP {status} {reason}".rstrip()
+                    f"scrape of {self.shown} answered HTTP {status} {reason}".rstrip()
                     + (f": {text}" if text else "")
                 )
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("gzip", "identity"):
                 await self._abandon(response, response.aiter_raw())
                 raise ScrapeError(
-                    f"scrape of {self.url} answered Content-Encoding: {encoding} "
+                    f"scrape of {self.shown} answered Content-Encoding: {encoding} "
                     "(it was asked for gzip or none)"
                 )
             declared = response.headers.get("content-length")
@@ -151,7 +168,7 @@ class Scraper:
 
     def _too_large(self, what: str) -> str:
         return (
-            f"scrape of {self.url} refused: body too large ({what}; the limit is "
+            f"scrape of {self.shown} refused: body too large ({what}; the limit is "
             f"max_body_bytes={self.max_body_bytes}: raise --scrape-max-bytes)"
         )
 
@@ -160,7 +177,7 @@ class Body:
     """One scrape's body as received: *chunks*, gzip-compressed or not."""
 
     def __init__(self, scraper: Scraper, chunks: list[bytes], *, gzipped: bool) -> None:
-        self.url = scraper.url
+        self.shown = scraper.shown
         self.limit = scraper.max_body_bytes
         self._too_large = scraper._too_large
         self.chunks = chunks
@@ -187,11 +204,11 @@ class Body:
             tail = inflater.flush()
         except zlib.error as exc:
             raise ScrapeError(
-                f"{self.url} answered a gzip body that does not inflate: {exc}"
+                f"{self.shown} answered a gzip body that does not inflate: {exc}"
             ) from None
         if size + len(tail) > self.limit:
             raise ScrapeError(self._too_large(f"more than {self.limit} bytes once inflated"))
         if not inflater.eof:
-            raise ScrapeError(f"{self.url} answered a gzip body that ends too soon")
+            raise ScrapeError(f"{self.shown} answered a gzip body that ends too soon")
         pieces.append(tail)
         return b"".join(pieces)

@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 import trio
@@ -150,6 +150,9 @@ class SyntheticSource:
     *clock* (Unix seconds) stamps each snapshot and measures the time simulated by
     each collect.
     """
+
+    #: What clients are told the data is (``welcome``, ``/readyz``): simulated.
+    kind: ClassVar[str] = "synthetic"
 
     def __init__(
         self,

@@ -307,6 +307,10 @@ class Welcome:
     #: The offset of the last event of each event stream when the client connected:
     #: resume from there (``since``) to miss nothing that happened after.
     offsets: Mapping[str, int] = attrs.Factory(dict)
+    #: The kind of the server's metrics source: ``synthetic`` (simulated data, the
+    #: default), ``prometheus``, ``kafka``, ``kafka+prometheus``, or ``custom`` (an
+    #: embedding program's own); ``None`` from a server that does not say.
+    source: str | None = None
 
 
 @frozen(kw_only=True)

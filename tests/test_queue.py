@@ -2,7 +2,8 @@
 
 Overflow drops the oldest *message* (an item with an offset, which ``gap`` can report
 and resume can recover); items without one (per-client replies) are skipped over and
-go only when the queue holds nothing else.
+go only when the queue holds nothing else. State items (a ``state_key``) are conflated:
+the newest replaces the pending one of its key in place, outside the capacity.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 from attrs import frozen
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,6 +36,7 @@ class Item:
     channel: str | None
     offset: int | None
     uid: int
+    state_key: str | None = None
 
 
 _uids = itertools.count()
@@ -42,6 +44,11 @@ _uids = itertools.count()
 
 def item(channel: str | None = "topics", offset: int | None = None) -> Item:
     return Item(channel, offset, next(_uids))
+
+
+def state(key: str = "metrics", offset: int = 1) -> Item:
+    """A snapshot (or a view of one) of the ``metrics`` stream."""
+    return Item("metrics", offset, next(_uids), key)
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -59,6 +66,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.delivered: list[Item] = []
         self.dropped: list[Item] = []
         self.cleared: list[Item] = []
+        self.superseded: list[Item] = []
         self.peak = 0
 
     @initialize(capacity=st.integers(min_value=1, max_value=6))
@@ -83,9 +91,10 @@ class QueueMachine(RuleBasedStateMachine):
             return
         self.queue.put_nowait(new)
         self.put.append(new)
-        if len(self.model) == self.capacity:
+        events = [i for i in self.model if i.state_key is None]
+        if len(events) == self.capacity:
             # the oldest message (an item with an offset); replies go only when alone
-            lost = next((i for i in self.model if i.offset is not None), self.model[0])
+            lost = next((i for i in events if i.offset is not None), events[0])
             self.model.remove(lost)
             self.dropped.append(lost)
             if lost.channel is not None and lost.offset is not None:
@@ -93,6 +102,25 @@ class QueueMachine(RuleBasedStateMachine):
                 drop[1] = lost.offset
                 drop[2] += 1
         self.model.append(new)
+        self.peak = max(self.peak, len(self.model))
+
+    @rule(key=st.sampled_from(["metrics", "metrics:lean"]))
+    def put_state(self, key: str) -> None:
+        offset = self.next_offset.get("metrics", 0) + 1
+        self.next_offset["metrics"] = offset
+        new = state(key, offset)
+        if self.closed:
+            with pytest.raises(trio.ClosedResourceError):
+                self.queue.put_nowait(new)
+            return
+        self.queue.put_nowait(new)
+        self.put.append(new)
+        pending = [n for n, i in enumerate(self.model) if i.state_key == key]
+        if pending:  # latest wins, in place
+            self.superseded.append(self.model[pending[0]])
+            self.model[pending[0]] = new
+        else:
+            self.model.append(new)
         self.peak = max(self.peak, len(self.model))
 
     @rule()
@@ -144,7 +172,10 @@ class QueueMachine(RuleBasedStateMachine):
 
     @invariant()
     def bounded_and_in_step(self) -> None:
-        assert len(self.queue) == len(self.model) <= self.capacity
+        assert len(self.queue) == len(self.model)
+        keys = [i.state_key for i in self.model if i.state_key is not None]
+        assert len(self.model) - len(keys) <= self.capacity
+        assert len(keys) == len(set(keys))  # at most one pending per state channel
         assert bool(self.queue) == bool(self.model)
         assert self.queue.closed == self.closed
         stats = self.queue.statistics()
@@ -154,20 +185,148 @@ class QueueMachine(RuleBasedStateMachine):
         assert stats.dropped_total == len(self.dropped)
         assert stats.peak_size == self.peak
         assert stats.closed == self.closed
+        assert stats.conflated_total == len(self.superseded)
 
     @invariant()
     def every_item_accounted_for_once(self) -> None:
-        fates = [*self.delivered, *self.dropped, *self.cleared, *self.model]
+        fates = [*self.delivered, *self.dropped, *self.cleared, *self.superseded, *self.model]
         assert sorted(i.uid for i in fates) == sorted(i.uid for i in self.put)
         assert len({i.uid for i in fates}) == len(fates)
-        # FIFO: what was delivered came out in the order it was put
+        # FIFO: the events delivered came out in the order they were put; a state
+        # item takes over its predecessor's place, so only its own key is ordered
         order = {i.uid: n for n, i in enumerate(self.put)}
-        delivered = [order[i.uid] for i in self.delivered]
-        assert delivered == sorted(delivered)
+        for key in (None, "metrics", "metrics:lean"):
+            delivered = [order[i.uid] for i in self.delivered if i.state_key == key]
+            assert delivered == sorted(delivered)
 
 
 TestQueueMachine = QueueMachine.TestCase
 TestQueueMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# --- conflation: any interleaving of events and snapshots ---
+
+_EVENT_CHANNELS = ("topics", "groups")
+_STATE_KEYS = ("metrics", "metrics:lean", "metrics:group:billing")
+_actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.sampled_from(_EVENT_CHANNELS)),
+        st.tuples(st.just("state"), st.sampled_from(_STATE_KEYS)),
+        st.tuples(st.just("read"), st.integers(min_value=1, max_value=4)),
+        st.tuples(st.just("drain"), st.just("")),
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(capacity=st.integers(min_value=1, max_value=6), actions=_actions)
+def test_any_interleaving_keeps_every_event_or_reports_it_and_the_latest_state(
+    capacity: int, actions: list[tuple[str, object]]
+) -> None:
+    """For any interleaving of events, snapshots and reads: the queue hands over every
+    event not reported as lost (by ``take_drops``), in the order put, and at most one
+    snapshot per state channel at a time, the latest (a snapshot is never lost)."""
+    q: DropOldestQueue[Item] = DropOldestQueue(capacity)
+    put: list[Item] = []
+    received: list[Item] = []
+    lost: dict[str, set[int]] = {ch: set() for ch in _EVENT_CHANNELS}
+    offsets = dict.fromkeys((*_EVENT_CHANNELS, "metrics"), 0)
+
+    def note_drops() -> None:
+        for drop in q.take_drops():
+            span = set(range(drop.first_offset, drop.last_offset + 1))
+            assert len(span) == drop.count  # the range is exactly what went
+            assert not span & lost[drop.channel]
+            lost[drop.channel] |= span
+
+    def take(batch: list[Item]) -> None:
+        keys = [i.state_key for i in batch if i.state_key is not None]
+        assert len(keys) == len(set(keys))  # never two pending of one state channel
+        received.extend(batch)
+
+    for kind, arg in actions:
+        if kind == "event":
+            assert isinstance(arg, str)
+            offsets[arg] += 1
+            new = item(arg, offsets[arg])
+        elif kind == "state":
+            assert isinstance(arg, str)
+            offsets["metrics"] += 1
+            new = state(arg, offsets["metrics"])
+        else:
+            note_drops()  # before the reads, as the transport writes a gap first
+            if kind == "read":
+                assert isinstance(arg, int)
+                take([q.get_nowait() for _ in range(min(arg, len(q)))])
+            else:
+                take(q.get_batch_nowait())
+            continue
+        q.put_nowait(new)
+        put.append(new)
+        events_pending = len(q) - len({i.state_key for i in put if i.state_key})
+        assert events_pending <= capacity
+    note_drops()
+    take(q.get_batch_nowait())
+
+    order = {i.uid: n for n, i in enumerate(put)}
+    got_events = [i for i in received if i.state_key is None]
+    assert [order[i.uid] for i in got_events] == sorted(order[i.uid] for i in got_events)
+    for channel in _EVENT_CHANNELS:
+        sent = {i.offset for i in put if i.channel == channel}
+        got = [i.offset for i in got_events if i.channel == channel]
+        assert len(got) == len(set(got))
+        assert set(got).isdisjoint(lost[channel])
+        assert set(got) | lost[channel] == sent
+    for key in _STATE_KEYS:
+        mine = [i for i in put if i.state_key == key]
+        got_states = [i.offset or 0 for i in received if i.state_key == key]
+        assert got_states == sorted(got_states)
+        if mine:  # the latest is always delivered, last
+            assert got_states[-1] == mine[-1].offset
+
+
+def test_a_snapshot_replaces_the_pending_one_in_place() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    e1, s1, e2, s2, lean, e3 = (
+        item("topics", 1),
+        state("metrics", 1),
+        item("topics", 2),
+        state("metrics", 2),
+        state("metrics:lean", 2),
+        item("topics", 3),
+    )
+    for i in (e1, s1, e2, s2, lean, e3):
+        q.put_nowait(i)
+    assert q.get_batch_nowait() == [e1, s2, e2, lean, e3]
+    assert q.statistics().conflated_total == 1
+    assert q.statistics().dropped_total == 0
+    # taken: the next snapshot queues afresh, at the end
+    q.put_nowait(e1)
+    q.put_nowait(s1)
+    assert q.get_nowait() == e1
+    assert q.get_nowait() == s1
+
+
+def test_state_is_outside_the_capacity_and_never_dropped() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    snapshot = state("metrics", 1)
+    q.put_nowait(snapshot)
+    events = [item("topics", n) for n in range(1, 5)]
+    for e in events:
+        q.put_nowait(e)
+    assert len(q) == 3  # two events and the snapshot
+    assert q.get_batch_nowait() == [snapshot, *events[2:]]
+    assert q.take_drops() == [Drop("topics", 1, 2, 2)]
+
+
+def test_overflow_with_only_replies_and_state_drops_the_oldest_reply() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(1)
+    snapshot, r1, r2 = state("metrics", 1), item(None, None), item(None, None)
+    for i in (snapshot, r1, r2):
+        q.put_nowait(i)
+    assert q.get_batch_nowait() == [snapshot, r2]
+    assert q.statistics().dropped_total == 1
 
 
 # --- direct examples ---

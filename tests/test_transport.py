@@ -271,6 +271,30 @@ async def test_overflow_drops_the_oldest_and_writes_a_gap_first() -> None:
         assert calls == [[Drop("topics", 2, 7, 6)]]
 
 
+async def test_a_backlogged_peer_gets_the_latest_snapshot_and_every_event() -> None:
+    """Snapshots are state: a stalled peer's backlog holds one per channel, the
+    latest, in the place of the first; events stay in order and are never conflated."""
+    async with open_pair(queue_size=4) as p:
+        t = p.transport
+        big = item(b"B" * BIG, offset=1)
+        t.offer(big)  # the kernel takes part of it: a backlog
+        snapshots = [Outbound.of(b"s%d" % n, "metrics", n, "metrics") for n in range(1, 50)]
+        events = [item(b"e%d" % n, n) for n in range(2, 5)]
+        t.offer(snapshots[0])
+        t.offer(events[0])
+        for snapshot in snapshots[1:-1]:
+            t.offer(snapshot)
+        t.offer(events[1])
+        t.offer(snapshots[-1])
+        t.offer(events[2])
+        assert len(t.queue) == 4  # one snapshot, three events
+        rest = [snapshots[-1], *events]
+        data = await p.read(len(big.frame) + total([i.frame for i in rest]))
+        assert payloads(data) == [big.payload, b"s49", b"e2", b"e3", b"e4"]
+        assert t.queue.statistics().conflated_total == 48
+        assert t.queue.statistics().dropped_total == 0
+
+
 # --- closing ---
 
 

@@ -81,3 +81,5 @@ class HubStatistics:
     dropped: int
     peak_queue_depth: int
     epoch: str
+    #: Snapshots (or views) superseded in slow clients' queues by a newer one.
+    conflated: int = 0

@@ -83,6 +83,7 @@ class Hub:
         self._published = 0
         self._delivered = 0
         self._dropped_gone = 0
+        self._conflated_gone = 0
         self._peak = 0
         self._closed = False
 
@@ -118,6 +119,7 @@ class Hub:
         self._set_channels(client, frozenset())
         stats = client.subscriber.queue.statistics()
         self._dropped_gone += stats.dropped_total
+        self._conflated_gone += stats.conflated_total
         self._peak = max(self._peak, stats.peak_size)
 
     def __len__(self) -> int:
@@ -268,6 +270,9 @@ class Hub:
             lost = dict.fromkeys(EVENT_STREAMS, False)
             notice = self.reply(EpochChanged(epoch=epoch, previous=previous, recovered=lost))
             for client in tuple(self._clients.values()):
+                # a pending snapshot of the old epoch goes: the next one, of the new
+                # epoch, must come after the notice, not in the old one's place
+                client.subscriber.queue.discard_state()
                 client.offer(notice)  # in its variant: a bare client takes none
 
     def note_groups(self, groups: Mapping[str, GroupInfo]) -> None:
@@ -358,10 +363,12 @@ class Hub:
 
     def statistics(self) -> HubStatistics:
         dropped = self._dropped_gone
+        conflated = self._conflated_gone
         peak = self._peak
         for client in self._clients.values():
             stats = client.subscriber.queue.statistics()
             dropped += stats.dropped_total
+            conflated += stats.conflated_total
             peak = max(peak, stats.peak_size)
         return HubStatistics(
             clients=len(self._clients),
@@ -371,6 +378,7 @@ class Hub:
             published=self._published,
             delivered=self._delivered,
             dropped=dropped,
+            conflated=conflated,
             peak_queue_depth=peak,
             epoch=self.epoch,
         )

@@ -1,9 +1,16 @@
 """A bounded FIFO that never blocks its producer: when full, the oldest message goes.
 
-"Message" means an item that carries an offset (a published event or snapshot): a
-client can learn of its loss from ``gap`` and recover it. Items without an offset
-(per-client replies such as ``subscribed`` or ``pong``) are skipped over when
-choosing what to drop, and only go when the queue holds nothing else.
+"Message" means an item that carries an offset (a published event): a client can
+learn of its loss from ``gap`` and recover it. Items without an offset (per-client
+replies such as ``subscribed`` or ``pong``) are skipped over when choosing what to
+drop, and only go when the queue holds nothing else.
+
+*State* is conflated, not dropped: an item with a ``state_key`` (a metrics snapshot or
+a view of one, keyed by its channel) supersedes the pending item of the same key in
+place (latest wins, at the older one's position, so it is read no later than that one
+would have been), and state items do not count against the capacity. A queue therefore
+holds at most *capacity* events and replies plus one item per state channel, whatever
+the rate of snapshots: a slow reader skips intermediate snapshots, never events.
 
 Sans-IO apart from the reader's wait (a Trio parking lot, like ``trio.MemoryChannel``).
 Every drop is counted, and drops of items that carry an offset are remembered per
@@ -34,6 +41,11 @@ class QueueItem(Protocol):
     @property
     def offset(self) -> int | None: ...
 
+    @property
+    def state_key(self) -> str | None:
+        """The state channel this item is the latest message of (``None``: an event
+        or a reply, which is never conflated)."""
+
 
 T = TypeVar("T", bound=QueueItem)
 
@@ -56,6 +68,8 @@ class QueueStatistics:
     dropped_total: int
     peak_size: int
     closed: bool
+    #: State items superseded in place by a newer one of the same channel.
+    conflated_total: int = 0
 
 
 @attrs.define
@@ -65,21 +79,47 @@ class _DropRange:
     count: int
 
 
-class DropOldestQueue(Generic[T]):
-    """FIFO of at most *capacity* items; ``put_nowait`` never blocks and never fails
-    for lack of room: it drops the oldest item that carries an offset instead
-    (or, if none does, the oldest item)."""
+class _Slot(Generic[T]):
+    """The place of a pending state item in the queue; a newer one takes it over."""
 
-    __slots__ = ("_capacity", "_closed", "_dropped", "_drops", "_items", "_lot", "_peak", "_puts")
+    __slots__ = ("item", "key")
+
+    def __init__(self, key: str, item: T) -> None:
+        self.key = key
+        self.item = item
+
+
+class DropOldestQueue(Generic[T]):
+    """FIFO of at most *capacity* events and replies, plus one pending item per state
+    channel; ``put_nowait`` never blocks and never fails for lack of room: it drops
+    the oldest event that carries an offset instead (or, if none does, the oldest
+    non-state item), and a state item replaces the pending one of its channel."""
+
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_conflated",
+        "_dropped",
+        "_drops",
+        "_events",
+        "_items",
+        "_lot",
+        "_peak",
+        "_puts",
+        "_state",
+    )
 
     def __init__(self, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
         # allocated on first use and released when drained: most clients never queue
-        self._items: deque[T] | None = None
+        self._items: deque[T | _Slot[T]] | None = None
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._drops: dict[str, _DropRange] = {}
+        self._state: dict[str, _Slot[T]] = {}  # the pending state items, by key
+        self._events = 0  # pending items that are not state (what capacity bounds)
+        self._conflated = 0
         self._dropped = 0
         self._puts = 0
         self._peak = 0
@@ -100,29 +140,55 @@ class DropOldestQueue(Generic[T]):
         return bool(self._items)
 
     def put_nowait(self, item: T) -> None:
-        """Append *item*, dropping the oldest message when the queue is full."""
+        """Append *item*, dropping the oldest message when the queue is full; a state
+        item replaces the pending one of its channel in place."""
         if self._closed:
             raise trio.ClosedResourceError("queue is closed")
         items = self._items
         if items is None:
             items = self._items = deque()
-        if len(items) >= self._capacity:
-            self._record_drop(self._evict(items))
-        items.append(item)
         self._puts += 1
+        key = item.state_key
+        if key is not None:
+            slot = self._state.get(key)
+            if slot is not None:
+                slot.item = item  # latest wins, in place (the reader is already awake)
+                self._conflated += 1
+                return
+            slot = self._state[key] = _Slot(key, item)
+            items.append(slot)
+        else:
+            if self._events >= self._capacity:
+                self._record_drop(self._evict(items))
+            else:
+                self._events += 1
+            items.append(item)
         if len(items) > self._peak:
             self._peak = len(items)
         if self._lot:
             self._lot.unpark()
 
-    def _evict(self, items: deque[T]) -> T:
-        if items[0].offset is not None:
-            return items.popleft()
-        for index, item in enumerate(items):
-            if item.offset is not None:
+    def _evict(self, items: deque[T | _Slot[T]]) -> T:
+        """Remove and return the oldest event with an offset (else the oldest item that
+        is not state: a queue at capacity holds at least one)."""
+        first = items[0]
+        if not isinstance(first, _Slot) and first.offset is not None:
+            items.popleft()
+            return first
+        fallback: int | None = None
+        for index, entry in enumerate(items):
+            if isinstance(entry, _Slot):
+                continue
+            if entry.offset is not None:
                 del items[index]
-                return item
-        return items.popleft()
+                return entry
+            if fallback is None:
+                fallback = index
+        assert fallback is not None
+        lost = items[fallback]
+        del items[fallback]
+        assert not isinstance(lost, _Slot)
+        return lost
 
     def _record_drop(self, item: T) -> None:
         self._dropped += 1
@@ -152,13 +218,20 @@ class DropOldestQueue(Generic[T]):
         """The oldest item; ``trio.WouldBlock`` if empty, ``trio.EndOfChannel`` if closed."""
         items = self._items
         if items:
-            item = items.popleft()
+            entry = items.popleft()
             if not items:
                 self._items = None
-            return item
+            return self._taken(entry)
         if self._closed:
             raise trio.EndOfChannel
         raise trio.WouldBlock
+
+    def _taken(self, entry: T | _Slot[T]) -> T:
+        if isinstance(entry, _Slot):
+            del self._state[entry.key]
+            return entry.item
+        self._events -= 1
+        return entry
 
     def get_batch_nowait(self) -> list[T]:
         """Every pending item, oldest first (possibly none)."""
@@ -168,7 +241,9 @@ class DropOldestQueue(Generic[T]):
                 raise trio.EndOfChannel
             return []
         self._items = None
-        return list(items)
+        self._events = 0
+        self._state.clear()
+        return [entry.item if isinstance(entry, _Slot) else entry for entry in items]
 
     async def get(self) -> T:
         """Wait for and return the oldest item; ``trio.EndOfChannel`` once closed and empty."""
@@ -200,10 +275,27 @@ class DropOldestQueue(Generic[T]):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return batch
 
+    def discard_state(self) -> int:
+        """Remove every pending state item (counted as conflated) and return how many:
+        what comes next (an ``epoch`` notice) must not be overtaken by a newer snapshot
+        taking an older one's place."""
+        n = len(self._state)
+        if n:
+            assert self._items is not None
+            kept: deque[T | _Slot[T]] = deque(
+                entry for entry in self._items if not isinstance(entry, _Slot)
+            )
+            self._items = kept or None
+            self._state.clear()
+            self._conflated += n
+        return n
+
     def clear(self) -> int:
         """Discard every pending item without counting it as a drop; return how many."""
         n = len(self)
         self._items = None
+        self._events = 0
+        self._state.clear()
         return n
 
     def close(self) -> None:
@@ -225,4 +317,5 @@ class DropOldestQueue(Generic[T]):
             dropped_total=self._dropped,
             peak_size=self._peak,
             closed=self._closed,
+            conflated_total=self._conflated,
         )

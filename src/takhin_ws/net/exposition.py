@@ -75,6 +75,11 @@ class _StatisticsCollector(Collector):
             "Messages dropped from slow clients' queues (drop-oldest)",
             value=stats.dropped,
         )
+        yield CounterMetricFamily(
+            "takhin_ws_conflated",
+            "Snapshots superseded in slow clients' queues by a newer one (latest wins)",
+            value=stats.conflated,
+        )
         yield GaugeMetricFamily(
             "takhin_ws_peak_queue_depth",
             "Deepest client queue seen",

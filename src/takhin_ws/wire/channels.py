@@ -21,6 +21,7 @@ __all__ = [
     "METRICS_GROUP_PREFIX",
     "METRICS_LEAN",
     "METRICS_TOPIC_PREFIX",
+    "STATE_STREAMS",
     "STREAMS",
     "parse_channel",
     "parse_offset",
@@ -29,6 +30,9 @@ __all__ = [
 
 STREAMS: Final = ("metrics", "topics", "groups")
 EVENT_STREAMS: Final = ("topics", "groups")
+#: Streams whose messages are state: each one (a snapshot, a view of it) supersedes the
+#: previous one of its channel, so a slow client's queue keeps only the latest.
+STATE_STREAMS: Final = frozenset({"metrics"})
 
 #: The largest offset a client may name (offsets are signed 64-bit integers, as Redis
 #: stream ids and JSON numbers in most clients carry them).

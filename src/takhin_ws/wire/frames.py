@@ -16,6 +16,7 @@ from typing import Final
 import attrs
 from attrs import frozen
 
+from .channels import STATE_STREAMS
 from .deflate import deflate
 
 __all__ = [
@@ -141,6 +142,15 @@ class Outbound:
         route: str | None = None,
     ) -> Outbound:
         return cls(payload, text_frame(payload), channel, offset, route)
+
+    @property
+    def state_key(self) -> str | None:
+        """The channel this message is the latest state of (a ``metrics`` snapshot, or
+        a view of one): a newer message of the same key supersedes it in a slow
+        client's queue. ``None`` for events and replies, which are never conflated."""
+        if self.channel in STATE_STREAMS:
+            return self.route or self.channel
+        return None
 
     def variant(self, variant: Variant) -> Outbound | None:
         """This message as *variant* clients receive it (``self`` for :data:`PLAIN`);

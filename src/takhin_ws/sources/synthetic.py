@@ -12,6 +12,9 @@ Everything is drawn from one ``random.Random(seed)`` and advanced by the time th
 injected *clock* says has passed between collects: the same seed and the same clock
 readings give the same sequence of snapshots. ``topics``/``groups`` scale the
 snapshot from about 1 KB (1 and 1) to hundreds of KB (500 and 200).
+
+This module runs the simulation; :mod:`~takhin_ws.sources.synthetic_snapshot` holds
+its records and reads a snapshot off them.
 """
 
 from __future__ import annotations
@@ -23,29 +26,14 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Final
 
-import attrs
 import trio
 
-from ..core.snapshot import GroupInfo, Snapshot
-from ..wire.messages import (
-    ClusterHealth,
-    ConsumerLag,
-    GroupState,
-    Latency,
-    MonitoringMetrics,
-    PartitionLag,
-    Throughput,
-    TopicLag,
-    TopicStats,
-)
-from .promql import QUANTILES, histogram_quantile
+from ..core.snapshot import Snapshot
+from .synthetic_snapshot import LATENCY_BUCKETS, SimGroup, SimTopic, describe
 
 __all__ = ["LATENCY_BUCKETS", "SyntheticSource"]
 
 logger: Final = logging.getLogger("takhin_ws.metrics")
-
-#: Takhin's latency histogram buckets (seconds), ``+Inf`` last.
-LATENCY_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
 
 _TOPIC_WORDS: Final = (
     "orders",
@@ -83,7 +71,6 @@ _FIRST_STEP: Final = 2.0
 _MAX_STEP: Final = 300.0
 #: Bytes a partition keeps on disk before old segments go.
 _RETENTION_BYTES: Final = 1 << 30
-_MiB: Final = 1 << 20
 
 # Mean waiting times, in simulated seconds, of the random events.
 _TOPIC_CHURN: Final = 60.0
@@ -97,49 +84,6 @@ _GROUP_BORN: Final = 30.0
 def _name(words: tuple[str, ...], index: int) -> str:
     generation, slot = divmod(index, len(words))
     return words[slot] if generation == 0 else f"{words[slot]}-{generation + 1}"
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _lognormal_cdf(value: float, median: float, sigma: float) -> float:
-    if value == math.inf:
-        return 1.0
-    return _normal_cdf(math.log(value / median) / sigma)
-
-
-@attrs.define
-class _Topic:
-    name: str
-    log_end: list[int]
-    disk: list[float]
-    shares: list[float]
-    carry: list[float]
-    base_rate: float
-    message_size: float
-    period: float
-    phase: float
-    rate: float = 0.0
-    fetched: float = 0.0
-
-    @property
-    def partitions(self) -> int:
-        return len(self.log_end)
-
-
-@attrs.define
-class _Group:
-    group_id: str
-    topics: list[str]
-    committed: dict[tuple[str, int], int]
-    carry: dict[tuple[str, int], float]
-    speed: float
-    period: float
-    phase: float
-    state: GroupState
-    members: int
-    target_members: int
 
 
 class SyntheticSource:
@@ -175,8 +119,8 @@ class SyntheticSource:
         self._last: float | None = None
         self._topic_serial = 0
         self._group_serial = 0
-        self._topics: dict[str, _Topic] = {}
-        self._groups: dict[str, _Group] = {}
+        self._topics: dict[str, SimTopic] = {}
+        self._groups: dict[str, SimGroup] = {}
         self._producers = 2 * topics + 3.0
         for _ in range(topics):
             self._add_topic(initial=True)
@@ -210,11 +154,17 @@ class SyntheticSource:
             dt = min(max(now - self._last, 0.0), _MAX_STEP)
         self._last = now
         self._advance(dt)
-        return self._snapshot(dt, int(now))
+        return describe(
+            self._topics.values(),
+            self._groups.values(),
+            producers=self._producers,
+            dt=dt,
+            timestamp=int(now),
+        )
 
     # --- the cluster's shape ---
 
-    def _add_topic(self, *, initial: bool = False) -> _Topic:
+    def _add_topic(self, *, initial: bool = False) -> SimTopic:
         rng = self._rng
         name = _name(_TOPIC_WORDS, self._topic_serial)
         self._topic_serial += 1
@@ -223,7 +173,7 @@ class SyntheticSource:
         total = sum(raw_shares)
         size = rng.choice(_MESSAGE_SIZES) * rng.uniform(0.7, 1.3)
         log_end = [rng.randint(10_000, 5_000_000) if initial else 0 for _ in range(count)]
-        topic = _Topic(
+        topic = SimTopic(
             name=name,
             log_end=log_end,
             disk=[min(n * size, _RETENTION_BYTES * 0.9) for n in log_end],
@@ -237,7 +187,7 @@ class SyntheticSource:
         self._topics[name] = topic
         return topic
 
-    def _add_group(self, *, initial: bool = False) -> _Group:
+    def _add_group(self, *, initial: bool = False) -> SimGroup:
         rng = self._rng
         group_id = _name(_GROUP_WORDS, self._group_serial)
         self._group_serial += 1
@@ -249,7 +199,7 @@ class SyntheticSource:
             for partition, end in enumerate(topic.log_end):
                 committed[(topic_name, partition)] = max(end - rng.randint(0, 2_000), 0)
         members = rng.randint(1, 4)
-        group = _Group(
+        group = SimGroup(
             group_id=group_id,
             topics=chosen,
             committed=committed,
@@ -284,7 +234,7 @@ class SyntheticSource:
         if len(self._groups) < self.target_groups and self._chance(_GROUP_BORN, dt):
             self._add_group()
 
-    def _lifecycle(self, group: _Group, dt: float) -> None:
+    def _lifecycle(self, group: SimGroup, dt: float) -> None:
         rng = self._rng
         if group.state == "PreparingRebalance":
             group.state = "CompletingRebalance"
@@ -342,111 +292,3 @@ class SyntheticSource:
                     group.committed[key] += consumed
                     topic.fetched += consumed
         self._producers = max(1.0, self._producers + rng.gauss(0.0, 0.5))
-
-    # --- the snapshot ---
-
-    def _latency(self, fetch: bool) -> tuple[float, float, float]:
-        """p50/p95/p99 of this step's observations, bucketed like Takhin's histograms."""
-        cumulative = [0.0] * len(LATENCY_BUCKETS)
-        for topic in self._topics.values():
-            load = topic.rate / topic.base_rate
-            weight = topic.rate
-            median = (0.006 if fetch else 0.0025) * (0.6 + 0.6 * load)
-            sigma = 0.7 if fetch else 0.55
-            for index, upper in enumerate(LATENCY_BUCKETS):
-                body = _lognormal_cdf(upper, median, sigma)
-                tail = _lognormal_cdf(upper, median * 12, sigma)
-                cumulative[index] += weight * (0.97 * body + 0.03 * tail)
-        buckets = list(zip(LATENCY_BUCKETS, cumulative, strict=True))
-        p50, p95, p99 = (histogram_quantile(q, buckets) for q in QUANTILES)
-        return p50, p95, p99
-
-    def _snapshot(self, dt: float, timestamp: int) -> Snapshot:
-        topics = sorted(self._topics.values(), key=lambda topic: topic.name)
-        topic_stats = tuple(
-            TopicStats(
-                name=topic.name,
-                partitions=topic.partitions,
-                total_messages=sum(topic.log_end),
-                total_bytes=int(sum(topic.disk)),
-                produce_rate=topic.rate,
-                fetch_rate=topic.fetched / dt if dt > 0 else 0.0,
-            )
-            for topic in topics
-        )
-        groups = sorted(self._groups.values(), key=lambda group: group.group_id)
-        consumer_lags = []
-        for group in groups:
-            topic_lags = []
-            for topic_name in sorted(group.topics):
-                topic = self._topics[topic_name]
-                partition_lags = tuple(
-                    PartitionLag(
-                        partition=partition,
-                        current_offset=group.committed[(topic_name, partition)],
-                        log_end_offset=end,
-                        lag=end - group.committed[(topic_name, partition)],
-                    )
-                    for partition, end in enumerate(topic.log_end)
-                )
-                topic_lags.append(
-                    TopicLag(
-                        topic=topic_name,
-                        total_lag=sum(p.lag for p in partition_lags),
-                        partition_lags=partition_lags,
-                    )
-                )
-            consumer_lags.append(
-                ConsumerLag(
-                    group_id=group.group_id,
-                    total_lag=sum(t.total_lag for t in topic_lags),
-                    topic_lags=tuple(topic_lags),
-                )
-            )
-        produce = fetch = produce_bytes = fetch_bytes = 0.0
-        for topic, stats in zip(topics, topic_stats, strict=True):
-            produce += stats.produce_rate
-            fetch += stats.fetch_rate
-            produce_bytes += stats.produce_rate * topic.message_size
-            fetch_bytes += stats.fetch_rate * topic.message_size
-        produce_p50, produce_p95, produce_p99 = self._latency(fetch=False)
-        fetch_p50, fetch_p95, fetch_p99 = self._latency(fetch=True)
-        partitions = sum(topic.partitions for topic in topics)
-        members = sum(group.members for group in groups)
-        connections = int(self._producers) + members
-        metrics = MonitoringMetrics(
-            throughput=Throughput(
-                produce_rate=produce,
-                fetch_rate=fetch,
-                produce_bytes=produce_bytes,
-                fetch_bytes=fetch_bytes,
-            ),
-            latency=Latency(
-                produce_p50=produce_p50,
-                produce_p95=produce_p95,
-                produce_p99=produce_p99,
-                fetch_p50=fetch_p50,
-                fetch_p95=fetch_p95,
-                fetch_p99=fetch_p99,
-            ),
-            topic_stats=topic_stats,
-            consumer_lags=tuple(consumer_lags),
-            cluster_health=ClusterHealth(
-                active_connections=connections,
-                total_topics=len(topics),
-                total_partitions=partitions,
-                # the number of consumer groups, as the 2.9 console counts it
-                total_consumers=len(groups),
-                disk_usage_bytes=sum(stats.total_bytes for stats in topic_stats),
-                memory_usage_bytes=96 * _MiB + 2 * _MiB * partitions + 65536 * connections,
-                goroutine_count=40 + 2 * connections + 3 * partitions,
-            ),
-            timestamp=timestamp,
-        )
-        return Snapshot(
-            metrics=metrics,
-            groups={
-                group.group_id: GroupInfo(state=group.state, members=group.members)
-                for group in groups
-            },
-        )

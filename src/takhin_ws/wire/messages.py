@@ -4,8 +4,11 @@ Takhin 2.9 messages plus the additive v1 extensions. Every message is an envelop
 ``{"type", "data", "timestamp"}`` (timestamp in Unix seconds); events additionally
 carry ``channel``, ``offset`` and ``epoch``, metrics carry ``stale``. Payloads have
 snake_case attributes that travel as camelCase keys (see :mod:`takhin_ws.wire.codec`).
-Each payload class names its wire type in ``TYPE``. The change events live with
-their rules in :mod:`takhin_ws.wire.events` and are re-exported here.
+Each payload class names its wire type in ``TYPE``. This module holds the session's
+messages (``welcome``, ``subscribe``, ``gap``...), the envelope and the registry of
+every type; the state messages (the metrics snapshot, its views, the chart history)
+live in :mod:`takhin_ws.wire.state` and the change events with their rules in
+:mod:`takhin_ws.wire.events`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ from .events import (
     GroupUpdated,
     TopicCreated,
     TopicDeleted,
+)
+from .state import (
+    ClusterHealth,
+    ConsumerLag,
+    GroupDetail,
+    History,
+    HistoryPoint,
+    Latency,
+    MonitoringMetrics,
+    PartitionLag,
+    Throughput,
+    TopicConsumer,
+    TopicDetail,
+    TopicLag,
+    TopicStats,
 )
 
 __all__ = [
@@ -74,149 +92,6 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-
-# --- metrics payload (the 2.9 MonitoringMetrics shape, all keys always present) ---
-
-
-@frozen(kw_only=True)
-class Throughput:
-    produce_rate: float = 0.0
-    fetch_rate: float = 0.0
-    produce_bytes: float = 0.0
-    fetch_bytes: float = 0.0
-
-
-@frozen(kw_only=True)
-class Latency:
-    produce_p50: float = 0.0
-    produce_p95: float = 0.0
-    produce_p99: float = 0.0
-    fetch_p50: float = 0.0
-    fetch_p95: float = 0.0
-    fetch_p99: float = 0.0
-
-
-@frozen(kw_only=True)
-class TopicStats:
-    name: str
-    partitions: int
-    total_messages: int
-    total_bytes: int
-    produce_rate: float
-    fetch_rate: float
-
-
-@frozen(kw_only=True)
-class PartitionLag:
-    partition: int
-    current_offset: int
-    log_end_offset: int
-    lag: int
-
-
-@frozen(kw_only=True)
-class TopicLag:
-    topic: str
-    total_lag: int
-    partition_lags: tuple[PartitionLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class ConsumerLag:
-    group_id: str
-    total_lag: int
-    topic_lags: tuple[TopicLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class ClusterHealth:
-    active_connections: int = 0
-    total_topics: int = 0
-    total_partitions: int = 0
-    total_consumers: int = 0
-    disk_usage_bytes: int = 0
-    memory_usage_bytes: int = 0
-    goroutine_count: int = 0
-
-
-# --- payloads: one class per message type; TYPE is the wire name ---
-
-
-@frozen(kw_only=True)
-class MonitoringMetrics:
-    TYPE: ClassVar[str] = "metrics"
-    throughput: Throughput = Throughput()
-    latency: Latency = Latency()
-    topic_stats: tuple[TopicStats, ...] = ()
-    consumer_lags: tuple[ConsumerLag, ...] = ()
-    cluster_health: ClusterHealth = ClusterHealth()
-    timestamp: int = 0
-
-
-@frozen(kw_only=True)
-class GroupDetail:
-    """``group_detail`` (view ``metrics:group:<groupId>``): one group's lag in full.
-
-    A group absent from the snapshot is ``Dead`` with no members, lag or topics.
-    """
-
-    TYPE: ClassVar[str] = "group_detail"
-    group_id: str
-    state: GroupState = "Dead"
-    members: int = 0
-    total_lag: int = 0
-    topic_lags: tuple[TopicLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class TopicConsumer:
-    """One consumer group reading a topic, in a ``topic_detail`` message."""
-
-    group_id: str
-    total_lag: int
-    partition_lags: tuple[PartitionLag, ...] = ()
-
-
-@frozen(kw_only=True)
-class TopicDetail:
-    """``topic_detail`` (view ``metrics:topic:<name>``): a topic and the groups reading it."""
-
-    TYPE: ClassVar[str] = "topic_detail"
-    name: str
-    partitions: int = 0
-    total_messages: int = 0
-    total_bytes: int = 0
-    produce_rate: float = 0.0
-    fetch_rate: float = 0.0
-    consumers: tuple[TopicConsumer, ...] = ()
-
-
-@frozen(kw_only=True)
-class HistoryPoint:
-    """One tick of the chart series: cluster throughput, latency, total lag per group.
-
-    ``timestamp`` is Unix seconds (a float, for sub-second intervals); ``group_lags``
-    holds the groups with the most lag at that tick (a bounded number of them).
-    """
-
-    timestamp: float
-    throughput: Throughput = Throughput()
-    latency: Latency = Latency()
-    group_lags: Mapping[str, int] = attrs.Factory(dict)
-
-
-@frozen(kw_only=True)
-class History:
-    """``history``: the recent chart series, oldest first, one point per tick
-    (*interval* seconds apart), so a reloaded page shows full charts at once.
-
-    The answer to a client's ``{"type": "history"}``, which carries no data (the
-    request decodes to an empty ``History``).
-    """
-
-    TYPE: ClassVar[str] = "history"
-    interval: float = 0.0
-    points: tuple[HistoryPoint, ...] = ()
 
 
 @frozen(kw_only=True)

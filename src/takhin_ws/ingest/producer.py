@@ -23,15 +23,15 @@ from typing import Final
 import trio
 from attrs import frozen
 
-from .._exceptions import HubClosedError, LocalProtocolError
+from .._exceptions import HubClosedError
 from ..core.changes import diff
 from ..core.hub import Hub
 from ..core.series import Series
 from ..core.snapshot import MetricsSource, MetricsSourceError, Snapshot
 from ..wire.events import Event
-from ..wire.messages import MonitoringMetrics, Payload
-from .bus import BusUnavailableError
+from ..wire.messages import MonitoringMetrics
 from .ingress import EventIngress
+from .outlet import Outlet, describe_error
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -43,8 +43,6 @@ logger: Final = logging.getLogger("takhin_ws.metrics")
 
 #: Seconds between two snapshots (2.9 sent one every 2 s).
 DEFAULT_INTERVAL: Final = 2.0
-#: Invalid topic names and group ids from a source each logged once, up to this many.
-MAX_REPORTED_NAMES: Final = 1000
 
 
 @frozen(kw_only=True)
@@ -162,17 +160,12 @@ class MetricsProducer:
         self._streak_started: float | None = None
         self._last_success: float | None = None
         self._stale = False
-        self._events = 0
-        self._snapshots = 0
-        self._stale_snapshots = 0
         self._error: str | None = None
         self._running = False
         self._should_collect = should_collect
         self._collecting = True
-        self._publish_failing = False
         self._detect_changes = detect_changes
-        self._invalid_events = 0
-        self._reported: set[str] = set()
+        self._outlet = Outlet(self.ingress, type(source).__name__)
         self.series = series
         self._followed: tuple[str, int | None] | None = None  # the last delivered one fed
 
@@ -213,10 +206,10 @@ class MetricsProducer:
             failure_streak=self._streak,
             last_success=self._last_success,
             stale=self._stale,
-            events=self._events,
-            invalid_events=self._invalid_events,
-            snapshots=self._snapshots,
-            stale_snapshots=self._stale_snapshots,
+            events=self._outlet.events,
+            invalid_events=self._outlet.invalid_events,
+            snapshots=self._outlet.snapshots,
+            stale_snapshots=self._outlet.stale_snapshots,
             failing_since=self._streak_started if self._streak else None,
             error=self._error if self._streak else None,
             collecting=self._collecting,
@@ -268,7 +261,9 @@ class MetricsProducer:
         try:
             collect = bool(await self._should_collect())
         except Exception as exc:
-            logger.debug("should_collect failed (%s): not collecting this tick", _describe(exc))
+            logger.debug(
+                "should_collect failed (%s): not collecting this tick", describe_error(exc)
+            )
             collect = False
         if not collect and self._collecting:
             self._snapshot = None  # a later takeover must not diff against stale state
@@ -345,7 +340,7 @@ class MetricsProducer:
     async def _failed(self, error: Exception) -> bool:
         self._failures += 1
         self._streak += 1
-        reason = self._error = _describe(error)
+        reason = self._error = describe_error(error)
         if self._streak == 1:
             self._streak_started = self._wall_clock()
             logger.warning(
@@ -366,75 +361,17 @@ class MetricsProducer:
         return await self._publish(self._snapshot.metrics, stale=True)
 
     async def _publish(self, metrics: MonitoringMetrics, *, stale: bool) -> bool:
-        """The snapshot on the ``metrics`` stream of the bus; false once the hub is closed."""
+        """The snapshot through the outlet; false once the hub is closed."""
         try:
-            await self.ingress.bus.publish("metrics", metrics, stale=stale)
+            await self._outlet.snapshot(metrics, stale=stale)
         except HubClosedError:
             return False
-        except Exception as exc:
-            self._publish_failed(metrics, exc)
-        else:
-            self._published()
-            if stale:
-                self._stale_snapshots += 1
-            else:
-                self._snapshots += 1
         return not self.hub.closed
 
     async def _announce(self, events: list[Event]) -> bool:
-        """The change events of a tick through the ingress's detector door, in order."""
-        for event in events:
-            try:
-                await self.ingress.detected(event)
-            except HubClosedError:
-                return False
-            except LocalProtocolError as exc:  # the ingress's one check refused it
-                self._refused(event, exc)
-                continue
-            except Exception as exc:
-                self._publish_failed(event, exc)
-                continue
-            self._published()
-            self._events += 1
+        """The change events of a tick through the outlet; false once the hub is closed."""
+        try:
+            await self._outlet.announce(events)
+        except HubClosedError:
+            return False
         return not self.hub.closed
-
-    def _refused(self, event: Event, exc: LocalProtocolError) -> None:
-        self._invalid_events += 1
-        reason = exc.__cause__ or exc  # the broken rule, without the path
-        name = f"{event.KIND} {event.subject!r}"
-        if name in self._reported:
-            logger.debug("skipping the %s event of %s: %s", event.TYPE, name, reason)
-        elif len(self._reported) < MAX_REPORTED_NAMES:
-            self._reported.add(name)
-            logger.warning(
-                "metrics source %s reports %s, which cannot be announced (%s); "
-                "skipping its change events",
-                type(self.source).__name__,
-                name,
-                reason,
-            )
-
-    def _publish_failed(self, payload: Payload, exc: Exception) -> None:
-        if not self._publish_failing:
-            logger.warning(
-                "could not publish the %s message: %s; dropping what cannot be "
-                "published until publishing works again",
-                payload.TYPE,
-                _describe(exc),
-                exc_info=None if isinstance(exc, BusUnavailableError) else exc,
-            )
-        else:
-            logger.debug("could not publish the %s message: %s", payload.TYPE, exc)
-        self._publish_failing = True
-
-    def _published(self) -> None:
-        if self._publish_failing:
-            logger.info("publishing works again")
-            self._publish_failing = False
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    if isinstance(error, MetricsSourceError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

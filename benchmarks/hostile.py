@@ -50,6 +50,8 @@ PUBLISH_KEY: Final = "hostile-publish-key"
 RSS_SAMPLE_EVERY: Final = 5.0
 #: The server's default ``--command-rate``: what a churning client may sustain.
 COMMAND_RATE: Final = 50.0
+#: How long the batch scenario waits for an answer (issue 21 measured 58.7 s).
+BATCH_TIMEOUT: Final = 1200.0
 
 Figures = dict[str, Any]
 
@@ -188,6 +190,7 @@ async def churn(seconds: float) -> Figures:
     with server(["--synthetic-topics", "10000"]) as srv:
         await trio.sleep(3)
         existing = await _first_topic(srv.port)
+        out["baseline"] = await _churn(srv, existing, 0, seconds)  # nobody churning
         for label, channel in (("unknown", "metrics:topic:nope"), ("existing", existing)):
             for churners in (1, 3):
                 out[f"{label}_x{churners}"] = await _churn(srv, channel, churners, seconds)
@@ -313,7 +316,11 @@ async def batch(subscribers: int = 500, events: int = 14_000, at_limit: int = 10
         subs = [await RawWs.connect(srv.port) for _ in range(subscribers)]
         probe = ProbeProcess()
         base = f"http://127.0.0.1:{srv.port}"
-        async with httpx.AsyncClient(base_url=base, timeout=300) as http, trio.open_nursery() as n:
+        timeout = httpx.Timeout(BATCH_TIMEOUT)
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=timeout) as http,
+            trio.open_nursery() as n,
+        ):
             await n.start(probe.run, srv.port, "metrics", 0.05)
             forever = time.monotonic() + 3600
             for ws in subs:

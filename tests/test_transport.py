@@ -414,6 +414,33 @@ async def test_write_timeout_aborts_a_stalled_peer(autojump_clock: trio.abc.Cloc
         assert trio.current_time() - start >= 10
 
 
+async def test_a_slow_steady_reader_is_progress_and_stays(autojump_clock: trio.abc.Clock) -> None:
+    """Virtual time, a real socket pair: a peer that takes a little now and then (far
+    less per deadline than the kernel needs freed to call the socket writable again: a
+    quarter of the buffer for a Unix socket) makes progress within every deadline and
+    stays; the same peer stopping is dropped."""
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+    with ours, peer:
+        async with trio.open_nursery() as nursery:
+            t = SocketTransport(ours, nursery, write_timeout=2)
+            tpeer = trio.socket.from_stdlib_socket(peer)
+            for n in range(64):
+                t.offer(item(b"B" * (64 * 1024), offset=n + 1))
+            assert t.backlogged
+            taken = 0
+            for _ in range(300):  # 30 s, 4 KiB every 0.1 s: 15 deadlines over
+                await trio.sleep(0.1)
+                taken += len(await tpeer.recv(4096))
+                assert not t.closing, t.abort_reason
+            assert taken == 300 * 4096
+            assert t.backlogged  # still far behind, and connected
+            start = trio.current_time()
+            await trio.sleep(30)  # stops reading
+            assert (t.abort_reason or "").startswith("write timeout")
+        assert trio.current_time() - start >= 2
+
+
 # --- receiving ---
 
 

@@ -44,6 +44,9 @@ log = logging.getLogger("takhin_ws.transport")
 #: Largest chunk the flusher hands to one ``send``: bounds how long a pong or a
 #: Close frame can wait behind data that has already started going out.
 MAX_BATCH_BYTES: Final = 64 * 1024
+#: A backlogged socket that does not report itself writable is still tried this many
+#: times per write deadline: a peer that takes any bytes within the deadline stays.
+PROGRESS_CHECKS: Final = 10
 #: How long, and how much, an HTTP peer may still send after our answer.
 LINGER_TIMEOUT: Final = 1.0
 LINGER_MAX_BYTES: Final = 1024 * 1024
@@ -280,13 +283,26 @@ class SocketTransport(trio.abc.Stream):
             self._nursery.start_soon(self._flusher)
 
     async def _flusher(self) -> None:
+        """Drain the backlog; abort once the socket has taken no byte for the write
+        deadline. The kernel reports a socket writable only once a good share of its
+        buffer is free (a third for TCP), which a peer reading slowly but steadily may
+        take longer than the deadline to free: so the flusher also tries to write every
+        ``PROGRESS_CHECKS``-th of the deadline, and any byte taken is progress."""
+        timeout = self._write_timeout
+        check = timeout / PROGRESS_CHECKS
         try:
+            sent = self.bytes_sent
+            deadline = trio.current_time() + timeout
             while not self._pump():
-                with trio.move_on_after(self._write_timeout) as scope:
-                    await trio.lowlevel.wait_writable(self._sock)
-                if scope.cancelled_caught:
-                    self.abort(f"write timeout: no progress for {self._write_timeout:g} s")
+                now = trio.current_time()
+                if self.bytes_sent != sent:  # the socket took bytes: progress
+                    sent = self.bytes_sent
+                    deadline = now + timeout
+                elif now >= deadline:
+                    self.abort(f"write timeout: no progress for {timeout:g} s")
                     return
+                with trio.move_on_at(min(deadline, now + check)):
+                    await trio.lowlevel.wait_writable(self._sock)
         except (trio.ClosedResourceError, OSError) as exc:
             self.abort(f"connection lost: {exc}")
         finally:

@@ -26,11 +26,13 @@ from wsproto.events import CloseConnection
 from asgi_hosts import Hosted, hypercorn_serving
 from clients import (
     Rejected,
+    http_exchange,
     in_asyncio,
     loads,
     raw_client,
     recv_json,
     send_json,
+    status_of,
     until_closed,
     websockets_close_code,
     ws_connect,
@@ -335,3 +337,24 @@ async def test_the_log_names_the_client_and_its_address_from_the_scope(
     # the code is what the ASGI server reports (Hypercorn says 1006 even for a clean close)
     prefix = f"client {welcome['data']['clientId']} (127.0.0.1:{local_port}) closed by the client: "
     assert line.startswith(prefix), line
+
+
+async def test_listed_hosts_are_checked_on_both_kinds_of_request() -> None:
+    """Inside another server the listen address is not known: the Host check runs only
+    with ``allowed_hosts``, then on HTTP and WebSocket alike (403, JSON body)."""
+    async with served(allowed_hosts=("console.example",)) as (app, host):
+        port = host.port
+        close = "Connection: close\r\n\r\n"  # Hypercorn keeps a connection alive
+        refused = f"GET /healthz HTTP/1.1\r\nHost: evil.example:{port}\r\n{close}".encode()
+        allowed = f"GET /healthz HTTP/1.1\r\nHost: console.example:{port}\r\n{close}".encode()
+        assert status_of(await http_exchange(port, refused)) == 403
+        assert status_of(await http_exchange(port, allowed)) == 200
+        upgrade = (
+            f"GET {WS} HTTP/1.1\r\nHost: evil.example:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ).encode()
+        response = await http_exchange(port, upgrade)
+        assert status_of(response) == 403
+        assert b"DNS rebinding" in response
+        assert app.statistics().rejected == {403: 2}

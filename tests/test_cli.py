@@ -146,7 +146,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0() -> None:
 async def _get(port: int, path: str) -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         out = bytearray()
         while data := await stream.receive_some():
             out += data

@@ -143,7 +143,7 @@ def _request(
     length: int | None = None,
 ) -> bytes:
     """One raw HTTP request to ``/api/events`` (*length*: the declared Content-Length)."""
-    lines = [f"{method} /api/events HTTP/1.1", "Host: docs"]
+    lines = [f"{method} /api/events HTTP/1.1", "Host: 127.0.0.1"]
     if key is not None:
         lines.append(f"Authorization: Bearer {key}")
     if content_type is not None:
@@ -210,7 +210,7 @@ async def test_every_error_body_of_the_page_is_the_servers(make_server: ServerFa
             assert status == expected["error"]["status"]
             assert body == expected
         (not_found,) = _json_lines(block_after(PAGE, "json", "JSON body saying why"))
-        request = b"GET /api/topics HTTP/1.1\r\nHost: docs\r\n\r\n"
+        request = b"GET /api/topics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         with trio.fail_after(30):
             assert await _answer(keyed.url, request) == (404, not_found)
         before = keyed.hub.offset("topics")

@@ -211,8 +211,12 @@ async def test_a_binary_frame_is_closed_with_1003(server: Server) -> None:
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/", "/nowhere"])
 async def test_head_sends_no_body(server: Server, path: str) -> None:
-    get = await http_exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = await http_exchange(server.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    get = await http_exchange(
+        server.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
+    head = await http_exchange(
+        server.port, f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
     get_status, get_headers, get_body = split_response(get)
     head_status, head_headers, head_body = split_response(head)
     assert head_status == get_status
@@ -226,7 +230,7 @@ async def test_a_body_that_never_arrives_is_answered_408(make_server: ServerFact
         stream = await open_raw_stream(server.port)
         async with stream:
             await stream.send_all(
-                b"POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+                b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
                 b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"type":'
             )
             with trio.fail_after(10):
@@ -239,14 +243,14 @@ async def test_a_body_that_never_arrives_is_answered_408(make_server: ServerFact
 
 
 async def test_responses_carry_a_reason_phrase(server: Server) -> None:
-    response = await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 200 OK\r\n")
-    response = await http_exchange(server.port, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await http_exchange(server.port, b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 404 Not Found\r\n")
 
 
 async def test_a_head_too_large_is_counted(server: Server) -> None:
-    big = b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    big = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n"
     assert status_of(await http_exchange(server.port, big)) == 431
     assert server.rejected == {431: 1}
 

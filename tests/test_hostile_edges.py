@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import rawws
-from clients import http_exchange
+from clients import http_exchange, open_raw_stream
 from conftest import wait_until
 from takhin_ws import Server
 
@@ -161,3 +161,50 @@ async def test_bad_frames_right_behind_the_upgrade_come_after_the_101(
     with trio.fail_after(10):
         await wait_until(lambda: len(server.hub) == 0)
     no_errors(caplog)
+
+
+# --- 5. DNS rebinding ---
+
+
+def rebinding_upgrade(port: int, name: str) -> bytes:
+    """What a page on a rebinding domain sends: its own name in Host and Origin."""
+    return upgrade("/api/monitoring/ws", host=f"{name}:{port}").replace(
+        b"\r\n\r\n", f"\r\nOrigin: http://{name}:{port}\r\n\r\n".encode()
+    )
+
+
+async def test_a_loopback_server_refuses_a_rebinding_domain(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On 127.0.0.1 with no flag, ``Host: evil.com`` with ``Origin: http://evil.com``
+    passed the same-host Origin rule and was upgraded; every HTTP route answered too."""
+    status, body = answer(
+        await http_exchange(server.port, rebinding_upgrade(server.port, "evil.com"))
+    )
+    assert status == 403
+    assert "DNS rebinding" in body["error"]["message"]  # type: ignore[index]
+    assert len(server.hub) == 0
+    metrics = f"GET /api/monitoring/metrics HTTP/1.1\r\nHost: evil.com:{server.port}\r\n\r\n"
+    status, _ = answer(await http_exchange(server.port, metrics.encode()))
+    assert status == 403
+    # the names the server is meant to be reached by still work
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        ok = f"GET /api/monitoring/metrics HTTP/1.1\r\nHost: {host}:{server.port}\r\n\r\n"
+        status, _ = answer(await http_exchange(server.port, ok.encode()))
+        assert status == 200
+    assert server.rejected == {403: 2}
+    refused = [r.getMessage() for r in caplog.records if "refused Host" in r.getMessage()]
+    assert len(refused) == 2
+    no_errors(caplog)
+
+
+@pytest.mark.server_settings(allowed_hosts=("evil.com",))
+async def test_a_listed_name_is_served(server: Server) -> None:
+    async with rawws.connect(server.port) as ws:
+        assert (await ws.message())["type"] == "welcome"
+    stream = await open_raw_stream(server.port)
+    async with stream:
+        await stream.send_all(rebinding_upgrade(server.port, "evil.com"))
+        with trio.fail_after(10):
+            response = await stream.receive_some()
+    assert response.startswith(b"HTTP/1.1 101 ")

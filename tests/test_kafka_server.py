@@ -60,7 +60,7 @@ async def next_message(
 
 
 async def readyz(server: Server) -> int:
-    response = await http_exchange(server.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await http_exchange(server.port, b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     return status_of(response)
 
 

@@ -226,7 +226,7 @@ async def test_api_key_is_required_in_one_of_three_forms(
         # health paths need no key
         for path in ("/healthz", "/readyz"):
             response = await http_exchange(
-                server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                server.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
             )
             assert status_of(response) == 200, path
 
@@ -460,7 +460,7 @@ async def test_a_client_that_vanishes_without_a_word_is_unregistered(server: Ser
         stream = await open_raw_stream(server.port)
         sock = stream.socket
         await stream.send_all(
-            b"GET /api/monitoring/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"GET /api/monitoring/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         )
@@ -494,7 +494,7 @@ async def test_broken_handshakes_never_reach_the_server(
             await welcomed(bystander)
 
             # an upgrade without Sec-WebSocket-Key: refused by the WebSocket layer
-            bad = b"GET /api/monitoring/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            bad = b"GET /api/monitoring/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             bad += b"Connection: Upgrade\r\n\r\n"
             with trio.fail_after(10):
                 assert status_of(await http_exchange(server.port, bad)) == 400

@@ -441,7 +441,7 @@ async def test_format_setting_and_override(make_server: ServerFactory) -> None:
 
 async def test_bad_format_is_400(server: Server) -> None:
     request = (
-        f"GET {WS_PATH}?format=xml HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"GET {WS_PATH}?format=xml HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n"
     ).encode()

@@ -40,6 +40,7 @@ async def serve_http(state: AppState, scope: Scope, receive: Receive, send: Send
 
 async def _answer(state: AppState, scope: Scope, request: Request, receive: Receive) -> Answer:
     routes = state.routes
+    state.hosts.check(request)
     if request.path == "/healthz" and request.method in ("GET", "HEAD"):
         return routes.answer(request)  # alive, running or not
     state.running_services()  # 503 with what to do, while not running

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import trio
 
 from ..core.admission import Admission
+from ..core.hosts import HostPolicy
 from ..core.hub import Hub
 from ..ingest.ingress import EventIngress
 from ..net.exposition import ServerStatistics
@@ -50,6 +51,8 @@ class AppState:
         self.settings = settings
         self.authorize = authorize
         self.admission = Admission(settings)
+        #: the Host check: here only with --allowed-host (the listening server is not ours)
+        self.hosts = HostPolicy(settings.allowed_hosts, bind=None)
         self.routes = Routes(self, self.admission)
         self.services: Services | None = None
         self.accepting = False

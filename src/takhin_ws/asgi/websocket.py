@@ -75,6 +75,7 @@ async def _connection(
 ) -> None:
     request = request_of(scope)
     try:
+        state.hosts.check(request)
         hub = state.running_services().hub
         upgrade = state.admission.admit(
             request,

@@ -7,6 +7,7 @@ name the flag and its variable and an embedding program gets the same message.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Collection
@@ -23,6 +24,7 @@ __all__ = [
     "choice",
     "flag",
     "has_module",
+    "hosts",
     "missing_extra",
     "number",
     "origins",
@@ -157,6 +159,28 @@ def origins(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) 
             raise _fail(
                 attribute, f"entries must be * or scheme://host[:port] (no path), got {origin!r}"
             )
+
+
+_HOST_NAME: Final = re.compile(
+    r"\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?"
+)
+
+
+def hosts(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    """Names clients reach the server by (``Host``): a name, ``.name`` (it and its
+    subdomains), an IP address (always allowed anyway), or ``*``; no port."""
+    for host in value:
+        name = host.strip().lower()
+        if name == "*" or _HOST_NAME.fullmatch(name):
+            continue
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            raise _fail(
+                attribute,
+                f"entries must be * or a host name (.name for its subdomains too), "
+                f"without a port, got {host!r}",
+            ) from None
 
 
 def url(schemes: Collection[str], example: str) -> Validator:

@@ -205,6 +205,12 @@ OPTIONS: Final = (
         "browser Origin allowed (repeatable; * = any)",
         kind="list",
     ),
+    Option(
+        "allowed_hosts",
+        "--allowed-host",
+        "Host name clients reach the server by (repeatable; * = any)",
+        kind="list",
+    ),
     _o("ping_interval", "--ping-interval", "seconds between WebSocket pings", parse_float),
     _o(
         "ping_timeout", "--ping-timeout", "silence (s) after which a client is dropped", parse_float

@@ -21,6 +21,7 @@ from .checks import (
     choice,
     flag,
     has_module,
+    hosts,
     missing_extra,
     number,
     origins,
@@ -199,6 +200,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = attrs.field(
         default=(), validator=[strings("origin"), origins]
     )
+    #: Names clients reach the server by (``Host``), beyond IP addresses and localhost
+    #: (DNS rebinding protection; ``*``: any). None listed: any on a non-loopback bind.
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), validator=[strings("host"), hosts])
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_seconds)
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_seconds)
     write_timeout: float = attrs.field(default=DEFAULT_WRITE_TIMEOUT, validator=_seconds)

@@ -27,6 +27,7 @@ from trio_websocket import WebSocketConnection, wrap_server_stream
 from .._exceptions import HubFullError
 from ..config.settings import Settings
 from ..core.admission import Admission, Upgrade
+from ..core.hosts import HostPolicy
 from ..core.hub import Hub
 from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus
@@ -78,6 +79,7 @@ class Server:
         self.bus = bus
         self._services = Services(settings, hub, producer, self.ingress, bus)
         self._admission = Admission(settings)
+        self._hosts = HostPolicy(settings.allowed_hosts, bind=settings.host)
         self._routes = Routes(self, self._admission)
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
 
@@ -184,6 +186,7 @@ class Server:
             return
         head = request.method == "HEAD"
         try:
+            self._check_host(request, conn_id)
             if request.path == WS_PATH and request.is_websocket:
                 upgrade = self._admit(request, conn_id)
                 # the same synchronous step as the admission: no checkpoint in between
@@ -214,6 +217,13 @@ class Server:
 
     async def _send(self, transport: SocketTransport, answer: Answer, *, head: bool) -> None:
         await send_answer(transport, answer, head=head, write_timeout=self.settings.write_timeout)
+
+    def _check_host(self, request: Request, conn_id: str) -> None:
+        try:
+            self._hosts.check(request)
+        except HttpError:
+            log.warning("%s: refused Host %r", conn_id, (request.header("host") or "")[:80])
+            raise
 
     def _count_rejected(self, exc: HttpError) -> None:
         self.rejected[exc.status] = self.rejected.get(exc.status, 0) + 1

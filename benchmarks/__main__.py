@@ -27,6 +27,7 @@ from benchmarks import report
 from benchmarks.common import pin, raise_nofile
 from benchmarks.harness import (
     CLIENT_CPU,
+    DEFAULT_SERVERS,
     SERVERS,
     WORKLOADS,
     Cell,
@@ -51,7 +52,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="client counts (default 100 1000 5000 10000)",
     )
     parser.add_argument(
-        "--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), help="servers to run"
+        "--servers",
+        nargs="+",
+        choices=list(SERVERS),
+        default=list(DEFAULT_SERVERS),
+        help="servers to run (takhin-ws-asgi: the ASGI app behind Hypercorn, on request)",
     )
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")

@@ -39,7 +39,11 @@ SERVERS: dict[str, str] = {
     "takhin-ws": "benchmarks.server_takhin",
     "websockets": "benchmarks.server_websockets",
     "raw-floor": "benchmarks.server_raw",
+    # takhin-ws as an ASGI app behind Hypercorn's Trio worker (not run by default)
+    "takhin-ws-asgi": "benchmarks.server_asgi",
 }
+#: The servers a run compares unless --servers names others.
+DEFAULT_SERVERS = ("takhin-ws", "websockets", "raw-floor")
 WORKLOADS = ("burst", "steady", "slow")
 SERVER_CPU = 0
 CLIENT_CPU = 1

@@ -141,6 +141,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: the before/after fan-out runs of the wire variants, minutes of benchmark"
         " that must not share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "--servers takhin-ws takhin-ws-asgi"): (
+        "skip: minutes of fan-out benchmark through Hypercorn, which must not share the"
+        " machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_tick"): (
         "skip: builds a 12,000-partition Kafka broker and measures it for minutes, which"
         " must not share the machine with the suite"

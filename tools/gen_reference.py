@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
 import takhin_ws
+import takhin_ws.asgi
 import takhin_ws.lowlevel
 import takhin_ws.protocol
 import takhin_ws.sources
@@ -65,7 +66,7 @@ from docs_text import (
 )
 
 #: The public modules whose names the index lists, top first (sources has its section).
-TIERS: Final = (takhin_ws, takhin_ws.protocol, takhin_ws.lowlevel)
+TIERS: Final = (takhin_ws, takhin_ws.protocol, takhin_ws.lowlevel, takhin_ws.asgi)
 ROOT: Final = Path(__file__).resolve().parent.parent
 DOCS: Final = ROOT / "docs"
 OUTPUT: Final = DOCS / "reference.md"
@@ -319,6 +320,24 @@ def sources_section() -> list[str]:
     return out
 
 
+def asgi_section() -> list[str]:
+    """The names of :mod:`takhin_ws.asgi` (the ASGI app; see embedding.md)."""
+    out = ["## ASGI: `takhin_ws.asgi`", ""]
+    out += ["`from takhin_ws.asgi import ...`: takhin-ws as an ASGI 3 app inside a Trio web"]
+    out += ["app ([embedding.md](embedding.md#inside-your-trio-web-app-asgi)).", ""]
+    for name in takhin_ws.asgi.__all__:
+        obj = getattr(takhin_ws.asgi, name)
+        if not (isinstance(obj, type) or inspect.isfunction(obj)):
+            continue  # the ASGI type aliases: listed in the index
+        doc = markdown(own_doc(obj))
+        out += [f"### `{name}`", "", *([doc, ""] if doc else [])]
+        if not getattr(obj, "_is_protocol", False):
+            out += [f"`{name}{signature(obj)}`", ""]
+        table = members(obj) if isinstance(obj, type) else []
+        out += [*table, ""] if table else []
+    return out
+
+
 def _kind(obj: Any) -> str:
     if isinstance(obj, type) and issubclass(obj, BaseException):
         bases = ", ".join(f"`{b.__name__}`" for b in obj.__bases__)
@@ -425,6 +444,7 @@ def metrics_families(statistics: ServerStatistics | None = None) -> list[str]:
 def render(statistics: ServerStatistics | None = None) -> str:
     """The whole page; *statistics* default to those of a server started for it."""
     parts = [HEADER, *messages(), *settings(), *values(), *classes(), *sources_section()]
+    parts += asgi_section()
     parts += [*index("\n".join(parts)), *metrics_families(statistics)]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -75,6 +75,8 @@ NETWORK_ERROR = re.compile(
     r"|Failed to load resource: net::ERR_CONNECTION_REFUSED"
     r"|Failed to load resource: net::ERR_CONNECTION_RESET)"
 )
+#: What Chromium logs when the page reads a /readyz that answers 503 (an unready server).
+UNREADY_ERROR = "Failed to load resource: the server responded with a status of 503 (Service Unavailable)"
 
 
 def screenshot_path(name: str, tmp_path: Path) -> Path:
@@ -93,14 +95,18 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m takhin_ws`` on a fixed port; can be killed and started again."""
+    """``python -m takhin_ws`` on a fixed port; can be killed and started again.
 
-    def __init__(self, port: int, log_path: Path, *args: str) -> None:
+    :meth:`start` returns once ``/readyz`` answers 200, or with *ready* false (a
+    server whose source never works) once ``/healthz`` does."""
+
+    def __init__(self, port: int, log_path: Path, *args: str, ready: bool = True) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.args = args
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_path = "/readyz" if ready else "/healthz"
 
     def start(self) -> None:
         assert self.proc is None
@@ -116,7 +122,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -165,8 +171,10 @@ def servers(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start servers (``make(*flags)``); every one is stopped at the end."""
     servers: list[ServerProcess] = []
 
-    def make(*args: str) -> ServerProcess:
-        server = ServerProcess(_free_port(), tmp_path / f"server-{len(servers)}.log", *args)
+    def make(*args: str, ready: bool = True) -> ServerProcess:
+        server = ServerProcess(
+            _free_port(), tmp_path / f"server-{len(servers)}.log", *args, ready=ready
+        )
         servers.append(server)
         server.start()
         return server
@@ -188,6 +196,8 @@ class ConsoleWatch:
 
     def __init__(self) -> None:
         self.network_down = False
+        #: the page's /readyz answers 503 on purpose (the test's server is unready)
+        self.unready = False
         self.problems: list[str] = []
         self.tolerated: list[str] = []
 
@@ -199,6 +209,9 @@ class ConsoleWatch:
         if message.type != "error":
             return
         if self.network_down and NETWORK_ERROR.match(message.text):
+            self.tolerated.append(message.text)
+            return
+        if self.unready and message.text == UNREADY_ERROR:
             self.tolerated.append(message.text)
             return
         self.problems.append(f"console.{message.type}: {message.text} ({message.location})")
@@ -259,11 +272,13 @@ def open_page(
     url: str,
     *,
     network_down: bool = False,
+    unready: bool = False,
     viewport: ViewportSize = WIDE,
 ) -> tuple[Page, ConsoleWatch, Frames]:
     page = browser.new_page(viewport=viewport)
     watch = ConsoleWatch()
     watch.network_down = network_down
+    watch.unready = unready
     watch.attach(page)
     frames = Frames()
     frames.attach(page)

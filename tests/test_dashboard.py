@@ -16,6 +16,7 @@ down (or refusing the upgrade) on purpose.
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -124,8 +125,12 @@ def test_dashboard_live_events_stale_and_reconnect(
     ws_urls = frames.urls
     state = page.locator("#conn-state")
 
-    # live, and the topic table fills from the synthetic source
+    # live, and the topic table fills from the synthetic source, marked as simulated
     expect(state).to_have_attribute("data-state", "live", timeout=SOON)
+    badge = page.locator("#source-badge")
+    expect(badge).to_be_visible()
+    expect(badge).to_have_text("simulated data")
+    expect(badge).to_have_attribute("data-kind", "synthetic")
     rows = page.locator("#topics tbody tr[data-topic]")
     expect(rows.first).to_be_visible(timeout=SOON)
     assert rows.count() >= 3
@@ -238,6 +243,42 @@ def test_dashboard_live_events_stale_and_reconnect(
     expect(rows.first).to_be_visible()
     watch.assert_clean()
     assert watch.tolerated, "expected the browser to report the refused connections"
+
+
+def test_dashboard_says_why_a_source_that_never_worked_shows_nothing(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    """`--source kafka` at a port where nothing listens: not "live" but "no data yet",
+    with what the server's /readyz says (the source, since when, its error), and the
+    source named in the header. Nothing simulated about it."""
+    pytest.importorskip("confluent_kafka")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    bootstrap = f"127.0.0.1:{dead}"
+    server = server_factory(
+        "--source", "kafka", "--kafka-bootstrap", bootstrap, "--interval", INTERVAL, ready=False
+    )
+    page, watch, _frames = open_page(browser, server.url + "/", unready=True)
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "nodata", timeout=SOON)
+    expect(page.locator("#conn-label")).to_have_text("no data yet")
+    banner = page.locator("#nodata-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text(
+        "No metrics yet: the server's kafka source has never produced a snapshot; it has "
+        "been failing since ",
+        timeout=SOON,
+    )
+    expect(banner).to_contain_text(f"failed collects): kafka {bootstrap}: ", timeout=SOON)
+    expect(page.locator("#conn-detail")).to_contain_text("kafka source failing since")
+    expect(page.locator("#source-badge")).to_have_text("source: kafka")
+    expect(page.locator("#stale-banner")).to_be_hidden()
+    readyz = httpx.get(server.url + "/readyz", timeout=10)
+    assert readyz.status_code == 503
+    since = readyz.json()["metrics"]["failingSince"]
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    expect(banner).to_contain_text(f"failing since {clock} (")  # the server's own time
+    watch.assert_clean()
 
 
 def test_dashboard_asks_for_the_api_key_once(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import attrs
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -332,3 +333,53 @@ def test_dashboard_handles_stale_flag_gap_and_duplicates(
 
 def _topic_created(name: str, offset: int) -> str:
     return wire(TopicCreated(name=name, partitions=1), channel="topics", offset=offset, epoch="e1")
+
+
+def test_dashboard_without_a_snapshot_says_what_readyz_says(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """A welcome that no snapshot follows: "no data yet", never "live"; the banner
+    words what /readyz says (here played by the test: a cluster node whose peer holds
+    the lease, then a /readyz the page cannot read). A welcome without ``source`` (an
+    older server) shows no source badge; ``synthetic`` shows "simulated data"."""
+    follower = {
+        "source": "synthetic",
+        "collecting": False,
+        "snapshot": False,
+        "stale": False,
+        "lastSuccess": None,
+        "failingSince": None,
+        "failures": 0,
+        "error": None,
+    }
+    body = {"status": "ready", "reasons": [], "metrics": follower}
+    page, watch, peer = scripted_page(browser, server.url + "/")
+    page.route("**/readyz", lambda route: route.fulfill(status=200, json=body))
+    peer.send(wire(WELCOME))
+    state = page.locator("#conn-state")
+    expect(state).to_have_attribute("data-state", "nodata", timeout=SOON)
+    expect(page.locator("#source-badge")).to_be_hidden()
+    banner = page.locator("#nodata-banner")
+    expect(banner).to_contain_text(
+        "No metrics yet: another node of the cluster collects them (it holds the metrics "
+        "lease), and none has arrived from it.",
+        timeout=SOON,
+    )
+    expect(page.locator("#conn-detail")).to_have_text("· another node collects")
+
+    # an older server's page, or /readyz of another origin: the page says less, not wrong
+    page.unroute("**/readyz")
+    page.route("**/readyz", lambda route: route.abort())
+    welcome = attrs.evolve(WELCOME, source="synthetic")
+    peer.send(wire(welcome))
+    expect(page.locator("#source-badge")).to_have_text("simulated data", timeout=SOON)
+    expect(banner).to_contain_text("its /readyz says why.", timeout=SOON)
+    expect(state).to_have_attribute("data-state", "nodata")
+
+    # the first snapshot ends it
+    peer.send(metrics(1))
+    expect(state).to_have_attribute("data-state", "live", timeout=SOON)
+    expect(banner).to_be_hidden()
+    # the aborted /readyz is the only failed request, and it threw nothing
+    aborted = "console.error: Failed to load resource: net::ERR_FAILED"
+    assert [p for p in watch.problems if not p.startswith(aborted)] == []

@@ -76,7 +76,9 @@ NETWORK_ERROR = re.compile(
     r"|Failed to load resource: net::ERR_CONNECTION_RESET)"
 )
 #: What Chromium logs when the page reads a /readyz that answers 503 (an unready server).
-UNREADY_ERROR = "Failed to load resource: the server responded with a status of 503 (Service Unavailable)"
+UNREADY_ERROR = (
+    "Failed to load resource: the server responded with a status of 503 (Service Unavailable)"
+)
 
 
 def screenshot_path(name: str, tmp_path: Path) -> Path:

@@ -60,6 +60,10 @@ class Bus:
     def healthy(self) -> bool:
         return not self.down
 
+    @property
+    def unavailable(self) -> str | None:
+        return "down" if self.down else None
+
     def publish_nowait(
         self, channel: str, payload: Payload, *, stale: bool | None = None
     ) -> Published:

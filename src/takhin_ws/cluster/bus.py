@@ -17,6 +17,8 @@ them send the same messages, in the same order, with the same offsets and epoch:
   one ``XREAD BLOCK`` loop on its own connection, calling :meth:`Hub.deliver`. While
   Redis is unreachable it retries with exponential backoff, logs once per streak,
   reports :attr:`~RedisBus.healthy` false, and resumes after the last id it delivered.
+  It also probes whether Redis takes writes (:mod:`.writes`): a Redis at ``maxmemory``
+  that refuses them makes the bus unhealthy too, until it takes one again.
 
 Which node collects the metrics is not the bus's business: see :mod:`.lease`.
 """
@@ -40,6 +42,7 @@ from ..wire.messages import Payload
 from .connection import DEFAULT_PREFIX, Keys, describe, open_client, where
 from .entries import START_ID, EntryError, decode_entry, encode_entry, entry_epoch, text
 from .scripts import CURRENT_EPOCH, PUBLISH
+from .writes import Writability, publish_error, refused
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -118,6 +121,7 @@ class RedisBus:
         self._running = False
         self._open = False
         self._healthy = False
+        self._writes = Writability(self._client, keys.write_probe, self.where, timeout)
         self._synced = False
         self.published = 0
         self.delivered = 0
@@ -134,8 +138,17 @@ class RedisBus:
 
     @property
     def healthy(self) -> bool:
-        """True while the reader is in step with Redis (false while it is unreachable)."""
-        return self._healthy
+        """True while the reader is in step with Redis and Redis takes writes."""
+        return self._healthy and self._writes.refusal is None
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the bus cannot carry messages now (``None`` while it can)."""
+        if not self._healthy:
+            return "Redis unreachable"
+        if self._writes.refusal is not None:
+            return f"Redis refuses writes: {self._writes.refusal}"
+        return None
 
     def _maxlen(self, stream: str) -> tuple[str, int]:
         if stream == "metrics":
@@ -164,9 +177,9 @@ class RedisBus:
         Every node's hub receives it from its reader; this one waits for its own
         (at most *timeout*, and not once the reader has lost Redis: the message is
         then published, and delivered when the reader is back). Raises
-        :class:`BusUnavailableError` if Redis does not take it (down, timed out, or
-        this bus is not running); the message may then still have been appended if
-        Redis received it just before the connection failed.
+        :class:`BusUnavailableError` if Redis does not take it (down, refusing writes,
+        timed out, or this bus is not running); its ``outcome_unknown`` is true when
+        the request was sent and no answer came (Redis may have appended it).
         """
         stream, fields = encode_entry(
             channel, payload, timestamp=int(self._wall_clock()), stale=stale
@@ -180,7 +193,10 @@ class RedisBus:
             with trio.fail_after(self.timeout):
                 reply: Any = await self._publish_script(keys, args)
         except (RedisError, OSError, trio.TooSlowError) as exc:
-            raise BusUnavailableError(f"Redis at {self.where}: {describe(exc)}") from exc
+            if refused(exc):
+                self._writes.note(exc)
+            raise publish_error(exc, self.where) from exc
+        self._writes.note(None)
         offset, epoch = int(reply[0]), text(reply[1])
         self.published += 1
         await self._until_delivered(stream, offset, epoch)
@@ -320,6 +336,7 @@ class RedisBus:
         self._synced = True
 
     async def _read_once(self) -> None:
+        await self._writes.probe()
         block_ms = max(1, int(self.block * 1000))
         streams = {self.stream_keys[s]: self._last[s] for s in STREAMS}
         with trio.fail_after(self.block + self.timeout):

@@ -42,7 +42,8 @@ DEFAULT_REDIS_PORT: Final = 6379
 @frozen
 class Keys:
     """The keys of the cluster under *prefix*: ``<prefix>:state`` (epoch and offset
-    counters), ``<prefix>:stream:<stream>`` and ``<prefix>:metrics-lease``."""
+    counters), ``<prefix>:stream:<stream>``, ``<prefix>:metrics-lease`` and
+    ``<prefix>:write-probe``."""
 
     prefix: str = DEFAULT_PREFIX
 
@@ -53,6 +54,11 @@ class Keys:
     @property
     def lease(self) -> str:
         return f"{self.prefix}:metrics-lease"
+
+    @property
+    def write_probe(self) -> str:
+        """A key the buses write now and then to learn whether Redis takes writes."""
+        return f"{self.prefix}:write-probe"
 
     @property
     def streams(self) -> Mapping[str, str]:

@@ -24,7 +24,19 @@ __all__ = ["BusUnavailableError", "EventBus", "MemoryBus", "Published"]
 
 
 class BusUnavailableError(TakhinWsError):
-    """The bus cannot take a message now (its server is down); nothing was published."""
+    """The bus did not take a message (its server is down, refuses writes, or did not
+    answer in time).
+
+    ``outcome_unknown`` is false when the message was certainly not published (the
+    request never reached the server, or the server refused it), true when it may
+    have been: the request was sent and no answer came (a timeout, a connection lost
+    on the way), so the server may have appended it. ``published`` lists what a batch
+    published before the failure (the messages after it were not)."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+        self.published: tuple[Published, ...] = ()
 
 
 @frozen
@@ -49,11 +61,15 @@ class EventBus(Protocol):
       :class:`BusUnavailableError` from it (use ``publish``).
     - ``run`` delivers the bus's messages to the local hub until cancelled; it calls
       ``task_status.started()`` once the hub is in step with the bus.
-    - ``healthy`` is false while the bus's server is unreachable.
+    - ``healthy`` is false while the bus's server is unreachable or refuses writes;
+      ``unavailable`` then says which, in a few words (``None`` while healthy).
     """
 
     @property
     def healthy(self) -> bool: ...
+
+    @property
+    def unavailable(self) -> str | None: ...
 
     def publish_nowait(
         self, channel: str, payload: Payload, *, stale: bool | None = None
@@ -77,6 +93,10 @@ class MemoryBus:
     @property
     def healthy(self) -> bool:
         return True
+
+    @property
+    def unavailable(self) -> str | None:
+        return None
 
     def publish_nowait(
         self, channel: str, payload: Payload, *, stale: bool | None = None

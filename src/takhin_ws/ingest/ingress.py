@@ -34,7 +34,7 @@ from ..wire.codec import check_depth, decode_value
 from ..wire.events import EVENT_CLASSES, EVENT_TYPES, Event, EventError, Outcome, check_event
 from ..wire.http import HttpError
 from ..wire.messages import Payload
-from .bus import EventBus, MemoryBus, Published
+from .bus import BusUnavailableError, EventBus, MemoryBus, Published
 
 __all__ = ["MAX_ANNOUNCED", "Event", "EventIngress", "IngressStatistics", "decode_events"]
 
@@ -101,8 +101,8 @@ class EventIngress:
     async def publish_many(self, events: Sequence[Event]) -> list[Published]:
         """Publish *events* in order; none if one is invalid. If the bus fails
         midway, the events before the failure stay published (their offsets
-        were assigned) and ``BusUnavailableError`` says so."""
-        return [await self._publish(event) for event in self._check(events, batch=True)]
+        were assigned): the ``BusUnavailableError`` lists them in ``published``."""
+        return await self._publish_all(self._check(events, batch=True))
 
     async def publish_body(self, body: bytes) -> list[Published]:
         """Publish the events of a ``POST /api/events`` body, in order: one event
@@ -115,7 +115,19 @@ class EventIngress:
         except HttpError:
             self._rejected += 1
             raise
-        return [await self._publish(event) for event in events]
+        return await self._publish_all(events)
+
+    async def _publish_all(self, events: Sequence[Event]) -> list[Published]:
+        """Publish *events* in order; a bus failure's ``published`` lists the events
+        published before it."""
+        published: list[Published] = []
+        try:
+            for event in events:
+                published.append(await self._publish(event))
+        except BusUnavailableError as exc:
+            exc.published = tuple(published)
+            raise
+        return published
 
     # --- the change detector's door ---
 

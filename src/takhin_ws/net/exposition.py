@@ -105,7 +105,7 @@ class _StatisticsCollector(Collector):
         if statistics.bus_healthy is not None:
             yield GaugeMetricFamily(
                 "takhin_ws_bus_healthy",
-                "1 while the shared event bus (Redis) is reachable",
+                "1 while the shared event bus (Redis) is reachable and takes writes",
                 value=statistics.bus_healthy,
             )
         pstats = statistics.producer

@@ -47,8 +47,29 @@ HTML_CONTENT_TYPE: Final = "text/html; charset=utf-8"
 JSON_CONTENT_TYPE: Final = "application/json"
 #: ``Retry-After`` seconds of the 503 answered before the first snapshot.
 RETRY_NO_SNAPSHOT: Final = 1
+#: ``Retry-After`` seconds of the 503 answered when the event bus did not take events.
+RETRY_BUS: Final = 1
+#: ``error.outcome`` of that 503: whether the events may have been published after all.
+NOT_PUBLISHED: Final = "not_published"
+OUTCOME_UNKNOWN: Final = "unknown"
 #: The paths of the dashboard page.
 DASHBOARD_PATHS: Final = frozenset({"/", "/index.html"})
+
+
+def unpublished(exc: BusUnavailableError) -> str:
+    """What a 503 of ``POST /api/events`` says about its events, truthfully: those
+    published before the failure (in ``accepted``), then the one in flight: not
+    published, or (a request sent and not answered) perhaps published."""
+    done = len(exc.published)
+    before = f"the first {done} event(s) were published (see accepted); " if done else ""
+    if not exc.outcome_unknown:
+        rest = "the rest were not published" if done else "nothing was published"
+        return f"event bus unavailable: {exc}; {before}{rest}"
+    return (
+        f"event bus unavailable: {exc}; {before}outcome unknown: the next event may have "
+        "been published (the bus may have taken it before the failure), any after it "
+        "were not; a retry may publish it twice"
+    )
 
 
 @attrs.frozen
@@ -67,7 +88,7 @@ def json_answer(status: int, obj: object) -> Answer:
 
 def refusal(exc: HttpError) -> Answer:
     """The answer to a refusal: its status, headers and a JSON error body."""
-    body = json_error(exc.status, error_code(exc.status), exc.message)
+    body = json_error(exc.status, error_code(exc.status), exc.message, exc.details)
     return Answer(exc.status, body, headers=tuple(exc.headers))
 
 
@@ -160,6 +181,12 @@ class Routes:
             published = await self._server.ingress.publish_body(body)
         except BusUnavailableError as exc:
             raise HttpError(
-                503, f"event bus unavailable: {exc}", headers=[("Retry-After", "1")]
+                503,
+                unpublished(exc),
+                headers=[("Retry-After", str(RETRY_BUS))],
+                details={
+                    "outcome": OUTCOME_UNKNOWN if exc.outcome_unknown else NOT_PUBLISHED,
+                    "accepted": [attrs.asdict(p) for p in exc.published],
+                },
             ) from None
         return json_answer(202, {"accepted": [attrs.asdict(p) for p in published]})

@@ -72,8 +72,9 @@ class Services:
                     f"metrics source failed {stats.failure_streak} collects in a row "
                     "(clients get the last good snapshot, marked stale)"
                 )
-        if self.bus is not None and not self.bus.healthy:
-            reasons.append("event bus unavailable (Redis unreachable)")
+        problem = None if self.bus is None else self.bus.unavailable
+        if problem is not None:
+            reasons.append(f"event bus unavailable ({problem})")
         return reasons
 
     def metrics_status(self) -> MetricsStatus | None:

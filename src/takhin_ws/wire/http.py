@@ -7,6 +7,7 @@ connection is :mod:`takhin_ws.net.httpio`; answering is :func:`response_bytes`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
@@ -37,11 +38,20 @@ MAX_HEAD_BYTES: Final = 16 * 1024
 class HttpError(Exception):
     """The peer's HTTP request is unacceptable; answer *status* with *message*."""
 
-    def __init__(self, status: int, message: str, *, headers: list[tuple[str, str]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        details: Mapping[str, object] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or []
+        #: more fields of the JSON error object, beside status, code and message
+        self.details = details or {}
 
 
 @attrs.frozen
@@ -141,8 +151,12 @@ def response_bytes(
     return out
 
 
-def json_error(status: int, code: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"status": status, "code": code, "message": message}})
+def json_error(
+    status: int, code: str, message: str, details: Mapping[str, object] | None = None
+) -> bytes:
+    """The JSON body of a refusal: ``{"error": {"status", "code", "message", ...}}``."""
+    error = {"status": status, "code": code, "message": message, **(details or {})}
+    return orjson.dumps({"error": error})
 
 
 _ERROR_CODES: Final = {

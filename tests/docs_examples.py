@@ -82,6 +82,19 @@ def commands(code: str) -> list[str]:
     return out
 
 
+#: The stamp of the virtualenv layer `make run` needs.
+RUN_STAMP = ".venv/.installed-run"
+
+
+def require_run_layer() -> None:
+    """`make run` must not reinstall the virtualenv in a test (network, minutes)."""
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in the checkout: `make run` would create it first")
+    fresh = subprocess.run(["make", "-q", RUN_STAMP], cwd=ROOT, capture_output=True, check=False)
+    if fresh.returncode != 0:
+        pytest.skip(f"{RUN_STAMP} is older than pyproject.toml: `make run` would reinstall first")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any ``TAKHIN_WS_*`` variable of the caller, plus *extra*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}

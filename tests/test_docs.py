@@ -113,6 +113,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/http-api.md", "json", '"failingSince"'): (
         f"{_HTTP}::test_the_readyz_of_a_source_that_never_worked_is_the_pages"
     ),
+    ("docs/http-api.md", "sh", "--no-detect-changes"): (
+        f"{_HTTP}::test_the_curl_example_answers_and_a_client_receives_what_the_page_shows "
+        f"{_HTTP}::test_the_python_example_prints_what_the_page_shows"
+    ),
     ("docs/http-api.md", "python", "httpx.post"): (
         f"{_HTTP}::test_the_python_example_prints_what_the_page_shows"
     ),

@@ -20,29 +20,19 @@ import trio
 from trio_websocket import open_websocket_url
 
 import takhin_ws
-from docs_examples import ROOT, block, clean_env, commands, serving
+from docs_examples import ROOT, block, clean_env, commands, require_run_layer, serving
 from redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 
-RUN_STAMP = ".venv/.installed-run"
 #: The publish key the Scaling out example takes from ``$KEY``.
 KEY = "docs-example-key"
-
-
-def _require_run_layer() -> None:
-    """`make run` must not reinstall the virtualenv in a test (network, minutes)."""
-    if not (ROOT / ".venv" / "bin" / "python").exists():
-        pytest.skip("no .venv in the checkout: `make run` would create it first")
-    fresh = subprocess.run(["make", "-q", RUN_STAMP], cwd=ROOT, capture_output=True, check=False)
-    if fresh.returncode != 0:
-        pytest.skip(f"{RUN_STAMP} is older than pyproject.toml: `make run` would reinstall first")
 
 
 def _run_make_run(command: str, tmp_path: Path) -> None:
     """*command* (a `make run` line of the docs, with 9000 as its port if any) serves
     on a free port until SIGTERM, and exits then."""
-    _require_run_layer()
+    require_run_layer()
     port = free_port()
     command = command.replace("9000", str(port))
     env = clean_env()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import ast
 import shutil
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,15 @@ import trio
 from trio_websocket import open_websocket_url
 
 from conftest import ServerFactory, wait_until
-from docs_examples import block, block_after, clean_env, commands
+from docs_examples import (
+    START_GUARD,
+    block,
+    block_after,
+    clean_env,
+    commands,
+    require_run_layer,
+    serving,
+)
 from redis_server import RedisServer, free_port
 from takhin_ws import Settings, open_server
 
@@ -58,8 +69,26 @@ async def _shell(command: str, url: str) -> str:
     return done.stdout.decode()
 
 
+@contextmanager
+def documented_server(tmp_path: Path) -> Iterator[str]:
+    """The page's server, `make run` with its flags and the key in `$KEY`, on a free
+    port (its variable): what a reader starts. Yields its URL."""
+    require_run_layer()
+    (command,) = commands(block(PAGE, "sh", "make run"))
+    port = free_port()
+    env = clean_env(KEY=KEY, TAKHIN_WS_PORT=str(port))
+    url = f"http://127.0.0.1:{port}"
+    with serving(command, url + "/readyz", tmp_path / "server.log", env):
+        with httpx.Client() as http:  # ready: the first snapshot is out
+            deadline = time.monotonic() + START_GUARD
+            while http.get(url + "/readyz").status_code != 200:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.05)
+        yield url
+
+
 async def test_the_curl_example_answers_and_a_client_receives_what_the_page_shows(
-    make_server: ServerFactory,
+    tmp_path: Path,
 ) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -69,17 +98,16 @@ async def test_the_curl_example_answers_and_a_client_receives_what_the_page_show
     (second,) = _json_lines(block_after(PAGE, "json", "### The `202` answer"))
     python = block(PAGE, "python", "httpx.post")
     events = ast.literal_eval(python.split("events = ", 1)[1].split("\n]\n", 1)[0] + "]")
-    async with make_server(publish_keys=(KEY,)) as server:
+    with documented_server(tmp_path) as base:
         with trio.fail_after(30):
-            url = server.ws_url + "?channels=topic:payments"
-            async with open_websocket_url(url) as ws:
-                await ws.get_message()  # welcome
-                printed = await _shell(command, server.url)
+            ws_url = base.replace("http://", "ws://") + "/api/monitoring/ws"
+            async with open_websocket_url(ws_url + "?channels=topic:payments") as ws:
+                epoch = orjson.loads(await ws.get_message())["data"]["epoch"]  # welcome
+                printed = await _shell(command, base)
                 message = orjson.loads(await ws.get_message())
             async with httpx.AsyncClient() as http:
                 headers = {"Authorization": f"Bearer {KEY}"}
-                posted = await http.post(server.url + "/api/events", json=events, headers=headers)
-        epoch = server.hub.epoch
+                posted = await http.post(base + "/api/events", json=events, headers=headers)
     assert _as_documented(orjson.loads(printed), epoch) == answer
     message["timestamp"] = received["timestamp"]
     assert _as_documented(message, epoch) == received
@@ -87,14 +115,12 @@ async def test_the_curl_example_answers_and_a_client_receives_what_the_page_show
     assert _as_documented(posted.json(), epoch) == second
 
 
-async def test_the_python_example_prints_what_the_page_shows(
-    make_server: ServerFactory, tmp_path: Path
-) -> None:
+async def test_the_python_example_prints_what_the_page_shows(tmp_path: Path) -> None:
     code = block(PAGE, "python", "httpx.post")
     expected = block_after(PAGE, "text", "prints")
-    async with make_server(publish_keys=(KEY,)) as server:
+    with documented_server(tmp_path) as base:
         script = tmp_path / "example.py"
-        script.write_text(code.replace(DOC_URL, server.url))
+        script.write_text(code.replace(DOC_URL, base))
         with trio.fail_after(60):
             done = await trio.run_process(
                 [sys.executable, "-W", "error", str(script)],

@@ -60,8 +60,28 @@ class StepClock:
 
 @asynccontextmanager
 async def source(broker: KafkaBroker, **kwargs: Any) -> AsyncIterator[KafkaSource]:
+    """The source as the server runs it: its collector in a process of its own."""
     async with KafkaSource(broker.bootstrap, timeout=20.0, **kwargs) as src:
         yield src
+
+
+class InProcess:
+    """The collector run in a thread of the test, where a test clock can reach it."""
+
+    def __init__(self, collector: KafkaCollector) -> None:
+        self.collector = collector
+
+    async def collect(self) -> Snapshot:
+        return await trio.to_thread.run_sync(self.collector.collect, 20.0)
+
+
+@asynccontextmanager
+async def in_process(broker: KafkaBroker, **kwargs: Any) -> AsyncIterator[InProcess]:
+    collector = KafkaCollector(broker.bootstrap, **kwargs)
+    try:
+        yield InProcess(collector)
+    finally:
+        await trio.to_thread.run_sync(collector.close)
 
 
 def topic_of(snapshot: Snapshot, name: str) -> TopicStats | None:
@@ -72,7 +92,7 @@ async def run(fn: Callable[..., object], *args: Any) -> None:
     await trio.to_thread.run_sync(lambda: fn(*args))
 
 
-async def until(src: KafkaSource, done: Callable[[Snapshot], bool]) -> Snapshot:
+async def until(src: KafkaSource | InProcess, done: Callable[[Snapshot], bool]) -> Snapshot:
     """Collect until *done* holds for a snapshot (bounded)."""
     with trio.fail_after(WAIT):
         while True:
@@ -117,7 +137,7 @@ async def test_produce_rate_from_end_offsets_exact_over_a_known_window(
     name = unique("rates")
     await run(create_topic, kafka.bootstrap, name, 2)
     clock = StepClock()
-    async with source(kafka, clock=clock) as src:
+    async with in_process(kafka, clock=clock) as src:
         await src.collect()
         await run(produce, kafka.bootstrap, name, {0: 30, 1: 50})
         clock.now += 4.0
@@ -163,7 +183,7 @@ async def test_a_known_produce_rate_shows_within_15_percent(kafka: KafkaBroker) 
             time.sleep(0.01)
         producer.flush(30)
 
-    async with source(kafka, clock=observe) as src, trio.open_nursery() as nursery:
+    async with in_process(kafka, clock=observe) as src, trio.open_nursery() as nursery:
         nursery.start_soon(run, paced)
         await trio.sleep(0.5)  # the producer is connected and on its schedule
         await src.collect()
@@ -183,7 +203,7 @@ async def test_exact_lag_per_partition_from_committed_offsets(kafka: KafkaBroker
     await run(produce, kafka.bootstrap, name, {0: 10, 1: 20, 2: 30})
     await run(commit, kafka.bootstrap, group, name, {0: 4, 1: 5, 2: 30})
     clock = StepClock()
-    async with source(kafka, clock=clock) as src:
+    async with in_process(kafka, clock=clock) as src:
         snapshot = await src.collect()
         (lags,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
         assert lags.total_lag == 6 + 15 + 0
@@ -247,11 +267,11 @@ async def test_group_is_stable_with_a_member_and_empty_after_it_leaves(
         assert snapshot.groups[group] == GroupInfo(state="Empty", members=0)
 
 
-async def test_a_topic_deleted_in_the_middle_of_a_tick(kafka: KafkaBroker) -> None:
+def test_a_topic_deleted_in_the_middle_of_a_tick(kafka: KafkaBroker) -> None:
     """Metadata lists the topic, then it is deleted before its offsets are asked."""
     doomed, kept = unique("doomed"), unique("kept")
-    await run(create_topic, kafka.bootstrap, doomed, 2)
-    await run(create_topic, kafka.bootstrap, kept, 1)
+    create_topic(kafka.bootstrap, doomed, 2)
+    create_topic(kafka.bootstrap, kept, 1)
 
     class DeletingCollector(KafkaCollector):
         def _metadata(self, deadline: float) -> dict[str, list[int]]:
@@ -260,11 +280,11 @@ async def test_a_topic_deleted_in_the_middle_of_a_tick(kafka: KafkaBroker) -> No
             delete_topic(kafka.bootstrap, doomed)
             return partitions
 
-    class DeletingSource(KafkaSource):
-        _make_collector = DeletingCollector
-
-    async with DeletingSource(kafka.bootstrap, timeout=20.0) as src:
-        snapshot = await src.collect()
+    collector = DeletingCollector(kafka.bootstrap)
+    try:
+        snapshot = collector.collect(20.0)
+    finally:
+        collector.close()
     assert topic_of(snapshot, doomed) is None
     assert topic_of(snapshot, kept) is not None
 
@@ -340,10 +360,14 @@ async def test_merged_with_the_brokers_exposition(kafka: KafkaBroker) -> None:
         assert topic_of(snapshot, name) is not None
 
 
-def test_a_refused_client_property_is_a_value_error_that_hides_secrets() -> None:
+async def test_a_refused_client_property_is_a_value_error_that_hides_secrets() -> None:
     secret = "s3cr3t-value"
+    source = KafkaSource(
+        "127.0.0.1:9", config=[("sasl.password", secret), ("no.such.property", "1")]
+    )
     with pytest.raises(ValueError, match=r"no\.such\.property") as caught:
-        KafkaSource("127.0.0.1:9", config=[("sasl.password", secret), ("no.such.property", "1")])
+        async with source:
+            pytest.fail("a refused property was accepted")
     assert secret not in str(caught.value)
     with pytest.raises(ValueError, match="bootstrap"):
         KafkaSource(" ")
@@ -358,11 +382,19 @@ async def test_repr_masks_secret_values_only() -> None:
         ("ssl.key.password", "pw-2"),
         ("sasl.oauthbearer.client.secret", "pw-3"),
     ]
-    async with KafkaSource("127.0.0.1:9", config=config) as src:
-        text = repr(src)
+    text = repr(KafkaSource("127.0.0.1:9", config=config))
     assert "SASL_SSL" in text
     for secret in ("pw-1", "pw-2", "pw-3"):
         assert secret not in text
+
+
+async def test_a_source_not_entered_says_so() -> None:
+    source = KafkaSource("127.0.0.1:9")
+    with pytest.raises(KafkaSourceError, match="async with"):
+        await source.collect()
+    await source.aclose()
+    with pytest.raises(KafkaSourceError, match="closed"):
+        await source.collect()
 
 
 async def test_source_for_builds_the_kafka_source_and_its_merge() -> None:

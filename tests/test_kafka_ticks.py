@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 from confluent_kafka import KafkaError, KafkaException
 
 from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from takhin_ws import Hub, MetricsProducer, Snapshot
-from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
+from takhin_ws.sources.kafka import KafkaSourceError
 from takhin_ws.sources.kafka_collector import KafkaCollector
 
 pytestmark = pytest.mark.slow
@@ -104,17 +105,26 @@ async def test_a_tick_with_a_failed_partition_is_published_stale_not_fresh(
     create_topic(kafka.bootstrap, name, 2)
     produce(kafka.bootstrap, name, {0: 1, 1: 2})
     hub = Hub()
-    async with KafkaSource(kafka.bootstrap, timeout=TIMEOUT) as source:
-        producer = MetricsProducer(hub, source, collect_timeout=TIMEOUT + 1)
+    collector = KafkaCollector(kafka.bootstrap)
+    timeout = [TIMEOUT]
+
+    class Source:  # the collector as a source, in a thread of the test
+        async def collect(self) -> Snapshot:
+            return await trio.to_thread.run_sync(collector.collect, timeout[0])
+
+    try:
+        producer = MetricsProducer(hub, Source(), collect_timeout=TIMEOUT + 1)
         await producer.tick()
         good = hub.latest("metrics")
         assert good is not None
         assert producer.ready
         assert not producer.statistics().stale
-        break_partition(monkeypatch, source._collector, name, times=float("inf"))
-        source.timeout = 2.0
+        break_partition(monkeypatch, collector, name, times=float("inf"))
+        timeout[0] = 2.0
         produce(kafka.bootstrap, name, {1: 5})  # a change the partial tick must not show
         await producer.tick()
+    finally:
+        collector.close()
     latest = hub.latest("metrics")
     assert latest is not None
     assert producer.statistics().stale

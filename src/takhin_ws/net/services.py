@@ -11,6 +11,7 @@ readiness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus, MemoryBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..sources import CUSTOM, close_source, describe_source, source_for, source_kind
+from ..sources import CUSTOM, describe_source, open_source, source_kind
 from ..wire.frames import bare_payload
 from .status import MetricsStatus, metrics_status
 
@@ -132,10 +133,10 @@ async def open_services(
     duration of the block; *source* defaults to the one *settings* names."""
     if hub is None:  # not `hub or ...`: a Hub with no clients yet is falsy (len 0)
         hub = new_hub(settings)
-    async with trio.open_nursery() as nursery:
-        owned_source = None
-        if source is None:
-            owned_source = source = source_for(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if source is None:  # the one settings name, run here, closed after the nursery
+            source = await stack.enter_async_context(open_source(settings))
+        nursery = await stack.enter_async_context(trio.open_nursery())
         cluster: RedisBus | None = None
         lease: MetricsLease | None = None
         try:
@@ -166,6 +167,4 @@ async def open_services(
             with trio.CancelScope(shield=True):
                 if lease is not None:
                     await lease.aclose()
-                if owned_source is not None:
-                    await close_source(owned_source)
             nursery.cancel_scope.cancel()

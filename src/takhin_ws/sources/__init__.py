@@ -8,20 +8,28 @@
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
   quantiles) the Prometheus and synthetic sources share;
 - :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
-  ``kafka`` extra, confluent-kafka; imported on first use); one blocking tick in
-  :mod:`~takhin_ws.sources.kafka_collector`, its requests in
+  ``kafka`` extra, confluent-kafka; imported on first use), in a collector process
+  (:mod:`~takhin_ws.sources.worker` runs it, :mod:`~takhin_ws.sources.collector_process`
+  is its main, :mod:`~takhin_ws.sources.collector_wire` the frames between them); one
+  blocking tick in :mod:`~takhin_ws.sources.kafka_collector`, its requests in
   :mod:`~takhin_ws.sources.kafka_client`, when to make a new client in
   :mod:`~takhin_ws.sources.kafka_recovery`, errors and secrets in
   :mod:`~takhin_ws.sources.kafka_errors`, its arithmetic in
   :mod:`~takhin_ws.sources.kafka_model`.
 
 Every source implements :class:`takhin_ws.MetricsSource` (``collect() -> Snapshot``).
-:func:`source_for` builds the one a :class:`~takhin_ws.Settings` names.
+:func:`source_for` builds the one a :class:`~takhin_ws.Settings` names;
+:func:`open_source` also runs it for the duration of an ``async with`` block (the
+``kafka`` source runs a collector process).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from .prometheus import PrometheusSource, ScrapeError
 from .synthetic import SyntheticSource
@@ -38,6 +46,7 @@ __all__ = [
     "SyntheticSource",
     "close_source",
     "describe_source",
+    "open_source",
     "source_for",
     "source_kind",
 ]
@@ -119,6 +128,23 @@ def describe_source(source: object) -> str:
     if kind == SyntheticSource.kind:
         return f"{kind}, SIMULATED data (not a real cluster): {shown}"
     return f"{kind}: {shown}"
+
+
+@asynccontextmanager
+async def open_source(settings: Settings) -> AsyncIterator[MetricsSource]:
+    """The source *settings* names (:func:`source_for`), running for the duration of
+    the block: entered if it is an async context manager (``kafka`` starts its collector
+    process), closed at the end."""
+    source = source_for(settings)
+    if isinstance(source, AbstractAsyncContextManager):
+        async with source:
+            yield source
+        return
+    try:
+        yield source
+    finally:
+        with trio.CancelScope(shield=True):
+            await close_source(source)
 
 
 async def close_source(source: MetricsSource) -> None:

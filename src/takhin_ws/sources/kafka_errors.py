@@ -20,6 +20,7 @@ __all__ = [
     "ErrorLog",
     "KafkaSourceError",
     "error_of",
+    "is_incompatible",
     "is_secret",
     "mask_config",
 ]
@@ -58,6 +59,14 @@ FATAL: Final = frozenset(
 
 class KafkaSourceError(MetricsSourceError):
     """The cluster could not be read: unreachable, refused, too slow."""
+
+    #: Whether the cluster does not speak the protocol as the client does.
+    incompatible: bool = False
+
+
+def is_incompatible(exc: BaseException) -> bool:
+    """Whether *exc* says the cluster does not speak the protocol as the client does."""
+    return isinstance(exc, KafkaSourceError) and exc.incompatible
 
 
 def is_secret(key: str) -> bool:

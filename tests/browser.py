@@ -73,7 +73,9 @@ RECONNECT = 60_000  # backoff is capped at 30 s
 NETWORK_ERROR = re.compile(
     r"^(WebSocket connection to 'ws://127\.0\.0\.1:\d+/api/monitoring/ws\?[^']*' failed"
     r"|Failed to load resource: net::ERR_CONNECTION_REFUSED"
-    r"|Failed to load resource: net::ERR_CONNECTION_RESET)"
+    r"|Failed to load resource: net::ERR_CONNECTION_RESET"
+    # the page asking the server why its upgrade failed (a plain GET of the same URL)
+    r"|Failed to load resource: the server responded with a status of \d{3} )"
 )
 #: What Chromium logs when the page reads a /readyz that answers 503 (an unready server).
 UNREADY_ERROR = (

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import websockets.sync.client
 from playwright.sync_api import Browser, Page, expect
 
 from browser import (
@@ -298,7 +299,8 @@ def test_dashboard_asks_for_the_api_key_once(
     page.click("#key-form button[type=submit]")
     expect(state).to_have_attribute("data-state", "live", timeout=SOON)
     expect(banner).to_be_hidden()
-    assert parse_qs(urlsplit(ws_urls[-1]).query)["token"] == ["s3cret"]
+    # the key went as the subprotocol pair websocket-api.md advises, not in the URL
+    assert "token" not in parse_qs(urlsplit(ws_urls[-1]).query)
     watch.network_down = False
     expect(page.locator("#topics tbody tr[data-topic]").first).to_be_visible(timeout=SOON)
 
@@ -307,6 +309,27 @@ def test_dashboard_asks_for_the_api_key_once(
     page.reload()
     expect(state).to_have_attribute("data-state", "live", timeout=SOON)
     expect(banner).to_be_hidden()
+    watch.assert_clean()
+
+
+def test_dashboard_says_why_the_server_refuses_it(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    """A full server (503) looks like any failed connection to the browser; the page
+    asks the same URL over plain HTTP, says why in its log (once), and connects when a
+    place frees up."""
+    server = server_factory("--interval", INTERVAL, "--max-clients", "1")
+    ws_url = server.url.replace("http://", "ws://") + "/api/monitoring/ws"
+    with websockets.sync.client.connect(ws_url, open_timeout=10) as occupant:
+        occupant.recv(timeout=10)  # welcome: the only place is taken
+        page, watch, _frames = open_page(browser, server.url + "/", network_down=True)
+        said = page.locator("#event-log li.system", has_text="the server is full")
+        expect(said).to_have_count(1, timeout=RECONNECT)
+        expect(said).to_contain_text(
+            "the server is full or shutting down; retrying: connection limit reached (1 clients)"
+        )
+        expect(page.locator("#auth-banner")).to_be_hidden()  # not a key problem
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=RECONNECT)
     watch.assert_clean()
 
 

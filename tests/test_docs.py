@@ -124,7 +124,12 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         f"{_HTTP}::test_the_python_example_prints_what_the_page_shows"
     ),
     ("docs/websocket-api.md", "js", "state.attempt"): (
-        "tests/test_docs_client.py::test_the_docs_client_follows_a_new_epoch"
+        "tests/test_docs_client.py::test_the_docs_client_follows_a_new_epoch "
+        "tests/test_docs_client.py::test_the_docs_client_asks_for_envelopes_from_a_bare_server "
+        "tests/test_docs_client.py::test_the_docs_client_refetches_once_per_burst_of_gaps"
+    ),
+    ("docs/websocket-api.md", "js", "whyRefused"): (
+        "tests/test_docs_client.py::test_the_docs_probe_tells_refusals_apart"
     ),
     ("docs/websocket-api.md", "js", "channels=metrics,topic:orders"): (
         "skip: a browser snippet for a remote host (wss://console.example.com); the"

@@ -123,6 +123,35 @@ async def test_readyz_waits_for_the_first_snapshot(make_server: ServerFactory) -
         assert response.json()["status"] == "ready"
 
 
+async def test_a_plain_get_of_the_websocket_path_answers_what_its_upgrade_would_get(
+    make_server: ServerFactory,
+) -> None:
+    """What websocket-api.md tells a browser to do when its upgrade failed (a browser
+    sees close 1006 whatever the status): fetch the same URL; each refusal is the
+    upgrade's own, and 426 means the upgrade would be admitted now."""
+    async with (
+        make_server(api_keys=("k",), max_clients=1) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        key = {"Authorization": "Bearer k"}
+        ws = "/api/monitoring/ws"
+        error_of(await http.get(ws), 401, "unauthorized")
+        error_of(await http.get(ws + "?token=nope"), 401, "unauthorized")
+        error_of(await http.get(ws + "?token=k"), 426, "upgrade_required")
+        error_of(await http.get(ws, headers=key), 426, "upgrade_required")
+        foreign = {**key, "Origin": "https://elsewhere.example"}
+        error_of(await http.get(ws, headers=foreign), 403, "forbidden")
+        assert "no-such" in error_of(
+            await http.get(ws + "?channels=no-such:channel", headers=key), 400, "bad_request"
+        )
+        async with ws_connect(server.ws_url + "?token=k") as client:
+            await recv_json(client)  # welcome: the one place is taken
+            full = await http.get(ws, headers=key)
+            assert "connection limit" in error_of(full, 503, "unavailable")
+            assert full.headers["retry-after"] == "5"
+        assert len(server.hub) <= 1  # a probe never takes a place
+
+
 class BrokenSource:
     """A source that never worked: every collect fails, with a URL holding a secret."""
 

@@ -20,7 +20,7 @@ from ..net.exposition import ServerStatistics
 from ..net.routes import Routes
 from ..net.services import Services
 from ..net.status import MetricsStatus
-from ..wire.http import HttpError
+from ..wire.http import HttpError, Request
 from .auth import Authorize
 
 if TYPE_CHECKING:
@@ -105,6 +105,17 @@ class AppState:
 
     def metrics_status(self) -> MetricsStatus | None:
         return None if self.services is None else self.services.metrics_status()
+
+    def check_upgrade(self, request: Request) -> None:
+        self.hosts.check(request)
+        hub = self.running_services().hub
+        self.admission.admit(
+            request,
+            accepting=self.accepting,
+            occupied=len(hub) + self.pending,
+            capacity=hub.max_clients,
+            owns_handshake=False,
+        )
 
     def statistics(self) -> ServerStatistics:
         services = self.running_services()

@@ -105,6 +105,10 @@ class ServerView(Protocol):
 
     def metrics_status(self) -> MetricsStatus | None: ...
 
+    def check_upgrade(self, request: Request) -> None:
+        """Raise the :class:`HttpError` an upgrade with *request*'s query and
+        headers would get now (its handshake headers aside)."""
+
     def latest_metrics(self) -> bytes | None: ...
 
     def statistics(self) -> ServerStatistics: ...
@@ -147,6 +151,9 @@ class Routes:
         if path == METRICS_API_PATH:
             return self._latest_metrics(request)
         if path == WS_PATH:
+            # a plain GET is answered what its upgrade would be (a browser's WebSocket
+            # sees none of that: every refusal is close 1006), 426 if it would be admitted
+            self._server.check_upgrade(request)
             raise HttpError(
                 426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
             )

@@ -121,6 +121,19 @@ class Server:
         """Where the metrics stand (``/readyz``'s ``metrics``); ``None`` without a producer."""
         return self._services.metrics_status()
 
+    def check_upgrade(self, request: Request) -> None:
+        """Raise the :class:`HttpError` an upgrade with *request*'s query and headers
+        would get now (503, 403, 401, 400), its handshake headers aside: what a plain
+        ``GET /api/monitoring/ws`` answers, for browsers, which cannot see why an
+        upgrade failed."""
+        self._admission.admit(
+            request,
+            accepting=self._accepting,
+            occupied=len(self.hub) + self._pending_handshakes,
+            capacity=self.hub.max_clients,
+            owns_handshake=False,
+        )
+
     def latest_metrics(self) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
         before the first one)."""

@@ -69,6 +69,13 @@ def test_the_committed_reference_is_what_the_generator_makes_now(page: str) -> N
         pytest.fail(f"{STALE}\n{''.join(diff)[:4000]}", pytrace=False)
 
 
+def test_the_page_is_the_same_in_every_checkout(page: str) -> None:
+    """Nothing of this machine's paths: KafkaSource's default collector command is
+    shown as sys.executable, not this checkout's interpreter."""
+    assert sys.executable not in page
+    assert "command=(sys.executable, " in page
+
+
 def test_generating_twice_gives_the_same_page(page: str) -> None:
     assert gen.render() == page
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import sys
 import textwrap
 import typing
 from collections.abc import Iterator
@@ -71,7 +72,8 @@ def value_text(value: Any) -> str:
     if isinstance(value, frozenset | set):  # in a stable order (not the hash seed's)
         items = ", ".join(sorted(map(repr, value)))
         return f"{type(value).__name__}({{{items}}})" if value else f"{type(value).__name__}()"
-    text = repr(value)
+    # the interpreter's path differs per checkout: the page names it as the code does
+    text = repr(value).replace(repr(sys.executable), "sys.executable")
     if " at 0x" in text:
         raise ValueError(f"a default without a stable text: {text}")
     return text

@@ -49,7 +49,13 @@ from ._exceptions import (
 from .config.settings import Settings, SettingsError
 from .core.hub import Hub, HubStatistics
 from .core.series import Series
-from .core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
+from .core.snapshot import (
+    GroupInfo,
+    MetricsSource,
+    MetricsSourceError,
+    MetricsSourceIncompatibleError,
+    Snapshot,
+)
 from .ingest.bus import BusUnavailableError, EventBus, Published
 from .ingest.ingress import EventIngress, IngressStatistics
 from .ingest.producer import MetricsProducer, MetricsStatistics
@@ -104,6 +110,7 @@ __all__ = [
     "MetricsProducer",
     "MetricsSource",
     "MetricsSourceError",
+    "MetricsSourceIncompatibleError",
     "MetricsStatistics",
     "MetricsStatus",
     "MonitoringMetrics",

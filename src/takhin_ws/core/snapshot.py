@@ -18,7 +18,13 @@ from attrs import frozen
 from .._exceptions import TakhinWsError
 from ..wire.messages import GroupState, MonitoringMetrics
 
-__all__ = ["GroupInfo", "MetricsSource", "MetricsSourceError", "Snapshot"]
+__all__ = [
+    "GroupInfo",
+    "MetricsSource",
+    "MetricsSourceError",
+    "MetricsSourceIncompatibleError",
+    "Snapshot",
+]
 
 
 class MetricsSourceError(TakhinWsError):
@@ -27,6 +33,13 @@ class MetricsSourceError(TakhinWsError):
     Sources raise it with a message that says what went wrong and where; the producer
     logs that message and carries on with the last good snapshot.
     """
+
+
+class MetricsSourceIncompatibleError(MetricsSourceError):
+    """The source reached the cluster, which does not speak its protocol as the source
+    does (it closes the connection at the handshake, answers what cannot be read, or
+    lacks a request the source needs): waiting will not help. ``/readyz`` says
+    "incompatible" rather than "failed"."""
 
 
 @frozen(kw_only=True)

@@ -27,7 +27,12 @@ from .._exceptions import HubClosedError
 from ..core.changes import diff
 from ..core.hub import Hub
 from ..core.series import Series
-from ..core.snapshot import MetricsSource, MetricsSourceError, Snapshot
+from ..core.snapshot import (
+    MetricsSource,
+    MetricsSourceError,
+    MetricsSourceIncompatibleError,
+    Snapshot,
+)
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics
 from .ingress import EventIngress
@@ -74,6 +79,9 @@ class MetricsStatistics:
     failing_since: float | None = None
     #: Why the last collect of the current streak failed (``None`` while collects succeed).
     error: str | None = None
+    #: Whether that failure says the source cannot read this cluster at all (it does
+    #: not speak the source's protocol: :class:`MetricsSourceIncompatibleError`).
+    incompatible: bool = False
     #: False while another node collects (cluster mode: it holds the metrics lease).
     collecting: bool = True
 
@@ -161,6 +169,7 @@ class MetricsProducer:
         self._last_success: float | None = None
         self._stale = False
         self._error: str | None = None
+        self._incompatible = False
         self._running = False
         self._should_collect = should_collect
         self._collecting = True
@@ -212,6 +221,7 @@ class MetricsProducer:
             stale_snapshots=self._outlet.stale_snapshots,
             failing_since=self._streak_started if self._streak else None,
             error=self._error if self._streak else None,
+            incompatible=self._incompatible if self._streak else False,
             collecting=self._collecting,
         )
 
@@ -341,6 +351,7 @@ class MetricsProducer:
         self._failures += 1
         self._streak += 1
         reason = self._error = describe_error(error)
+        self._incompatible = isinstance(error, MetricsSourceIncompatibleError)
         if self._streak == 1:
             self._streak_started = self._wall_clock()
             logger.warning(

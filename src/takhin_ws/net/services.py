@@ -66,7 +66,12 @@ class Services:
         producer = self.producer
         if producer is not None and not producer.ready:
             stats = producer.statistics()
-            if stats.last_success is None:
+            if stats.incompatible:
+                reasons.append(
+                    "metrics source incompatible: the cluster does not speak its protocol "
+                    "as the source does (see metrics.error)"
+                )
+            elif stats.last_success is None:
                 reasons.append("metrics source has not produced a snapshot yet")
             else:
                 reasons.append(

@@ -18,10 +18,11 @@ from typing import Final
 
 from ..config.settings import DEFAULT_KAFKA_RESET_AFTER
 from ..core.snapshot import GroupInfo, Snapshot
-from .kafka_client import DESCRIBE_BATCH, Committed, KafkaAdmin, logger
+from .kafka_client import DESCRIBE_BATCH, Committed, KafkaAdmin
 from .kafka_errors import KafkaSourceError
 from .kafka_model import Observation, compute_snapshot
 from .kafka_recovery import Recovery
+from .kafka_requests import logger
 
 __all__ = ["DEFAULT_RESET_AFTER", "REQUEST_SHARE", "KafkaCollector"]
 

@@ -10,16 +10,20 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException
 
-from ..core.snapshot import MetricsSourceError
+from ..core.snapshot import MetricsSourceError, MetricsSourceIncompatibleError
 
 __all__ = [
     "FATAL",
     "GONE",
+    "HANDSHAKE_FAILURES",
+    "INCOMPATIBLE",
     "SECRET_WORDS",
     "ClientLog",
     "ErrorLog",
+    "KafkaIncompatibleError",
     "KafkaSourceError",
     "error_of",
+    "incompatibility",
     "is_incompatible",
     "is_secret",
     "mask_config",
@@ -57,16 +61,41 @@ FATAL: Final = frozenset(
 )
 
 
+#: Errors that say the broker lacks a request or a version the source needs.
+INCOMPATIBLE: Final = frozenset(
+    {
+        KafkaError._UNSUPPORTED_FEATURE,
+        KafkaError.UNSUPPORTED_VERSION,
+        KafkaError.INVALID_REQUEST,
+        KafkaError._BAD_MSG,
+    }
+)
+#: Signs in librdkafka's log that a connection broke off in the ApiVersions handshake.
+HANDSHAKE_SIGNS: Final = ("in state APIVERSION_QUERY", "ApiVersionRequest failed")
+#: Such handshakes seen, with no answer from the cluster ever, before the broker is
+#: called incompatible rather than down.
+HANDSHAKE_FAILURES: Final = 2
+
+
 class KafkaSourceError(MetricsSourceError):
     """The cluster could not be read: unreachable, refused, too slow."""
 
-    #: Whether the cluster does not speak the protocol as the client does.
-    incompatible: bool = False
+
+class KafkaIncompatibleError(KafkaSourceError, MetricsSourceIncompatibleError):
+    """The cluster answers, but not in the Kafka protocol as librdkafka speaks it."""
 
 
 def is_incompatible(exc: BaseException) -> bool:
     """Whether *exc* says the cluster does not speak the protocol as the client does."""
-    return isinstance(exc, KafkaSourceError) and exc.incompatible
+    return isinstance(exc, MetricsSourceIncompatibleError)
+
+
+def incompatibility(error: KafkaError | None) -> str | None:
+    """What *error* says about the broker's protocol, if it says the broker lacks
+    something the source needs (``None``: another kind of error)."""
+    if error is None or error.code() not in INCOMPATIBLE:
+        return None
+    return f"it does not offer a request this source needs ({error.str()})"
 
 
 def is_secret(key: str) -> bool:
@@ -87,10 +116,40 @@ def error_of(exc: BaseException) -> KafkaError | None:
 
 
 class ClientLog:
-    """librdkafka's log callback: its lines go to :data:`client_logger` at debug."""
+    """librdkafka's log callback: its lines go to :data:`client_logger` at debug, and
+    the ones that say the broker broke off or garbled the protocol handshake (the
+    ApiVersions request every connection starts with) are counted, the last kept."""
+
+    def __init__(self) -> None:
+        #: Handshakes the broker closed, reset or answered unreadably.
+        self.handshake_failures = 0
+        #: The last such line (librdkafka's words, without its thread prefix).
+        self.handshake_line: str | None = None
 
     def log(self, level: int, fmt: str, *args: object) -> None:
         client_logger.debug(fmt, *args)
+        try:
+            line = fmt % args if args else fmt
+        except (TypeError, ValueError):
+            return
+        if any(sign in line for sign in HANDSHAKE_SIGNS):
+            self.handshake_failures += 1
+            self.handshake_line = line.rsplit("]: ", 1)[-1]
+
+    def handshake(self) -> str | None:
+        """Why the broker looks incompatible from the handshakes seen, or ``None``."""
+        line = self.handshake_line
+        if self.handshake_failures < HANDSHAKE_FAILURES or line is None:
+            return None
+        if "underflow" in line or "parse" in line.lower() or "invalid" in line.lower():
+            what = "answers the protocol handshake (ApiVersions) with what cannot be read"
+        else:
+            what = (
+                "closes the connection during the protocol handshake (ApiVersions): not a "
+                "Kafka protocol server this client can read, or a listener that wants TLS "
+                "or SASL (see security.protocol)"
+            )
+        return f"it {what} [librdkafka, {self.handshake_failures} times: {line}]"
 
 
 class ErrorLog:

@@ -39,7 +39,7 @@ import trio
 
 from ..core.snapshot import Snapshot
 from .collector_wire import Assembler, FrameReader, frame
-from .kafka_errors import KafkaSourceError
+from .kafka_errors import KafkaIncompatibleError, KafkaSourceError
 
 __all__ = ["RESTART_BACKOFF", "RESTART_BACKOFF_MAX", "Collector", "open_collector"]
 
@@ -302,9 +302,8 @@ class Collector:
         if pending is None or message.get("tick") != pending.number:
             return False  # an answer nobody waits for any more
         if "error" in message:
-            error = KafkaSourceError(str(message["error"]))
-            error.incompatible = bool(message.get("incompatible"))
-            pending.answer(None, error)
+            kind = KafkaIncompatibleError if message.get("incompatible") else KafkaSourceError
+            pending.answer(None, kind(str(message["error"])))
             return False
         snapshot = pending.assembler.add(message)
         if snapshot is None:

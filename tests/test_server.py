@@ -684,7 +684,7 @@ async def test_shutdown_waits_for_the_clients_close_reply(make_server: ServerFac
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(reply_late)
                     await server.shutdown()
-        closed = session.ws.closed
+        closed = session.peer_closed
         assert closed is not None
         assert closed.code == 4321
 

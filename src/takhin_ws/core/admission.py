@@ -188,8 +188,8 @@ def key_matches(keys: list[bytes], candidate: str | None) -> bool:
 
 
 def check_handshake(request: Request) -> None:
-    """Refuse here what wsproto would refuse: its refusal leaves ``wrap_server_stream``
-    waiting (and a handshake slot taken) until the handshake deadline."""
+    """Refuse what RFC 6455 (4.2.1) and wsproto refuse in an opening handshake, with a
+    status and a JSON body (the standalone server answers the upgrade itself)."""
     tokens = {t.strip().lower() for t in (request.header("connection") or "").split(",")}
     if "upgrade" not in tokens:
         raise HttpError(400, "a WebSocket upgrade needs 'Connection: Upgrade'")

@@ -1,7 +1,18 @@
-"""The inbound filter at work: between a connection's transport and trio-websocket.
+"""What a client sends on one connection: bytes read, checked, parsed into events.
 
-What trio-websocket reads passes :class:`~takhin_ws.wire.inbound.InboundFilter`; what it
-writes goes to the transport unchanged.
+:class:`InboundReader` reads the transport, passes every byte through
+:class:`~takhin_ws.wire.inbound.InboundFilter` (the RFC 6455 checks, inflation) and
+parses what passed with wsproto's post-handshake ``Connection`` into events: whole
+text messages, pings, pongs, a Close. The wsproto object exists only while a frame or
+a fragmented message is in progress: an idle connection holds none (it would cost
+~1.7 KB per client, and a client sends a few bytes a minute: a pong, now and then a
+command), and a new one is made when bytes arrive.
+
+On a violation the events of every byte before it are handed on first (their
+messages are answered), then :attr:`InboundReader.violation` is set; the session
+sends its Close frame after its last answer with :meth:`InboundReader.refuse`, which
+then ends the connection after a bounded linger (reading and discarding what the peer
+still sends, so closing does not reset the connection before the Close frame is read).
 """
 
 from __future__ import annotations
@@ -11,6 +22,8 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Final
 
 import trio
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, Event, TextMessage
 
 from ..wire.frames import close_frame
 from ..wire.inbound import InboundFilter, ProtocolViolation
@@ -18,83 +31,87 @@ from ..wire.inbound import InboundFilter, ProtocolViolation
 if TYPE_CHECKING:
     from .transport import SocketTransport
 
-__all__ = ["RECEIVE_BYTES", "InboundStream"]
+__all__ = ["RECEIVE_BYTES", "InboundReader"]
 
 log = logging.getLogger("takhin_ws.inbound")
 
-#: Most bytes one read hands trio-websocket (its own default is 4 KiB: a big message
-#: would take a read, a filter pass and a wsproto call per 4 KiB).
+#: Most bytes one read takes from the socket.
 RECEIVE_BYTES: Final = 64 * 1024
 
 
-class InboundStream(trio.abc.Stream):
-    """*transport* as trio-websocket sees it: what it receives passes the filter.
+class InboundReader:
+    """The inbound half of one connection (see the module docstring)."""
 
-    On a violation trio-websocket first gets every byte that passed before it (the
-    messages it holds are answered), then, once the handshake's answer has been sent
-    (a violation right behind the upgrade request waits for the 101), a broken
-    stream. The Close frame with the violation's code is the session's to send, after
-    its last answer: :meth:`refuse` sends it (no data frame after it) and ends the
-    connection after a bounded linger (reading and discarding what the peer still
-    sends, so closing does not reset the connection before the Close frame is read)."""
+    __slots__ = ("_filter", "_parts", "_pending", "_transport", "_ws")
 
-    __slots__ = ("_answered", "_at", "_filter", "_ready", "_transport", "_waiter")
-
-    def __init__(self, transport: SocketTransport, inbound: InboundFilter) -> None:
+    def __init__(
+        self, transport: SocketTransport, inbound: InboundFilter, pending: bytes = b""
+    ) -> None:
         self._transport = transport
         self._filter = inbound
-        # passed, not yet asked for (an inflated message can be long): taken from
-        # _at on, never sliced off the front
-        self._ready = b""
-        self._at = 0
-        self._answered = False  # something (the handshake's answer) was sent
-        self._waiter: trio.Event | None = None  # made only if a violation waits for it
+        #: bytes read with the request head (the client's first frames), not yet parsed
+        self._pending = pending
+        self._ws: Connection | None = None  # only while a frame or message is in progress
+        self._parts: list[str] | list[bytes | bytearray] | None = None  # a message so far
 
     @property
     def violation(self) -> ProtocolViolation | None:
-        """The peer's protocol violation, once every byte before it was handed on."""
-        if self._at < len(self._ready):
-            return None
+        """The peer's protocol violation (every event before it has been returned)."""
         return self._filter.violation
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._transport.send_all(data)
-        self._answered = True
-        if self._waiter is not None:
-            self._waiter.set()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._transport.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._at < len(self._ready):
-            await trio.lowlevel.checkpoint()  # before taking: a cancellation loses nothing
+    async def receive(self) -> list[Event] | None:
+        """The events of the next read (possibly none: a partial frame); ``None`` at
+        the end of the stream. Raises ``trio.BrokenResourceError`` or
+        ``trio.ClosedResourceError`` once the connection is lost or aborted."""
+        if self._pending:
+            data, self._pending = self._pending, b""
+            await trio.lowlevel.checkpoint()
         else:
-            while True:
-                violation = self._filter.violation
-                if violation is not None:
-                    await self._until_answered()
-                    raise trio.BrokenResourceError(str(violation))
-                data = await self._transport.receive_some(max_bytes)
-                if not data:
-                    return data
-                self._ready, self._at = self._filter.feed(data), 0
-                if self._ready:
-                    break
-        ready, start = self._ready, self._at
-        end = len(ready) if max_bytes is None else min(start + max_bytes, len(ready))
-        if end == len(ready):
-            self._ready, self._at = b"", 0  # held no longer than needed
-            return ready if start == 0 else ready[start:]
-        self._at = end
-        return ready[start:end]
+            data = await self._transport.receive_some(RECEIVE_BYTES)
+            if not data:
+                return None
+        return self.feed(data)
 
-    async def _until_answered(self) -> None:
-        """Until the handshake's answer was sent: what a client sends right behind its
-        upgrade request is refused after the 101, never in place of it."""
-        if not self._answered:
-            self._waiter = waiter = trio.Event()
-            await waiter.wait()
+    def feed(self, data: bytes) -> list[Event]:
+        """Check and parse *data*: the whole messages and control frames it completes."""
+        passed = self._filter.feed(data)
+        if not passed:
+            return []
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Connection(ConnectionType.SERVER)
+        ws.receive_data(passed)
+        events: list[Event] = []
+        for event in ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                message = self._assemble(event)
+                if message is not None:
+                    events.append(message)
+            else:
+                events.append(event)
+        if self._parts is None and self._filter.between_messages:
+            self._ws = None  # nothing in progress: an idle connection keeps no parser
+        return events
+
+    def _assemble(self, event: TextMessage | BytesMessage) -> Event | None:
+        """A whole message once its last fragment is in (the filter bounds its size)."""
+        if event.message_finished and self._parts is None:
+            return event
+        if isinstance(event, TextMessage):
+            texts: list[str] = self._parts or []  # type: ignore[assignment]
+            texts.append(event.data)
+            self._parts = texts
+            if not event.message_finished:
+                return None
+            self._parts = None
+            return TextMessage(data="".join(texts))
+        chunks: list[bytes | bytearray] = self._parts or []  # type: ignore[assignment]
+        chunks.append(event.data)
+        self._parts = chunks
+        if not event.message_finished:
+            return None
+        self._parts = None
+        return BytesMessage(data=b"".join(chunks))
 
     async def refuse(self) -> None:
         """Send the Close frame of the violation (no data frame after it), then end the
@@ -107,6 +124,3 @@ class InboundStream(trio.abc.Stream):
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await transport.send_all(close_frame(violation.code, violation.reason))
         await transport.linger_close()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()

@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from .._exceptions import HubFullError
 from ..config.settings import Settings
@@ -33,12 +32,13 @@ from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..wire.http import HttpError, Request
+from ..wire.frames import close_frame
+from ..wire.http import HttpError, Request, switching_protocols
 from ..wire.inbound import InboundFilter
 from .exposition import ServerStatistics
 from .heartbeat import heartbeat
 from .httpio import read_body, read_request, send_answer
-from .inboundio import RECEIVE_BYTES, InboundStream
+from .inboundio import InboundReader
 from .listener import Listener, bind
 from .routes import WS_PATH, Answer, Routes, refusal
 from .services import Services, open_services
@@ -49,6 +49,9 @@ from .transport import SocketTransport
 __all__ = ["WS_PATH", "Server", "open_server", "serve"]
 
 log = logging.getLogger("takhin_ws.server")
+
+#: The reason of the 1013 a client gets when the hub is full after its upgrade.
+CONNECTION_LIMIT = "connection limit reached"
 
 
 class Server:
@@ -70,7 +73,6 @@ class Server:
         self.sessions: set[Session] = set()
         #: set once shutting down and the last session has ended (one event for all)
         self._drained: trio.Event | None = None
-        self._pending_handshakes = 0
         self._ids = itertools.count(1)
         self._accepting = True
         self.connections_total = 0
@@ -82,6 +84,13 @@ class Server:
         self._hosts = HostPolicy(settings.allowed_hosts, bind=settings.host)
         self._routes = Routes(self, self._admission)
         self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
+        #: the connections' nursery, where flushers and closers run too (set at start)
+        self._handlers: trio.Nursery | None = None
+
+    @property
+    def _nursery(self) -> trio.Nursery:
+        assert self._handlers is not None, "not started"
+        return self._handlers
 
     @property
     def port(self) -> int:
@@ -129,7 +138,7 @@ class Server:
         self._admission.admit(
             request,
             accepting=self._accepting,
-            occupied=len(self.hub) + self._pending_handshakes,
+            occupied=len(self.hub),
             capacity=self.hub.max_clients,
             owns_handshake=False,
         )
@@ -154,35 +163,38 @@ class Server:
     # --- one connection ---
 
     async def _connection(self, sock: socket.socket) -> None:
-        """One accepted connection, start to end. Never raises (except cancellation)."""
+        """One accepted connection, start to end. Never raises (except cancellation).
+
+        The connection's one task: it reads the request, answers plain HTTP or runs
+        the session; a backed-up transport's flusher and a closing session's timer
+        run in the server's handler nursery, only while needed."""
         self.connections_total += 1
-        conn_id = f"conn-{next(self._ids)}"
-        remote = _address(sock)
+        conn_id = next(self._ids)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.settings.send_buffer_size:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.send_buffer_size)
-            async with trio.open_nursery() as nursery:
-                transport = SocketTransport(
-                    sock,
-                    nursery,
-                    queue_size=self.settings.queue_size,
-                    write_timeout=self.settings.write_timeout,
-                    gap_frames=self._gap_frames,
-                )
-                try:
-                    await self._serve(transport, nursery, conn_id, remote)
-                finally:
-                    transport.abort("connection finished")
-                    nursery.cancel_scope.cancel()
+            transport = SocketTransport(
+                sock,
+                self._nursery,
+                queue_size=self.settings.queue_size,
+                write_timeout=self.settings.write_timeout,
+                gap_frames=self._gap_frames,
+            )
+            try:
+                session = await self._serve(transport, conn_id)
+                if session is not None:
+                    await self._run(session, _address(sock))
+            finally:
+                transport.abort("connection finished")
         except Exception:
-            log.exception("%s failed; the connection was closed", conn_id)
+            log.exception("conn-%d failed; the connection was closed", conn_id)
         finally:
             sock.close()
 
-    async def _serve(
-        self, transport: SocketTransport, nursery: trio.Nursery, conn_id: str, remote: str
-    ) -> None:
+    async def _serve(self, transport: SocketTransport, conn_id: int) -> Session | None:
+        """Read the request and answer it: a started session for an admitted upgrade
+        (to be run), else ``None`` once the HTTP answer is written."""
         settings = self.settings
         request: Request | None = None
         with trio.move_on_after(settings.handshake_timeout):
@@ -191,28 +203,29 @@ class Server:
             except HttpError as exc:  # a bad head (400) or one too large (431)
                 self._count_rejected(exc)
                 await self._send(transport, refusal(exc), head=False)
-                return
+                return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
+                return None
         if request is None:
-            log.debug("%s: no request within %s s; dropped", conn_id, settings.handshake_timeout)
-            return
+            timeout = settings.handshake_timeout
+            log.debug("conn-%d: no request within %s s; dropped", conn_id, timeout)
+            return None
         head = request.method == "HEAD"
         try:
             self._check_host(request, conn_id)
             if request.path == WS_PATH and request.is_websocket:
-                upgrade = self._admit(request, conn_id)
-                # the same synchronous step as the admission: no checkpoint in between
-                self._pending_handshakes += 1
-                transport.replay(request.raw)
-                del request  # a session outlives its request: keep none of it
-                await self._websocket(transport, nursery, upgrade, conn_id, remote)
-                return
+                session = self._upgrade(transport, request, conn_id)
+                if session is not None:
+                    return session
+                # the hub was full all the same (another registrant raced this one)
+                with trio.move_on_after(settings.write_timeout):
+                    await transport.send_all(close_frame(CLOSE_TRY_AGAIN, CONNECTION_LIMIT))
             await self._send(transport, await self._answer(transport, request), head=head)
         except HttpError as exc:
             self._count_rejected(exc)
             await self._send(transport, refusal(exc), head=head)
         await transport.linger_close()
+        return None
 
     async def _answer(self, transport: SocketTransport, request: Request) -> Answer:
         """The plain-HTTP answer to *request* (a publish's body read first, bounded)."""
@@ -231,11 +244,11 @@ class Server:
     async def _send(self, transport: SocketTransport, answer: Answer, *, head: bool) -> None:
         await send_answer(transport, answer, head=head, write_timeout=self.settings.write_timeout)
 
-    def _check_host(self, request: Request, conn_id: str) -> None:
+    def _check_host(self, request: Request, conn_id: int) -> None:
         try:
             self._hosts.check(request)
         except HttpError:
-            log.warning("%s: refused Host %r", conn_id, (request.header("host") or "")[:80])
+            log.warning("conn-%d: refused Host %r", conn_id, (request.header("host") or "")[:80])
             raise
 
     def _count_rejected(self, exc: HttpError) -> None:
@@ -243,83 +256,72 @@ class Server:
 
     # --- WebSocket ---
 
-    def _admit(self, request: Request, conn_id: str) -> Upgrade:
+    def _admit(self, request: Request, conn_id: int) -> Upgrade:
         try:
             return self._admission.admit(
                 request,
                 accepting=self._accepting,
-                occupied=len(self.hub) + self._pending_handshakes,
+                occupied=len(self.hub),
                 capacity=self.hub.max_clients,
             )
         except HttpError as exc:
             if exc.status == 403:
-                log.warning("%s: refused origin %r", conn_id, request.header("origin"))
+                log.warning("conn-%d: refused origin %r", conn_id, request.header("origin"))
             elif exc.status == 401:
-                log.warning("%s: refused upgrade without a valid API key", conn_id)
+                log.warning("conn-%d: refused upgrade without a valid API key", conn_id)
             raise
 
-    async def _websocket(
-        self,
-        transport: SocketTransport,
-        nursery: trio.Nursery,
-        upgrade: Upgrade,
-        conn_id: str,
-        remote: str,
-    ) -> None:
-        """Handshake (its slot was taken at admission), then the session."""
+    def _upgrade(
+        self, transport: SocketTransport, request: Request, conn_id: int
+    ) -> Session | None:
+        """Admit *request*, answer ``101``, register the client and write the session's
+        first frames: one synchronous step (no checkpoint, so no publish slips in and
+        the connection limit holds), from the request as parsed once. Raises
+        :class:`HttpError` for a refusal (answered instead of the ``101``); ``None``
+        if the hub refuses the client all the same (a ``Hub`` of the caller's that
+        others register with), to be told 1013."""
         settings = self.settings
-        ws: WebSocketConnection | None = None
-        try:
-            inbound = InboundFilter(
-                max_message_size=settings.max_message_size,
-                deflate=upgrade.deflate is not None,
-                skip=upgrade.head_size,
-            )
-            stream = InboundStream(transport, inbound)
-            with trio.move_on_after(settings.handshake_timeout):
-                ws_request = await wrap_server_stream(
-                    nursery,
-                    stream,
-                    max_message_size=settings.max_message_size,
-                    receive_buffer_size=RECEIVE_BYTES,
-                )
-                ws = await ws_request.accept(
-                    subprotocol=upgrade.subprotocol, extra_headers=upgrade.extra_headers
-                )
-        finally:
-            self._pending_handshakes -= 1
-        if ws is None:
-            log.debug("%s: handshake did not finish in time; dropped", conn_id)
-            return
-        if not self._accepting:  # the shutdown began during the handshake
-            with trio.move_on_after(settings.write_timeout):
-                await ws.aclose(CLOSE_GOING_AWAY, "server shutting down")
-            return
-        # registration and the session's first frames: one synchronous step with
-        # giving back the handshake slot (no checkpoint: the limit holds)
+        upgrade = self._admit(request, conn_id)
+        key = request.header("sec-websocket-key") or ""
+        transport.send_control_nowait(
+            switching_protocols(key, upgrade.subprotocol, upgrade.extra_headers)
+        )
         try:
             client = self.hub.add_client(transport, upgrade.channels, variant=upgrade.variant)
-            if upgrade.variant.bare:
-                transport.without_gaps()
         except HubFullError:
-            await ws.aclose(CLOSE_TRY_AGAIN, "connection limit reached")
-            return
+            return None
+        if upgrade.variant.bare:
+            transport.without_gaps()
+        inbound = InboundFilter(
+            max_message_size=settings.max_message_size, deflate=upgrade.deflate is not None
+        )
+        first = bytes(request.conn.trailing_data[0])  # the client's first frames, if any
         series = None if self.producer is None else self.producer.series
         session = Session(
-            self.hub, settings, transport, ws, client, series, nursery=nursery, inbound=stream
+            self.hub,
+            settings,
+            transport,
+            client,
+            series,
+            nursery=self._nursery,
+            inbound=InboundReader(transport, inbound, first),
         )
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
+        session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind)
+        log.debug("conn-%d: client %s connected", conn_id, client.id)
+        return session
+
+    async def _run(self, session: Session, remote: str) -> None:
+        """The session, then its end: unregistered, logged."""
         try:
-            session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind)
-            log.debug("%s: client %s connected", conn_id, client.id)
             await session.run()
         finally:
             self.sessions.discard(session)
             if not self.sessions and self._drained is not None:
                 self._drained.set()
-            self.hub.remove_client(client)
-            log_ending(client.id, remote, session.ending())
+            self.hub.remove_client(session.client)
+            log_ending(session.id, remote, session.ending())
 
     # --- shutdown ---
 
@@ -410,6 +412,7 @@ async def open_server(
             handlers = _Handlers()
             try:
                 await nursery.start(handlers.run)
+                server._handlers = handlers.nursery
                 await nursery.start(listener.serve, server._connection, handlers.nursery)
                 try:
                     yield server

@@ -1,17 +1,18 @@
 """One WebSocket client: the I/O loop around its :class:`~takhin_ws.core.session.SessionCore`.
 
 The core decides what is sent and when to close; this loop reads the client's
-messages from trio-websocket, hands each to the core, writes the reply's frames to
-the transport in the same synchronous step, and carries out close decisions. A close
-asked for from outside (:meth:`Session.close`, at shutdown) runs in a task of the
-connection's own nursery; the loop waits for it, so the connection and its reader
-stay until the peer's Close reply (RFC 6455). Nothing of this exists until asked: an
-idle session holds no event and no cancel scope.
+frames (:class:`~takhin_ws.net.inboundio.InboundReader`: checked, parsed by wsproto),
+hands each message to the core, writes the reply's frames to the transport in the
+same synchronous step, answers pings and the peer's Close, and carries out close
+decisions. After sending its own Close frame a session keeps the connection until
+the peer's Close arrives or the write deadline passes (RFC 6455 7.1.1).
 
-A session costs two tasks: trio-websocket's reader (which also answers pings and
-Close frames) and the loop here. Outbound data never needs a task of its own: the
-hub writes through :class:`~takhin_ws.net.transport.SocketTransport`, which starts a
-flusher only while the peer is backed up.
+A session is one task: the connection's own, which runs this loop. Outbound data
+never needs a task: the hub writes through
+:class:`~takhin_ws.net.transport.SocketTransport`, which starts a flusher only while
+the peer is backed up. Nothing else exists until asked: a close asked for from
+outside (:meth:`Session.close`, at shutdown) sends the Close frame at once and starts
+one short task that drops the connection if the peer's reply does not come in time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 from attrs import frozen
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
 from ..core.hub import Client, Hub
 from ..core.session import (
@@ -34,12 +35,13 @@ from ..core.session import (
     SessionCore,
     gap_frames,
 )
+from ..wire.frames import close_frame, pong_frame
 from .transport import SocketTransport
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
     from ..core.series import Series
-    from .inboundio import InboundStream
+    from .inboundio import InboundReader
 
 __all__ = [
     "CLOSE_ABNORMAL",
@@ -56,8 +58,12 @@ _log = logging.getLogger("takhin_ws.server")
 
 #: What a client sees when the connection ends without a Close frame (RFC 6455 7.1.5).
 CLOSE_ABNORMAL: Final = 1006
+#: A Close frame without a status code reads as this code (RFC 6455 7.1.5).
+CLOSE_NO_STATUS: Final = 1005
 #: Abort reasons of the server's own teardown after a session ended (not a cause).
 _OUR_TEARDOWN: Final = "connection"
+#: Why a connection ended when the peer closed TCP without a Close frame.
+PEER_VANISHED: Final = "the peer closed the TCP connection without a Close frame"
 
 
 @frozen
@@ -75,13 +81,13 @@ class Session:
 
     __slots__ = (
         "_close",
-        "_closed",
+        "_done",
         "_inbound",
         "_nursery",
         "core",
+        "peer_closed",
         "settings",
         "transport",
-        "ws",
     )
 
     def __init__(
@@ -89,22 +95,23 @@ class Session:
         hub: Hub,
         settings: Settings,
         transport: SocketTransport,
-        ws: WebSocketConnection,
         client: Client,
         series: Series | None = None,
         *,
         nursery: trio.Nursery,
-        inbound: InboundStream | None = None,
+        inbound: InboundReader,
     ) -> None:
         self.settings = settings
         self.transport = transport
-        self.ws = ws
         self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
-        self._nursery = nursery  # the connection's own (its reader's) nursery
-        self._inbound = inbound  # what trio-websocket reads: it knows a peer's violation
+        self._nursery = nursery  # where the closer of close() runs (the server's)
+        self._inbound = inbound
+        #: the Close this server sent (or decided to send), once it did
         self._close: Close | None = None
+        #: the peer's Close frame, once it arrived (code 1005: it had no status code)
+        self.peer_closed: Close | None = None
         # made only when close() is asked (an idle session holds no event or scope)
-        self._closed: trio.Event | None = None
+        self._done: trio.Event | None = None
 
     @property
     def id(self) -> str:
@@ -126,82 +133,128 @@ class Session:
         self._write(self.core.start(since, epoch, source=source))
 
     async def run(self) -> None:
-        """Process client messages until the connection closes, or close it."""
+        """Process client frames until the connection closes, or close it."""
         try:
-            while True:
-                message = await self.ws.get_message()
-                delay = self.core.command_delay()
-                if delay:
-                    await trio.sleep(delay)  # throttled: this sender waits, alone
-                if not self._handle(message):
-                    break
-        except ConnectionClosed:
-            if self._closed is not None:
-                # close() sent our Close frame: keep the connection (and its reader)
-                # until the peer's reply arrives or the close gives up
-                await self._closed.wait()
+            await self._read()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # lost (a reset), or aborted: heartbeat, write deadline, our close's deadline
+            self.transport.abort(f"connection lost: {exc}")
+        finally:
+            if self._done is not None:
+                self._done.set()
+
+    async def _read(self) -> None:
+        inbound = self._inbound
+        while True:
+            events = await inbound.receive()
+            if events is None:
+                self.transport.abort(PEER_VANISHED)
                 return
-            violation = None if self._inbound is None else self._inbound.violation
-            if violation is not None and self._inbound is not None:
-                # every message before the violation is answered: now its Close frame
-                self._close = Close(violation.code, violation.reason)
-                await self._inbound.refuse()
-            return
-        if self._close is not None and self._closed is None:
-            await self._close_connection(self._close)
+            for event in events:
+                if not await self._on(event):
+                    return
+            violation = inbound.violation
+            if violation is not None:
+                if self._close is None:
+                    # every message before the violation is answered: now its Close
+                    self._close = Close(violation.code, violation.reason)
+                    await inbound.refuse()
+                return
 
-    def ending(self) -> Ending:
-        """How the connection ended (or is ending): who closed it, the code, the reason."""
+    async def _on(self, event: Event) -> bool:
+        """Handle one event; False once the connection is done."""
+        if isinstance(event, CloseConnection):
+            self.peer_closed = Close(event.code, event.reason or "")
+            if self._close is None:  # the peer closes first: answer with its code
+                code = None if event.code == CLOSE_NO_STATUS else event.code
+                with trio.move_on_after(self.settings.write_timeout):
+                    await self.transport.send_all(close_frame(code, event.reason or ""))
+            return False
         if self._close is not None:
-            return Ending("server", self._close.code, self._close.reason)
-        dropped = self.transport.abort_reason
-        if dropped is not None and not dropped.startswith(_OUR_TEARDOWN):
-            return Ending("dropped", CLOSE_ABNORMAL, dropped)
-        closed = self.ws.closed
-        if closed is not None and closed.code != CLOSE_ABNORMAL:
-            return Ending("client", closed.code, closed.reason or "")
-        return Ending("dropped", CLOSE_ABNORMAL, dropped or "connection lost")
+            return True  # after our Close frame: only the peer's Close matters
+        if isinstance(event, Ping):
+            self.transport.send_control_nowait(pong_frame(event.payload))
+            return True
+        if not isinstance(event, (TextMessage, BytesMessage)):
+            return True  # a pong: any byte read counts as the peer being alive
+        delay = self.core.command_delay()
+        if delay:
+            await trio.sleep(delay)  # throttled: this sender waits, alone
+            if self.transport.closing:
+                return True  # closed from outside meanwhile
+        if self._handle(event.data):
+            return True
+        await self._close_connection(self._decided())
+        return False
 
-    def _handle(self, message: str | bytes) -> bool:
+    def _decided(self) -> Close:
+        """The Close this session decided on (set by :meth:`_handle`)."""
+        assert self._close is not None
+        return self._close
+
+    def _handle(self, message: str | bytes | bytearray) -> bool:
         """Answer one message; False once the connection is to be closed."""
-        reply = self.core.receive(message)
+        reply = self.core.receive(message if isinstance(message, str) else bytes(message))
         self._write(reply)
         if reply.close is not None:
             self._close = reply.close
             return False
         return True
 
+    def ending(self) -> Ending:
+        """How the connection ended (or is ending): who closed it, the code, the reason."""
+        if self._close is not None:
+            return Ending("server", self._close.code, self._close.reason)
+        closed = self.peer_closed
+        if closed is not None:
+            return Ending("client", closed.code, closed.reason)
+        dropped = self.transport.abort_reason
+        if dropped is not None and not dropped.startswith(_OUR_TEARDOWN):
+            return Ending("dropped", CLOSE_ABNORMAL, dropped)
+        return Ending("dropped", CLOSE_ABNORMAL, dropped or "connection lost")
+
     def _write(self, reply: Reply) -> None:
         offer = self.core.client.offer  # in the client's wire variant
         for frame in reply.frames:
             offer(frame)
 
-    def close(self, code: int, reason: str) -> None:
-        """Ask this session to close with *code*: a task in the connection's own nursery
-        sends Close and waits for the reply within the write deadline; the session's
-        loop sees the connection closing, waits for that, and ends (:meth:`run` returns).
-        Idempotent; a session already closing keeps its own code."""
-        if self._close is not None:
+    def _send_close(self, close: Close) -> None:
+        """Our Close frame, behind everything already written (no data frame after it)."""
+        self._close = close
+        transport = self.transport
+        if transport.closing:
             return
-        self._close = Close(code, reason)
-        self._closed = closed = trio.Event()
-
-        async def closer() -> None:
-            try:
-                await self._close_connection(Close(code, reason))
-            finally:
-                closed.set()
-
-        self._nursery.start_soon(closer)
+        transport.begin_closing()
+        transport.send_control_nowait(close_frame(close.code, close.reason))
 
     async def _close_connection(self, close: Close) -> None:
-        """Close handshake, bounded by the write deadline; then drop the socket.
-
-        RFC 6455: after sending Close, keep the connection (and its reader) until the
-        peer's Close arrives."""
+        """Close handshake from this loop, bounded by the write deadline; then drop
+        the socket. RFC 6455: after sending Close, read until the peer's Close."""
+        self._send_close(close)
         with trio.move_on_after(self.settings.write_timeout):
-            await self.ws.aclose(close.code, close.reason)
+            while self.peer_closed is None:
+                events = await self._inbound.receive()
+                if events is None:
+                    break
+                for event in events:
+                    await self._on(event)
         self.transport.abort(close.reason)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close this session with *code* from outside its loop (the shutdown): the
+        Close frame goes out now; the loop ends when the peer's Close arrives, and a
+        task in the server's nursery drops the connection if that takes longer than
+        the write deadline. Idempotent; a session already closing keeps its own code."""
+        if self._close is not None or self.transport.closing:
+            return
+        self._send_close(Close(code, reason))
+        self._done = done = trio.Event()
+        self._nursery.start_soon(self._closer, done, reason)
+
+    async def _closer(self, done: trio.Event, reason: str) -> None:
+        with trio.move_on_after(self.settings.write_timeout):
+            await done.wait()
+        self.transport.abort(reason)
 
 
 def log_ending(client_id: str, remote: str, ending: Ending) -> None:

@@ -1,10 +1,10 @@
 """The byte stream of one connection, with a synchronous write-through fast path.
 
 :class:`SocketTransport` is a ``trio.abc.Stream`` over a non-blocking stdlib
-socket; trio-websocket runs on top of it (``wrap_server_stream``), so every byte
-for this peer goes through the one outbound path here: the handshake reply,
-trio-websocket's pongs and close frames (*control*, via :meth:`send_all`) and
-the hub's data frames (via :meth:`offer`).
+socket. Every byte for this peer goes through the one outbound path here: the
+HTTP answer or the ``101``, pongs and Close frames (*control*, via
+:meth:`send_control_nowait` and :meth:`send_all`) and the hub's data frames (via
+:meth:`offer`).
 
 ``offer`` is what ``Hub.publish`` calls for each subscriber. While nothing is
 pending for this peer it writes the shared frame straight into the kernel with
@@ -311,7 +311,7 @@ class SocketTransport(trio.abc.Stream):
     # --- trio.abc.Stream ---
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Used by trio-websocket (handshake, pong, close): returns once written."""
+        """A control chunk (an HTTP answer, a Close frame): returns once written."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("transport is closed")

@@ -28,12 +28,14 @@ __all__ = [
     "close_frame",
     "deflated_frame",
     "ping_frame",
+    "pong_frame",
     "text_frame",
 ]
 
 _FIN_TEXT: Final = 0x81
 _FIN_CLOSE: Final = 0x88
 _FIN_PING: Final = 0x89
+_FIN_PONG: Final = 0x8A
 #: RSV1 marks a compressed message (RFC 7692 section 6).
 _RSV1: Final = 0x40
 _MAX_CONTROL_PAYLOAD: Final = 125
@@ -68,7 +70,18 @@ def ping_frame(payload: bytes = b"") -> bytes:
     return _header(_FIN_PING, len(payload)) + payload
 
 
-def close_frame(code: int, reason: str = "") -> bytes:
+def pong_frame(payload: bytes = b"") -> bytes:
+    """The answer to a ping carrying *payload* (RFC 6455 5.5.3: the same payload)."""
+    if len(payload) > _MAX_CONTROL_PAYLOAD:
+        raise ValueError("control frame payload exceeds 125 bytes")
+    return _header(_FIN_PONG, len(payload)) + payload
+
+
+def close_frame(code: int | None, reason: str = "") -> bytes:
+    """A Close frame with *code* and *reason* (cut to fit); ``None``: no status code
+    (the answer to a Close frame that had none)."""
+    if code is None:
+        return _header(_FIN_CLOSE, 0)
     encoded = reason.encode()
     if len(encoded) > _MAX_CONTROL_PAYLOAD - 2:  # cut on a character boundary: valid UTF-8
         encoded = encoded[: _MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()

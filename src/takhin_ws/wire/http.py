@@ -1,8 +1,9 @@
 """Plain HTTP on the WebSocket port, without I/O: requests, refusals, responses (sans-IO).
 
-A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``); the raw bytes read
-so far are kept so an upgrade request can be replayed to trio-websocket. Reading from a
-connection is :mod:`takhin_ws.net.httpio`; answering is :func:`response_bytes`.
+A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``), once: an admitted
+WebSocket upgrade is answered from it (:func:`switching_protocols`), and the bytes
+read past the head are the client's first frames. Reading from a connection is
+:mod:`takhin_ws.net.httpio`; answering is :func:`response_bytes`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import h11
 import orjson
+from wsproto.utilities import generate_accept_token
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -27,6 +29,7 @@ __all__ = [
     "json_error",
     "request_of",
     "response_bytes",
+    "switching_protocols",
 ]
 
 _KNOWN_STATUSES: Final = frozenset(s.value for s in HTTPStatus)
@@ -149,6 +152,25 @@ def response_bytes(
         out += conn.send(h11.Data(data=body)) or b""
     out += conn.send(h11.EndOfMessage()) or b""
     return out
+
+
+def switching_protocols(
+    key: str, subprotocol: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
+    """The ``101 Switching Protocols`` answer to an admitted WebSocket upgrade whose
+    ``Sec-WebSocket-Key`` is *key* (RFC 6455 4.2.2), selecting *subprotocol*, with
+    *headers* besides (a ``Sec-WebSocket-Extensions`` answer). Built directly from the
+    request already parsed: the head is not parsed a second time."""
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key.strip().encode("ascii")),
+    ]
+    if subprotocol is not None:
+        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("latin-1"))
+    lines.extend(name + b": " + value for name, value in headers or ())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def json_error(

@@ -18,11 +18,10 @@ arrives, and passes it on unchanged (control frames whole, once checked), except
 A plain data frame is handed on as it arrives: nothing is held but a partial header, a
 control frame or the compressed message in progress, and each byte is looked at once
 (the cost is linear in the message size). Every check wsproto makes is made here
-first: wsproto would fail the connection itself, without a Close frame. (trio-websocket
-offers no way to give wsproto an extension, and wsproto refuses RSV1 frames without
-one: inflating here keeps both on their public APIs.)
-:class:`~takhin_ws.net.inboundio.InboundStream` puts the filter between a transport and
-trio-websocket and turns a violation into a Close frame, then a polite drop.
+first: wsproto would fail the connection itself, without a Close frame. (wsproto
+refuses RSV1 frames without an extension object: inflating here keeps it on its
+public API.) :class:`~takhin_ws.net.inboundio.InboundReader` puts the filter between a
+transport and wsproto and turns a violation into a Close frame, then a polite drop.
 """
 
 from __future__ import annotations
@@ -181,6 +180,12 @@ class InboundFilter:
         self._size = 0  # bytes of the message so far (as declared)
         self._parts: list[bytes] | None = None  # its compressed data, unmasked
         self._utf8: codecs.IncrementalDecoder | None = None
+
+    @property
+    def between_messages(self) -> bool:
+        """Whether everything handed on so far ends a message: no frame, frame header or
+        fragmented data message is in progress (a parser of the output holds nothing)."""
+        return self._left < 0 and not self._head and self._opcode is None and not self._skip
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes read from the socket; return the bytes to hand to wsproto

@@ -106,7 +106,7 @@ class AppState:
     def metrics_status(self) -> MetricsStatus | None:
         return None if self.services is None else self.services.metrics_status()
 
-    def check_upgrade(self, request: Request) -> None:
+    def _check_upgrade(self, request: Request) -> None:
         self.hosts.check(request)
         hub = self.running_services().hub
         self.admission.admit(

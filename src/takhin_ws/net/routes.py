@@ -105,7 +105,7 @@ class ServerView(Protocol):
 
     def metrics_status(self) -> MetricsStatus | None: ...
 
-    def check_upgrade(self, request: Request) -> None:
+    def _check_upgrade(self, request: Request) -> None:
         """Raise the :class:`HttpError` an upgrade with *request*'s query and
         headers would get now (its handshake headers aside)."""
 
@@ -153,7 +153,7 @@ class Routes:
         if path == WS_PATH:
             # a plain GET is answered what its upgrade would be (a browser's WebSocket
             # sees none of that: every refusal is close 1006), 426 if it would be admitted
-            self._server.check_upgrade(request)
+            self._server._check_upgrade(request)
             raise HttpError(
                 426, "this endpoint speaks WebSocket", headers=[("Upgrade", "websocket")]
             )

@@ -130,7 +130,7 @@ class Server:
         """Where the metrics stand (``/readyz``'s ``metrics``); ``None`` without a producer."""
         return self._services.metrics_status()
 
-    def check_upgrade(self, request: Request) -> None:
+    def _check_upgrade(self, request: Request) -> None:
         """Raise the :class:`HttpError` an upgrade with *request*'s query and headers
         would get now (503, 403, 401, 400), its handshake headers aside: what a plain
         ``GET /api/monitoring/ws`` answers, for browsers, which cannot see why an

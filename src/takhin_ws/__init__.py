@@ -60,7 +60,8 @@ from .ingest.bus import BusUnavailableError, EventBus, Published
 from .ingest.ingress import EventIngress, IngressStatistics
 from .ingest.producer import MetricsProducer, MetricsStatistics
 from .net.exposition import ServerStatistics
-from .net.server import WS_PATH, Server, open_server, serve
+from .net.server import WS_PATH, Server
+from .net.serving import open_server, serve
 from .net.status import MetricsStatus
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
 from .wire.events import (

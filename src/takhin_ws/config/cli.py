@@ -19,7 +19,7 @@ import trio
 
 from .. import __version__
 from .._exceptions import ListenError
-from ..net.server import open_server
+from ..net.serving import open_server
 from .options import (
     ENV_PREFIX,
     OPTIONS,

@@ -1,9 +1,7 @@
-"""The service: one port for WebSocket and plain HTTP, sessions, graceful shutdown.
+"""The server: one port for WebSocket and plain HTTP, sessions, graceful shutdown.
 
-``open_server(settings)`` is an async context manager: on entry the listener is
-bound, the metrics producer, the heartbeat sweep and the accept loops run, and the
-returned :class:`Server` knows its port; on exit accepting stops, every client gets a
-Close frame (1001) within ``shutdown_timeout`` and every task ends.
+:class:`Server` is what :func:`~takhin_ws.open_server` (``net/serving``) hands out:
+its address, readiness and statistics, and :meth:`Server.shutdown`.
 
 Each connection is one task in the server's handler nursery (see ``net/listener``): it
 reads the request head, then either answers plain HTTP (``net/routes``) or, for an
@@ -17,8 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
@@ -28,7 +24,6 @@ from ..config.settings import Settings
 from ..core.admission import Admission, Upgrade
 from ..core.hosts import HostPolicy
 from ..core.hub import Hub
-from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
@@ -36,17 +31,16 @@ from ..wire.frames import close_frame
 from ..wire.http import HttpError, Request, switching_protocols
 from ..wire.inbound import InboundFilter
 from .exposition import ServerStatistics
-from .heartbeat import heartbeat
 from .httpio import read_body, read_request, send_answer
 from .inboundio import InboundReader
-from .listener import Listener, bind
+from .listener import Listener
 from .routes import WS_PATH, Answer, Routes, refusal
-from .services import Services, open_services
+from .services import Services
 from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames, log_ending
 from .status import MetricsStatus
 from .transport import SocketTransport
 
-__all__ = ["WS_PATH", "Server", "open_server", "serve"]
+__all__ = ["WS_PATH", "Server"]
 
 log = logging.getLogger("takhin_ws.server")
 
@@ -346,32 +340,6 @@ class Server:
         self.hub.close()
 
 
-class _Handlers:
-    """The connections' nursery, in a task of its own and shielded: cancelling the
-    server's scope (``serve`` in a cancelled nursery) reaches the connections only
-    through the shutdown, which lets every session send its Close frame first; then
-    :meth:`stop` cancels whatever is left."""
-
-    def __init__(self) -> None:
-        self._scope = trio.CancelScope(shield=True)
-        self._nursery: trio.Nursery | None = None
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        assert self._nursery is not None, "not started"
-        return self._nursery
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with self._scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-
-    def stop(self) -> None:
-        self._scope.cancel()
-
-
 def _address(sock: socket.socket) -> str:
     """``host:port`` of the peer (``[v6]:port``); ``unknown`` once it is gone."""
     try:
@@ -379,65 +347,3 @@ def _address(sock: socket.socket) -> str:
     except OSError:
         return "unknown"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@asynccontextmanager
-async def open_server(
-    settings: Settings | None = None,
-    *,
-    source: MetricsSource | None = None,
-    hub: Hub | None = None,
-) -> AsyncIterator[Server]:
-    """Run a takhin-ws server for the duration of the ``async with`` block.
-
-    *source* defaults to the one *settings* names (synthetic or prometheus).
-    Raises :class:`~takhin_ws.ListenError` if the address cannot be bound.
-    """
-    settings = settings or Settings()
-    listener = await bind(settings.host, settings.port)
-    try:
-        async with (
-            open_services(settings, source=source, hub=hub) as services,
-            trio.open_nursery() as nursery,
-        ):
-            server = Server(
-                settings,
-                services.hub,
-                services.producer,
-                listener,
-                services.ingress,
-                bus=services.bus,
-            )
-            nursery.start_soon(heartbeat, server.sessions, settings)
-            handlers = _Handlers()
-            try:
-                await nursery.start(handlers.run)
-                server._handlers = handlers.nursery
-                await nursery.start(listener.serve, server._connection, handlers.nursery)
-                try:
-                    yield server
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await server.shutdown()
-            finally:
-                handlers.stop()
-                nursery.cancel_scope.cancel()
-    finally:
-        listener.close()
-
-
-async def serve(
-    settings: Settings | None = None,
-    *,
-    source: MetricsSource | None = None,
-    hub: Hub | None = None,
-    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run a server in the caller's nursery until that nursery is cancelled (Trio's
-    ``serve_tcp`` convention): ``server = await nursery.start(serve, settings)`` returns
-    the started :class:`Server` once it listens. On cancellation it shuts down as
-    leaving :func:`open_server` does (every client gets 1001). Same arguments as
-    :func:`open_server`."""
-    async with open_server(settings, source=source, hub=hub) as server:
-        task_status.started(server)
-        await trio.sleep_forever()

@@ -27,10 +27,33 @@ transport and wsproto and turns a violation into a Close frame, then a polite dr
 from __future__ import annotations
 
 import codecs
-import struct
-from typing import Final
 
 from .deflate import inflate
+from .framing import (
+    BINARY,
+    CLOSE,
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    CONTINUATION,
+    CONTROL_OPCODES,
+    DATA_OPCODES,
+    FIN,
+    MASK_SIZE,
+    MASKED,
+    MAX_CONTROL_PAYLOAD,
+    RSV1,
+    RSV23,
+    TEXT,
+    ZERO_MASK,
+    ProtocolViolation,
+    check_close,
+    client_frame,
+    declared_length,
+    length_field_end,
+    unmask,
+)
 
 __all__ = [
     "CLOSE_INVALID_DATA",
@@ -41,96 +64,10 @@ __all__ = [
     "ProtocolViolation",
 ]
 
-#: Close codes (RFC 6455 section 7.4.1).
-CLOSE_PROTOCOL_ERROR: Final = 1002
-CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_INVALID_DATA: Final = 1007
-CLOSE_TOO_BIG: Final = 1009
-
-_CONTINUATION: Final = 0x0
-_TEXT: Final = 0x1
-_BINARY: Final = 0x2
-_CLOSE: Final = 0x8
-_PING: Final = 0x9
-_PONG: Final = 0xA
-_DATA_OPCODES: Final = frozenset({_CONTINUATION, _TEXT, _BINARY})
-_CONTROL_OPCODES: Final = frozenset({_CLOSE, _PING, _PONG})
-_FIN: Final = 0x80
-_RSV1: Final = 0x40
-_RSV23: Final = 0x30
-_MASKED: Final = 0x80
-_MAX_CONTROL_PAYLOAD: Final = 125
-_LENGTH_16: Final = 126
-_LENGTH_64: Final = 127
-_MASK_SIZE: Final = 4
-_ZERO_MASK: Final = b"\x00\x00\x00\x00"
-#: Close codes a peer may send: RFC 6455's (1004-1006 and 1015 never travel) and 1012,
-#: 1013 (registered since), as wsproto takes them. 1014 is registered too, but wsproto
-#: refuses it: refused here with 1002 so that the peer gets a Close frame.
-_SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
-_APP_CODES: Final = range(3000, 5000)
-
 # What the payload of the frame in progress is for: a plain data frame is handed on as
 # it arrives, a control frame collected and handed on whole once checked, a compressed
 # data frame collected until its message ends.
 _PASS, _CONTROL, _INFLATE = 0, 1, 2
-
-
-class ProtocolViolation(Exception):
-    """The client broke RFC 6455 (or 7692): close with *code*, then drop."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{reason} (close code {code})")
-        self.code = code
-        self.reason = reason
-
-
-def _unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
-    """*data* unmasked with *mask*, *offset* bytes into the frame's payload."""
-    size = len(data)
-    if not size:
-        return b""
-    turn = offset % _MASK_SIZE
-    key = mask[turn:] + mask[:turn]
-    stream = (key * (size // _MASK_SIZE + 1))[:size]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")
-    return value.to_bytes(size, "little")
-
-
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked (zero key: the payload as it is) client frame."""
-    first = _FIN | opcode
-    size = len(payload)
-    if size < _LENGTH_16:
-        head = bytes((first, _MASKED | size))
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", first, _MASKED | _LENGTH_16, size)
-    else:
-        head = struct.pack("!BBQ", first, _MASKED | _LENGTH_64, size)
-    return head + _ZERO_MASK + payload
-
-
-def _length_end(second: int) -> int:
-    """Where the length of a frame whose second byte is *second* ends (2, 4 or 10)."""
-    length = second & 0x7F
-    return 4 if length == _LENGTH_16 else 10 if length == _LENGTH_64 else 2
-
-
-def _declared_length(head: bytes) -> int:
-    """The payload length a header declares (up to its length bytes); raise
-    :class:`ProtocolViolation` for a length not in the fewest bytes (RFC 6455 5.2)."""
-    length = head[1] & 0x7F
-    if length == _LENGTH_16:
-        (length,) = struct.unpack_from("!H", head, 2)
-        if length < _LENGTH_16:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length not in fewest bytes")
-    elif length == _LENGTH_64:
-        (length,) = struct.unpack_from("!Q", head, 2)
-        if length >> 63:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length has its top bit set")
-        if length < 1 << 16:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "frame length not in fewest bytes")
-    return length
 
 
 class InboundFilter:
@@ -171,7 +108,7 @@ class InboundFilter:
         self._first = 0
         self._kind = _PASS
         self._left = -1  # payload bytes still to come; -1 while reading a header
-        self._mask = _ZERO_MASK
+        self._mask = ZERO_MASK
         self._offset = 0  # payload bytes of this frame already seen
         self._control: list[bytes] | None = None  # a control frame, as it came
         # the data message in progress
@@ -222,8 +159,8 @@ class InboundFilter:
             if len(head) < 2:
                 target = 2
             else:
-                length_end = _length_end(head[1])
-                target = length_end if len(head) < length_end else length_end + _MASK_SIZE
+                length_end = length_field_end(head[1])
+                target = length_end if len(head) < length_end else length_end + MASK_SIZE
             take = min(target - len(head), end - pos)
             head += view[pos : pos + take]
             pos += take
@@ -232,18 +169,18 @@ class InboundFilter:
                 return pos
             if target == 2:
                 self._check_header(head[0], head[1])
-            length_end = _length_end(head[1])
+            length_end = length_field_end(head[1])
             if target == length_end:
                 self._check_length(head)
-            elif target == length_end + _MASK_SIZE:
+            elif target == length_end + MASK_SIZE:
                 break
         self._head = b""
         self._start_frame(head, out)
         return pos
 
     def _check_length(self, head: bytes) -> None:
-        length = _declared_length(head)
-        if head[0] & 0x0F in _DATA_OPCODES and self._size + length > self._max:
+        length = declared_length(head)
+        if head[0] & 0x0F in DATA_OPCODES and self._size + length > self._max:
             raise ProtocolViolation(
                 CLOSE_TOO_BIG, f"message exceeds the limit of {self._max} bytes"
             )
@@ -251,20 +188,20 @@ class InboundFilter:
     def _start_frame(self, head: bytes, out: list[bytes]) -> None:
         first = head[0]
         opcode = first & 0x0F
-        length = _declared_length(head)
+        length = declared_length(head)
         self._first = first
-        self._mask = head[-_MASK_SIZE:]
+        self._mask = head[-MASK_SIZE:]
         self._left = length
         self._offset = 0
-        if opcode in _CONTROL_OPCODES:
+        if opcode in CONTROL_OPCODES:
             self._kind = _CONTROL
             self._control = [head]
         else:
             self._size += length
-            if opcode != _CONTINUATION:
+            if opcode != CONTINUATION:
                 self._opcode = opcode
-                self._compressed = bool(first & _RSV1)
-                if opcode == _TEXT and not self._compressed:
+                self._compressed = bool(first & RSV1)
+                if opcode == TEXT and not self._compressed:
                     self._utf8 = codecs.getincrementaldecoder("utf-8")()
             if self._compressed:
                 self._kind = _INFLATE
@@ -272,7 +209,7 @@ class InboundFilter:
                     self._parts = []
             else:
                 self._kind = _PASS
-                if not length and first & _FIN and self._utf8 is not None:
+                if not length and first & FIN and self._utf8 is not None:
                     self._check_utf8(b"", final=True)  # before wsproto sees the end
                 out.append(head)
         if not length:
@@ -280,41 +217,41 @@ class InboundFilter:
 
     def _check_header(self, first: int, second: int) -> None:
         opcode = first & 0x0F
-        if not second & _MASKED:
+        if not second & MASKED:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-        if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
+        if opcode not in DATA_OPCODES and opcode not in CONTROL_OPCODES:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-        if first & _RSV23:
+        if first & RSV23:
             raise ProtocolViolation(
                 CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension uses them)"
             )
-        if opcode in _CONTROL_OPCODES:
-            if first & _RSV1:
+        if opcode in CONTROL_OPCODES:
+            if first & RSV1:
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "compressed control frame")
-            if not first & _FIN:
+            if not first & FIN:
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
-            if second & 0x7F > _MAX_CONTROL_PAYLOAD:
+            if second & 0x7F > MAX_CONTROL_PAYLOAD:
                 raise ProtocolViolation(
                     CLOSE_PROTOCOL_ERROR, "control frame payload exceeds 125 bytes"
                 )
             return
-        if opcode == _CONTINUATION:
+        if opcode == CONTINUATION:
             if self._opcode is None:
                 raise ProtocolViolation(
                     CLOSE_PROTOCOL_ERROR, "continuation frame without a message"
                 )
-            if first & _RSV1:
+            if first & RSV1:
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "RSV1 set on a continuation frame")
             return
         if self._opcode is not None:
             raise ProtocolViolation(
                 CLOSE_PROTOCOL_ERROR, "new message before the previous one was finished"
             )
-        if opcode == _BINARY:
+        if opcode == BINARY:
             raise ProtocolViolation(
                 CLOSE_UNSUPPORTED_DATA, "binary frames are not supported: send JSON text"
             )
-        if first & _RSV1 and not self._deflate:
+        if first & RSV1 and not self._deflate:
             raise ProtocolViolation(
                 CLOSE_PROTOCOL_ERROR, "compressed frame but permessage-deflate was not negotiated"
             )
@@ -327,15 +264,15 @@ class InboundFilter:
         kind = self._kind
         if kind == _PASS:
             if self._utf8 is not None:  # checked before wsproto sees it (it would drop us)
-                final = take == self._left and bool(self._first & _FIN)
-                self._check_utf8(_unmask(chunk, self._mask, self._offset), final=final)
+                final = take == self._left and bool(self._first & FIN)
+                self._check_utf8(unmask(chunk, self._mask, self._offset), final=final)
             out.append(bytes(chunk))
         elif kind == _CONTROL:
             assert self._control is not None
             self._control.append(bytes(chunk))
         else:
             assert self._parts is not None
-            self._parts.append(_unmask(chunk, self._mask, self._offset))
+            self._parts.append(unmask(chunk, self._mask, self._offset))
         self._offset += take
         self._left -= take
         if not self._left:
@@ -348,12 +285,12 @@ class InboundFilter:
         if kind == _CONTROL:
             assert self._control is not None
             frame, self._control = b"".join(self._control), None
-            if self._first & 0x0F == _CLOSE:
-                self._check_close(_unmask(frame[2 + _MASK_SIZE :], self._mask))
+            if self._first & 0x0F == CLOSE:
+                check_close(unmask(frame[2 + MASK_SIZE :], self._mask))
                 self._closed = True
             out.append(frame)
             return
-        if not self._first & _FIN:
+        if not self._first & FIN:
             return
         if kind == _INFLATE:
             out.append(self._inflated())
@@ -380,25 +317,11 @@ class InboundFilter:
             ) from None
         except ValueError:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "invalid compressed data") from None
-        if self._opcode == _TEXT:
+        if self._opcode == TEXT:
             try:
                 message.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolViolation(
                     CLOSE_INVALID_DATA, "text message is not valid UTF-8"
                 ) from None
-        return _client_frame(self._opcode, message)
-
-    @staticmethod
-    def _check_close(payload: bytes) -> None:
-        if not payload:
-            return
-        if len(payload) == 1:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
-        (code,) = struct.unpack_from("!H", payload)
-        if code not in _SENDABLE_CODES and code not in _APP_CODES:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
-        try:
-            payload[2:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolViolation(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
+        return client_frame(self._opcode, message)

@@ -15,7 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from takhin_ws.core.hub import Hub, QueueSubscriber
+from recorder import Recorder
+from takhin_ws.core.hub import Hub
 from takhin_ws.core.series import Series
 from takhin_ws.core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from takhin_ws.ingest.bus import MemoryBus, Published
@@ -24,7 +25,6 @@ from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics
 from takhin_ws.sources import PrometheusSource, source_kind
 from takhin_ws.sources.synthetic import SyntheticSource
 from takhin_ws.wire.codec import decode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import (
     Envelope,
     GroupUpdated,
@@ -105,13 +105,13 @@ def recorded(
     return producer, bus.events
 
 
-def received(sub: QueueSubscriber) -> list[Envelope]:
-    items: list[Outbound] = sub.queue.get_batch_nowait() if sub.queue else []
-    return [decode(item.payload) for item in items]
+def received(sub: Recorder) -> list[Envelope]:
+    return [decode(item.payload) for item in sub.get_batch_nowait()]
 
 
-def subscribe(hub: Hub, *channels: str) -> QueueSubscriber:
-    sub = QueueSubscriber(capacity=10_000)
+def subscribe(hub: Hub, *channels: str) -> Recorder:
+    """Every publish to *channels*, unconflated (a queue keeps only the latest snapshot)."""
+    sub = Recorder()
     hub.add_client(sub, channels)
     return sub
 
@@ -208,7 +208,7 @@ async def test_one_snapshot_per_tick_for_every_client(
     await producer.tick()
     await producer.tick()
     assert len(source.calls) == 2
-    batches = [sub.queue.get_batch_nowait() for sub in subs]
+    batches = [sub.get_batch_nowait() for sub in subs]
     assert batches[0] == batches[1] == batches[2]  # the same objects: encoded once
     assert all(a is b for a, b in zip(batches[0], batches[1], strict=True))
     envelopes = [decode(item.payload) for item in batches[0]]

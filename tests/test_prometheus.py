@@ -16,8 +16,9 @@ import pytest
 import trio
 
 from exporter import WALL, Broker, FakeClock, MetricsServer, fixture, start_exporter
+from recorder import Recorder
 from takhin_ws import Settings
-from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.hub import Hub
 from takhin_ws.core.snapshot import GroupInfo, Snapshot
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.sources import SCRAPE_SHARE, source_for
@@ -241,7 +242,7 @@ async def test_rates_and_quantiles_from_a_live_registry(exporter: MetricsServer)
 
 async def test_the_producer_on_a_real_scrape(exporter: MetricsServer) -> None:
     hub = Hub()
-    sub = QueueSubscriber(capacity=100)
+    sub = Recorder()  # every publish: a queue would keep only the latest snapshot
     hub.add_client(sub, ["metrics"])
     broker = Broker()
     broker.produce("orders", 0, 10, 10)
@@ -258,7 +259,7 @@ async def test_the_producer_on_a_real_scrape(exporter: MetricsServer) -> None:
         await producer.tick()
         readiness.append(producer.ready)
     assert readiness == [True, False, True]
-    envelopes = [decode(item.payload) for item in sub.queue.get_batch_nowait()]
+    envelopes = [decode(item.payload) for item in sub.get_batch_nowait()]
     assert [e.stale for e in envelopes] == [False, True, False]
     assert envelopes[0].payload == envelopes[1].payload
     snapshot = producer.snapshot
@@ -280,7 +281,7 @@ async def test_a_snapshot_that_cannot_be_collected_keeps_the_last_one_stale(
     hint: str,
 ) -> None:
     hub = Hub()
-    sub = QueueSubscriber(capacity=100)
+    sub = Recorder()  # every publish: a queue would keep only the latest snapshot
     hub.add_client(sub, ["metrics"])
     async with PrometheusSource(exporter.url, timeout=0.5, max_body_bytes=1000) as source:
         producer = MetricsProducer(hub, source, interval=2.0)
@@ -289,7 +290,7 @@ async def test_a_snapshot_that_cannot_be_collected_keeps_the_last_one_stale(
         exporter.serve(**reply)  # type: ignore[arg-type]
         with trio.fail_after(10):
             await producer.tick()
-    envelopes = [decode(item.payload) for item in sub.queue.get_batch_nowait()]
+    envelopes = [decode(item.payload) for item in sub.get_batch_nowait()]
     assert [e.stale for e in envelopes] == [False, True]
     assert envelopes[0].payload == envelopes[1].payload
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -39,6 +39,8 @@ ANY_HOST: Final = "*"
 LOCALHOST: Final = "localhost"
 #: What a host name may hold (a name, or an IPv4 address; IPv6 is checked as an address).
 _NAME: Final = re.compile(r"[a-z0-9_.-]+")
+#: How many distinct ``Host`` values a policy remembers its answer for.
+REMEMBERED_HOSTS: Final = 64
 #: Longest excerpt of a refused ``Host`` quoted in the answer.
 QUOTE_LENGTH: Final = 60
 
@@ -82,7 +84,7 @@ class HostPolicy:
     """The ``Host`` check of one server (see the module docstring). *bind* is the
     address it listens on, ``None`` when another server listens (ASGI)."""
 
-    __slots__ = ("_active", "_names", "_suffixes")
+    __slots__ = ("_active", "_answers", "_names", "_suffixes")
 
     def __init__(self, allowed: Iterable[str], *, bind: str | None) -> None:
         entries = [entry.strip().lower().rstrip(".") for entry in allowed]
@@ -91,6 +93,9 @@ class HostPolicy:
         )
         self._names = frozenset(e for e in entries if not e.startswith("."))
         self._suffixes = tuple(e for e in entries if e.startswith("."))
+        # the answer for each Host value seen lately: a server is reached by a few
+        # names, and a reconnecting crowd should not parse each one again
+        self._answers: dict[str, bool] = {}
 
     @property
     def active(self) -> bool:
@@ -101,6 +106,15 @@ class HostPolicy:
         """Whether a request with this ``Host`` header value may be answered."""
         if not self._active or header is None:
             return True
+        answers = self._answers
+        answer = answers.get(header)
+        if answer is None:
+            if len(answers) >= REMEMBERED_HOSTS:
+                answers.clear()  # bounded: many distinct values only cost the parse
+            answer = answers[header] = self._allows(header)
+        return answer
+
+    def _allows(self, header: str) -> bool:
         name = host_name(header)
         if name is None:
             return False

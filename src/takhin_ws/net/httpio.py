@@ -23,32 +23,57 @@ from ..wire.http import (
 if TYPE_CHECKING:
     from .routes import Answer
 
-__all__ = ["read_body", "read_request", "send_answer"]
+__all__ = ["HeadReader", "read_body", "read_request", "send_answer"]
 
 #: Most bytes one read of a request body asks for.
 BODY_READ_BYTES: Final = 64 * 1024
 
 
-async def read_request(stream: trio.abc.ReceiveStream) -> Request:
-    """Read one request head; raise :class:`HttpError` (400/431) on a bad one, or
-    ``trio.BrokenResourceError`` if the peer goes away first."""
-    conn = head_parser()
-    raw = bytearray()
-    while True:
+class HeadReader:
+    """One request head as its bytes arrive: :meth:`feed` what was read (a head that
+    is already there whole is parsed without waiting), :meth:`read` the rest."""
+
+    __slots__ = ("_conn", "_raw")
+
+    def __init__(self) -> None:
+        self._conn = head_parser()
+        self._raw = bytearray()
+
+    def feed(self, data: bytes) -> Request | None:
+        """Take *data*; the request once its head is whole, else ``None``. Raises
+        :class:`HttpError` (400/431) on a bad head."""
+        self._raw += data
+        self._conn.receive_data(data)
+        return self._next()
+
+    def _next(self) -> Request | None:
+        conn = self._conn
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise head_error(exc, len(raw)) from None
+            raise head_error(exc, len(self._raw)) from None
         if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Request):
+            return request_of(event, bytes(self._raw), conn)
+        raise HttpError(400, "bad request")
+
+    async def read(self, stream: trio.abc.ReceiveStream) -> Request:
+        """Read until the head is whole; raise :class:`HttpError` (400/431) on a bad
+        one, or ``trio.BrokenResourceError`` if the peer goes away first."""
+        request = self._next()
+        while request is None:
             data = await stream.receive_some(MAX_HEAD_BYTES)
             if not data:
                 raise trio.BrokenResourceError("peer closed before sending a request")
-            raw += data
-            conn.receive_data(bytes(data))
-            continue
-        if isinstance(event, h11.Request):
-            return request_of(event, bytes(raw), conn)
-        raise HttpError(400, "bad request")
+            request = self.feed(bytes(data))
+        return request
+
+
+async def read_request(stream: trio.abc.ReceiveStream) -> Request:
+    """Read one request head; raise :class:`HttpError` (400/431) on a bad head, or
+    ``trio.BrokenResourceError`` if the peer goes away first."""
+    return await HeadReader().read(stream)
 
 
 async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int) -> bytes:

@@ -28,10 +28,10 @@ from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
 from ..wire.frames import close_frame
-from ..wire.http import HttpError, Request, switching_protocols
+from ..wire.http import MAX_HEAD_BYTES, HttpError, Request, switching_protocols
 from ..wire.inbound import InboundFilter
 from .exposition import ServerStatistics
-from .httpio import read_body, read_request, send_answer
+from .httpio import HeadReader, read_body, send_answer
 from .inboundio import InboundReader
 from .listener import Listener
 from .routes import WS_PATH, Answer, Routes, refusal
@@ -190,16 +190,23 @@ class Server:
         """Read the request and answer it: a started session for an admitted upgrade
         (to be run), else ``None`` once the HTTP answer is written."""
         settings = self.settings
+        reader = HeadReader()
         request: Request | None = None
-        with trio.move_on_after(settings.handshake_timeout):
-            try:
-                request = await read_request(transport)
-            except HttpError as exc:  # a bad head (400) or one too large (431)
-                self._count_rejected(exc)
-                await self._send(transport, refusal(exc), head=False)
+        try:
+            data = transport.receive_nowait(MAX_HEAD_BYTES)  # usually the whole head
+            if data == b"":
                 return None
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
+            if data is not None:
+                request = reader.feed(data)
+            if request is None:
+                with trio.move_on_after(settings.handshake_timeout):
+                    request = await reader.read(transport)
+        except HttpError as exc:  # a bad head (400) or one too large (431)
+            self._count_rejected(exc)
+            await self._send(transport, refusal(exc), head=False)
+            return None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
         if request is None:
             timeout = settings.handshake_timeout
             log.debug("conn-%d: no request within %s s; dropped", conn_id, timeout)
@@ -277,12 +284,11 @@ class Server:
         settings = self.settings
         upgrade = self._admit(request, conn_id)
         key = request.header("sec-websocket-key") or ""
-        transport.send_control_nowait(
-            switching_protocols(key, upgrade.subprotocol, upgrade.extra_headers)
-        )
+        answer = switching_protocols(key, upgrade.subprotocol, upgrade.extra_headers)
         try:
             client = self.hub.add_client(transport, upgrade.channels, variant=upgrade.variant)
         except HubFullError:
+            transport.send_control_nowait(answer)
             return None
         if upgrade.variant.bare:
             transport.without_gaps()
@@ -302,7 +308,7 @@ class Server:
         )
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)
-        session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind)
+        session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind, head=answer)
         log.debug("conn-%d: client %s connected", conn_id, client.id)
         return session
 

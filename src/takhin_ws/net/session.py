@@ -127,10 +127,19 @@ class Session:
         epoch: str | None = None,
         *,
         source: str | None = None,
+        head: bytes = b"",
     ) -> None:
         """Send ``welcome``, the latest snapshot and any replay, synchronously (in the
-        same step as the client's registration, so no publish slips in between)."""
-        self._write(self.core.start(since, epoch, source=source))
+        same step as the client's registration, so no publish slips in between),
+        behind *head* (the ``101``) and in one write with it: the connection's first
+        chunk, which nothing is queued before and which is never dropped."""
+        variant = self.core.client.variant
+        chunks = [head]
+        for item in self.core.start(since, epoch, source=source).frames:
+            out = item.variant(variant)
+            if out is not None:
+                chunks.append(out.frame)
+        self.transport.send_control_nowait(b"".join(chunks))
 
     async def run(self) -> None:
         """Process client frames until the connection closes, or close it."""

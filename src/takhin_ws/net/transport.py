@@ -332,6 +332,23 @@ class SocketTransport(trio.abc.Stream):
         else:
             await trio.lowlevel.checkpoint()
 
+    def receive_nowait(self, max_bytes: int = RECEIVE_BYTES) -> bytes | None:
+        """What the socket holds now, without waiting (``None``: nothing yet; ``b""``:
+        the peer closed). Raises ``trio.BrokenResourceError`` if the connection broke."""
+        if self._closed:
+            raise trio.ClosedResourceError("transport is closed")
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        try:
+            received = self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+        self.last_receive = trio.current_time()
+        return received
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._prefix:

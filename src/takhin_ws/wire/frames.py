@@ -27,6 +27,7 @@ __all__ = [
     "bare_payload",
     "close_frame",
     "deflated_frame",
+    "has_close_frame",
     "ping_frame",
     "pong_frame",
     "text_frame",
@@ -188,3 +189,43 @@ class Outbound:
             return base
         frame = deflated_frame(deflate(base.payload, variant.window_bits))
         return Outbound(base.payload, frame, self.channel, self.offset, self.route)
+
+
+_OPCODE_CLOSE: Final = 0x8
+_DATA_OPCODES: Final = frozenset({0x0, 0x1, 0x2})
+_CONTROL_OPCODES: Final = frozenset({0x8, 0x9, 0xA})
+
+
+def has_close_frame(data: bytes | bytearray | memoryview) -> bool:
+    """Whether *data* is a run of whole, well-formed server WebSocket frames (unmasked)
+    one of which is a Close frame. Anything else (an HTTP response, a fragment) is not.
+
+    An HTTP response can never pass: its first byte ``H`` (0x48) reads as a non-final
+    control frame, which RFC 6455 forbids."""
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    found = False
+    while pos < end:
+        if end - pos < 2:
+            return False
+        first, second = view[pos], view[pos + 1]
+        opcode = first & 0x0F
+        if first & 0x30 or second & 0x80:  # RSV2/RSV3, or a masked (client) frame
+            return False
+        length = second & 0x7F
+        pos += 2
+        if opcode in _CONTROL_OPCODES:
+            if not first & 0x80 or first & 0x40 or length > _MAX_CONTROL_PAYLOAD:
+                return False
+            found |= opcode == _OPCODE_CLOSE
+        elif opcode not in _DATA_OPCODES:
+            return False
+        elif length >= 126:
+            size = 2 if length == 126 else 8
+            if end - pos < size:
+                return False
+            length = int.from_bytes(view[pos : pos + size], "big")
+            pos += size
+        pos += length
+    return found and pos == end

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from takhin_ws.wire.auth import Refresh, Refreshed, TokenExpiring
 from takhin_ws.wire.channels import STREAMS
 from takhin_ws.wire.messages import (
     GROUP_STATES,
@@ -271,6 +272,9 @@ SAMPLES: dict[str, Payload] = {
         Subscribed(channels=("metrics",), recovered={"topics": True}),
         Gap(channel="topics", first_offset=3, last_offset=5, count=3),
         Error(code="c", message="m"),
+        Refresh(token="a.b.c"),
+        Refreshed(expires_at=1_800_000_000, unsubscribed=("topics",), count=2),
+        TokenExpiring(expires_at=1_800_000_000),
     )
 }
 

@@ -461,7 +461,8 @@ def test_error_text(message: dict[str, Any], text: str, path: str) -> None:
         pytest.param(
             b'{"type":"metrics"}',
             "unknown_type",
-            "unknown message type 'metrics' (accepted: history, ping, subscribe, unsubscribe)",
+            "unknown message type 'metrics' "
+            "(accepted: history, ping, refresh, subscribe, unsubscribe)",
             "$.type",
         ),
         pytest.param(
@@ -597,13 +598,15 @@ SERVER_ONLY = (
     "pong",
     "welcome",
     "subscribed",
+    "refreshed",
+    "token_expiring",
     "gap",
     "error",
 )
 
 
 def test_type_sets_are_pinned() -> None:
-    assert frozenset({"ping", "subscribe", "unsubscribe", "history"}) == CLIENT_TYPES
+    assert frozenset({"ping", "subscribe", "unsubscribe", "history", "refresh"}) == CLIENT_TYPES
     assert CLIENT_TYPES | set(SERVER_ONLY) == ALL_TYPES
     assert {
         "topic_created",

@@ -163,6 +163,27 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: needs a Kafka cluster at broker:9092 (with TLS and SASL);"
         " tests/test_kafka_server.py runs --source kafka against a real broker"
     ),
+    ("docs/tokens.md", "python", "jwt.encode("): (
+        "tests/test_docs_tokens.py::test_the_python_example_mints_a_token_the_server_accepts"
+    ),
+    ("docs/tokens.md", "sh", "openssl dgst -sha256 -hmac"): (
+        "tests/test_docs_tokens.py::test_the_openssl_example_mints_a_token_the_server_accepts"
+    ),
+    ("docs/tokens.md", "sh", "--token-public-key old-public.pem"): (
+        "tests/test_docs_tokens.py::test_the_rotation_example_keys_verify_old_and_new_tokens"
+    ),
+    ("docs/tokens.md", "json", '{"sub":"ann","exp"'): (
+        "tests/test_docs_tokens.py::test_the_claim_example_is_a_claim"
+    ),
+    ("docs/tokens.md", "js", "token_expiring"): (
+        "skip: a browser fragment (fetchToken and connect are the page's own); the"
+        " dashboard's refresh and reconnect are tested in Chromium in"
+        " tests/test_dashboard_tokens.py"
+    ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.filtered"): (
+        "skip: publishes big snapshots to 1,000 hub clients for a minute, which must not"
+        " share the machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"
@@ -234,6 +255,8 @@ def test_every_json_example_is_valid() -> None:
                 base = {"status", "code", "message"}
                 # a 503 of POST /api/events also says what was published (routes.py)
                 extra = {"outcome", "accepted"} if error["status"] == 503 else set()
+                # a 401 or 403 names its reason (core/access)
+                extra |= {"reason"} if error["status"] in (401, 403) else set()
                 assert base <= set(error) <= base | extra, where
                 assert error["code"] == error_code(error["status"]), where
                 if "outcome" in error:

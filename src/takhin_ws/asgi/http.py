@@ -45,7 +45,7 @@ async def _answer(state: AppState, scope: Scope, request: Request, receive: Rece
         return routes.answer(request)  # alive, running or not
     state.running_services()  # 503 with what to do, while not running
     if routes.is_publish(request):
-        routes.check_publish(request)
+        publisher = routes.check_publish(request)
         settings = state.settings
         body: bytes | None = None
         with trio.move_on_after(settings.body_timeout):
@@ -54,7 +54,7 @@ async def _answer(state: AppState, scope: Scope, request: Request, receive: Rece
             raise HttpError(
                 408, f"the request body did not arrive within {settings.body_timeout:g} s"
             )
-        return await routes.publish(body)
+        return await routes.publish(body, publisher)
     redirect = _dashboard_redirect(scope, request)
     return redirect or routes.answer(request)
 

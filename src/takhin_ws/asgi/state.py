@@ -15,6 +15,7 @@ import trio
 from ..core.admission import Admission
 from ..core.hosts import HostPolicy
 from ..core.hub import Hub
+from ..core.permissions import Permissions
 from ..ingest.ingress import EventIngress
 from ..net.exposition import ServerStatistics
 from ..net.routes import Routes
@@ -100,8 +101,8 @@ class AppState:
         reasons = [] if self.accepting else ["shutting down"]
         return reasons + self.services.unready_reasons()
 
-    def latest_metrics(self) -> bytes | None:
-        return self.running_services().latest_metrics()
+    def latest_metrics(self, permissions: Permissions | None = None) -> bytes | None:
+        return self.running_services().latest_metrics(permissions)
 
     def metrics_status(self) -> MetricsStatus | None:
         return None if self.services is None else self.services.metrics_status()

@@ -33,6 +33,7 @@ import trio
 from .._exceptions import HubFullError
 from ..core.admission import Upgrade
 from ..core.hub import Client
+from ..core.renewal import token_session
 from ..core.session import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -114,14 +115,26 @@ async def _connection(
         gap_texts=None if upgrade.variant.bare else partial(gap_texts, services.hub),
     )
     try:
-        client = services.hub.add_client(writer, channels, variant=upgrade.variant)
+        # a signed token's claim filters what reaches the client (core/permissions)
+        client = services.hub.add_client(
+            writer, channels, variant=upgrade.variant, permissions=upgrade.auth.permissions
+        )
     except HubFullError:
         await send(close_message(Close(CLOSE_TRY_AGAIN, "connection limit reached")))
         return
     series = None if services.producer is None else services.producer.series
     permits = None if access.channels is None else access.permits
+    authenticator = state.admission.authenticator
+    authenticator.admitted[upgrade.auth.kind] += 1
+    token = token_session(upgrade.auth, authenticator, settings.token_expiry_notice)
     core = SessionCore(
-        services.hub, settings, client, clock=trio.current_time, series=series, permits=permits
+        services.hub,
+        settings,
+        client,
+        clock=trio.current_time,
+        series=series,
+        permits=permits,
+        token=token,
     )
     session = AsgiSession(core, writer, receive, send, max_message_size=settings.max_message_size)
     state.sessions.add(session)

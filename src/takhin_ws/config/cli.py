@@ -19,6 +19,7 @@ import trio
 
 from .. import __version__
 from .._exceptions import ListenError
+from ..core.tokens import token_verifier
 from ..net.serving import open_server
 from .options import (
     ENV_PREFIX,
@@ -28,6 +29,7 @@ from .options import (
     env_values,
     parse_list,
     resolve_references,
+    resolve_secret,
 )
 from .settings import Settings, SettingsError
 
@@ -145,9 +147,15 @@ def parse_args(
         values[option.setting] = value
     try:
         values["kafka_config"] = resolve_references(values.get("kafka_config", ()), env)
-        return Settings(**values)
+        values["token_secret"] = resolve_secret("token_secret", values.get("token_secret"), env)
+        settings = Settings(**values)
     except SettingsError as exc:
         parser.exit(2, f"{prog}: error: {exc.describe(_flag_and_variable, _flag)}\n")
+    try:
+        token_verifier(settings)
+    except ValueError as exc:
+        parser.exit(2, f"{prog}: error: {_flag_and_variable('token_public_keys')}: {exc}\n")
+    return settings
 
 
 #: Attributes every LogRecord has; anything else came in through ``extra=``.

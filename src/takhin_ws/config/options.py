@@ -25,6 +25,7 @@ __all__ = [
     "env_values",
     "parse_list",
     "resolve_references",
+    "resolve_secret",
 ]
 
 SOURCES: Final = ("synthetic", "prometheus", "kafka")
@@ -97,6 +98,16 @@ def resolve_references(
             value = env[name]
         out.append((key, value))
     return tuple(out)
+
+
+def resolve_secret(setting: str, value: str | None, env: Mapping[str, str]) -> str | None:
+    """A secret given as ``env:NAME`` is the value of the environment variable ``NAME``."""
+    if value is None or not value.startswith("env:"):
+        return value
+    name = value.removeprefix("env:")
+    if name not in env:
+        raise SettingsError(setting, f"environment variable {name!r} is not set")
+    return env[name]
 
 
 Kind = Literal["value", "list", "pairs", "bool"]
@@ -278,6 +289,30 @@ OPTIONS: Final = (
         parse_int,
     ),
     _o("series_window", "--series-window", "seconds of chart history kept (history)", parse_float),
+    _o(
+        "token_secret", "--token-secret", "HS256 secret of connection tokens (env:NAME reads $NAME)"
+    ),
+    Option(
+        "token_public_keys",
+        "--token-public-key",
+        "RS256/ES256 public key of tokens: PEM or JWKS file (repeatable: rotation)",
+        kind="list",
+    ),
+    _o(
+        "token_leeway",
+        "--token-leeway",
+        "seconds of clock skew allowed on exp/nbf/iat",
+        parse_float,
+    ),
+    _o("token_audience", "--token-audience", "aud a token must name (unset: not checked)"),
+    _o("token_issuer", "--token-issuer", "iss a token must carry (unset: not checked)"),
+    _o(
+        "token_expiry_notice",
+        "--token-expiry-notice",
+        "seconds before exp to send token_expiring",
+        parse_float,
+    ),
+    _o("token_url", "--token-url", "URL the dashboard fetches a fresh token from"),
     Option(
         "log_level",
         "--log-level",

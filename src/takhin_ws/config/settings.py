@@ -36,6 +36,7 @@ from .options import (
     SOURCES,
     env_values,
     resolve_references,
+    resolve_secret,
 )
 
 __all__ = ["Settings", "SettingsError"]
@@ -84,6 +85,14 @@ DEFAULT_SCRAPE_MAX_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_COMPRESS_MIN_SIZE: Final = 512
 #: Seconds of chart series (throughput, latency, lag per group) kept for a reloaded page.
 DEFAULT_SERIES_WINDOW: Final = 900.0
+#: Seconds of clock skew tolerated on a token's ``exp``, ``nbf`` and ``iat``.
+DEFAULT_TOKEN_LEEWAY: Final = 5.0
+#: Seconds before a token's ``exp`` at which its connection is sent ``token_expiring``.
+DEFAULT_TOKEN_EXPIRY_NOTICE: Final = 30.0
+#: Largest ``--token-leeway`` (a leeway of hours would make ``exp`` meaningless).
+MAX_TOKEN_LEEWAY: Final = 300.0
+#: Shortest HS256 secret: the hash's size (RFC 7518 section 3.2).
+MIN_TOKEN_SECRET: Final = 32
 
 # Upper bounds of the sizes that allocate (a typo must not take the machine's memory).
 MAX_SYNTHETIC_TOPICS: Final = 10_000
@@ -145,6 +154,11 @@ def _pairs(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise SettingsError(attribute.name, "must be a tuple of (key, value) string pairs")
     if any(not key.strip() for key, _ in value):
         raise SettingsError(attribute.name, "has an empty key")
+
+
+def _optional_secret(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise SettingsError(attribute.name, "must not be empty (leave it unset for none)")
 
 
 _int = number(integer=True)
@@ -267,6 +281,24 @@ class Settings:
     body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_seconds)
     #: Seconds of chart history kept on the server for a client that asks (``history``).
     series_window: float = attrs.field(default=DEFAULT_SERIES_WINDOW, validator=_seconds)
+    #: HS256 secret of signed connection tokens (``env:NAME`` reads ``$NAME``).
+    token_secret: str | None = attrs.field(
+        default=None, validator=_optional_secret, repr=lambda v: repr(v and "***")
+    )
+    #: RS256/ES256 public keys of signed tokens: PEM or JWKS files (several: rotation).
+    token_public_keys: tuple[str, ...] = attrs.field(default=(), validator=strings("file"))
+    token_leeway: float = attrs.field(
+        default=DEFAULT_TOKEN_LEEWAY, validator=number(ge=0, le=MAX_TOKEN_LEEWAY)
+    )
+    #: ``aud`` a token must name (unchecked when unset).
+    token_audience: str | None = attrs.field(default=None, validator=_optional_secret)
+    #: ``iss`` a token must carry (unchecked when unset).
+    token_issuer: str | None = attrs.field(default=None, validator=_optional_secret)
+    token_expiry_notice: float = attrs.field(
+        default=DEFAULT_TOKEN_EXPIRY_NOTICE, validator=number(ge=0)
+    )
+    #: Where the dashboard fetches a fresh token (``GET``, same origin, JSON ``{"token"}``).
+    token_url: str | None = attrs.field(default=None, validator=_optional_secret)
     #: Command line only (see the class docstring).
     log_level: LogLevel = attrs.field(default="info", validator=choice(LOG_LEVELS))
     #: Command line only (see the class docstring).
@@ -293,6 +325,10 @@ class Settings:
                 f"{show(self.ping_timeout)}: idle clients would be dropped before a ping",
                 other="ping_interval",
             )
+        if self.token_secret is not None and len(self.token_secret.encode()) < MIN_TOKEN_SECRET:
+            raise SettingsError(
+                "token_secret", f"must be at least {MIN_TOKEN_SECRET} bytes (RFC 7518 3.2)"
+            )
         if self.series_window / self.interval > MAX_SERIES_POINTS:
             raise SettingsError(
                 "series_window",
@@ -311,4 +347,5 @@ class Settings:
         env = os.environ if env is None else env
         values = env_values(env)
         values["kafka_config"] = resolve_references(values.get("kafka_config", ()), env)
+        values["token_secret"] = resolve_secret("token_secret", values.get("token_secret"), env)
         return cls(**values)

@@ -2,10 +2,13 @@
 
 :meth:`Admission.admit` checks, in this order: the server is accepting, the request is
 a WebSocket upgrade wsproto will accept, its ``Origin`` is allowed, it carries a valid
-API key (when keys are configured), there is room (registered clients plus handshakes
+API key or signed token (when either is configured; see :mod:`~takhin_ws.core.access`),
+there is room (registered clients plus handshakes
 in flight below the limit), and its connect parameters (``channels``, ``since``,
-``epoch``, ``format``) are valid; it also settles the client's wire variant (format,
-and permessage-deflate when offered, see :mod:`~takhin_ws.wire.deflate`). A refusal is an
+``epoch``, ``format``) are valid and within the token's claim (403 otherwise; a token
+client that names no channels gets the default ones its claim allows); it also
+settles the client's wire variant (format, and permessage-deflate when offered, see
+:mod:`~takhin_ws.wire.deflate`). A refusal is an
 :class:`~takhin_ws.wire.http.HttpError` with the status and message the client is answered
 with. Keys are compared in constant time.
 
@@ -18,17 +21,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import attrs
 
 from ..config.options import FORMATS
-from ..wire.channels import EVENT_STREAMS, parse_channel, parse_offset
+from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, parse_offset
 from ..wire.deflate import Deflate, negotiate
 from ..wire.frames import PLAIN, Variant
 from ..wire.http import HttpError, Request
+from .access import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
+from .tokens import token_verifier
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -68,6 +72,8 @@ class Upgrade:
     deflate: Deflate | None = None
     #: Bytes of the request head (what follows it are the client's first frames).
     head_size: int = 0
+    #: How the client authenticated (and what its token grants).
+    auth: Auth = ANONYMOUS
 
     @property
     def extra_headers(self) -> list[tuple[bytes, bytes]]:
@@ -82,7 +88,7 @@ class Admission:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._api_keys = [k.encode() for k in settings.api_keys]
+        self.authenticator = Authenticator(settings.api_keys, token_verifier(settings))
 
     def admit(
         self,
@@ -107,8 +113,7 @@ class Admission:
         if not self.origin_allowed(request):
             raise HttpError(403, "origin not allowed")
         offered = subprotocols(request)
-        if self._api_keys and not self.authorized(request, offered):
-            raise HttpError(401, "missing or wrong API key", headers=www_authenticate())
+        auth = self.authenticate(request, offered)
         if occupied >= capacity:
             raise HttpError(
                 503,
@@ -122,6 +127,15 @@ class Admission:
         bare = connect_format(request, self.settings.format) == "bare"
         if bare and channels is None:
             channels = ["metrics"]  # a bare client receives nothing else
+        permissions = auth.permissions
+        if permissions is not None:
+            if channels is None:  # the default subscription, as far as the claim goes
+                channels = [c for c in STREAMS if permissions.allows(c)]
+            refused = sorted({c for c in channels if not permissions.allows(c)})
+            if refused:
+                raise self.authenticator.forbid(
+                    f"channels: not permitted by the token: {', '.join(refused)}"
+                )
         extensions = request.header("sec-websocket-extensions") if owns_handshake else None
         deflate = negotiate([extensions] if extensions else [], enabled=self.settings.compression)
         variant = Variant(
@@ -131,12 +145,12 @@ class Admission:
         )
         head_size = len(request.raw) - len(request.conn.trailing_data[0])
         return Upgrade(
-            channels, since, epoch, choose_subprotocol(offered), variant, deflate, head_size
+            channels, since, epoch, choose_subprotocol(offered), variant, deflate, head_size, auth
         )
 
     @property
     def keys_required(self) -> bool:
-        return bool(self._api_keys)
+        return self.authenticator.required
 
     def origin_allowed(self, request: Request) -> bool:
         origin = request.header("origin")
@@ -150,21 +164,16 @@ class Admission:
             return True
         return not allowed and (parts.hostname or "") in _LOCAL_HOSTS
 
-    def authorized(self, request: Request, offered: list[str]) -> bool:
+    def authenticate(self, request: Request, offered: list[str]) -> Auth:
+        """Who *request* is (header, ``?token=``, ``bearer.<token>`` subprotocols in
+        *offered*); raise :class:`HttpError` 401."""
         candidates = [bearer(request), request.param("token")]
         candidates += [
             p[len(TOKEN_SUBPROTOCOL_PREFIX) :]
             for p in offered
             if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)
         ]
-        ok = False
-        for candidate in candidates:
-            ok |= key_matches(self._api_keys, candidate)
-        return ok
-
-
-def www_authenticate() -> list[tuple[str, str]]:
-    return [("WWW-Authenticate", 'Bearer realm="takhin-ws"')]
+        return self.authenticator.authenticate(candidates)
 
 
 def bearer(request: Request) -> str | None:
@@ -174,17 +183,6 @@ def bearer(request: Request) -> str | None:
         return None
     scheme, _, rest = value.partition(" ")
     return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
-
-
-def key_matches(keys: list[bytes], candidate: str | None) -> bool:
-    """Constant-time comparison against every key (no early exit)."""
-    if not candidate:
-        return False
-    given = candidate.encode()
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(key, given)
-    return ok
 
 
 def check_handshake(request: Request) -> None:

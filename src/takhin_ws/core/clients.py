@@ -9,6 +9,7 @@ from attrs import frozen
 
 from ..config.settings import DEFAULT_QUEUE_SIZE
 from ..wire.frames import PLAIN, Outbound, Variant
+from .permissions import Permissions
 from .queue import DropOldestQueue
 
 __all__ = ["Client", "HubStatistics", "QueueSubscriber", "Subscriber"]
@@ -44,9 +45,11 @@ class Client:
     """The hub's record of one registered client.
 
     ``variant`` is the form in which it receives published messages (see
-    :class:`~takhin_ws.Variant`); it is fixed at the handshake."""
+    :class:`~takhin_ws.Variant`); it is fixed at the handshake. ``permissions``
+    restrict what reaches it (a token's claim; ``None``: everything), and change
+    only through :meth:`Hub.set_permissions <takhin_ws.Hub.set_permissions>`."""
 
-    __slots__ = ("channels", "id", "subscriber", "variant")
+    __slots__ = ("channels", "id", "permissions", "subscriber", "variant")
 
     def __init__(
         self,
@@ -54,11 +57,13 @@ class Client:
         subscriber: Subscriber,
         channels: frozenset[str],
         variant: Variant = PLAIN,
+        permissions: Permissions | None = None,
     ) -> None:
         self.id = client_id
         self.subscriber = subscriber
         self.channels = channels
         self.variant = variant
+        self.permissions = permissions
 
     def offer(self, item: Outbound) -> None:
         """Hand *item* to this client in its variant (replies, replays, snapshots)."""

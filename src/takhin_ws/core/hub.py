@@ -24,8 +24,11 @@ from ..wire.codec import encode
 from ..wire.frames import PLAIN, Outbound, Variant
 from ..wire.messages import Envelope, EpochChanged, MonitoringMetrics, Payload, channel_of
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
+from .filtered import FilteredMetrics
 from .history import StreamHistory
+from .permissions import Permissions
 from .snapshot import GroupInfo
+from .subscriptions import Subscriptions
 from .views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
 
 __all__ = [
@@ -41,10 +44,6 @@ __all__ = [
 
 #: The subscription of a client that did not choose one: everything, as in 2.9.
 ALL_CHANNELS: Final = frozenset(STREAMS)
-
-
-#: The subscribers of one channel, one group per variant (rebuilt when they change).
-_Group = tuple[Variant, tuple[Client, ...]]
 
 
 class Hub:
@@ -71,14 +70,13 @@ class Hub:
         self.epoch = epoch or secrets.token_hex(8)
         self._wall_clock = wall_clock
         self._clients: dict[str, Client] = {}
-        self._members: dict[str, dict[str, Client]] = {}
-        self._targets: dict[str, tuple[_Group, ...]] = {}
+        self._subs = Subscriptions(self._view_unused)
         self._streams = {
             s: StreamHistory(1 if s == "metrics" else history_size, history_ttl, clock)
             for s in STREAMS
         }
         self._views = MetricsViews()
-        self._view_channels: set[str] = set()  # views with subscribers
+        self._filtered = FilteredMetrics(self._views)
         self._ids = itertools.count(1)
         self._published = 0
         self._delivered = 0
@@ -96,18 +94,25 @@ class Hub:
         *,
         client_id: str | None = None,
         variant: Variant = PLAIN,
+        permissions: Permissions | None = None,
     ) -> Client:
-        """Register *subscriber*, receiving published messages as *variant*; raise
-        :class:`HubFullError` at ``max_clients``."""
+        """Register *subscriber*, receiving published messages as *variant*, and only
+        what *permissions* grant (``None``: all; the default channels are narrowed to
+        them); raise :class:`HubFullError` at ``max_clients``."""
         if self._closed:
             raise HubClosedError("hub is closed")
         if len(self._clients) >= self.max_clients:
             raise HubFullError(f"hub is full ({self.max_clients} clients)")
         chosen = ALL_CHANNELS if channels is None else frozenset(map(parse_channel, channels))
+        if permissions is not None:
+            allowed = permissions.allowed(chosen)
+            if channels is not None and allowed != chosen:
+                raise ValueError(f"channels not permitted: {sorted(chosen - allowed)}")
+            chosen = allowed
         cid = client_id or f"c{next(self._ids)}"
         if cid in self._clients:
             raise ValueError(f"client id {cid!r} is already registered")
-        client = Client(cid, subscriber, frozenset(), variant)
+        client = Client(cid, subscriber, frozenset(), variant, permissions)
         self._clients[cid] = client
         self._set_channels(client, chosen)
         return client
@@ -144,39 +149,29 @@ class Hub:
         self._set_channels(client, client.channels - removed)
         return client.channels
 
+    def set_permissions(self, client: Client, permissions: Permissions | None) -> frozenset[str]:
+        """Restrict *client* to *permissions* from now on (a refreshed token): the
+        channels they no longer allow are unsubscribed; return those."""
+        keep = client.channels if permissions is None else permissions.allowed(client.channels)
+        removed = client.channels - keep
+        if permissions != client.permissions:
+            self._subs.regroup(client)
+            client.permissions = permissions
+        self._set_channels(client, keep)
+        return removed
+
     def _set_channels(self, client: Client, channels: frozenset[str]) -> None:
         if client.id not in self._clients and channels:
             raise ValueError(f"client {client.id} is not registered")
-        for channel in client.channels - channels:
-            members = self._members[channel]
-            del members[client.id]
-            if not members:
-                del self._members[channel]
-                if is_view(channel):
-                    self._view_channels.discard(channel)
-                    self._views.forget(channel)
-                    if not self._view_channels:
-                        self._views.source_done()
-            self._targets.pop(channel, None)
-        for channel in channels - client.channels:
-            self._members.setdefault(channel, {})[client.id] = client
-            if is_view(channel):
-                self._view_channels.add(channel)
-            self._targets.pop(channel, None)
-        client.channels = channels
+        self._subs.set(client, channels)
 
-    def _targets_of(self, channel: str) -> tuple[_Group, ...]:
-        targets = self._targets.get(channel)
-        if targets is None:
-            by_variant: dict[Variant, list[Client]] = {}
-            for client in self._members.get(channel, {}).values():
-                by_variant.setdefault(client.variant, []).append(client)
-            targets = tuple((variant, tuple(clients)) for variant, clients in by_variant.items())
-            self._targets[channel] = targets
-        return targets
+    def _view_unused(self, channel: str) -> None:
+        self._views.forget(channel)
+        if not self._subs.views:
+            self._views.source_done()
 
     def subscribers(self, channel: str) -> int:
-        return len(self._members.get(channel, ()))
+        return self._subs.count(channel)
 
     # --- publish ---
 
@@ -219,10 +214,13 @@ class Hub:
         item = Outbound.of(encoded, stream_name, stream.offset, channel)
         stream.append(item)
         self._published += 1
+        if decoded is not None:
+            self._filtered.source(item, decoded)
         self._fan_out(stream_name, channel, item)
         if decoded is not None:
-            self._views.source(item, decoded if self._view_channels else None)
+            self._views.source(item, decoded if self._subs.views else None)
             self._fan_out_views()
+            self._filtered.source_done()
         return item
 
     def publish_event(self, payload: Payload) -> Outbound:
@@ -241,10 +239,13 @@ class Hub:
         stream.advance(item)
         stream.append(item)
         self._published += 1
+        if stream_name == "metrics":
+            self._filtered.source(item)
         self._fan_out(stream_name, channel, item)
         self._learn(stream_name, item)
         if stream_name == "metrics":
             self._fan_out_views()
+            self._filtered.source_done()
 
     def remember(self, channel: str, item: Outbound) -> None:
         """Record an already-encoded item in its stream's history and offset, like
@@ -266,6 +267,7 @@ class Hub:
         for stream in self._streams.values():
             stream.clear()
         self._views.clear()
+        self._filtered.clear()
         if epoch != previous and self._clients:
             lost = dict.fromkeys(EVENT_STREAMS, False)
             notice = self.reply(EpochChanged(epoch=epoch, previous=previous, recovered=lost))
@@ -284,22 +286,33 @@ class Hub:
         """What the views need from an item that came through a bus."""
         if stream_name == "metrics":
             self._views.source(item)
+            self._filtered.source(item)
         elif stream_name == "groups":
             self._views.note_event_json(item.payload)
 
+    def _out(
+        self, item: Outbound, variant: Variant, permissions: Permissions | None
+    ) -> Outbound | None:
+        """*item* as one group receives it, built once for the whole group (a restricted
+        group: what its permission set may see of it)."""
+        if permissions is not None:
+            restricted = self._filtered.message(item, permissions)
+            return None if restricted is None else restricted.variant(variant)
+        return item.variant(variant)
+
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
         delivered = 0
-        for variant, clients in self._targets_of(stream_name):
-            out = item.variant(variant)  # built once for the whole group
+        for variant, permissions, clients in self._subs.groups(stream_name):
+            out = self._out(item, variant, permissions)
             if out is None:
                 continue
             for client in clients:
                 client.subscriber.offer(out)
             delivered += len(clients)
         if channel != stream_name:
-            wide_ids = self._members.get(stream_name, {})
-            for variant, clients in self._targets_of(channel):
-                out = item.variant(variant)
+            wide_ids = self._subs.members.get(stream_name, {})
+            for variant, permissions, clients in self._subs.groups(channel):
+                out = self._out(item, variant, permissions)
                 if out is None:
                     continue
                 for client in clients:
@@ -312,11 +325,15 @@ class Hub:
         """Each subscribed view of the new snapshot, built once, to its subscribers."""
         views = self._views
         delivered = 0
-        for channel in self._view_channels:
+        for channel in self._subs.views:
             view = views.view(channel)
             assert view is not None  # a snapshot was just given to the views
-            for variant, clients in self._targets_of(channel):
-                out = view.variant(variant)
+            for variant, permissions, clients in self._subs.groups(channel):
+                if permissions is None:
+                    out = view.variant(variant)
+                else:
+                    restricted = self._filtered.view(channel, permissions)
+                    out = None if restricted is None else restricted.variant(variant)
                 if out is None:
                     continue
                 for client in clients:
@@ -330,9 +347,15 @@ class Hub:
         """The offset of the last message published on *stream* (0 if none)."""
         return self._streams[stream].offset
 
-    def latest(self, stream: str) -> Outbound | None:
+    def latest(self, stream: str, permissions: Permissions | None = None) -> Outbound | None:
         """The last message of *stream* still in its history; for a view of metrics
-        (``metrics:lean``...), its message for the latest snapshot."""
+        (``metrics:lean``...), its message for the latest snapshot; as clients
+        holding *permissions* see it (the filtered snapshot, an event they may see)."""
+        if permissions is not None:
+            if is_view(stream):
+                return self._filtered.view(stream, permissions)
+            latest = self._streams[stream].latest()
+            return None if latest is None else self._filtered.message(latest, permissions)
         if is_view(stream):
             return self._views.view(stream)
         return self._streams[stream].latest()
@@ -373,7 +396,7 @@ class Hub:
         return HubStatistics(
             clients=len(self._clients),
             max_clients=self.max_clients,
-            subscribers={ch: len(m) for ch, m in sorted(self._members.items())},
+            subscribers={ch: len(m) for ch, m in sorted(self._subs.members.items())},
             offsets={name: s.offset for name, s in self._streams.items()},
             published=self._published,
             delivered=self._delivered,

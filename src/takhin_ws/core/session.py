@@ -26,9 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
-from attrs import frozen
-
 from .._exceptions import RemoteProtocolError
+from ..wire.auth import Refresh
 from ..wire.channels import EVENT_STREAMS, MAX_OFFSET, stream_of
 from ..wire.codec import decode
 from ..wire.frames import Outbound
@@ -48,8 +47,11 @@ from ..wire.messages import (
     Unsubscribe,
     Welcome,
 )
+from .filtered import filtered_history
 from .hub import Client, Hub
 from .queue import Drop
+from .renewal import TokenSession, expiry, refresh
+from .replies import Close, Reply
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -75,24 +77,9 @@ TOO_MANY_INVALID: Final = "too many invalid messages"
 BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
 #: Error code of a ``subscribe`` that would exceed ``Settings.max_channels``.
 TOO_MANY_CHANNELS: Final = "too_many_channels"
-#: Error code of a ``subscribe`` to a channel the connection's permissions exclude.
+#: Error code of a ``subscribe`` to a channel the connection's permissions (an
+#: embedding app's, or its token's claim) exclude.
 FORBIDDEN: Final = "forbidden"
-
-
-@frozen
-class Close:
-    """Close the connection with *code* and *reason* (after the reply's frames)."""
-
-    code: int
-    reason: str
-
-
-@frozen
-class Reply:
-    """What to do after an input: write ``frames`` in order, then ``close`` if set."""
-
-    frames: tuple[Outbound, ...] = ()
-    close: Close | None = None
 
 
 def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
@@ -128,6 +115,7 @@ class SessionCore:
         "permits",
         "series",
         "settings",
+        "token",
     )
 
     def __init__(
@@ -139,6 +127,7 @@ class SessionCore:
         clock: Callable[[], float],
         series: Series | None = None,
         permits: Callable[[str], bool] | None = None,
+        token: TokenSession | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
@@ -156,6 +145,8 @@ class SessionCore:
         # the command token bucket: `command_burst` tokens, `command_rate` per second
         self._tokens = float(settings.command_burst)
         self._stamp = clock()
+        #: the grant of a connection that came with a signed token (else ``None``)
+        self.token = token
 
     @property
     def id(self) -> str:
@@ -239,7 +230,16 @@ class SessionCore:
             return self._unsubscribe(payload)
         if isinstance(payload, History):
             return Reply(tuple(self._history()))
-        return Reply()  # pragma: no cover - decode accepts only CLIENT_TYPES
+        if isinstance(payload, Refresh):
+            return refresh(self, payload)
+        return Reply()
+
+    def expiry(self, now: float) -> Reply | None:
+        """At wall-clock *now* (Unix seconds): ``token_expiring`` once, before the
+        token's ``exp``; a close (4001) from ``exp`` on; else ``None``."""
+        return (
+            None if self.token is None else expiry(self, now)
+        )  # pragma: no cover - decode accepts only CLIENT_TYPES
 
     # --- commands ---
 
@@ -251,7 +251,11 @@ class SessionCore:
             return self._reply(History(interval=self.settings.interval))
         if self.client.variant.bare:
             return []
-        return [self.series.reply(self.hub.reply)]
+        permissions = self.client.permissions
+        if permissions is None:
+            return [self.series.reply(self.hub.reply)]
+        # a restricted client: its groups only (encoded for it: a rare request)
+        return self._reply(filtered_history(self.series.history(), permissions))
 
     def _subscribe(self, request: Subscribe) -> Reply:
         since = dict(request.since or {})
@@ -275,19 +279,22 @@ class SessionCore:
         before = self.client.channels
         added = frozenset(request.channels) - before
         permits = self.permits
-        refused = sorted(c for c in added if permits is not None and not permits(c))
+        permissions = self.client.permissions
+        refused = sorted(
+            c
+            for c in added
+            if (permits is not None and not permits(c))
+            or (permissions is not None and not permissions.allows(c))
+        )
         if refused:
-            return Reply(
-                tuple(
-                    self._reply(
-                        Error(
-                            code=FORBIDDEN,
-                            message=f"not allowed on this connection: {', '.join(refused)}",
-                            path="$.data.channels",
-                        )
-                    )
-                )
+            if self.token is not None:
+                self.token.authenticator.refusals[FORBIDDEN] += 1
+            error = Error(
+                code=FORBIDDEN,
+                message=f"not allowed on this connection: {', '.join(refused)}",
+                path="$.data.channels",
             )
+            return Reply(tuple(self._reply(error)))
         limit = self.settings.max_channels
         if len(before) + len(added) > limit:
             return self._invalid(
@@ -313,11 +320,17 @@ class SessionCore:
     def _unsubscribe(self, request: Unsubscribe) -> Reply:
         removed = frozenset(request.channels) & self.client.channels
         channels = self.hub.unsubscribe(self.client, removed)
+        self._forget_streams(removed)
+        reply = Subscribed(channels=tuple(sorted(removed)), count=len(channels))
+        return Reply(tuple(self._reply(reply)))
+
+    def _forget_streams(self, removed: Iterable[str]) -> None:
+        """The streams no channel of the subscription carries any more: a later
+        subscribe to them joins afresh."""
+        channels = self.client.channels
         for stream in {stream_of(ch) for ch in removed}:
             if not any(stream_of(ch) == stream for ch in channels):
                 self._joined.pop(stream, None)
-        reply = Subscribed(channels=tuple(sorted(removed)), count=len(channels))
-        return Reply(tuple(self._reply(reply)))
 
     def _invalid(self, error: Error) -> Reply:
         """Answer a bad message with *error*; close (1008) once there were too many."""
@@ -363,8 +376,10 @@ class SessionCore:
         return recovered, replay
 
     def _wants(self, item: Outbound) -> bool:
-        channels = self.client.channels
-        return item.channel in channels or item.route in channels
+        client = self.client
+        channels = client.channels
+        wanted = item.channel in channels or item.route in channels
+        return wanted and (client.permissions is None or client.permissions.sees(item.route))
 
     def _note_joined(self, channels: Iterable[str]) -> None:
         for stream in {stream_of(ch) for ch in channels}:
@@ -379,7 +394,7 @@ class SessionCore:
         out = []
         for channel in sorted(channels):  # metrics first, then its views
             if stream_of(channel) == "metrics":
-                latest = self.hub.latest(channel)
+                latest = self.hub.latest(channel, self.client.permissions)
                 if latest is not None:
                     out.append(latest)
         return out

@@ -35,7 +35,7 @@ from ..wire.frames import Outbound
 from ..wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Payload, TopicDetail
 from .snapshot import GroupInfo
 
-__all__ = ["MetricsViews", "is_view", "metrics_data", "metrics_envelope"]
+__all__ = ["JSON", "MetricsViews", "is_view", "metrics_data", "metrics_envelope"]
 
 _DEAD: Final = GroupInfo(state="Dead", members=0)
 #: What a group in the snapshot that no snapshot or event has described yet shows.
@@ -102,6 +102,19 @@ class MetricsViews:
         self._lags: dict[str, JSON] | None = None  # consumerLags by groupId
         self._topics: dict[str, JSON] | None = None  # topicStats by name
         self._consumers: dict[str, list[JSON]] | None = None  # topic -> its readers
+
+    @property
+    def latest(self) -> Outbound | None:
+        """The snapshot's own message (``None`` before the first)."""
+        return self._item
+
+    def derived(self, item: Outbound, envelope: JSON) -> MetricsViews:
+        """Views of *item*, a snapshot derived from this one's (a filtered one, see
+        :mod:`~takhin_ws.core.filtered`), sharing its groups' states."""
+        views = MetricsViews()
+        views._groups = self._groups
+        views.source(item, envelope)
+        return views
 
     # --- what the hub tells us ---
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import attrs
 from attrs import frozen
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,6 +36,12 @@ class ServerStatistics:
     bus_healthy: bool | None
     #: ``None`` without a metrics producer.
     producer: MetricsStatistics | None
+    #: Connected WebSocket clients by how they authenticated (none, api_key, token).
+    clients_by_auth: Mapping[str, int] = attrs.Factory(dict)
+    #: WebSocket upgrades admitted since start, by how they authenticated.
+    admitted_by_auth: Mapping[str, int] = attrs.Factory(dict)
+    #: Refusals of credentials by reason (401s, channels outside a claim, refreshes).
+    auth_refusals: Mapping[str, int] = attrs.Factory(dict)
 
 
 class _StatisticsCollector(Collector):
@@ -94,6 +101,7 @@ class _StatisticsCollector(Collector):
         for status, count in sorted(statistics.rejected.items()):
             rejected.add_metric([str(status)], count)
         yield rejected
+        yield from _auth_families(statistics)
         yield GaugeMetricFamily(
             "takhin_ws_backlogged_clients",
             "Clients whose socket is not keeping up (writes queued)",
@@ -137,6 +145,33 @@ class _StatisticsCollector(Collector):
                 "1 while clients are being sent the last good (stale) snapshot",
                 value=pstats.stale,
             )
+
+
+def _auth_families(statistics: ServerStatistics) -> Iterator[Metric]:
+    clients = GaugeMetricFamily(
+        "takhin_ws_clients_by_auth",
+        "WebSocket clients connected, by how they authenticated",
+        labels=["auth"],
+    )
+    for kind, count in sorted(statistics.clients_by_auth.items()):
+        clients.add_metric([kind], count)
+    yield clients
+    admitted = CounterMetricFamily(
+        "takhin_ws_admitted",
+        "WebSocket upgrades admitted, by how they authenticated",
+        labels=["auth"],
+    )
+    for kind, count in sorted(statistics.admitted_by_auth.items()):
+        admitted.add_metric([kind], count)
+    yield admitted
+    refusals = CounterMetricFamily(
+        "takhin_ws_auth_refusals",
+        "Credentials refused (401), channels outside a token's claim, refused refreshes; by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(statistics.auth_refusals.items()):
+        refusals.add_metric([reason], count)
+    yield refusals
 
 
 def render_metrics(statistics: ServerStatistics) -> bytes:

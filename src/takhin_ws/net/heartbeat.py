@@ -1,12 +1,15 @@
-"""One heartbeat sweep for every client: ping those due, drop those silent too long.
+"""One heartbeat sweep for every client: ping those due, drop those silent too long,
+and tell token connections their token is expiring (then close them once it expired).
 
 A task per client would cost memory per connection; one sweep does it for all. Each
 transport keeps ``next_ping`` and ``last_receive`` (any byte from the peer counts,
-a pong included).
+a pong included); a token connection's core knows its expiry (so ``token_expiring``
+and the 4001 close are late by at most one sweep period).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Final
 
@@ -41,10 +44,13 @@ async def heartbeat(sessions: Collection[Session], settings: Settings) -> None:
     while True:
         await trio.sleep(tick)
         now = trio.current_time()
+        wall = time.time()
         for session in tuple(sessions):
             transport = session.transport
             if transport.closing:
                 continue
+            if session.core.token is not None:
+                session.check_expiry(wall)
             if now - transport.last_receive > settings.ping_timeout:
                 transport.abort(f"heartbeat timeout: no pong within {settings.ping_timeout:g} s")
             elif now >= transport.next_ping:

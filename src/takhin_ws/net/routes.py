@@ -11,15 +11,20 @@ same routes on both doors. Routes see the server only through :class:`ServerView
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import orjson
 
-from ..core.admission import Admission, bearer, key_matches, www_authenticate
+from ..core.access import key_matches, www_authenticate
+from ..core.admission import Admission, bearer
+from ..core.permissions import Permissions
+from ..core.tokens import looks_like_token
 from ..ingest.bus import BusUnavailableError
-from ..ingest.ingress import EventIngress
+from ..ingest.ingress import EventIngress, decode_events
 from ..wire.http import HttpError, Request, error_code, json_error
+from ..wire.messages import Payload, channel_of
 from .dashboard import dashboard_page
 from .exposition import ServerStatistics, render_metrics
 from .status import MetricsStatus
@@ -32,6 +37,7 @@ __all__ = [
     "METRICS_API_PATH",
     "WS_PATH",
     "Answer",
+    "PublishScope",
     "Routes",
     "ServerView",
     "refusal",
@@ -92,6 +98,23 @@ def refusal(exc: HttpError) -> Answer:
     return Answer(exc.status, body, headers=tuple(exc.headers))
 
 
+@attrs.frozen
+class PublishScope:
+    """What a publisher may publish on: ``None``, everything (a publish key); else the
+    channels its token's claim allows."""
+
+    permissions: Permissions | None
+
+    def check(self, events: Sequence[Payload], forbid: Callable[[str], HttpError]) -> None:
+        """Raise ``forbid(...)`` if an event of *events* is outside the scope."""
+        permissions = self.permissions
+        if permissions is None:
+            return
+        refused = sorted({c for c in map(channel_of, events) if not permissions.sees(c)})
+        if refused:
+            raise forbid(f"not permitted by the token: {', '.join(refused)} (nothing published)")
+
+
 class ServerView(Protocol):
     """What the routes need of the server."""
 
@@ -109,7 +132,7 @@ class ServerView(Protocol):
         """Raise the :class:`HttpError` an upgrade with *request*'s query and
         headers would get now (its handshake headers aside)."""
 
-    def latest_metrics(self) -> bytes | None: ...
+    def latest_metrics(self, permissions: Permissions | None = None) -> bytes | None: ...
 
     def statistics(self) -> ServerStatistics: ...
 
@@ -134,7 +157,8 @@ class Routes:
         if method not in ("GET", "HEAD"):
             raise HttpError(405, f"{method} is not allowed here", headers=[("Allow", "GET, HEAD")])
         if path in DASHBOARD_PATHS:
-            return Answer(200, dashboard_page(), HTML_CONTENT_TYPE)
+            page = dashboard_page(self._server.settings.token_url)
+            return Answer(200, page, HTML_CONTENT_TYPE)
         if path == "/healthz":
             return json_answer(200, {"status": "ok"})
         if path == "/readyz":
@@ -160,32 +184,58 @@ class Routes:
         raise HttpError(404, f"no such path: {path}")
 
     def _latest_metrics(self, request: Request) -> Answer:
-        """The latest snapshot, bare; the same API keys as WebSocket clients."""
-        if self._admission.keys_required and not self._admission.authorized(request, []):
-            raise HttpError(401, "missing or wrong API key", headers=www_authenticate())
-        body = self._server.latest_metrics()
+        """The latest snapshot, bare; the same API keys and tokens as WebSocket clients
+        (a token's claim filters it as it filters ``metrics``)."""
+        auth = self._admission.authenticate(request, [])
+        permissions = auth.permissions
+        if permissions is not None and not permissions.allows("metrics"):
+            raise self._admission.authenticator.forbid("metrics: not permitted by the token")
+        body = self._server.latest_metrics(permissions)
         if body is None:
             raise HttpError(
                 503, "no metrics snapshot yet", headers=[("Retry-After", str(RETRY_NO_SNAPSHOT))]
             )
         return Answer(200, body)
 
-    def check_publish(self, request: Request) -> None:
-        """Refuse a publish before its body is read (method, keys, content type)."""
+    def check_publish(self, request: Request) -> PublishScope:
+        """Refuse a publish before its body is read (method, keys, content type); the
+        scope to :meth:`publish` its body in."""
         if request.method != "POST":
             raise HttpError(405, "use POST", headers=[("Allow", "POST")])
-        if not self._publish_keys:
-            raise HttpError(403, "publishing is disabled: start the server with --publish-key")
-        if not key_matches(self._publish_keys, bearer(request)):
-            raise HttpError(401, "missing or wrong publish key", headers=www_authenticate())
+        scope = self._publisher(request)
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         if ctype != JSON_CONTENT_TYPE:
             raise HttpError(415, "content type must be application/json")
+        return scope
 
-    async def publish(self, body: bytes) -> Answer:
-        """Publish the events of a checked request's *body* (every one or none)."""
+    def _publisher(self, request: Request) -> PublishScope:
+        """Who may publish: a publish key (everything) or a token with ``publish:
+        true`` (its channels); raise :class:`HttpError` otherwise."""
+        authenticator = self._admission.authenticator
+        verifier = authenticator.verifier
+        if not self._publish_keys and verifier is None:
+            raise HttpError(403, "publishing is disabled: start the server with --publish-key")
+        given = bearer(request)
+        if key_matches(self._publish_keys, given):
+            return PublishScope(None)
+        if verifier is None or not given or not looks_like_token(given):
+            raise HttpError(401, "missing or wrong publish key", headers=www_authenticate())
+        auth = authenticator.authenticate([given])
+        if auth.grant is None or not auth.grant.publish:
+            raise authenticator.forbid("the token does not allow publishing (publish: true)")
+        return PublishScope(auth.permissions)
+
+    async def publish(self, body: bytes, scope: PublishScope) -> Answer:
+        """Publish the events of a checked request's *body* (every one or none), each
+        within *scope* (else 403 and nothing is published)."""
+        ingress = self._server.ingress
         try:
-            published = await self._server.ingress.publish_body(body)
+            if scope.permissions is None:
+                published = await ingress.publish_body(body)
+            else:
+                events = decode_events(body)
+                scope.check(events, self._admission.authenticator.forbid)
+                published = await ingress.publish_many(events)
         except BusUnavailableError as exc:
             raise HttpError(
                 503,

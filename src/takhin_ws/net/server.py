@@ -24,6 +24,8 @@ from ..config.settings import Settings
 from ..core.admission import Admission, Upgrade
 from ..core.hosts import HostPolicy
 from ..core.hub import Hub
+from ..core.permissions import Permissions
+from ..core.renewal import token_session
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
@@ -137,15 +139,19 @@ class Server:
             owns_handshake=False,
         )
 
-    def latest_metrics(self) -> bytes | None:
+    def latest_metrics(self, permissions: Permissions | None = None) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
-        before the first one)."""
-        return self._services.latest_metrics()
+        before the first one), as *permissions* may see it."""
+        return self._services.latest_metrics(permissions)
 
     def statistics(self) -> ServerStatistics:
         """The server's counters now, as one frozen value (what ``/metrics`` renders)."""
+        authenticator = self._admission.authenticator
         return ServerStatistics(
             hub=self.hub.statistics(),
+            clients_by_auth=authenticator.census(s.auth for s in tuple(self.sessions)),
+            admitted_by_auth=dict(authenticator.admitted),
+            auth_refusals=dict(authenticator.refusals),
             connections=self.connections_total,
             rejected=dict(self.rejected),
             backlogged_clients=sum(1 for s in tuple(self.sessions) if s.transport.backlogged),
@@ -233,14 +239,14 @@ class Server:
         routes = self._routes
         if not routes.is_publish(request):
             return routes.answer(request)
-        routes.check_publish(request)
+        scope = routes.check_publish(request)
         body: bytes | None = None
         deadline = self.settings.body_timeout
         with trio.move_on_after(deadline):
             body = await read_body(transport, request, self.settings.max_body_size)
         if body is None:
             raise HttpError(408, f"the request body did not arrive within {deadline:g} s")
-        return await routes.publish(body)
+        return await routes.publish(body, scope)
 
     async def _send(self, transport: SocketTransport, answer: Answer, *, head: bool) -> None:
         await send_answer(transport, answer, head=head, write_timeout=self.settings.write_timeout)
@@ -268,8 +274,10 @@ class Server:
         except HttpError as exc:
             if exc.status == 403:
                 log.warning("conn-%d: refused origin %r", conn_id, request.header("origin"))
-            elif exc.status == 401:
+            elif exc.status == 401 and exc.details.get("reason") in ("missing", "wrong_key"):
                 log.warning("conn-%d: refused upgrade without a valid API key", conn_id)
+            elif exc.status in (401, 403):
+                log.warning("conn-%d: refused upgrade: %s", conn_id, exc.message)
             raise
 
     def _upgrade(
@@ -286,7 +294,12 @@ class Server:
         key = request.header("sec-websocket-key") or ""
         answer = switching_protocols(key, upgrade.subprotocol, upgrade.extra_headers)
         try:
-            client = self.hub.add_client(transport, upgrade.channels, variant=upgrade.variant)
+            client = self.hub.add_client(
+                transport,
+                upgrade.channels,
+                variant=upgrade.variant,
+                permissions=upgrade.auth.permissions,
+            )
         except HubFullError:
             transport.send_control_nowait(answer)
             return None
@@ -297,6 +310,10 @@ class Server:
         )
         first = bytes(request.conn.trailing_data[0])  # the client's first frames, if any
         series = None if self.producer is None else self.producer.series
+        auth = upgrade.auth
+        authenticator = self._admission.authenticator
+        authenticator.admitted[auth.kind] += 1
+        token = token_session(auth, authenticator, settings.token_expiry_notice)
         session = Session(
             self.hub,
             settings,
@@ -305,6 +322,8 @@ class Server:
             series,
             nursery=self._nursery,
             inbound=InboundReader(transport, inbound, first),
+            auth=auth.kind,
+            token=token,
         )
         transport.next_ping = trio.current_time() + settings.ping_interval
         self.sessions.add(session)

@@ -21,6 +21,7 @@ import trio
 
 from ..config.settings import Settings
 from ..core.hub import Hub
+from ..core.permissions import Permissions
 from ..core.series import Series
 from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus, MemoryBus
@@ -93,10 +94,10 @@ class Services:
             snapshot=self.hub.latest("metrics") is not None,
         )
 
-    def latest_metrics(self) -> bytes | None:
+    def latest_metrics(self, permissions: Permissions | None = None) -> bytes | None:
         """The latest snapshot as a bare ``MonitoringMetrics`` JSON object (``None``
-        before the first one)."""
-        latest = self.hub.latest("metrics")
+        before the first one), as *permissions* (a token's claim) may see it."""
+        latest = self.hub.latest("metrics", permissions)
         return None if latest is None else bare_payload(latest.payload)
 
 

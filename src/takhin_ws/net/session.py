@@ -25,7 +25,9 @@ import trio
 from attrs import frozen
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
+from ..core.access import AuthKind
 from ..core.hub import Client, Hub
+from ..core.renewal import TokenSession
 from ..core.session import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -84,6 +86,7 @@ class Session:
         "_done",
         "_inbound",
         "_nursery",
+        "auth",
         "core",
         "peer_closed",
         "settings",
@@ -100,10 +103,16 @@ class Session:
         *,
         nursery: trio.Nursery,
         inbound: InboundReader,
+        auth: AuthKind = "none",
+        token: TokenSession | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
-        self.core = SessionCore(hub, settings, client, clock=trio.current_time, series=series)
+        #: how the client authenticated (``none``, ``api_key``, ``token``)
+        self.auth = auth
+        self.core = SessionCore(
+            hub, settings, client, clock=trio.current_time, series=series, token=token
+        )
         self._nursery = nursery  # where the closer of close() runs (the server's)
         self._inbound = inbound
         #: the Close this server sent (or decided to send), once it did
@@ -248,6 +257,16 @@ class Session:
                 for event in events:
                     await self._on(event)
         self.transport.abort(close.reason)
+
+    def check_expiry(self, now: float) -> None:
+        """The heartbeat sweep's call at wall-clock *now* (a token connection): send
+        ``token_expiring`` when due, close with 4001 once the token expired."""
+        reply = self.core.expiry(now)
+        if reply is None:
+            return
+        self._write(reply)
+        if reply.close is not None:
+            self.close(reply.close.code, reply.close.reason)
 
     def close(self, code: int, reason: str) -> None:
         """Close this session with *code* from outside its loop (the shutdown): the

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import attrs
 from attrs import field, frozen
 
+from .auth import Refresh, Refreshed, TokenExpiring
 from .channels import parse_channel
 from .events import (
     EVENT_TYPES,
@@ -77,9 +78,12 @@ __all__ = [
     "Payload",
     "Ping",
     "Pong",
+    "Refresh",
+    "Refreshed",
     "Subscribe",
     "Subscribed",
     "Throughput",
+    "TokenExpiring",
     "TopicConsumer",
     "TopicCreated",
     "TopicDeleted",
@@ -243,6 +247,9 @@ Payload: TypeAlias = (
     | Subscribed
     | Gap
     | Error
+    | Refresh
+    | Refreshed
+    | TokenExpiring
 )
 
 #: Every payload class by its wire type.
@@ -267,6 +274,9 @@ PAYLOAD_CLASSES: Final[dict[str, type[Any]]] = {
         Subscribed,
         Gap,
         Error,
+        Refresh,
+        Refreshed,
+        TokenExpiring,
     )
 }
 #: Types whose envelope has no ``data`` key.
@@ -276,7 +286,7 @@ NO_DATA_TYPES: Final = frozenset({"ping", "pong"})
 OPTIONAL_DATA_TYPES: Final = frozenset({"history"})
 ALL_TYPES: Final = frozenset(PAYLOAD_CLASSES)
 #: What a browser may send.
-CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe", "history"})
+CLIENT_TYPES: Final = frozenset({"ping", "subscribe", "unsubscribe", "history", "refresh"})
 
 
 def channel_of(payload: Payload) -> str:

@@ -1,0 +1,75 @@
+"""Who is subscribed to what, grouped the way the fan-out sends (sans-IO).
+
+:class:`Subscriptions` is the hub's table of members per channel. For the fan-out it
+keeps each channel's members grouped by wire variant and permission set (rebuilt only
+when they change): a publish builds each group's message once and hands every member
+of the group the same object. Unrestricted clients (``None``: no token, or a claim
+that grants everything) form groups of their own that no check slows down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..wire.frames import Variant
+from .clients import Client
+from .permissions import Permissions
+from .views import is_view
+
+__all__ = ["Group", "Subscriptions"]
+
+#: The subscribers of one channel that receive the same bytes: a variant, a
+#: permission set (``None``: unrestricted) and the clients.
+Group = tuple[Variant, Permissions | None, tuple[Client, ...]]
+
+
+class Subscriptions:
+    """Members per channel, their fan-out groups, and the views with subscribers.
+
+    *on_view_unused* is called with a view channel whose last subscriber left."""
+
+    __slots__ = ("_groups", "_on_view_unused", "members", "views")
+
+    def __init__(self, on_view_unused: Callable[[str], None]) -> None:
+        self._on_view_unused = on_view_unused
+        #: client id -> client, per channel
+        self.members: dict[str, dict[str, Client]] = {}
+        self._groups: dict[str, tuple[Group, ...]] = {}
+        #: metrics views with subscribers
+        self.views: set[str] = set()
+
+    def set(self, client: Client, channels: frozenset[str]) -> None:
+        """*client* is subscribed to exactly *channels* from now on."""
+        for channel in client.channels - channels:
+            members = self.members[channel]
+            del members[client.id]
+            if not members:
+                del self.members[channel]
+                if is_view(channel):
+                    self.views.discard(channel)
+                    self._on_view_unused(channel)
+            self._groups.pop(channel, None)
+        for channel in channels - client.channels:
+            self.members.setdefault(channel, {})[client.id] = client
+            if is_view(channel):
+                self.views.add(channel)
+            self._groups.pop(channel, None)
+        client.channels = channels
+
+    def regroup(self, client: Client) -> None:
+        """*client*'s variant or permissions changed: its channels' groups are rebuilt."""
+        for channel in client.channels:
+            self._groups.pop(channel, None)
+
+    def groups(self, channel: str) -> tuple[Group, ...]:
+        groups = self._groups.get(channel)
+        if groups is None:
+            by_key: dict[tuple[Variant, Permissions | None], list[Client]] = {}
+            for client in self.members.get(channel, {}).values():
+                by_key.setdefault((client.variant, client.permissions), []).append(client)
+            groups = tuple((v, p, tuple(clients)) for (v, p), clients in by_key.items())
+            self._groups[channel] = groups
+        return groups
+
+    def count(self, channel: str) -> int:
+        return len(self.members.get(channel, ()))

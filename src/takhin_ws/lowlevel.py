@@ -12,12 +12,15 @@ server (an in-process fan-out, a server-sent-events endpoint, a test):
   (``Hub.add_client`` returns it);
 - :class:`Outbound`, one published message as it is handed out (its JSON, its
   WebSocket frame, its channel and offset), in a :class:`Variant` (``PLAIN``,
-  ``BARE``, or compressed), fixed per client.
+  ``BARE``, or compressed), fixed per client;
+- :class:`Permissions`, a token's ``channels`` claim compiled: a client registered
+  with one (``Hub.add_client(..., permissions=...)``) receives only what it grants.
 
 A server builds and runs all of these itself: ``takhin_ws`` is enough to run one.
 """
 
 from .core.clients import Client, QueueSubscriber, Subscriber
+from .core.permissions import Permissions
 from .core.queue import Drop, DropOldestQueue, QueueStatistics
 from .wire.frames import BARE, PLAIN, Outbound, Variant
 
@@ -28,6 +31,7 @@ __all__ = [
     "Drop",
     "DropOldestQueue",
     "Outbound",
+    "Permissions",
     "QueueStatistics",
     "QueueSubscriber",
     "Subscriber",

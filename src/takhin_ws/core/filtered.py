@@ -16,7 +16,7 @@ from typing import Final
 import orjson
 from attrs import evolve
 
-from ..wire.frames import Outbound
+from ..wire.frames import Outbound, Variant
 from ..wire.messages import History
 from .permissions import Permissions
 from .views import JSON, MetricsViews, dumps
@@ -115,6 +115,15 @@ class FilteredMetrics:
         """View *channel* of the filtered snapshot."""
         views = self._for(permissions)
         return None if views is None else views.view(channel)
+
+    def view_variant(
+        self, view: Outbound, channel: str, variant: Variant, permissions: Permissions | None
+    ) -> Outbound | None:
+        """*view* (of *channel*) in *variant*, as clients holding *permissions* see it."""
+        if permissions is None:
+            return view.variant(variant)
+        restricted = self.view(channel, permissions)
+        return None if restricted is None else restricted.variant(variant)
 
     def _for(self, permissions: Permissions) -> MetricsViews | None:
         built = self._built.get(permissions)

@@ -96,9 +96,8 @@ class Hub:
         variant: Variant = PLAIN,
         permissions: Permissions | None = None,
     ) -> Client:
-        """Register *subscriber*, receiving published messages as *variant*, and only
-        what *permissions* grant (``None``: all; the default channels are narrowed to
-        them); raise :class:`HubFullError` at ``max_clients``."""
+        """Register *subscriber*, receiving published messages as *variant* and what
+        *permissions* grant (``None``: all); raise :class:`HubFullError` when full."""
         if self._closed:
             raise HubClosedError("hub is closed")
         if len(self._clients) >= self.max_clients:
@@ -150,13 +149,11 @@ class Hub:
         return client.channels
 
     def set_permissions(self, client: Client, permissions: Permissions | None) -> frozenset[str]:
-        """Restrict *client* to *permissions* from now on (a refreshed token): the
-        channels they no longer allow are unsubscribed; return those."""
+        """Restrict *client* to *permissions* (a refreshed token); unsubscribe and
+        return the channels they no longer allow."""
         keep = client.channels if permissions is None else permissions.allowed(client.channels)
         removed = client.channels - keep
-        if permissions != client.permissions:
-            self._subs.regroup(client)
-            client.permissions = permissions
+        self._subs.set_permissions(client, permissions)
         self._set_channels(client, keep)
         return removed
 
@@ -329,11 +326,7 @@ class Hub:
             view = views.view(channel)
             assert view is not None  # a snapshot was just given to the views
             for variant, permissions, clients in self._subs.groups(channel):
-                if permissions is None:
-                    out = view.variant(variant)
-                else:
-                    restricted = self._filtered.view(channel, permissions)
-                    out = None if restricted is None else restricted.variant(variant)
+                out = self._filtered.view_variant(view, channel, variant, permissions)
                 if out is None:
                     continue
                 for client in clients:

@@ -18,12 +18,12 @@ claim share one filtered ``metrics`` frame per tick (see :mod:`~takhin_ws.core.a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ..wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX, parse_channel
 
-__all__ = ["MAX_PATTERNS", "ClaimError", "Permissions", "check_pattern"]
+__all__ = ["MAX_PATTERNS", "ClaimError", "Permissions", "check_pattern", "refused"]
 
 #: Patterns one claim may hold (a claim is bounded like a subscription).
 MAX_PATTERNS: Final = 1000
@@ -128,3 +128,18 @@ class Permissions:
 
     def allowed(self, channels: Iterable[str]) -> frozenset[str]:
         return frozenset(c for c in channels if self.allows(c))
+
+
+def refused(
+    channels: Iterable[str],
+    permissions: Permissions | None,
+    permits: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """The channels of *channels* that *permissions* (a token's claim) or *permits*
+    (an embedding app's say, ``takhin_ws.asgi``) do not allow, sorted."""
+    return sorted(
+        c
+        for c in channels
+        if (permits is not None and not permits(c))
+        or (permissions is not None and not permissions.allows(c))
+    )

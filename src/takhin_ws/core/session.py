@@ -49,6 +49,7 @@ from ..wire.messages import (
 )
 from .filtered import filtered_history
 from .hub import Client, Hub
+from .permissions import refused as refused_channels
 from .queue import Drop
 from .renewal import TokenSession, expiry, refresh
 from .replies import Close, Reply
@@ -278,22 +279,12 @@ class SessionCore:
                 )
         before = self.client.channels
         added = frozenset(request.channels) - before
-        permits = self.permits
-        permissions = self.client.permissions
-        refused = sorted(
-            c
-            for c in added
-            if (permits is not None and not permits(c))
-            or (permissions is not None and not permissions.allows(c))
-        )
+        refused = refused_channels(added, self.client.permissions, self.permits)
         if refused:
             if self.token is not None:
                 self.token.authenticator.refusals[FORBIDDEN] += 1
-            error = Error(
-                code=FORBIDDEN,
-                message=f"not allowed on this connection: {', '.join(refused)}",
-                path="$.data.channels",
-            )
+            message = f"not allowed on this connection: {', '.join(refused)}"
+            error = Error(code=FORBIDDEN, message=message, path="$.data.channels")
             return Reply(tuple(self._reply(error)))
         limit = self.settings.max_channels
         if len(before) + len(added) > limit:

@@ -56,10 +56,12 @@ class Subscriptions:
             self._groups.pop(channel, None)
         client.channels = channels
 
-    def regroup(self, client: Client) -> None:
-        """*client*'s variant or permissions changed: its channels' groups are rebuilt."""
-        for channel in client.channels:
-            self._groups.pop(channel, None)
+    def set_permissions(self, client: Client, permissions: Permissions | None) -> None:
+        """*client* holds *permissions* from now on: its channels' groups are rebuilt."""
+        if permissions != client.permissions:
+            for channel in client.channels:
+                self._groups.pop(channel, None)
+            client.permissions = permissions
 
     def groups(self, channel: str) -> tuple[Group, ...]:
         groups = self._groups.get(channel)

@@ -10,7 +10,8 @@ and compressing, is done before and not counted). The best of ``--repeat`` trial
 
 Both servers run as child processes on loopback, one after the other:
 
-- ``takhin-ws``: ``python -m takhin_ws --max-message-size 67108864 --interval 3600``;
+- ``takhin-ws``: ``python -m takhin_ws --max-message-size 67108864 --interval 3600
+  --ping-interval 3600 --ping-timeout 7200`` (the client answers no ping);
 - ``websockets``, the peer: the ``websockets`` package's asyncio server with the same
   size limit and permessage-deflate, answering each message with ``{"type":"pong"}``
   after ``orjson.loads`` (the same work takhin-ws does with a ping).
@@ -179,6 +180,8 @@ def child(server: str) -> Iterator[tuple[int, int]]:
     if server == "takhin-ws":
         argv = ["-m", "takhin_ws", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--max-message-size", str(LIMIT), "--interval", "3600", "--log-level", "warning"]
+        # the client answers no ping: a slow server must not drop it while it reads
+        argv += ["--ping-interval", "3600", "--ping-timeout", "7200"]
     else:
         argv = ["-m", "benchmarks.inbound", "--serve-peer", str(port)]
     proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL)

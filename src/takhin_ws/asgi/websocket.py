@@ -25,6 +25,7 @@ timeout) sends Close 1001 on its way out, shielded and bounded by the write dead
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from typing import Final
 
@@ -41,6 +42,7 @@ from ..core.session import (
     Close,
     SessionCore,
 )
+from ..net.heartbeat import sweep_period
 from ..net.routes import refusal
 from ..net.session import CLOSE_ABNORMAL, Ending, log_ending
 from ..wire.frames import Outbound
@@ -228,6 +230,8 @@ class AsgiSession:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, nursery.cancel_scope, write_timeout)
+                if self.core.token is not None:
+                    nursery.start_soon(self._expire)
                 await self._read()
                 nursery.cancel_scope.cancel()  # the peer is gone
         finally:
@@ -242,6 +246,21 @@ class AsgiSession:
                             "reason": GOING_AWAY.reason,
                         }
                     )
+
+    async def _expire(self) -> None:
+        """A token connection's ``token_expiring``, then its close 4001: checked as
+        often as the standalone server's heartbeat sweep does (no sweep here; a token
+        connection pays this task, the others nothing)."""
+        period = sweep_period(self.core.settings)
+        while True:
+            await trio.sleep(period)
+            reply = self.core.expiry(time.time())
+            if reply is None:
+                continue
+            self._offer_reply(reply.frames)
+            if reply.close is not None:
+                self.writer.close(reply.close)
+                return
 
     async def _write(self, scope: trio.CancelScope, write_timeout: float) -> None:
         """The writer; once it has sent Close, wait (bounded) for the peer's reply,

@@ -184,6 +184,17 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: publishes big snapshots to 1,000 hub clients for a minute, which must not"
         " share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.inbound --repeat 3"): (
+        "skip: sends messages of up to 64 MiB to two servers for a minute, which must not"
+        " share the machine with the suite"
+    ),
+    ("docs/benchmarks.md", "sh", "--servers takhin-ws --timeout 6000"): (
+        "skip: the before run, in a worktree of an old commit (its 64 MiB message alone"
+        " costs ten minutes of CPU)"
+    ),
+    ("docs/contributing.md", "sh", "pytest tests/test_autobahn.py"): (
+        "tests/test_autobahn.py::test_autobahn_section"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

@@ -1,14 +1,25 @@
 """``python -m benchmarks.kafka_tick``: what one tick of ``--source kafka`` costs on a real
-broker of a given size.
+broker of a given size, the collector in its own process (as served) and, for
+comparison, in a worker thread of the server process (the shape before issue 23).
 
 It starts a single-node Apache Kafka broker (the one the tests use, ``tests/kafka_broker.py``:
 Maven fetches it once, Java 17 runs it), creates TOPICS x PARTITIONS topics with a few
 messages in every partition and GROUPS consumer groups that committed offsets on
-TOPICS_PER_GROUP topics each, then runs :class:`~takhin_ws.sources.kafka.KafkaSource`
-the way the server does (one collect every INTERVAL seconds, deadline 0.9 x INTERVAL)
-and reports per tick: wall time, CPU time of this process (every thread: the Trio
-thread, the worker threads, librdkafka's), the 2.9 ``metrics`` message in bytes, and the
-worst lateness of a 10 ms Trio timer meanwhile (how long the event loop was held).
+TOPICS_PER_GROUP topics each (or uses the broker at ``--bootstrap`` as it is), then runs
+the source the way the server does (one collect every INTERVAL seconds, deadline 0.9 x
+INTERVAL) and reports per tick:
+
+- ``wall_ms``: the collect's wall time;
+- ``collector_cpu_ms``: CPU time of the collector (``process``: the collector process,
+  from ``/proc``; ``thread``: this whole process, every thread);
+- ``server_cpu_ms``: CPU time of this process, the server's (in ``thread`` mode the same
+  as the collector's);
+- ``loop_hold_ms``: the worst lateness of a 10 ms Trio timer during the collect (how long
+  the server's event loop was kept from running); ``idle_hold_ms`` the same between two
+  ticks (the machine's own noise: other processes, the scheduler), ``gc_pause_ms`` the
+  longest pause of the cyclic garbage collector during the collect;
+- ``encode_ms``: encoding the 2.9 ``metrics`` envelope once (what the hub does per
+  publish, on the event loop), and its size.
 
 Example (from the repository root; ~3-5 min, most of it creating the partitions)::
 
@@ -18,12 +29,16 @@ Example (from the repository root; ~3-5 min, most of it creating the partitions)
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,90 +47,83 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
 from benchmarks.common import raise_nofile
+from benchmarks.kafka_cluster import build_cluster
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
-from takhin_ws.core.snapshot import MetricsSourceError
-from takhin_ws.sources.kafka import KafkaSource
-from takhin_ws.wire.codec import encode
-from takhin_ws.wire.messages import Envelope
+from takhin_ws.core.snapshot import MetricsSourceError, Snapshot
+from takhin_ws.protocol import Envelope, encode
+from takhin_ws.sources.kafka import PROCESS_SHARE, KafkaSource
+from takhin_ws.sources.kafka_collector import KafkaCollector
 
-#: Topics created per CreateTopics request.
-CREATE_BATCH = 100
 #: Seconds of lateness probe period.
 PROBE = 0.01
-#: Messages written to every partition (so offsets and lag are not all zero).
-MESSAGES_PER_PARTITION = 5
+#: Clock ticks per second of /proc/PID/stat's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MODES = ("process", "thread")
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def build_cluster(bootstrap: str, args: argparse.Namespace) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    names = [f"bench-{index:05d}" for index in range(args.topics)]
-    started = time.monotonic()
-    for start in range(0, len(names), CREATE_BATCH):
-        batch = [NewTopic(n, args.partitions, 1) for n in names[start : start + CREATE_BATCH]]
-        for future in admin.create_topics(batch, request_timeout=300).values():
-            future.result(timeout=300)
-    deadline = time.monotonic() + 600
-    while True:  # every partition has a leader (a fresh metadata request each time)
-        topics = admin.list_topics(timeout=60).topics
-        led = sum(
-            1
-            for name in names
-            if name in topics
-            and len(topics[name].partitions) == args.partitions
-            and all(p.leader >= 0 for p in topics[name].partitions.values())
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process *pid* so far; 0 without one."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+Collect = Callable[[], Awaitable[Snapshot]]
+
+
+@asynccontextmanager
+async def collector(
+    mode: str, bootstrap: str, deadline: float
+) -> AsyncIterator[tuple[Collect, Callable[[], int | None]]]:
+    """The collect of *mode* (within *deadline* s) and the id of the process whose CPU
+    is the collector's."""
+    timeout = deadline
+    if mode == "process":
+        async with KafkaSource(bootstrap, timeout=timeout) as source:
+            yield source.collect, lambda: source.collector_pid
+        return
+    own = KafkaCollector(bootstrap)
+    limiter = trio.CapacityLimiter(1)
+
+    async def collect() -> Snapshot:
+        return await trio.to_thread.run_sync(
+            own.collect, timeout * PROCESS_SHARE, limiter=limiter, abandon_on_cancel=True
         )
-        if led == len(names):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {led} of {len(names)} topics have leaders")
-        time.sleep(1)
-    log(f"{args.topics} topics x {args.partitions} created in {time.monotonic() - started:.0f} s")
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "log_level": 0})
-    for name in names:
-        for partition in range(args.partitions):
-            for _ in range(MESSAGES_PER_PARTITION):
-                producer.produce(name, value=b"x" * 100, partition=partition)
-        producer.poll(0)
-    assert producer.flush(120) == 0
-    requests = {}
-    for group in range(args.groups):
-        first = group * args.topics_per_group
-        topics = [names[(first + k) % len(names)] for k in range(args.topics_per_group)]
-        offsets = [
-            TopicPartition(t, p, 1 + (group + p) % MESSAGES_PER_PARTITION)
-            for t in topics
-            for p in range(args.partitions)
-        ]
-        group_id = f"bench-group-{group:04d}"
-        requests[group_id] = ConsumerGroupTopicPartitions(group_id, offsets)
-    deadline = time.monotonic() + 300
-    while requests:  # commits made while __consumer_offsets is being created get lost
-        futures = [
-            future
-            for request in requests.values()
-            for future in admin.alter_consumer_group_offsets([request]).values()
-        ]
-        for future in futures:
-            future.result(timeout=120)
-        listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=60).valid}
-        requests = {g: r for g, r in requests.items() if g not in listed}
-        if requests and time.monotonic() > deadline:
-            raise RuntimeError(f"{len(requests)} groups could not commit")
-    log(f"{args.groups} groups committed on {args.topics_per_group} topics each")
+
+    try:
+        yield collect, os.getpid
+    finally:
+        await trio.to_thread.run_sync(own.close, limiter=limiter)
 
 
-async def measure(bootstrap: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+class GcPauses:
+    """The cyclic garbage collector's pauses in this process (seconds each)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._began)
+
+
+async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     lateness: list[float] = []
     rows: list[dict[str, Any]] = []
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
 
     async def probe() -> None:
         while True:
@@ -124,37 +132,57 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> list[dict[str, An
             lateness.append(trio.current_time() - before - PROBE)
 
     timeout = args.timeout or args.interval * 0.9  # as source_for sets it
-    async with KafkaSource(bootstrap, timeout=timeout) as source, trio.open_nursery() as nursery:
-        nursery.start_soon(probe)
+    async with collector(mode, bootstrap, timeout) as (collect, pid), trio.open_nursery() as n:
+        n.start_soon(probe)
         start = trio.current_time()
         for tick in range(args.ticks + 1):
             await trio.sleep_until(start + tick * args.interval)
+            await trio.sleep(PROBE * 2)  # the probe is waiting: a hold shows as lateness
+            idle = max(lateness, default=0.0)  # between ticks: the machine's own noise
             lateness.clear()
-            wall, cpu = time.perf_counter(), time.process_time()
+            gc_pauses.pauses.clear()
+            child = pid()
+            wall, cpu, child_cpu = time.perf_counter(), time.process_time(), process_cpu(child)
             try:
-                snapshot = await source.collect()
-            except MetricsSourceError as exc:  # a tick past its deadline: say so, go on
-                row: dict[str, Any] = {"tick": tick, "error": str(exc)}
-            else:
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                metrics = snapshot.metrics
-                frame = encode(Envelope(payload=metrics, timestamp=metrics.timestamp))
-                row = {
+                with trio.fail_after(timeout):
+                    snapshot = await collect()
+            except (MetricsSourceError, trio.TooSlowError) as exc:  # past its deadline
+                rows.append({"mode": mode, "tick": tick, "error": str(exc) or "deadline"})
+                log(orjson.dumps(rows[-1]).decode())
+                continue
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            child_cpu = process_cpu(child) - child_cpu if child != os.getpid() else cpu
+            await trio.sleep(PROBE * 2)  # the probe's last lateness is in
+            hold = max(lateness, default=0.0)
+            gc_pause = max(gc_pauses.pauses, default=0.0)
+            metrics = snapshot.metrics
+            began = time.perf_counter()
+            frame = encode(Envelope(payload=metrics, timestamp=metrics.timestamp))
+            encoded = time.perf_counter() - began
+            rows.append(
+                {
+                    "mode": mode,
                     "tick": tick,
                     "wall_ms": round(wall * 1000, 1),
-                    "cpu_ms": round(cpu * 1000, 1),
+                    "collector_cpu_ms": round(child_cpu * 1000, 1),
+                    "server_cpu_ms": round(cpu * 1000, 1),
+                    "loop_hold_ms": round(hold * 1000, 1),
+                    "idle_hold_ms": round(idle * 1000, 1),
+                    "gc_pause_ms": round(gc_pause * 1000, 1),
+                    "encode_ms": round(encoded * 1000, 1),
                     "frame_bytes": len(frame),
-                    "loop_late_ms": round(max(lateness, default=0.0) * 1000, 1),
                     "topics": len(metrics.topic_stats),
                     "groups": len(snapshot.groups),
                 }
-            rows.append(row)
+            )
             log(orjson.dumps(rows[-1]).decode())
-        nursery.cancel_scope.cancel()
+            lateness.clear()  # the idle window starts after the encode
+        n.cancel_scope.cancel()
+    gc.callbacks.remove(gc_pauses)
     return rows[1:]  # the first tick warms the client up (connections, metadata cache)
 
 
-def summary(all_rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+def summary(mode: str, all_rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     rows = [row for row in all_rows if "error" not in row]
 
     def stat(key: str) -> dict[str, float] | None:
@@ -164,16 +192,20 @@ def summary(all_rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         return {"median": statistics.median(values), "max": max(values)}
 
     return {
+        "mode": mode,
         "topics": args.topics,
         "partitions": args.topics * args.partitions,
         "groups": args.groups,
-        "committed_partitions": args.groups * args.topics_per_group * args.partitions,
         "ticks": len(all_rows),
         "failed_ticks": len(all_rows) - len(rows),
         "interval_s": args.interval,
         "wall_ms": stat("wall_ms"),
-        "cpu_ms": stat("cpu_ms"),
-        "loop_late_ms": stat("loop_late_ms"),
+        "collector_cpu_ms": stat("collector_cpu_ms"),
+        "server_cpu_ms": stat("server_cpu_ms"),
+        "loop_hold_ms": stat("loop_hold_ms"),
+        "idle_hold_ms": stat("idle_hold_ms"),
+        "gc_pause_ms": stat("gc_pause_ms"),
+        "encode_ms": stat("encode_ms"),
         "frame_bytes": rows[-1]["frame_bytes"] if rows else None,
     }
 
@@ -189,24 +221,40 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=10)
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--heap", default="2g", help="the broker's Java heap")
+    parser.add_argument("--modes", default=",".join(MODES), help="process, thread or both")
+    parser.add_argument(
+        "--bootstrap", help="measure the broker at HOST:PORT as it is (no broker, no set-up)"
+    )
     parser.add_argument(
         "--timeout", type=float, help="collect deadline (default: 0.9 x interval, as served)"
     )
     parser.add_argument("--debug", action="store_true", help="log each request's time")
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in MODES for m in modes):
+        parser.error(f"--modes takes {' and '.join(MODES)}, got {args.modes!r}")
     if args.debug:
         logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
         logging.getLogger("takhin_ws.metrics").setLevel(logging.DEBUG)
         logging.getLogger("takhin_ws.metrics.librdkafka").setLevel(logging.INFO)
     raise_nofile()  # the broker inherits it: a partition holds a few files open
+    if args.bootstrap:
+        for mode in modes:
+            print(
+                orjson.dumps(
+                    summary(mode, trio.run(measure, mode, args.bootstrap, args), args)
+                ).decode()
+            )
+        return
     workdir = Path(tempfile.mkdtemp(prefix="takhin-ws-kafka-bench-"))
     broker = KafkaBroker(java_binary(), kafka_classpath(), workdir, heap=args.heap)
     try:
         broker.start()
         log(f"broker on {broker.bootstrap}")
         build_cluster(broker.bootstrap, args)
-        rows = trio.run(measure, broker.bootstrap, args)
-        print(orjson.dumps(summary(rows, args)).decode())
+        for mode in modes:
+            rows = trio.run(measure, mode, broker.bootstrap, args)
+            print(orjson.dumps(summary(mode, rows, args)).decode())
     except BaseException:
         log(f"failed; the broker's log ends with:\n{broker.log()}")
         raise

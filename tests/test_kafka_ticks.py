@@ -9,30 +9,25 @@ group left out of the listing, a metadata request that fails.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 import trio
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 
 from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka import KafkaSourceError
+from takhin_ws.sources.kafka_client import DESCRIBE_ROUNDS
 from takhin_ws.sources.kafka_collector import KafkaCollector
+from takhin_ws.sources.kafka_requests import Batch
 
 pytestmark = pytest.mark.slow
 
 #: A tick's time in these tests: generous, the broker is shared and the machine loaded.
 TIMEOUT = 10.0
-Futures = Mapping[Any, concurrent.futures.Future[Any]]
-
-
-def failed(code: int) -> concurrent.futures.Future[Any]:
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    future.set_exception(KafkaException(KafkaError(code)))
-    return future
 
 
 def break_partition(
@@ -40,18 +35,24 @@ def break_partition(
 ) -> list[int]:
     """Partition 0 of *topic* answers NOT_LEADER to its first *times* end-offset
     askings; returns the list of askings made (one item per asking)."""
-    original: Callable[[list[Any], float], Futures] = collector.admin._request_offsets
+    original: Callable[[list[Any], float], list[Batch]] = collector.admin._request_offsets
+    target = ("end", (topic, 0))
     asked: list[int] = []
 
-    def request(keys: list[Any], timeout: float) -> Futures:
-        futures = dict(original(keys, timeout))
-        for key in futures:
-            kind, tp = key
-            if (kind, tp.topic, tp.partition) == ("end", topic, 0):
-                asked.append(1)
-                if len(asked) <= times:
-                    futures[key] = failed(KafkaError.NOT_LEADER_FOR_PARTITION)
-        return futures
+    def broken(unpack: Callable[[Any], Iterable[tuple[Any, Any]]]) -> Callable[[Any], Any]:
+        def answers(result: Any) -> Iterator[tuple[Any, Any]]:
+            for key, answer in unpack(result):
+                if key == target:
+                    asked.append(1)
+                    if len(asked) <= times:
+                        yield key, KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
+                        continue
+                yield key, answer
+
+        return answers
+
+    def request(keys: list[Any], timeout: float) -> list[Batch]:
+        return [(f, k, broken(unpack)) for f, k, unpack in original(keys, timeout)]
 
     monkeypatch.setattr(collector.admin, "_request_offsets", request)
     return asked
@@ -189,3 +190,51 @@ def test_k_failed_ticks_make_a_new_client_and_the_next_tick_is_fresh(
         collector.close()
     (warning,) = [r for r in caplog.records if "opening a new one" in r.getMessage()]
     assert "injected" in warning.getMessage()  # the cause of now, not of the outage start
+
+
+def test_both_list_offsets_paths_give_the_same_offsets(kafka: KafkaBroker) -> None:
+    """The per-call ListOffsets (one future a call) and the public one (a future a
+    partition), which the source falls back to if the first is not there."""
+    name = unique("paths")
+    create_topic(kafka.bootstrap, name, 3)
+    produce(kafka.bootstrap, name, {0: 2, 1: 3, 2: 4})
+    collector = KafkaCollector(kafka.bootstrap)
+    try:
+        per_call = collector.collect(TIMEOUT)
+        collector.admin._per_call = False
+        collector.admin._starts_read = float("-inf")  # start offsets read again too
+        public = collector.collect(TIMEOUT)
+    finally:
+        collector.close()
+    assert topic_messages(per_call, name) == topic_messages(public, name) == 9
+    stats = {t.name: t.total_messages for t in per_call.metrics.topic_stats}
+    assert stats == {t.name: t.total_messages for t in public.metrics.topic_stats}
+
+
+def test_an_unchanged_group_is_described_once_in_describe_rounds_ticks(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, group = unique("quiet"), unique("idle")
+    create_topic(kafka.bootstrap, name, 1)
+    produce(kafka.bootstrap, name, {0: 4})
+    commit(kafka.bootstrap, group, name, {0: 1})
+    collector = KafkaCollector(kafka.bootstrap)
+    described: list[int] = []
+    original = collector.admin._request_groups
+
+    def request(keys: list[Any], timeout: float) -> list[Batch]:
+        described.append(sum(1 for kind, g in keys if (kind, g) == ("describe", group)))
+        return original(keys, timeout)
+
+    monkeypatch.setattr(collector.admin, "_request_groups", request)
+    try:
+        first = collector.collect(TIMEOUT)
+        assert described == [1]  # new: described at once
+        for _ in range(DESCRIBE_ROUNDS):
+            snapshot = collector.collect(TIMEOUT)
+            assert snapshot.groups[group] == first.groups[group]  # still shown, same
+            (lag,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
+            assert lag.total_lag == 3  # its offsets read every tick
+    finally:
+        collector.close()
+    assert sum(described[1:]) == 1  # once in DESCRIBE_ROUNDS ticks

@@ -59,7 +59,7 @@ DEFAULT_RESET_AFTER: Final = DEFAULT_KAFKA_RESET_AFTER
 DESCRIBE_BATCH: Final = 100
 #: Share of the collect deadline the collector process is given for its tick: the rest
 #: is for the answer to come over the pipe and be put back together.
-PROCESS_SHARE: Final = 0.9
+PROCESS_SHARE: Final = 0.95
 #: Loggers whose level the collector process takes from this one.
 _LOGGERS: Final = ("takhin_ws.metrics", "takhin_ws.metrics.librdkafka")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from ..config.settings import DEFAULT_KAFKA_RESET_AFTER
@@ -112,7 +112,7 @@ class KafkaCollector:
         old.close()
 
     def _observe(self, deadline: float) -> Observation:
-        known = () if self._previous is None else tuple(self._previous.groups)
+        known = {} if self._previous is None else self._previous.groups
         groups = self._helper.submit(self._groups, deadline, known)
         try:
             partitions = self._metadata(deadline)
@@ -143,6 +143,6 @@ class KafkaCollector:
         return self.admin.offsets(partitions, deadline)
 
     def _groups(
-        self, deadline: float, known: tuple[str, ...]
+        self, deadline: float, known: Mapping[str, GroupInfo]
     ) -> tuple[dict[str, GroupInfo], dict[str, Committed]]:
         return self.admin.groups(deadline, known)

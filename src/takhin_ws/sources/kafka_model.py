@@ -97,8 +97,16 @@ def _increase(before: Mapping[int, int] | None, after: Mapping[int, int]) -> int
     return total
 
 
-def _ends(offsets: Mapping[int, Offsets] | None) -> dict[int, int]:
-    return {} if offsets is None else {p: end for p, (_, end) in offsets.items()}
+def _produced(before: Mapping[int, Offsets] | None, after: Mapping[int, Offsets]) -> int:
+    """:func:`_increase` of the log end offsets (without copying them out first)."""
+    if not before:
+        return 0
+    total = 0
+    for partition, (_, end) in after.items():
+        previous = before.get(partition)
+        if previous is not None and end > previous[1]:
+            total += end - previous[1]
+    return total
 
 
 def _elapsed(previous: Observation | None, current: Observation) -> float:
@@ -175,7 +183,7 @@ def compute_snapshot(
         offsets = current.offsets[topic]
         produced = 0
         if elapsed and previous is not None:
-            produced = _increase(_ends(previous.offsets.get(topic)), _ends(offsets))
+            produced = _produced(previous.offsets.get(topic), offsets)
         topic_stats.append(
             TopicStats(
                 name=topic,

@@ -20,10 +20,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from .kafka_errors import (
@@ -40,7 +40,7 @@ from .kafka_errors import (
     is_secret,
 )
 
-__all__ = ["RETRY_PAUSE", "AdminRequests", "Key", "logger"]
+__all__ = ["RETRY_PAUSE", "AdminRequests", "Batch", "Key", "logger", "one"]
 
 logger: Final = logging.getLogger("takhin_ws.metrics")
 #: Seconds between two askings of a partition or group that answered with an error.
@@ -51,14 +51,23 @@ _MIN_REQUEST_TIMEOUT: Final = 0.05
 _CAUSE_WAIT: Final = 0.5
 
 _K = TypeVar("_K")
-#: What one asking is about: ("end" | "start", partition) or ("describe" | "offsets", group).
+#: What one asking is about: ("end" | "start", (topic, partition)) or
+#: ("describe" | "offsets", group).
 Key = tuple[str, Any]
+#: One request in flight: its future, the keys it asks, and how its result becomes
+#: (key, answer or error) pairs.
+Batch = tuple[concurrent.futures.Future[Any], list[Key], Callable[[Any], Iterable[tuple[Key, Any]]]]
+
+
+def one(key: Key, future: concurrent.futures.Future[Any]) -> Batch:
+    """The batch of a request with one future per key (librdkafka's public API)."""
+    return (future, [key], lambda result: ((key, result),))
 
 
 def _name(key: Key) -> str:
     subject = key[1]
-    if isinstance(subject, TopicPartition):
-        return f"{subject.topic}[{subject.partition}]"
+    if isinstance(subject, tuple):
+        return f"{subject[0]}[{subject[1]}]"
     return f"group {subject}"
 
 
@@ -128,21 +137,24 @@ class AdminRequests:
     def ask(
         self,
         keys: list[Key],
-        request: Callable[[list[Key], float], Mapping[Key, concurrent.futures.Future[Any]]],
+        request: Callable[[list[Key], float], list[Batch]],
         deadline: float,
         what: str,
     ) -> dict[Key, Any]:
         """The answer to every key (``None`` for a partition or group that is gone),
-        asking again those that failed, until the deadline: whole, or an error."""
+        asking again those that failed, until the deadline: whole, or an error.
+        *request* asks for some keys and returns its :data:`Batch` es."""
         out: dict[Key, Any] = {}
         pending = keys
         while pending:
             try:
-                futures = request(pending, self._remaining(deadline))
+                batches = request(pending, self._remaining(deadline))
             except KafkaException as exc:
                 raise self._failure(what, exc) from None
             failed: dict[Key, BaseException] = {}
-            for key, answer in self._wait(futures, deadline, what).items():
+            for key, answer in self._answers(batches, deadline, what):
+                if isinstance(answer, KafkaError):
+                    answer = KafkaException(answer)
                 if not isinstance(answer, BaseException):
                     out[key] = answer
                 elif self._gone(answer, what):
@@ -153,6 +165,26 @@ class AdminRequests:
                 self._pause_or_fail(deadline, what, failed)
             pending = [key for key in pending if key in failed]
         return out
+
+    def _answers(
+        self, batches: list[Batch], deadline: float, what: str
+    ) -> Iterator[tuple[Key, Any]]:
+        """(key, answer or error) for every key of every batch, within the deadline."""
+        for future, keys, unpack in batches:
+            try:
+                result = future.result(timeout=max(deadline - time.monotonic(), 0.0))
+            except concurrent.futures.TimeoutError:
+                raise self._error(f"{what} timed out{self.cause(_CAUSE_WAIT)}", None) from None
+            except Exception as exc:  # the whole request's error (KafkaException...)
+                for key in keys:
+                    yield key, exc
+                continue
+            answered = 0
+            for key, answer in unpack(result):
+                answered += 1
+                yield key, answer
+            if answered < len(keys):  # a key the answer forgot: not whole
+                raise self._error(f"{what}: {len(keys) - answered} keys without an answer", None)
 
     def _pause_or_fail(
         self, deadline: float, what: str, failed: Mapping[Key, BaseException]

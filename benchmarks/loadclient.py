@@ -187,7 +187,7 @@ class LoadClient:
             sock.close()
             self._fail(f"connect: {errno.errorcode.get(err, err)}")
             return
-        conn = Conn(sock, idx, stall)
+        conn = self.conn_class(sock, idx, stall)
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, EPOLLOUT)
         self.in_flight += 1
@@ -229,7 +229,7 @@ class LoadClient:
             self._handshake_failed(conn, f"connect: {errno.errorcode.get(err, err)}")
             return
         try:
-            conn.sock.send(self.request)
+            conn.sock.send(self._request_for(conn))
         except OSError as exc:
             self._handshake_failed(conn, f"send: {exc.strerror}")
             return
@@ -253,7 +253,8 @@ class LoadClient:
             return
         status = conn.buf[: conn.buf.find(b"\r\n")]
         if b" 101 " not in status + b" ":
-            self._handshake_failed(conn, status.decode("latin-1")[:60])
+            if not self._refused(conn, conn.buf[:end]):
+                self._handshake_failed(conn, status.decode("latin-1")[:60])
             return
         conn.buf = conn.buf[end + 4 :]
         self.in_flight -= 1
@@ -270,6 +271,7 @@ class LoadClient:
             self.ep.unregister(conn.fd)
             data, conn.buf = conn.buf, b""
             self.engine.add(conn.fd, data)
+            self._opened(conn, now)
         else:
             conn.state = OPEN
             if conn.buf:
@@ -297,6 +299,27 @@ class LoadClient:
             self.closed_received += conn.received
             self.closed_lost += max(0, self.expected - conn.received)
         self._close(conn)
+
+    # --- hooks (benchmarks/stormclient.py) ---
+
+    conn_class: type[Conn] = Conn
+
+    def _request_for(self, conn: Conn) -> bytes:
+        """The upgrade request *conn* sends."""
+        return self.request
+
+    def _refused(self, conn: Conn, head: bytes) -> bool:
+        """A non-101 answer with this *head*: True if handled here (else it fails)."""
+        return False
+
+    def _opened(self, conn: Conn, now: float) -> None:
+        """*conn*'s handshake completed and the C engine reads it."""
+
+    def _poll_timeout(self) -> float:
+        return 1.0
+
+    def _tick(self, now: float) -> None:
+        """Once per loop turn."""
 
     # --- receiving ---
 
@@ -533,8 +556,9 @@ class LoadClient:
         engine_fd = self.engine.fd if self.engine is not None else -1
         pump = self.engine.lib.wl_pump if self.engine is not None else None
         while not self.stop:
-            events = poll(1.0, 65536)
+            events = poll(self._poll_timeout(), 65536)
             now = monotonic()
+            self._tick(now)
             for fd, ev in events:
                 if fd == stdin_fd:
                     self.control()

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from benchmarks.common import child_setup, marker, template_metrics
-from takhin_ws import MonitoringMetrics, Settings, Snapshot, open_server
+from takhin_ws import MonitoringMetrics, Settings, Snapshot, TopicCreated, open_server
 from takhin_ws.net.server import Server
 
 
@@ -44,6 +44,7 @@ class Runner:
         self.server = server
         self.template = template_metrics()
         self.topic = self.template.topic_stats[0]
+        self.streamed = 0
 
     def _message(self, run: int, seq: int, planned: float) -> MonitoringMetrics:
         stats = (attrs.evolve(self.topic, name=marker(run, seq, planned)),)
@@ -75,6 +76,24 @@ class Runner:
             "t_last": t_last,
             "max_late_ms": max_late * 1000,
         }
+
+    # --- the event stream of the reconnect storm (benchmarks/storm.py) ---
+
+    def stream_offset(self) -> dict[str, Any]:
+        return {"offset": self.server.hub.offset("topics"), "epoch": self.server.hub.epoch}
+
+    async def stream(self, run: int, rate: float, limit: int) -> None:
+        """``topic_created`` events on ``topics`` (the marker as the name) at *rate*/s
+        on a drift-free schedule, until cancelled or *limit* were published."""
+        hub = self.server.hub
+        offset = trio.current_time() - time.monotonic()
+        start = time.monotonic() + 0.005
+        self.streamed = 0
+        for seq in range(limit):
+            planned = start + seq / rate
+            await trio.sleep_until(planned + offset)
+            hub.publish("topics", TopicCreated(name=marker(run, seq, planned), partitions=1))
+            self.streamed = seq + 1
 
     def stats(self) -> dict[str, Any]:
         server = self.server
@@ -131,6 +150,11 @@ def _memsnap(top: int) -> dict[str, Any]:
     }
 
 
+async def _scoped(scope: trio.CancelScope, stream: Any, cmd: dict[str, Any]) -> None:
+    with scope:
+        await stream(int(cmd["run"]), float(cmd["rate"]), int(cmd["limit"]))
+
+
 async def _lines(stream: trio.lowlevel.FdStream) -> AsyncIterator[dict[str, Any]]:
     buf = b""
     while True:
@@ -162,12 +186,25 @@ async def main(args: argparse.Namespace) -> None:
         **extra,
     )
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    async with open_server(settings, source=BenchSource()) as server:
+    async with (
+        open_server(settings, source=BenchSource()) as server,
+        trio.open_nursery() as nursery,
+    ):
         runner = Runner(server)
+        streaming = trio.CancelScope()
         _reply({"ready": True, "port": server.port, "pid": os.getpid()})
         async for cmd in _lines(stdin):
             op = cmd.get("op")
-            if op == "publish":
+            if op == "offset":
+                _reply(runner.stream_offset())
+            elif op == "stream":
+                streaming = trio.CancelScope()
+                nursery.start_soon(_scoped, streaming, runner.stream, cmd)
+                _reply({"started": True})
+            elif op == "stream_stop":
+                streaming.cancel()
+                _reply({"streamed": runner.streamed})
+            elif op == "publish":
                 result = await runner.publish(int(cmd["run"]), int(cmd["count"]), cmd["rate"])
                 _reply(result)
             elif op == "stats":
@@ -179,6 +216,7 @@ async def main(args: argparse.Namespace) -> None:
                 break
             else:
                 _reply({"error": f"unknown op {op!r}"})
+        nursery.cancel_scope.cancel()  # the stream, if one runs
 
 
 def cli() -> None:

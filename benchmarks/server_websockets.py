@@ -30,6 +30,8 @@ class Runner:
         self.server = server
         self.envelope = template_envelope_dict()
         self.offset = 0
+        self.events = 0
+        self.streamed = 0
 
     def _message(self, run: int, seq: int, planned: float) -> bytes:
         env = self.envelope
@@ -65,6 +67,34 @@ class Runner:
             "max_late_ms": max_late * 1000,
         }
 
+    # --- the event stream of the reconnect storm (benchmarks/storm.py) ---
+
+    def stream_offset(self) -> dict[str, Any]:
+        return {"offset": self.events, "epoch": self.envelope["epoch"]}
+
+    async def stream(self, run: int, rate: float, limit: int) -> None:
+        """The same ``topic_created`` events as takhin-ws' stream, each with the next
+        offset, serialised once and broadcast (the peer keeps no history: a client
+        that reconnects gets what is published from then on)."""
+        start = time.monotonic() + 0.005
+        epoch = self.envelope["epoch"]
+        for seq in range(limit):
+            planned = start + seq / rate
+            delay = planned - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.events += 1
+            event = {
+                "type": "topic_created",
+                "data": {"name": marker(run, seq, planned), "partitions": 1},
+                "timestamp": int(time.time()),
+                "channel": "topics",
+                "offset": self.events,
+                "epoch": epoch,
+            }
+            broadcast(self.server.connections, orjson.dumps(event), text=True)
+            self.streamed = seq + 1
+
     def stats(self) -> dict[str, Any]:
         conns = self.server.connections
         backlogged = 0
@@ -97,6 +127,7 @@ async def main(args: argparse.Namespace) -> None:
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         runner = Runner(server)
+        streaming: asyncio.Task[None] | None = None
         reply({"ready": True, "port": port, "pid": os.getpid()})
         while True:
             line = await reader.readline()
@@ -106,7 +137,18 @@ async def main(args: argparse.Namespace) -> None:
                 continue
             cmd = json.loads(line)
             op = cmd.get("op")
-            if op == "publish":
+            if op == "offset":
+                reply(runner.stream_offset())
+            elif op == "stream":
+                streaming = asyncio.create_task(
+                    runner.stream(int(cmd["run"]), float(cmd["rate"]), int(cmd["limit"]))
+                )
+                reply({"started": True})
+            elif op == "stream_stop":
+                if streaming is not None:
+                    streaming.cancel()
+                reply({"streamed": runner.streamed})
+            elif op == "publish":
                 reply(await runner.publish(int(cmd["run"]), int(cmd["count"]), cmd["rate"]))
             elif op == "stats":
                 reply(runner.stats())

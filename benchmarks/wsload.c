@@ -38,6 +38,17 @@ typedef struct {
     int64_t last_seq;
     int64_t disorder;
     int64_t gaps;
+    /* resume tracking (benchmarks/storm.py): the next sequence number expected, the
+       numbers skipped and received twice, when the connection opened, when it had
+       everything published before it connected (the `welcome` names that offset) */
+    int32_t track;
+    int64_t expect;
+    int64_t holes;
+    int64_t dups;
+    double opened_at;
+    double resumed_at;
+    int64_t base; /* offset of sequence number 0, minus 1 */
+    int64_t head; /* the last sequence number published when it connected; -1: unknown */
 } conn_t;
 
 static int epfd = -1;
@@ -72,6 +83,7 @@ int wl_add(int fd, const char *data, int len) {
     if (fd < 0 || fd >= max_fd || len < 0 || len > SCRATCH / 2) return -1;
     conn_t *c = &conns[fd];
     reset(c);
+    c->track = 0;
     c->state = READING;
     if (len > c->left_cap) {
         char *p = realloc(c->left, (size_t)len);
@@ -125,9 +137,21 @@ static void text(conn_t *c, const char *p, size_t ln, double now) {
         if (!in_run || (size_t)(m - p) + MARK_END > ln || memcmp(m + MARK_RUN, tag, 4) != 0)
             return;
         int64_t seq = digits(m + MARK_SEQ, 6);
+        int64_t planned_us = digits(m + MARK_US, 16);
         if (seq <= c->last_seq) c->disorder++;
         c->last_seq = seq;
         c->received++;
+        if (c->track) {
+            if (seq == c->expect) {
+                c->expect++;
+            } else if (seq < c->expect) {
+                c->dups++;
+            } else {
+                c->holes += seq - c->expect;
+                c->expect = seq + 1;
+            }
+            if (c->resumed_at == 0 && c->head >= 0 && c->expect > c->head) c->resumed_at = now;
+        }
         if (nlat == cap_lat) {
             int64_t cap = cap_lat ? cap_lat * 2 : 1 << 16;
             double *t = realloc(times, (size_t)cap * sizeof(double));
@@ -139,12 +163,25 @@ static void text(conn_t *c, const char *p, size_t ln, double now) {
             cap_lat = cap;
         }
         times[nlat] = now;
-        planned[nlat] = digits(m + MARK_US, 16);
+        planned[nlat] = planned_us;
         nlat++;
+    } else if (c->track && c->resumed_at == 0 && ln > 17 && memcmp(p, "{\"type\":\"welcome\"", 17) == 0) {
+        /* the stream's offset when this client connected: what it must have first */
+        const char *o = memmem(p, ln, "\"offsets\":", 10);
+        const char *t = o ? memmem(o, ln - (size_t)(o - p), "\"topics\":", 9) : NULL;
+        if (t) {
+            t += 9;
+            int64_t offset = 0;
+            while (t < p + ln && *t >= '0' && *t <= '9') offset = offset * 10 + (*t++ - '0');
+            c->head = offset - c->base - 1;
+            if (c->expect > c->head) c->resumed_at = now;
+        }
     } else if (memmem(p, ln, "\"type\":\"gap\"", 12)) {
         c->gaps++;
     }
 }
+
+static void frames(int fd, size_t n, double now);
 
 static void readable(int fd, double now) {
     conn_t *c = &conns[fd];
@@ -161,7 +198,13 @@ static void readable(int fd, double now) {
         gone(fd);
         return;
     }
-    size_t n = off + (size_t)r, pos = 0;
+    frames(fd, off + (size_t)r, now);
+}
+
+/* Parse the *n* bytes in scratch (fd's leftover first); keep a partial frame. */
+static void frames(int fd, size_t n, double now) {
+    conn_t *c = &conns[fd];
+    size_t pos = 0;
     while (n - pos >= 2) {
         const unsigned char *b = (const unsigned char *)scratch + pos;
         uint64_t ln = b[1] & 0x7f;
@@ -277,4 +320,57 @@ void wl_totals(int64_t *out) {
 /* Latencies (receive time - planned send time, seconds) of the run so far into *dst*. */
 void wl_latencies(double *dst) {
     for (int64_t i = 0; i < nlat; i++) dst[i] = times[i] - (double)planned[i] * 1e-6;
+}
+
+/* Follow *fd*'s sequence from *expect* on; it opened at *opened_at* (CLOCK_MONOTONIC s).
+   With *base* >= 0 its `welcome` says (offset - base - 1) what it must have to have
+   resumed; with -1 it has resumed once open (a server with nothing to replay). Then
+   parse what arrived with the handshake. */
+void wl_track(int fd, int64_t expect, double opened_at, int64_t base) {
+    if (fd < 0 || fd >= max_fd) return;
+    conn_t *c = &conns[fd];
+    c->track = 1;
+    c->expect = expect;
+    c->holes = 0;
+    c->dups = 0;
+    c->opened_at = opened_at;
+    c->base = base;
+    c->head = -1;
+    c->resumed_at = base < 0 ? opened_at : 0;
+    if (c->state == READING && c->left_len > 0) {
+        size_t n = (size_t)c->left_len;
+        memcpy(scratch, c->left, n);
+        c->left_len = 0;
+        frames(fd, n, opened_at);
+    }
+}
+
+/* out: expect, holes, dups, resumed_at of one tracked connection */
+void wl_tracked(int fd, double *out) {
+    conn_t *c = &conns[fd];
+    out[0] = (double)c->expect;
+    out[1] = (double)c->holes;
+    out[2] = (double)c->dups;
+    out[3] = c->resumed_at;
+}
+
+/* out: tracked reading connections, resumed ones, latest resume time, holes, dups */
+void wl_track_totals(double *out) {
+    double tracked = 0, resumed = 0, last = 0, holes = 0, dups = 0;
+    for (int fd = 0; fd < max_fd; fd++) {
+        conn_t *c = &conns[fd];
+        if (c->state != READING || !c->track) continue;
+        tracked++;
+        holes += (double)c->holes;
+        dups += (double)c->dups;
+        if (c->resumed_at > 0) {
+            resumed++;
+            if (c->resumed_at > last) last = c->resumed_at;
+        }
+    }
+    out[0] = tracked;
+    out[1] = resumed;
+    out[2] = last;
+    out[3] = holes;
+    out[4] = dups;
 }

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from takhin_ws import ListenError
-from takhin_ws.net.listener import bind
+from takhin_ws.net.listener import ACCEPT_BATCH, bind
 
 
 async def test_every_address_the_name_resolves_to_is_bound_on_one_port(
@@ -87,3 +87,43 @@ async def test_accepting_stops_while_a_handler_finishes() -> None:
 async def test_an_unknown_host_is_a_listen_error_and_an_os_error() -> None:
     with pytest.raises(ListenError, match=r"cannot listen on no-such-host\.invalid:0"):
         await bind("no-such-host.invalid", 0)
+
+
+async def test_a_crowd_arriving_at_once_is_accepted_in_turns() -> None:
+    """Connections waiting to be accepted are taken at most ACCEPT_BATCH per turn of
+    the event loop, so a reconnect storm never keeps other tasks (deliveries, pongs)
+    from running for thousands of handshakes. A task that counts the turns runs once
+    per turn, before or after the handlers of that turn: handlers started in the same
+    turn see at most two consecutive counts, handlers of four turns a wider range."""
+    listener = await bind("127.0.0.1", 0)
+    crowd = [
+        socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+        for _ in range(4 * ACCEPT_BATCH)
+    ]  # all complete, waiting in the listen queue before the first accept
+    turns = 0
+    seen: list[int] = []
+
+    async def handler(sock: socket.socket) -> None:
+        seen.append(turns)
+        sock.close()
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count_turns)
+                await nursery.start(listener.serve, handler, nursery)
+                while len(seen) < len(crowd):
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        listener.close()
+        for sock in crowd:
+            sock.close()
+    assert len(seen) == len(crowd)
+    assert max(seen) - min(seen) >= 2

@@ -23,11 +23,17 @@ import trio
 
 from .._exceptions import ListenError
 
-__all__ = ["LISTEN_BACKLOG", "Listener", "bind"]
+__all__ = ["ACCEPT_BATCH", "LISTEN_BACKLOG", "Listener", "bind"]
 
 log = logging.getLogger("takhin_ws.server")
 
 LISTEN_BACKLOG: Final = 4096
+#: Connections accepted in one turn of the event loop at most: a crowd arriving at
+#: once (a reconnect storm) is taken in turns, so its handshakes share the loop with
+#: deliveries and pongs instead of holding it for thousands of handshakes in a row.
+ACCEPT_BATCH: Final = 32
+#: The name of every connection's task (one string, not one per connection).
+HANDLER_NAME: Final = "takhin_ws.connection"
 #: Pause after an accept that failed for lack of resources (file descriptors, memory).
 ACCEPT_RETRY_DELAY: Final = 0.1
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -74,10 +80,16 @@ class Listener:
     async def _accept_loop(
         self, listener: socket.socket, handler: Handler, handler_nursery: trio.Nursery
     ) -> None:
+        accepted = 0
         while not self._closed:
+            if accepted >= ACCEPT_BATCH:  # let the connections taken, and everyone else, run
+                accepted = 0
+                await trio.lowlevel.checkpoint()
+                continue
             try:
                 sock, _addr = listener.accept()
             except BlockingIOError:
+                accepted = 0
                 try:
                     await trio.lowlevel.wait_readable(listener)
                 except trio.ClosedResourceError:
@@ -93,7 +105,8 @@ class Listener:
                 if self._closed or listener.fileno() == -1:
                     return
                 raise
-            handler_nursery.start_soon(handler, sock)
+            handler_nursery.start_soon(handler, sock, name=HANDLER_NAME)
+            accepted += 1
 
     def close(self) -> None:
         """Stop accepting (idempotent); running handlers are not touched."""

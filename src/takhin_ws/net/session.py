@@ -287,6 +287,8 @@ class Session:
 
 def log_ending(client_id: str, remote: str, ending: Ending) -> None:
     """One line per session end, at one level, with structured fields for JSON logs."""
+    if not _log.isEnabledFor(logging.INFO):
+        return  # a crowd leaving at once builds no line nobody reads
     closed_by = {"server": "by the server", "client": "by the client", "dropped": "dropped"}
     _log.info(
         "client %s (%s) closed %s: %d %s",

@@ -67,7 +67,7 @@ class InboundReader:
             data, self._pending = self._pending, b""
             await trio.lowlevel.checkpoint()
         else:
-            data = await self._transport.receive_some(RECEIVE_BYTES)
+            data = await self._transport.receive_when_readable(RECEIVE_BYTES)
             if not data:
                 return None
         return self.feed(data)

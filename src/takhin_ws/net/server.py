@@ -181,12 +181,17 @@ class Server:
                 write_timeout=self.settings.write_timeout,
                 gap_frames=self._gap_frames,
             )
+            session: Session | None = None
+            remote = "unknown"
             try:
                 session = await self._serve(transport, conn_id)
                 if session is not None:
-                    await self._run(session, _address(sock))
+                    remote = _address(sock)
+                    await session.run()  # awaited here: one frame less per idle client
             finally:
                 transport.abort("connection finished")
+                if session is not None:
+                    self._ended(session, remote)
         except Exception:
             log.exception("conn-%d failed; the connection was closed", conn_id)
         finally:
@@ -331,16 +336,13 @@ class Server:
         log.debug("conn-%d: client %s connected", conn_id, client.id)
         return session
 
-    async def _run(self, session: Session, remote: str) -> None:
-        """The session, then its end: unregistered, logged."""
-        try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
-            if not self.sessions and self._drained is not None:
-                self._drained.set()
-            self.hub.remove_client(session.client)
-            log_ending(session.id, remote, session.ending())
+    def _ended(self, session: Session, remote: str) -> None:
+        """A session's end: unregistered, logged."""
+        self.sessions.discard(session)
+        if not self.sessions and self._drained is not None:
+            self._drained.set()
+        self.hub.remove_client(session.client)
+        log_ending(session.id, remote, session.ending())
 
     # --- shutdown ---
 

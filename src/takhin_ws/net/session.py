@@ -152,32 +152,29 @@ class Session:
 
     async def run(self) -> None:
         """Process client frames until the connection closes, or close it."""
+        inbound = self._inbound
         try:
-            await self._read()
+            while True:
+                events = await inbound.receive()
+                if events is None:
+                    self.transport.abort(PEER_VANISHED)
+                    return
+                for event in events:
+                    if not await self._on(event):
+                        return
+                violation = inbound.violation
+                if violation is not None:
+                    if self._close is None:
+                        # every message before the violation is answered: now its Close
+                        self._close = Close(violation.code, violation.reason)
+                        await inbound.refuse()
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # lost (a reset), or aborted: heartbeat, write deadline, our close's deadline
             self.transport.abort(f"connection lost: {exc}")
         finally:
             if self._done is not None:
                 self._done.set()
-
-    async def _read(self) -> None:
-        inbound = self._inbound
-        while True:
-            events = await inbound.receive()
-            if events is None:
-                self.transport.abort(PEER_VANISHED)
-                return
-            for event in events:
-                if not await self._on(event):
-                    return
-            violation = inbound.violation
-            if violation is not None:
-                if self._close is None:
-                    # every message before the violation is answered: now its Close
-                    self._close = Close(violation.code, violation.reason)
-                    await inbound.refuse()
-                return
 
     async def _on(self, event: Event) -> bool:
         """Handle one event; False once the connection is done."""

@@ -309,6 +309,22 @@ class SocketTransport(trio.abc.Stream):
         self.last_receive = trio.current_time()
         return received
 
+    async def receive_when_readable(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
+        """Wait until the socket is readable, then read (``b""``: the peer closed): how
+        an idle connection waits. No ``recv`` fails first, so going idle raises no
+        exception (whose traceback would keep this call's frame alive while it
+        waits); the wait is the call's checkpoint."""
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("transport is closed")
+            if self._prefix:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_readable(self._sock)
+            received = self.receive_nowait(max_bytes)
+            if received is not None:
+                return received
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._prefix:

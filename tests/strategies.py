@@ -10,6 +10,7 @@ from takhin_ws.wire.auth import Refresh, Refreshed, TokenExpiring
 from takhin_ws.wire.channels import STREAMS
 from takhin_ws.wire.messages import (
     GROUP_STATES,
+    LAG_STATUSES,
     ClusterHealth,
     ConsumerLag,
     Envelope,
@@ -19,10 +20,12 @@ from takhin_ws.wire.messages import (
     GroupCreated,
     GroupDeleted,
     GroupDetail,
+    GroupStatus,
     GroupUpdated,
     Heartbeat,
     History,
     HistoryPoint,
+    LagPoint,
     Latency,
     Limits,
     MonitoringMetrics,
@@ -92,12 +95,33 @@ topic_stats = st.builds(
     produce_rate=floats,
     fetch_rate=floats,
 )
+#: The lag insight's values: seconds and rates, or null while not known.
+maybe_floats = st.none() | floats
+lag_statuses = st.sampled_from(LAG_STATUSES)
 partition_lags = st.builds(
-    PartitionLag, partition=ints, current_offset=ints, log_end_offset=ints, lag=ints
+    PartitionLag,
+    partition=ints,
+    current_offset=ints,
+    log_end_offset=ints,
+    lag=ints,
+    lag_seconds=maybe_floats,
+    consume_rate=maybe_floats,
 )
-topic_lags = st.builds(TopicLag, topic=texts, total_lag=ints, partition_lags=tuples(partition_lags))
+topic_lags = st.builds(
+    TopicLag,
+    topic=texts,
+    total_lag=ints,
+    partition_lags=tuples(partition_lags),
+    lag_seconds=maybe_floats,
+)
 consumer_lags = st.builds(
-    ConsumerLag, group_id=texts, total_lag=ints, topic_lags=tuples(topic_lags)
+    ConsumerLag,
+    group_id=texts,
+    total_lag=ints,
+    topic_lags=tuples(topic_lags),
+    lag_seconds=maybe_floats,
+    status=lag_statuses,
+    drain_seconds=maybe_floats,
 )
 cluster_healths = st.builds(
     ClusterHealth,
@@ -137,6 +161,9 @@ group_details = st.builds(
     members=ints,
     total_lag=ints,
     topic_lags=tuples(topic_lags),
+    lag_seconds=maybe_floats,
+    status=lag_statuses,
+    drain_seconds=maybe_floats,
 )
 topic_details = st.builds(
     TopicDetail,
@@ -148,21 +175,37 @@ topic_details = st.builds(
     fetch_rate=floats,
     consumers=tuples(
         st.builds(
-            TopicConsumer, group_id=texts, total_lag=ints, partition_lags=tuples(partition_lags)
+            TopicConsumer,
+            group_id=texts,
+            total_lag=ints,
+            partition_lags=tuples(partition_lags),
+            lag_seconds=maybe_floats,
+            status=lag_statuses,
         )
     ),
 )
-histories = st.builds(
-    History,
-    interval=floats,
-    points=tuples(
-        st.builds(
-            HistoryPoint,
-            timestamp=floats,
-            throughput=throughputs,
-            latency=latencies,
-            group_lags=st.dictionaries(texts, ints, max_size=3),
-        )
+histories = st.one_of(
+    st.builds(
+        History,
+        interval=floats,
+        points=tuples(
+            st.builds(
+                HistoryPoint,
+                timestamp=floats,
+                throughput=throughputs,
+                latency=latencies,
+                group_lags=st.dictionaries(texts, ints, max_size=3),
+            )
+        ),
+    ),
+    # one group's lag history
+    st.builds(
+        History,
+        interval=floats,
+        channel=_names.map(lambda n: f"group:{n}"),
+        lags=tuples(
+            st.builds(LagPoint, timestamp=floats, total_lag=ints, lag_seconds=maybe_floats)
+        ),
     ),
 )
 epoch_changes = st.builds(
@@ -177,7 +220,10 @@ group_events = st.one_of(
     *(
         st.builds(cls, group_id=group_ids, state=group_states, members=member_counts)
         for cls in (GroupCreated, GroupUpdated, GroupDeleted)
-    )
+    ),
+    st.builds(
+        GroupStatus, group_id=group_ids, status=lag_statuses, previous=lag_statuses, reason=texts
+    ),
 )
 
 #: ``subscribe`` in its three wire forms: a string, a list, an object.
@@ -257,6 +303,7 @@ SAMPLES: dict[str, Payload] = {
         GroupCreated(group_id="g", state="Empty", members=0),
         GroupUpdated(group_id="g", state="Stable", members=1),
         GroupDeleted(group_id="g", state="Dead", members=0),
+        GroupStatus(group_id="g", status="STALLED", previous="OK", reason="t[0]: stuck"),
         Ping(),
         Pong(),
         Subscribe(channels=("metrics",)),

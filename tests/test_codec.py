@@ -595,6 +595,7 @@ SERVER_ONLY = (
     "group_created",
     "group_updated",
     "group_deleted",
+    "group_status",
     "pong",
     "welcome",
     "subscribed",
@@ -614,6 +615,7 @@ def test_type_sets_are_pinned() -> None:
         "group_created",
         "group_updated",
         "group_deleted",
+        "group_status",
     } == EVENT_TYPES
 
 

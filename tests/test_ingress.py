@@ -38,6 +38,7 @@ from takhin_ws.net.server import Server
 from takhin_ws.protocol import Ping
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.http import HttpError
+from takhin_ws.wire.messages import GroupStatus
 
 KEY = "publish-secret"
 PUBLISHING: dict[str, object] = {"publish_keys": (KEY,), "max_body_size": 4096}
@@ -248,6 +249,27 @@ def test_detected_events_are_not_remembered() -> None:
     assert ingress.detected_nowait(TopicCreated(name="t", partitions=1)) is not None
     assert ingress.detected_nowait(TopicCreated(name="t", partitions=1)) is not None
     assert hub.offset("topics") == 2
+
+
+def test_group_status_passes_both_doors_on_its_group_channel() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, channels=("group:billing",))
+    ingress = EventIngress(hub)
+    status = GroupStatus(group_id="billing", status="STALLED", previous="OK", reason="t[0]")
+    # a console may announce a status; the lag tracker's is never suppressed by it
+    ingress.publish_nowait(status)
+    assert ingress.detected_nowait(status) is not None
+    assert ingress.detected_nowait(GroupCreated(group_id="billing", state="Empty", members=0))
+    items = sub.queue.get_batch_nowait()
+    assert [decode(item.payload).payload for item in items] == [
+        status,
+        status,
+        GroupCreated(group_id="billing", state="Empty", members=0),
+    ]
+    assert [item.channel for item in items] == ["groups"] * 3
+    assert [item.route for item in items] == ["group:billing"] * 3
+    assert (hub.offset("groups"), ingress.statistics().suppressed) == (3, 0)
 
 
 def test_announcements_are_bounded() -> None:

@@ -22,7 +22,9 @@ from takhin_ws.wire.messages import (
     EpochChanged,
     Error,
     GroupDetail,
+    GroupStatus,
     History,
+    LagPoint,
     MonitoringMetrics,
     Payload,
     Ping,
@@ -48,9 +50,13 @@ LATENCY_KEYS = {
     "fetchP99",
 }
 TOPIC_STATS_KEYS = {"name", "partitions", "totalMessages", "totalBytes", "produceRate", "fetchRate"}
-CONSUMER_LAG_KEYS = {"groupId", "totalLag", "topicLags"}
-TOPIC_LAG_KEYS = {"topic", "totalLag", "partitionLags"}
-PARTITION_LAG_KEYS = {"partition", "currentOffset", "logEndOffset", "lag"}
+# ... and the lag insight's additive keys (v1), also always present
+CONSUMER_LAG_KEYS = {"groupId", "totalLag", "topicLags"} | {"lagSeconds", "status", "drainSeconds"}
+TOPIC_LAG_KEYS = {"topic", "totalLag", "partitionLags"} | {"lagSeconds"}
+PARTITION_LAG_KEYS = {"partition", "currentOffset", "logEndOffset", "lag"} | {
+    "lagSeconds",
+    "consumeRate",
+}
 CLUSTER_HEALTH_KEYS = {
     "activeConnections",
     "totalTopics",
@@ -123,17 +129,30 @@ def assert_data_shape(payload: Payload, data: Any) -> None:
         case Ping() | Pong():
             raise AssertionError("ping and pong carry no data")
         case GroupDetail():
-            assert set(data) == {"groupId", "state", "members", "totalLag", "topicLags"}
+            assert set(data) == {"groupId", "state", "members", "totalLag", "topicLags"} | {
+                "lagSeconds",
+                "status",
+                "drainSeconds",
+            }
         case TopicDetail():
             assert set(data) == TOPIC_STATS_KEYS | {"consumers"}
             for consumer in data["consumers"]:
-                assert set(consumer) == {"groupId", "totalLag", "partitionLags"}
+                assert set(consumer) == {"groupId", "totalLag", "partitionLags"} | {
+                    "lagSeconds",
+                    "status",
+                }
         case EpochChanged():
             assert set(data) == {"epoch", "previous", "recovered"}
-        case History():
+        case History(channel=None, lags=()):
             assert set(data) == {"interval", "points"}
             for point in data["points"]:
                 assert set(point) == {"timestamp", "throughput", "latency", "groupLags"}
+        case History():
+            assert set(data) <= {"interval", "points", "channel", "lags"}
+            for lag in data.get("lags", ()):
+                assert set(lag) == {"timestamp", "totalLag", "lagSeconds"}
+        case GroupStatus():
+            assert set(data) == {"groupId", "status", "previous", "reason"}
         case _:
             assert type(data) is dict
             if payload.TYPE.startswith("group_"):
@@ -263,6 +282,9 @@ def test_group_detail_shape_and_absent_group() -> None:
         "members": 0,
         "totalLag": 0,
         "topicLags": [],
+        "lagSeconds": None,
+        "status": "UNKNOWN",
+        "drainSeconds": None,
     }
 
 
@@ -304,7 +326,36 @@ def test_topic_detail_consumers_shape() -> None:
     env = decode(orjson.dumps(raw))
     assert isinstance(env.payload, TopicDetail)
     assert env.payload.consumers[0].partition_lags[0].lag == 3
-    assert orjson.loads(encode(env)) == raw
+    # a message without the lag insight (2.9, or an older server) reads as "not known"
+    (consumer,) = orjson.loads(encode(env))["data"]["consumers"]
+    assert consumer["lagSeconds"] is None
+    assert consumer["status"] == "UNKNOWN"
+    assert consumer["partitionLags"][0]["lagSeconds"] is None
+    assert consumer["partitionLags"][0]["consumeRate"] is None
+
+
+def test_group_status_and_group_history_shapes() -> None:
+    status = GroupStatus(group_id="g", status="STALLED", previous="OK", reason="t[0]: stuck")
+    assert _data(status) == {
+        "groupId": "g",
+        "status": "STALLED",
+        "previous": "OK",
+        "reason": "t[0]: stuck",
+    }
+    history = History(
+        interval=2.0,
+        channel="group:g",
+        lags=(LagPoint(timestamp=1.5, total_lag=3, lag_seconds=None),),
+    )
+    assert _data(history) == {
+        "interval": 2.0,
+        "points": [],
+        "channel": "group:g",
+        "lags": [{"timestamp": 1.5, "totalLag": 3, "lagSeconds": None}],
+    }
+    assert _data(History(interval=2.0)) == {"interval": 2.0, "points": []}  # as before
+    request = decode('{"type": "history", "data": {"channel": "group:g"}}', accept=CLIENT_TYPES)
+    assert request.payload == History(channel="group:g")
 
 
 def test_epoch_changed_shape() -> None:
@@ -337,6 +388,21 @@ def _ordered(value: Any) -> Any:
 
 
 GOLDEN_FILES = sorted(GOLDEN.glob("*.json"))
+#: Keys a v1 server adds to 2.9 objects (the lag insight): after the 2.9 keys, always.
+V1_KEYS = frozenset({"lagSeconds", "consumeRate", "status", "drainSeconds"})
+
+
+def additive(again: Any, expected: Any) -> Any:
+    """*again* without the keys v1 adds where *expected* (a 2.9 message) lacks them;
+    asserts that those come after every 2.9 key of their object."""
+    if isinstance(again, dict) and isinstance(expected, dict):
+        extra = [k for k in again if k not in expected]
+        assert set(extra) <= V1_KEYS, extra
+        assert list(again)[: len(expected)] == list(expected), (list(again), list(expected))
+        return {k: additive(v, expected[k]) for k, v in again.items() if k in expected}
+    if isinstance(again, list) and isinstance(expected, list) and len(again) == len(expected):
+        return [additive(a, e) for a, e in zip(again, expected, strict=True)]
+    return again
 
 
 def test_golden_files_present() -> None:
@@ -359,7 +425,7 @@ def test_golden_round_trip(path: Path) -> None:
     expected = json.loads(text)
     env = decode(text.encode())
     assert env.type == expected["type"] == path.stem.split(".")[0]
-    again = json.loads(encode(env))
+    again = additive(json.loads(encode(env)), expected)
     assert again == expected
     assert _ordered(again) == _ordered(expected)  # key order too, at every level
     assert list(again) == list(expected)
@@ -376,7 +442,16 @@ def test_golden_metrics_decodes_to_expected_objects() -> None:
     lag = metrics.consumer_lags[0].topic_lags[0].partition_lags[1]
     assert (lag.partition, lag.current_offset, lag.log_end_offset, lag.lag) == (1, 40998, 41000, 2)
     assert metrics.cluster_health.goroutine_count == 87
-    assert_metrics_shape(json.loads((GOLDEN / "metrics.json").read_text())["data"])
+    assert_metrics_shape(orjson.loads(encode(env))["data"])  # every key, the v1 ones too
+    assert (metrics.consumer_lags[0].status, metrics.consumer_lags[0].lag_seconds) == (
+        "UNKNOWN",
+        None,
+    )
+    v1 = decode((GOLDEN / "metrics.v1.json").read_bytes()).payload
+    assert isinstance(v1, MonitoringMetrics)
+    billing = v1.consumer_lags[0]
+    assert (billing.status, billing.lag_seconds, billing.drain_seconds) == ("LAGGING", 12.5, None)
+    assert billing.topic_lags[0].partition_lags[0].consume_rate == 20.0
 
 
 def test_golden_client_messages_accepted_from_clients() -> None:

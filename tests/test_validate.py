@@ -19,6 +19,7 @@ from takhin_ws.wire.events import (
     EVENT_TYPES,
     MAX_COUNT,
     MAX_GROUP_ID_LENGTH,
+    MAX_REASON_LENGTH,
     MAX_TOPIC_NAME_LENGTH,
     Event,
     EventError,
@@ -29,6 +30,7 @@ from takhin_ws.wire.events import (
 from takhin_ws.wire.messages import (
     GroupCreated,
     GroupDeleted,
+    GroupStatus,
     GroupUpdated,
     MonitoringMetrics,
     Ping,
@@ -44,6 +46,7 @@ def test_limits_are_pinned() -> None:
     assert MAX_TOPIC_NAME_LENGTH == 249  # Kafka's
     assert MAX_GROUP_ID_LENGTH == 255
     assert MAX_COUNT == 2**31 - 1  # Kafka's int32
+    assert MAX_REASON_LENGTH == 1000
 
 
 @FAST
@@ -153,6 +156,26 @@ def test_invalid_group_ids(group_id: Any, message: str) -> None:
             "state must be one of Empty, PreparingRebalance, CompletingRebalance, Stable, Dead",
         ),
         (TopicDeleted(name=7), "name", "a topic name must be a string, got int"),  # type: ignore[arg-type]
+        (
+            GroupStatus(group_id="g", status="BUSY", previous="OK"),  # type: ignore[arg-type]
+            "status",
+            "status must be one of OK, LAGGING, STALLED, STOPPED, REWOUND, UNKNOWN",
+        ),
+        (
+            GroupStatus(group_id="g", status="OK", previous="ok"),  # type: ignore[arg-type]
+            "previous",
+            "previous must be one of OK, LAGGING, STALLED, STOPPED, REWOUND, UNKNOWN",
+        ),
+        (
+            GroupStatus(group_id="g", status="OK", previous="OK", reason="x" * 1001),
+            "reason",
+            "reason must be a string of at most 1000 characters",
+        ),
+        (
+            GroupStatus(group_id="", status="OK", previous="OK"),
+            "groupId",
+            "a group id must not be empty",
+        ),
     ],
 )
 def test_invalid_fields(event: object, field: str, message: str) -> None:
@@ -169,6 +192,7 @@ def test_invalid_fields(event: object, field: str, message: str) -> None:
         GroupCreated(group_id="g", state="Empty", members=0),
         GroupUpdated(group_id="billing team", state="Stable", members=MAX_COUNT),
         GroupDeleted(group_id="g", state="Dead", members=0),
+        GroupStatus(group_id="g", status="REWOUND", previous="UNKNOWN", reason="x" * 1000),
     ],
 )
 def test_boundaries_pass(event: object) -> None:
@@ -288,6 +312,13 @@ def test_keys_channels_and_outcomes() -> None:
     assert group.outcome == (True, "Stable", 2)
     assert GroupDeleted(group_id="billing", state="Stable", members=5).outcome == (False, None, 0)
     assert channel_of(MonitoringMetrics()) == "metrics"
+    status = GroupStatus(group_id="billing", status="STALLED", previous="OK")
+    assert (status.STREAM, status.key, status.channel) == (
+        "groups",
+        "group:billing",
+        "group:billing",
+    )
+    assert (group.SHAPE, status.SHAPE) == (True, False)  # a status says nothing of the shape
 
 
 def test_a_creation_is_an_update_for_those_who_know_the_subject() -> None:
@@ -310,9 +341,10 @@ def test_every_event_class_is_a_wire_type_of_its_stream() -> None:
         "group_created": "groups",
         "group_updated": "groups",
         "group_deleted": "groups",
+        "group_status": "groups",
     }
     assert {
         "metrics": frozenset({"metrics"}),
         "topics": frozenset({"topic_created", "topic_deleted"}),
-        "groups": frozenset({"group_created", "group_updated", "group_deleted"}),
+        "groups": frozenset({"group_created", "group_updated", "group_deleted", "group_status"}),
     } == STREAM_TYPES

@@ -9,11 +9,12 @@ The public names come in tiers, as Trio's do:
   - publishing events: :class:`EventIngress` (``server.ingress``), :class:`Published`,
     :class:`EventBus`, and the events themselves (:class:`TopicCreated`,
     :class:`TopicDeleted`, :class:`GroupCreated`, :class:`GroupUpdated`,
-    :class:`GroupDeleted`; :data:`Event` is any of them);
+    :class:`GroupDeleted`, :class:`GroupStatus`; :data:`Event` is any of them);
   - metrics: :class:`MetricsSource`, :class:`Snapshot`, :class:`GroupInfo`, the
     snapshot's :class:`MonitoringMetrics` and its parts, :class:`MetricsProducer`,
-    :class:`Series`; the sources :class:`SyntheticSource` and
-    :class:`PrometheusSource` (all of them in :mod:`takhin_ws.sources`);
+    :class:`Series`, :class:`LagTracker` (lag in seconds, group status, drain time);
+    the sources :class:`SyntheticSource` and :class:`PrometheusSource` (all of them in
+    :mod:`takhin_ws.sources`);
   - the sans-IO hub (:class:`Hub`) and the wire :class:`Variant` it takes;
   - errors: :class:`TakhinWsError` and its subclasses;
   - statistics: :class:`ServerStatistics`, :class:`HubStatistics`,
@@ -48,6 +49,7 @@ from ._exceptions import (
 )
 from .config.settings import Settings, SettingsError
 from .core.hub import Hub, HubStatistics
+from .core.lag import LagTracker
 from .core.series import Series
 from .core.snapshot import (
     GroupInfo,
@@ -69,6 +71,7 @@ from .wire.events import (
     GroupCreated,
     GroupDeleted,
     GroupState,
+    GroupStatus,
     GroupUpdated,
     TopicCreated,
     TopicDeleted,
@@ -99,12 +102,14 @@ __all__ = [
     "GroupDeleted",
     "GroupInfo",
     "GroupState",
+    "GroupStatus",
     "GroupUpdated",
     "Hub",
     "HubClosedError",
     "HubFullError",
     "HubStatistics",
     "IngressStatistics",
+    "LagTracker",
     "Latency",
     "ListenError",
     "LocalProtocolError",

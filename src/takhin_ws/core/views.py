@@ -40,6 +40,8 @@ __all__ = ["JSON", "MetricsViews", "is_view", "metrics_data", "metrics_envelope"
 _DEAD: Final = GroupInfo(state="Dead", members=0)
 #: What a group in the snapshot that no snapshot or event has described yet shows.
 _UNDESCRIBED: Final = GroupInfo(state="Empty", members=0)
+#: The status of a group a snapshot gives none for (one from a node without the insight).
+_NO_STATUS: Final = "UNKNOWN"
 
 JSON = dict[str, Any]
 
@@ -205,12 +207,8 @@ class MetricsViews:
             **data,
             "consumerLags": [
                 {
-                    "groupId": c["groupId"],
-                    "totalLag": c["totalLag"],
-                    "topicLags": [
-                        {"topic": tl["topic"], "totalLag": tl["totalLag"], "partitionLags": []}
-                        for tl in c["topicLags"]
-                    ],
+                    **c,
+                    "topicLags": [{**tl, "partitionLags": []} for tl in c["topicLags"]],
                 }
                 for c in data["consumerLags"]
             ],
@@ -222,16 +220,18 @@ class MetricsViews:
         lag = self._lags.get(group_id)
         if lag is None:
             info = self._groups.get(group_id, _DEAD)
-            total, topic_lags = 0, []
+            lag = {}
         else:
             info = self._groups.get(group_id, _UNDESCRIBED)
-            total, topic_lags = lag["totalLag"], lag["topicLags"]
         return {
             "groupId": group_id,
             "state": info.state,
             "members": info.members,
-            "totalLag": total,
-            "topicLags": topic_lags,
+            "totalLag": lag.get("totalLag", 0),
+            "topicLags": lag.get("topicLags", []),
+            "lagSeconds": lag.get("lagSeconds"),
+            "status": lag.get("status", _NO_STATUS),
+            "drainSeconds": lag.get("drainSeconds"),
         }
 
     def _topic_detail(self, data: JSON, name: str) -> JSON:
@@ -246,6 +246,8 @@ class MetricsViews:
                             "groupId": c["groupId"],
                             "totalLag": tl["totalLag"],
                             "partitionLags": tl["partitionLags"],
+                            "lagSeconds": tl.get("lagSeconds"),
+                            "status": c.get("status", _NO_STATUS),
                         }
                     )
             self._consumers = consumers

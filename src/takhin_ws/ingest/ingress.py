@@ -193,6 +193,8 @@ class EventIngress:
         return published
 
     def _remember(self, event: Event) -> None:
+        if not event.SHAPE:
+            return  # nothing the change detector could find again
         self._announced.pop(event.key, None)
         self._announced[event.key] = event.outcome
         if len(self._announced) > MAX_ANNOUNCED:
@@ -203,6 +205,8 @@ class EventIngress:
 
         Whatever the answer, the record is dropped: the snapshots have caught up
         with it, and from now on their difference is the news."""
+        if not event.SHAPE:
+            return event
         known = self._announced.pop(event.key, None)
         if known is None:
             return event

@@ -19,7 +19,7 @@ from cattrs.errors import IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
-from .messages import Error, HistoryPoint, Subscribe, Unsubscribe
+from .messages import Error, History, HistoryPoint, Subscribe, Unsubscribe
 
 __all__ = ["InboundEnvelope", "camel", "converter", "describe"]
 
@@ -187,6 +187,15 @@ def _make_converter() -> cattrs.Converter:
         HistoryPoint, conv, group_lags=override(rename="groupLags", unstruct_hook=dict)
     )
     conv.register_unstructure_hook(HistoryPoint, unstructure_point)
+    # a group's history (channel, lags) and the cluster's (points) share the type:
+    # each answer sends only its own keys
+    unstructure_history = make_dict_unstructure_fn(
+        History,
+        conv,
+        channel=override(omit_if_default=True),
+        lags=override(omit_if_default=True),
+    )
+    conv.register_unstructure_hook(History, unstructure_history)
     return conv
 
 

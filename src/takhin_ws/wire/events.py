@@ -18,7 +18,9 @@ Every event class knows, without anyone testing its type:
   - a group id is not empty and has at most :data:`MAX_GROUP_ID_LENGTH` characters
     (Kafka sets no limit; a bound keeps channel names and history entries small);
   - counts are within Kafka's 32-bit range: ``partitions`` at least 1 for
-    ``topic_created``, ``members`` not negative.
+    ``topic_created``, ``members`` not negative;
+  - a ``group_status`` names statuses of :data:`~takhin_ws.wire.lag.LAG_STATUSES` and
+    a reason of at most :data:`MAX_REASON_LENGTH` characters.
 
 Adding an event type is one class here (listed in :data:`EVENT_CLASSES`).
 """
@@ -31,6 +33,7 @@ from typing import ClassVar, Final, Literal, TypeAlias, cast, get_args
 from attrs import frozen
 
 from .channels import parse_channel
+from .lag import LAG_STATUSES, LagStatus
 
 __all__ = [
     "EVENT_CLASSES",
@@ -38,6 +41,7 @@ __all__ = [
     "GROUP_STATES",
     "MAX_COUNT",
     "MAX_GROUP_ID_LENGTH",
+    "MAX_REASON_LENGTH",
     "MAX_TOPIC_NAME_LENGTH",
     "ChangeEvent",
     "Event",
@@ -46,6 +50,7 @@ __all__ = [
     "GroupDeleted",
     "GroupEvent",
     "GroupState",
+    "GroupStatus",
     "GroupUpdated",
     "Outcome",
     "TopicCreated",
@@ -69,6 +74,8 @@ Outcome: TypeAlias = tuple[bool, GroupState | None, int]
 MAX_TOPIC_NAME_LENGTH: Final = 249
 #: Our limit on a consumer group id.
 MAX_GROUP_ID_LENGTH: Final = 255
+#: Our limit on the words of a ``group_status`` reason.
+MAX_REASON_LENGTH: Final = 1000
 #: Kafka's partition and member counts are 32-bit signed integers.
 MAX_COUNT: Final = 2**31 - 1
 #: Longest excerpt of a bad value quoted in an error message.
@@ -90,6 +97,11 @@ class ChangeEvent:
     KIND: ClassVar[str]
     #: Whether the subject exists once the event happened (false for a deletion).
     EXISTS: ClassVar[bool] = True
+    #: Whether the event says what the subject is (exists, state, members), as the
+    #: change detector finds by diffing snapshots: the ingress remembers such events so
+    #: the diff does not announce them twice. (A ``group_status`` says how a group is
+    #: doing, which no diff finds: it is neither remembered nor suppressed.)
+    SHAPE: ClassVar[bool] = True
 
     @property
     def subject(self) -> str:
@@ -196,8 +208,51 @@ class GroupDeleted(GroupEvent):
     EXISTS: ClassVar[bool] = False
 
 
-Event: TypeAlias = TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted
-EVENT_CLASSES: Final = (TopicCreated, TopicDeleted, GroupCreated, GroupUpdated, GroupDeleted)
+@frozen(kw_only=True)
+class GroupStatus(ChangeEvent):
+    """``group_status``: a consumer group's lag status changed (on ``groups`` and
+    ``group:<groupId>``, with an offset like every event).
+
+    ``previous`` is the status before (``UNKNOWN`` for a group's first known status);
+    ``reason`` says in words which partition decided it and why. Published by the lag
+    tracker (:mod:`takhin_ws.core.lag`).
+    """
+
+    TYPE: ClassVar[str] = "group_status"
+    STREAM: ClassVar[str] = "groups"
+    KIND: ClassVar[str] = "group"
+    SHAPE: ClassVar[bool] = False
+    group_id: str
+    status: LagStatus
+    previous: LagStatus
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return self.group_id
+
+    def check(self) -> None:
+        check_group_id(self.group_id)
+        for field, value in (("status", self.status), ("previous", self.previous)):
+            if value not in LAG_STATUSES:
+                raise EventError(field, f"{field} must be one of " + ", ".join(LAG_STATUSES))
+        if type(self.reason) is not str or len(self.reason) > MAX_REASON_LENGTH:
+            raise EventError(
+                "reason", f"reason must be a string of at most {MAX_REASON_LENGTH} characters"
+            )
+
+
+Event: TypeAlias = (
+    TopicCreated | TopicDeleted | GroupCreated | GroupUpdated | GroupDeleted | GroupStatus
+)
+EVENT_CLASSES: Final = (
+    TopicCreated,
+    TopicDeleted,
+    GroupCreated,
+    GroupUpdated,
+    GroupDeleted,
+    GroupStatus,
+)
 #: What a publisher may send to ``POST /api/events`` or the ingress API.
 EVENT_TYPES: Final = frozenset(cls.TYPE for cls in EVENT_CLASSES)
 

@@ -28,10 +28,12 @@ from .events import (
     GroupCreated,
     GroupDeleted,
     GroupState,
+    GroupStatus,
     GroupUpdated,
     TopicCreated,
     TopicDeleted,
 )
+from .lag import LAG_STATUSES, LagPoint, LagStatus
 from .state import (
     ClusterHealth,
     ConsumerLag,
@@ -53,6 +55,7 @@ __all__ = [
     "CLIENT_TYPES",
     "EVENT_TYPES",
     "GROUP_STATES",
+    "LAG_STATUSES",
     "NO_DATA_TYPES",
     "OPTIONAL_DATA_TYPES",
     "PAYLOAD_CLASSES",
@@ -67,10 +70,13 @@ __all__ = [
     "GroupDeleted",
     "GroupDetail",
     "GroupState",
+    "GroupStatus",
     "GroupUpdated",
     "Heartbeat",
     "History",
     "HistoryPoint",
+    "LagPoint",
+    "LagStatus",
     "Latency",
     "Limits",
     "MonitoringMetrics",
@@ -239,6 +245,7 @@ Payload: TypeAlias = (
     | GroupCreated
     | GroupUpdated
     | GroupDeleted
+    | GroupStatus
     | Ping
     | Pong
     | Subscribe
@@ -266,6 +273,7 @@ PAYLOAD_CLASSES: Final[dict[str, type[Any]]] = {
         GroupCreated,
         GroupUpdated,
         GroupDeleted,
+        GroupStatus,
         Ping,
         Pong,
         Subscribe,

@@ -16,6 +16,7 @@ import attrs
 from attrs import frozen
 
 from .events import GroupState
+from .lag import LagPoint, LagStatus
 
 __all__ = [
     "ClusterHealth",
@@ -66,10 +67,15 @@ class TopicStats:
 
 @frozen(kw_only=True)
 class PartitionLag:
+    """One partition a group reads. ``lag_seconds`` and ``consume_rate`` are the lag
+    insight's (v1, :mod:`takhin_ws.core.lag`): ``None`` (``null``) until known."""
+
     partition: int
     current_offset: int
     log_end_offset: int
     lag: int
+    lag_seconds: float | None = None
+    consume_rate: float | None = None
 
 
 @frozen(kw_only=True)
@@ -77,6 +83,8 @@ class TopicLag:
     topic: str
     total_lag: int
     partition_lags: tuple[PartitionLag, ...] = ()
+    #: The largest known ``lag_seconds`` of its partitions (v1).
+    lag_seconds: float | None = None
 
 
 @frozen(kw_only=True)
@@ -84,6 +92,11 @@ class ConsumerLag:
     group_id: str
     total_lag: int
     topic_lags: tuple[TopicLag, ...] = ()
+    #: The lag insight (v1): the largest known ``lag_seconds`` below, the group's
+    #: status over the window, the estimated seconds to reach lag 0.
+    lag_seconds: float | None = None
+    status: LagStatus = "UNKNOWN"
+    drain_seconds: float | None = None
 
 
 @frozen(kw_only=True)
@@ -124,6 +137,9 @@ class GroupDetail:
     members: int = 0
     total_lag: int = 0
     topic_lags: tuple[TopicLag, ...] = ()
+    lag_seconds: float | None = None
+    status: LagStatus = "UNKNOWN"
+    drain_seconds: float | None = None
 
 
 @frozen(kw_only=True)
@@ -133,6 +149,8 @@ class TopicConsumer:
     group_id: str
     total_lag: int
     partition_lags: tuple[PartitionLag, ...] = ()
+    lag_seconds: float | None = None
+    status: LagStatus = "UNKNOWN"
 
 
 @frozen(kw_only=True)
@@ -169,9 +187,13 @@ class History:
     (*interval* seconds apart), so a reloaded page shows full charts at once.
 
     The answer to a client's ``{"type": "history"}``, which carries no data (the
-    request decodes to an empty ``History``).
+    request decodes to an empty ``History``). Asked with ``{"channel":
+    "group:<groupId>"}``, the answer names that channel and carries the group's
+    ``lags`` instead of ``points`` (``channel`` and ``lags`` are sent only then).
     """
 
     TYPE: ClassVar[str] = "history"
     interval: float = 0.0
     points: tuple[HistoryPoint, ...] = ()
+    channel: str | None = None
+    lags: tuple[LagPoint, ...] = ()

@@ -195,6 +195,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/contributing.md", "sh", "pytest tests/test_autobahn.py"): (
         "tests/test_autobahn.py::test_autobahn_section"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.lag_tick"): (
+        "tests/test_benchmark_lag.py::"
+        "test_the_lag_benchmark_runs_and_its_cluster_shows_every_kind_of_group"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

@@ -313,6 +313,7 @@ OPTIONS: Final = (
         parse_float,
     ),
     _o("token_url", "--token-url", "URL the dashboard fetches a fresh token from"),
+    _o("lag_window", "--lag-window", "ticks a group's lag status is judged over", parse_int),
     Option(
         "log_level",
         "--log-level",

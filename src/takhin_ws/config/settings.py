@@ -93,6 +93,8 @@ DEFAULT_TOKEN_EXPIRY_NOTICE: Final = 30.0
 MAX_TOKEN_LEEWAY: Final = 300.0
 #: Shortest HS256 secret: the hash's size (RFC 7518 section 3.2).
 MIN_TOKEN_SECRET: Final = 32
+#: Ticks a consumer group's status is judged over (``--lag-window``): 20 s at 2 s.
+DEFAULT_LAG_WINDOW: Final = 10
 
 # Upper bounds of the sizes that allocate (a typo must not take the machine's memory).
 MAX_SYNTHETIC_TOPICS: Final = 10_000
@@ -105,6 +107,8 @@ MAX_BODY_SIZE_LIMIT: Final = 64 * 1024 * 1024
 MAX_SCRAPE_BYTES_LIMIT: Final = 1024 * 1024 * 1024
 #: Points of chart series one server keeps (``series_window / interval``).
 MAX_SERIES_POINTS: Final = 100_000
+#: The longest status window: each partition of each group keeps this many offsets.
+MAX_LAG_WINDOW: Final = 1000
 
 Source = Literal["synthetic", "prometheus", "kafka"]
 LogFormat = Literal["text", "json"]
@@ -299,6 +303,10 @@ class Settings:
     )
     #: Where the dashboard fetches a fresh token (``GET``, same origin, JSON ``{"token"}``).
     token_url: str | None = attrs.field(default=None, validator=_optional_secret)
+    #: Ticks (snapshots) a consumer group's lag status is judged over (at least 2).
+    lag_window: int = attrs.field(
+        default=DEFAULT_LAG_WINDOW, validator=number(integer=True, ge=2, le=MAX_LAG_WINDOW)
+    )
     #: Command line only (see the class docstring).
     log_level: LogLevel = attrs.field(default="info", validator=choice(LOG_LEVELS))
     #: Command line only (see the class docstring).

@@ -26,6 +26,7 @@ from attrs import frozen
 from .._exceptions import HubClosedError
 from ..core.changes import diff
 from ..core.hub import Hub
+from ..core.lag import LagTracker
 from ..core.series import Series
 from ..core.snapshot import (
     MetricsSource,
@@ -36,6 +37,7 @@ from ..core.snapshot import (
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics
 from .ingress import EventIngress
+from .insight import observe
 from .outlet import Outlet, describe_error
 
 __all__ = [
@@ -125,6 +127,10 @@ class MetricsProducer:
     - *series* (optional) gets every good snapshot, for the charts of a page that
       reloads (``history``); while another node collects, the snapshot the bus
       delivered to the hub instead (each once).
+    - *lag* (optional) sees every good snapshot first: what is published, diffed and
+      charted is the snapshot with the lag insight filled in (:mod:`takhin_ws.core.lag`),
+      and its ``group_status`` events follow the tick's change events (even with
+      *detect_changes* false). Losing the lease clears it.
 
     :meth:`run` runs until cancelled, or until the hub is closed. Cancellation and
     ``KeyboardInterrupt`` propagate; only :class:`Exception` from the source is
@@ -144,6 +150,7 @@ class MetricsProducer:
         should_collect: Callable[[], Awaitable[bool]] | None = None,
         detect_changes: bool = True,
         series: Series | None = None,
+        lag: LagTracker | None = None,
     ) -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
@@ -176,6 +183,7 @@ class MetricsProducer:
         self._detect_changes = detect_changes
         self._outlet = Outlet(self.ingress, type(source).__name__)
         self.series = series
+        self.lag = lag
         self._followed: tuple[str, int | None] | None = None  # the last delivered one fed
 
     # --- state ---
@@ -281,6 +289,8 @@ class MetricsProducer:
             self._streak = 0  # another node's source is the one that counts now
             self._streak_started = None
             self._error = None
+            if self.lag is not None:
+                self.lag.clear()
         self._collecting = collect
         return collect
 
@@ -307,9 +317,12 @@ class MetricsProducer:
         return result, None
 
     async def _succeeded(self, snapshot: Snapshot) -> bool:
+        now = self._wall_clock()
+        statuses: list[Event] = []
+        if self.lag is not None:
+            snapshot, statuses = await observe(self.lag, snapshot, now)
         previous = self._snapshot
         self._snapshot = snapshot
-        now = self._wall_clock()
         self._last_success = now
         if self._streak:
             since = "" if self._streak_started is None else f" ({now - self._streak_started:.1f} s)"
@@ -324,11 +337,8 @@ class MetricsProducer:
         self._error = None
         self._stale = False
         self.hub.note_groups(snapshot.groups)  # group state for the group_detail view
-        if (
-            self._detect_changes
-            and previous is not None
-            and not await self._announce(diff(previous, snapshot))
-        ):
+        events = diff(previous, snapshot) if self._detect_changes and previous is not None else []
+        if not await self._announce([*events, *statuses]):
             return False
         if self.series is not None:
             self.series.add(snapshot.metrics, now)

@@ -21,6 +21,7 @@ import trio
 
 from ..config.settings import Settings
 from ..core.hub import Hub
+from ..core.lag import LagTracker
 from ..core.permissions import Permissions
 from ..core.series import Series
 from ..core.snapshot import MetricsSource
@@ -165,6 +166,7 @@ async def open_services(
                 detect_changes=settings.detect_changes,
                 should_collect=None if lease is None else lease.hold,
                 series=Series(settings.series_window, settings.interval),
+                lag=LagTracker(settings.lag_window),
             )
             _log_setup(producer, cluster, lease)
             await nursery.start(producer.run)

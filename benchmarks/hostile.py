@@ -207,6 +207,7 @@ async def _churn(srv: ServerProcess, channel: str, churners: int, seconds: float
         start = time.monotonic()
         until = start + seconds
         async with trio.open_nursery() as churning:
+            churning.start_soon(trio.sleep, seconds)  # with nobody churning too
             for ws in conns:
                 churning.start_soon(_churn_one, ws, channel, until)
         end = time.monotonic()

@@ -180,6 +180,18 @@ def test_the_largest_offset_is_accepted() -> None:
     assert upgrade.since == {"topics": MAX_OFFSET, "groups": 0}
 
 
+def test_views_at_connect_are_limited_per_connection() -> None:
+    views = ",".join(f"metrics:group:g{n}" for n in range(3))
+    error = refusal(request(f"/api/monitoring/ws?channels=topics,{views}"), max_views=2)
+    assert (error.status, error.message) == (
+        400,
+        "channels: at most 2 metrics views per connection",
+    )
+    upgrade = admit(request(f"/api/monitoring/ws?channels=topics,{views}"), max_views=3)
+    assert upgrade.channels is not None
+    assert len(upgrade.channels) == 4
+
+
 def test_subprotocol_choice() -> None:
     assert choose_subprotocol([]) is None
     assert choose_subprotocol(["bearer.k", "takhin.v1"]) == "takhin.v1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import trio
@@ -87,6 +88,36 @@ async def test_a_subscribe_over_the_channel_limit_is_refused_whole(
             assert reply["data"]["count"] == 50
             await send_json(ws, {"type": "subscribe", "data": "topic:one-more"})
             assert (await recv_json(ws))["data"]["code"] == "too_many_channels"
+
+
+async def test_views_over_a_real_socket_unknown_ones_and_the_limit(
+    make_server: ServerFactory,
+) -> None:
+    """Issue 21: views of groups the cluster does not have are refused, and a
+    connection holds at most ``--max-views``; /metrics shows the views and the bound."""
+    async with make_server(max_views=2, max_distinct_views=5) as server:
+        await wait_ready(server)
+        async with ws_connect(server.ws_url + "?channels=topics") as ws:
+            await welcomed(ws)
+            await send_json(ws, {"type": "subscribe", "data": "metrics:group:ghost"})
+            error = await recv_json(ws)
+            assert error["data"]["code"] == "unknown_view"
+            for channel in ("metrics:lean", "metrics:topic:orders"):
+                await send_json(ws, {"type": "subscribe", "data": channel})
+                assert (await recv_json(ws))["type"] == "subscribed"
+                assert (await recv_json(ws))["type"] in ("metrics", "topic_detail")  # latest
+            await send_json(ws, {"type": "subscribe", "data": "metrics:topic:more"})
+            assert (await recv_json(ws))["data"]["code"] == "too_many_views"
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                text = (await http.get("/metrics")).text
+            assert "takhin_ws_views 2.0" in text
+            assert "takhin_ws_max_distinct_views 5.0" in text
+            assert "takhin_ws_max_views_per_connection 2.0" in text
+        query = "channels=metrics:lean,metrics:group:a,metrics:group:b"
+        with pytest.raises(Rejected) as info:
+            async with raw_client(server.port, f"/api/monitoring/ws?{query}"):
+                pass  # pragma: no cover
+        assert info.value.status == 400
 
 
 async def test_too_many_channels_at_connect_is_400(make_server: ServerFactory) -> None:

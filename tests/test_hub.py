@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 import trio
@@ -38,9 +39,26 @@ from takhin_ws.wire.messages import (
     TopicCreated,
     TopicDeleted,
     TopicDetail,
+    TopicStats,
 )
 
 EVERYTHING = frozenset({"metrics", "topics", "groups"})
+
+
+#: A snapshot with one topic, for its view (a view of a topic the cluster does not
+#: have is not built).
+ORDERS = MonitoringMetrics(
+    topic_stats=(
+        TopicStats(
+            name="orders",
+            partitions=1,
+            total_messages=0,
+            total_bytes=0,
+            produce_rate=0.0,
+            fetch_rate=0.0,
+        ),
+    )
+)
 
 
 def drain(sub: QueueSubscriber) -> list[Outbound]:
@@ -688,6 +706,7 @@ def test_views_reach_their_subscribers_once_per_tick(monkeypatch: pytest.MonkeyP
         hub.add_client(sub, ["metrics:lean"])
     hub.add_client(detail, ["metrics:group:billing", "groups"])
     hub.add_client(full, ["metrics"])
+    hub.note_groups({"billing": GroupInfo(state="Stable", members=2)})
     subs = [full, *lean, detail]
     # each tick read before the next (a pending snapshot would be superseded)
     first = hub.publish("metrics", MonitoringMetrics())
@@ -708,7 +727,9 @@ def test_views_reach_their_subscribers_once_per_tick(monkeypatch: pytest.MonkeyP
         ("metrics", 2, "metrics:lean"),
     ]
     details = got[4]
-    assert [decode(i.payload).payload for i in details] == [GroupDetail(group_id="billing")] * 2
+    assert [decode(i.payload).payload for i in details] == [
+        GroupDetail(group_id="billing", state="Stable", members=2)
+    ] * 2
     assert hub.statistics().delivered == 2 + 6 + 2
     assert hub.latest("metrics:lean") is lean_items[0][1]
     assert hub.latest("metrics") is second
@@ -719,11 +740,11 @@ def test_views_nobody_subscribes_to_are_not_built(monkeypatch: pytest.MonkeyPatc
     hub = Hub()
     sub = QueueSubscriber()
     client = hub.add_client(sub, ["metrics:lean", "metrics:topic:orders"])
-    hub.publish("metrics", MonitoringMetrics())
+    hub.publish("metrics", ORDERS)
     hub.unsubscribe(client, ["metrics:lean"])
-    hub.publish("metrics", MonitoringMetrics())
+    hub.publish("metrics", ORDERS)
     hub.remove_client(client)
-    hub.publish("metrics", MonitoringMetrics())
+    hub.publish("metrics", ORDERS)
     assert sorted(built) == ["metrics:lean", "metrics:topic:orders", "metrics:topic:orders"]
     # pending: the first lean view, and the second topic view in the first one's place
     assert sorted((i.route, i.offset) for i in drain(sub)) == [
@@ -735,14 +756,14 @@ def test_views_nobody_subscribes_to_are_not_built(monkeypatch: pytest.MonkeyPatc
 def test_a_view_subscribed_between_ticks_is_built_from_the_latest_snapshot() -> None:
     hub = Hub()
     assert hub.latest("metrics:lean") is None
-    metrics = hub.publish("metrics", MonitoringMetrics(timestamp=3))
+    metrics = hub.publish("metrics", attrs.evolve(ORDERS, timestamp=3))
     sub = QueueSubscriber()
     client = hub.add_client(sub, [])
     hub.subscribe(client, ["metrics:topic:orders"])
     latest = hub.latest("metrics:topic:orders")
     assert latest is not None
     assert latest.offset == metrics.offset
-    assert decode(latest.payload).payload == TopicDetail(name="orders")
+    assert decode(latest.payload).payload == TopicDetail(name="orders", partitions=1)
     assert hub.latest("metrics:topic:orders") is latest  # once per tick
     assert drain(sub) == []  # sending it is the session's business
 
@@ -790,11 +811,65 @@ def test_group_detail_state_from_snapshot_groups() -> None:
             hub.publish_event(event)
         hub.publish("metrics", MonitoringMetrics())
         details += [decode(i.payload).payload for i in drain(sub)]  # read every tick
-    assert details == [
+    assert details == [  # once deleted, the group has no view to build
         GroupDetail(group_id="billing", state="Stable", members=2),
         GroupDetail(group_id="billing", state="Empty", members=0),
-        GroupDetail(group_id="billing", state="Dead", members=0),
     ]
+
+
+def test_views_of_groups_the_cluster_does_not_have_cost_nothing_per_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = count_builds(monkeypatch)
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, [f"metrics:group:ghost-{n}" for n in range(256)])
+    for _ in range(3):
+        hub.publish("metrics", ORDERS)
+    assert built == []
+    assert drain(sub) == []
+    stats = hub.statistics()
+    assert (stats.views, stats.views_built, stats.views_skipped) == (256, 0, 0)
+
+
+def test_distinct_views_built_per_tick_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = count_builds(monkeypatch)
+    hub = Hub(max_views=2)
+    hub.note_groups({"billing": GroupInfo(state="Stable", members=1)})
+    subs = [QueueSubscriber() for _ in range(3)]
+    for sub, channel in zip(
+        subs, ["metrics:lean", "metrics:topic:orders", "metrics:group:billing"], strict=True
+    ):
+        hub.add_client(sub, [channel])
+    for _ in range(2):
+        hub.publish("metrics", ORDERS)
+    # the first two subscribed are built each tick, the third never
+    assert sorted(built) == sorted(["metrics:lean", "metrics:topic:orders"] * 2)
+    assert [len(drain(sub)) for sub in subs] == [1, 1, 0]  # one pending: conflated
+    stats = hub.statistics()
+    assert (stats.views, stats.max_views, stats.views_built, stats.views_skipped) == (3, 2, 4, 2)
+
+
+def test_view_churn_never_parses_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subscribing and unsubscribing a view (the last subscriber leaving each time)
+    builds one small view per subscribe, from the snapshot the tick decoded."""
+    parses: list[object] = []
+    real = orjson.loads
+
+    def counting(data: bytes) -> object:
+        parses.append(data)
+        return real(data)
+
+    monkeypatch.setattr("takhin_ws.core.views.orjson.loads", counting)
+    hub = Hub()
+    hub.publish("metrics", ORDERS)
+    client = hub.add_client(QueueSubscriber(), [])
+    for _ in range(100):
+        hub.subscribe(client, ["metrics:topic:orders"])
+        assert hub.latest("metrics:topic:orders") is not None
+        hub.unsubscribe(client, ["metrics:topic:orders"])
+        assert hub.subscribe_refusal(frozenset(), frozenset({"metrics:topic:nope"}), 9, 9)
+    assert parses == []
 
 
 def test_publishing_on_a_view_is_refused() -> None:
@@ -899,6 +974,7 @@ def test_a_group_that_takes_nothing_does_not_stop_the_others() -> None:
     hub.add_client(first_bare, ["topics"], variant=BARE)
     hub.add_client(plain, ["topics", "metrics:group:g"])
     hub.add_client(deflating, ["topic:orders", "metrics:group:g"], variant=compressing)
+    hub.note_groups({"g": GroupInfo(state="Dead", members=0)})
     event = hub.publish_event(topic("orders"))
     hub.publish("metrics", MonitoringMetrics())
     assert drain(first_bare) == []

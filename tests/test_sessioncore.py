@@ -337,6 +337,54 @@ def test_max_channels_is_a_limit_on_the_total(hub: Hub) -> None:
     assert msg["data"]["count"] == 3  # exactly the limit is allowed
 
 
+def test_a_view_of_a_group_or_topic_the_cluster_does_not_have_is_refused(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics())  # topic orders, no group
+    core, _ = core_for(hub, ["topics"])
+    core.start()
+    ask = {"type": "subscribe", "data": ["metrics:topic:orders", "metrics:group:nope"]}
+    assert error_of(send(core, ask)) == {
+        "code": "unknown_view",
+        "message": "no such group or topic in the cluster: metrics:group:nope",
+        "path": "$.data",
+    }
+    assert core.client.channels == {"topics"}  # nothing of it applied
+    got = messages(send(core, {"type": "subscribe", "data": "metrics:topic:orders"}))
+    assert [m["type"] for m in got] == ["subscribed", "topic_detail"]
+    for _ in range(20):  # an unknown view is not an invalid message: no close
+        assert send(core, ask).close is None
+
+
+def test_views_are_limited_per_connection(hub: Hub) -> None:
+    hub.publish("metrics", sample_metrics())
+    core, _ = core_for(hub, ["metrics:lean"], max_views=2)
+    core.start()
+    two_more = {"type": "subscribe", "data": ["metrics:topic:orders", "metrics:lean", "topics"]}
+    assert messages(send(core, two_more))[0]["type"] == "subscribed"
+    assert error_of(send(core, {"type": "subscribe", "data": "metrics:group:g"})) == {
+        "code": "too_many_views",
+        "message": "a connection may subscribe to at most 2 metrics views (2 now, 1 more asked)",
+        "path": "$.data",
+    }
+    assert core.client.channels == {"metrics:lean", "metrics:topic:orders", "topics"}
+
+
+def test_distinct_views_are_limited_per_server() -> None:
+    hub = Hub(max_views=1)
+    hub.publish("metrics", sample_metrics())
+    first, _ = core_for(hub, [])
+    second, _ = core_for(hub, [])
+    for core in (first, second):
+        core.start()
+        got = messages(send(core, {"type": "subscribe", "data": "metrics:topic:orders"}))
+        assert got[0]["type"] == "subscribed"  # the same view: no new one to build
+    assert error_of(send(second, {"type": "subscribe", "data": "metrics:lean"})) == {
+        "code": "views_unavailable",
+        "message": "the server builds at most 1 distinct views per tick and has no room "
+        "for more now",
+        "path": "$.data",
+    }
+
+
 def test_subscribe_resumes_only_in_the_epoch_asked(hub: Hub) -> None:
     for name in "ab":
         hub.publish_event(TopicCreated(name=name, partitions=1))

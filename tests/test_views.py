@@ -185,15 +185,23 @@ def test_group_detail_view(decoded: bool) -> None:
     assert item.route == "metrics:group:billing"
 
 
-def test_group_detail_of_an_absent_group_is_dead() -> None:
+def test_a_view_of_a_group_the_cluster_does_not_have_is_not_built() -> None:
+    views = MetricsViews()
+    assert views.exists("metrics:group:nobody") is None  # no snapshot yet: cannot tell
     views = views_of(published(), decoded=True)
     views.note_groups({"gone": GroupInfo(state="Stable", members=1)})
-    item = views.view("metrics:group:nobody")
+    assert views.exists("metrics:group:nobody") is False
+    assert views.view("metrics:group:nobody") is None
+    # a group its events say exists, not yet in the snapshot's lags: shown, no lag
+    assert views.exists("metrics:group:gone") is True
+    item = views.view("metrics:group:gone")
     assert item is not None
-    assert item.payload == envelope_of(GroupDetail(group_id="nobody"), stale=False)
     assert decode(item.payload).payload == GroupDetail(
-        group_id="nobody", state="Dead", members=0, total_lag=0, topic_lags=()
+        group_id="gone", state="Stable", members=1, total_lag=0, topic_lags=()
     )
+    views.note_event(GroupDeleted(group_id="gone", state="Dead", members=0))
+    views.source(published())  # the next tick
+    assert views.view("metrics:group:gone") is None
 
 
 def test_group_state_follows_snapshots_and_events() -> None:
@@ -264,11 +272,36 @@ def test_topic_detail_view(decoded: bool) -> None:
     assert [c.group_id for c in payload.consumers] == ["billing"]
 
 
-def test_topic_detail_of_an_absent_topic_is_empty() -> None:
+def test_a_view_of_a_topic_the_cluster_does_not_have_is_not_built() -> None:
     views = views_of(published(), decoded=True)
-    item = views.view("metrics:topic:nothing")
-    assert item is not None
-    assert item.payload == envelope_of(TopicDetail(name="nothing"), stale=False)
+    assert views.exists("metrics:topic:nothing") is False
+    assert views.view("metrics:topic:nothing") is None
+    assert views.exists("metrics:topic:orders") is True
+    assert views.exists("metrics:lean") is True
+
+
+def test_a_snapshot_from_a_bus_is_parsed_once_per_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Views of a snapshot that came as bytes parse it at most once per tick, however
+    many views are built, checked or forgotten and built again (subscribe churn)."""
+    parsed: list[bytes] = []
+    real = orjson.loads
+
+    def counting(data: bytes) -> object:
+        parsed.append(data)
+        return real(data)
+
+    views = views_of(published(), decoded=False)
+    monkeypatch.setattr("takhin_ws.core.views.orjson.loads", counting)
+    for _ in range(5):
+        assert views.exists("metrics:topic:nope") is False
+        assert views.view("metrics:topic:orders") is not None
+        views.forget("metrics:topic:orders")
+        assert views.view("metrics:group:billing") is not None
+        views.forget("metrics:group:billing")
+    assert len(parsed) == 1
+    views.source(published())
+    assert views.view("metrics:lean") is not None
+    assert len(parsed) == 2
 
 
 def test_views_follow_the_latest_snapshot() -> None:
@@ -277,7 +310,6 @@ def test_views_follow_the_latest_snapshot() -> None:
     first = published()
     views.source(first)
     lean = views.view("metrics:lean")
-    views.source_done()  # the decoded snapshot may go; built views stay
     assert views.view("metrics:lean") is lean
     views.forget("metrics:lean")
     rebuilt = views.view("metrics:lean")

@@ -456,7 +456,8 @@ async def test_bad_format_is_400(server: Server) -> None:
 
 
 async def test_views_arrive_at_once_and_every_tick(make_server: ServerFactory) -> None:
-    async with make_server(FakeSource(big_metrics())) as server:
+    source = FakeSource(big_metrics())
+    async with make_server(source) as server:
         await wait_ready(server)
         async with raw(server.port, "?channels=metrics:lean") as client:
             await client.frame()  # welcome
@@ -478,7 +479,7 @@ async def test_views_arrive_at_once_and_every_tick(make_server: ServerFactory) -
             assert subscribed.json()["type"] == "subscribed"
             assert detail.json()["type"] == "group_detail"
             assert detail.json()["data"]["topicLags"][0]["partitionLags"]
-            server.hub.publish("metrics", big_metrics())
+            server.hub.publish("metrics", source.metrics)  # the group still exists
             kinds = sorted([(await client.frame()).json()["type"] for _ in range(2)])  # type: ignore[union-attr]
             assert kinds == ["group_detail", "metrics"]
 

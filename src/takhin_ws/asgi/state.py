@@ -128,4 +128,5 @@ class AppState:
             ready=not self.unready_reasons(),
             bus_healthy=None if services.bus is None else services.bus.healthy,
             producer=None if services.producer is None else services.producer.statistics(),
+            max_views_per_connection=self.settings.max_views,
         )

@@ -271,6 +271,13 @@ OPTIONS: Final = (
         parse_int,
     ),
     _o("max_channels", "--max-channels", "channels one connection may subscribe to", parse_int),
+    _o("max_views", "--max-views", "metrics views one connection may subscribe to", parse_int),
+    _o(
+        "max_distinct_views",
+        "--max-distinct-views",
+        "distinct metrics views built per tick, server-wide",
+        parse_int,
+    ),
     _o(
         "command_rate", "--command-rate", "client messages per second (then throttled)", parse_float
     ),

@@ -72,6 +72,12 @@ DEFAULT_KAFKA_RESET_AFTER: Final = 3
 DEFAULT_RETRY_AFTER: Final = 5
 #: Channels one connection may be subscribed to at once (``too_many_channels`` beyond).
 DEFAULT_MAX_CHANNELS: Final = 256
+#: Metrics views (``metrics:lean``, ``metrics:group:<id>``, ``metrics:topic:<name>``) one
+#: connection may be subscribed to at once (``too_many_views`` beyond).
+DEFAULT_MAX_VIEWS: Final = 8
+#: Distinct metrics views the server builds per tick at most (a subscribe that would
+#: add one more is refused with ``views_unavailable``): ~20 us and ~2 KiB each.
+DEFAULT_MAX_DISTINCT_VIEWS: Final = 1000
 #: Client commands per second one connection may sustain, after a burst of
 #: ``DEFAULT_COMMAND_BURST``; a faster sender is throttled (its messages wait).
 DEFAULT_COMMAND_RATE: Final = 50.0
@@ -102,6 +108,7 @@ MAX_SYNTHETIC_GROUPS: Final = 10_000
 MAX_QUEUE_SIZE: Final = 100_000
 MAX_HISTORY_SIZE: Final = 100_000
 MAX_CHANNELS_LIMIT: Final = 10_000
+MAX_DISTINCT_VIEWS_LIMIT: Final = 100_000
 MAX_MESSAGE_SIZE_LIMIT: Final = 64 * 1024 * 1024
 MAX_BODY_SIZE_LIMIT: Final = 64 * 1024 * 1024
 MAX_SCRAPE_BYTES_LIMIT: Final = 1024 * 1024 * 1024
@@ -277,6 +284,13 @@ class Settings:
     )
     max_channels: int = attrs.field(
         default=DEFAULT_MAX_CHANNELS, validator=number(integer=True, ge=1, le=MAX_CHANNELS_LIMIT)
+    )
+    max_views: int = attrs.field(
+        default=DEFAULT_MAX_VIEWS, validator=number(integer=True, ge=0, le=MAX_CHANNELS_LIMIT)
+    )
+    max_distinct_views: int = attrs.field(
+        default=DEFAULT_MAX_DISTINCT_VIEWS,
+        validator=number(integer=True, ge=0, le=MAX_DISTINCT_VIEWS_LIMIT),
     )
     command_rate: float = attrs.field(default=DEFAULT_COMMAND_RATE, validator=_seconds)
     command_burst: int = attrs.field(

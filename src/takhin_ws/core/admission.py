@@ -33,6 +33,7 @@ from ..wire.frames import PLAIN, Variant
 from ..wire.http import HttpError, Request
 from .access import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
 from .tokens import token_verifier
+from .views import is_view
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -124,6 +125,9 @@ class Admission:
         limit = self.settings.max_channels
         if channels is not None and len(set(channels)) > limit:
             raise HttpError(400, f"channels: at most {limit} channels per connection")
+        views = self.settings.max_views
+        if channels is not None and len({c for c in channels if is_view(c)}) > views:
+            raise HttpError(400, f"channels: at most {views} metrics views per connection")
         bare = connect_format(request, self.settings.format) == "bare"
         if bare and channels is None:
             channels = ["metrics"]  # a bare client receives nothing else

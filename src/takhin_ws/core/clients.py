@@ -88,3 +88,10 @@ class HubStatistics:
     epoch: str
     #: Snapshots (or views) superseded in slow clients' queues by a newer one.
     conflated: int = 0
+    #: Distinct metrics views with subscribers, and the most built per tick.
+    views: int = 0
+    max_views: int = 0
+    #: Views built (one per distinct view per tick), and views over ``max_views``
+    #: left unbuilt in a tick.
+    views_built: int = 0
+    views_skipped: int = 0

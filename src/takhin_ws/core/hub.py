@@ -18,18 +18,19 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from .._exceptions import HubClosedError, HubFullError
-from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS
+from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DISTINCT_VIEWS
 from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
 from ..wire.frames import PLAIN, Outbound, Variant
-from ..wire.messages import Envelope, EpochChanged, MonitoringMetrics, Payload, channel_of
+from ..wire.messages import Envelope, EpochChanged, Error, MonitoringMetrics, Payload, channel_of
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
 from .filtered import FilteredMetrics
 from .history import StreamHistory
+from .limits import subscribe_refusal
 from .permissions import Permissions
 from .snapshot import GroupInfo
 from .subscriptions import Subscriptions
-from .views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
+from .views import MetricsViews, ViewChannels, dumps, is_view, metrics_data, metrics_envelope
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -56,6 +57,7 @@ class Hub:
         max_clients: int = DEFAULT_MAX_CLIENTS,
         history_size: int = DEFAULT_HISTORY_SIZE,
         history_ttl: float | None = None,
+        max_views: int = DEFAULT_MAX_DISTINCT_VIEWS,
         epoch: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -70,13 +72,14 @@ class Hub:
         self.epoch = epoch or secrets.token_hex(8)
         self._wall_clock = wall_clock
         self._clients: dict[str, Client] = {}
-        self._subs = Subscriptions(self._view_unused)
+        self._views = MetricsViews()
+        self._subs = Subscriptions(self._views.forget)  # (decoded: kept for the tick)
         self._streams = {
             s: StreamHistory(1 if s == "metrics" else history_size, history_ttl, clock)
             for s in STREAMS
         }
-        self._views = MetricsViews()
         self._filtered = FilteredMetrics(self._views)
+        self._view_channels = ViewChannels(self._views, self._subs.views, max_views)
         self._ids = itertools.count(1)
         self._published = 0
         self._delivered = 0
@@ -162,11 +165,6 @@ class Hub:
             raise ValueError(f"client {client.id} is not registered")
         self._subs.set(client, channels)
 
-    def _view_unused(self, channel: str) -> None:
-        self._views.forget(channel)
-        if not self._subs.views:
-            self._views.source_done()
-
     def subscribers(self, channel: str) -> int:
         return self._subs.count(channel)
 
@@ -215,7 +213,7 @@ class Hub:
             self._filtered.source(item, decoded)
         self._fan_out(stream_name, channel, item)
         if decoded is not None:
-            self._views.source(item, decoded if self._subs.views else None)
+            self._views.source(item, decoded)  # kept for the tick: views never re-parse
             self._fan_out_views()
             self._filtered.source_done()
         return item
@@ -319,12 +317,9 @@ class Hub:
         self._delivered += delivered
 
     def _fan_out_views(self) -> None:
-        """Each subscribed view of the new snapshot, built once, to its subscribers."""
-        views = self._views
+        """Each view due (:meth:`ViewChannels.due`), built once, to its subscribers."""
         delivered = 0
-        for channel in self._subs.views:
-            view = views.view(channel)
-            assert view is not None  # a snapshot was just given to the views
+        for channel, view in self._view_channels.due():
             for variant, permissions, clients in self._subs.groups(channel):
                 out = self._filtered.view_variant(view, channel, variant, permissions)
                 if out is None:
@@ -333,6 +328,12 @@ class Hub:
                     client.subscriber.offer(out)
                 delivered += len(clients)
         self._delivered += delivered
+
+    def subscribe_refusal(
+        self, held: frozenset[str], added: frozenset[str], max_channels: int, max_views: int
+    ) -> tuple[Error, bool] | None:
+        """Why *added* may not join *held* (see ``core/limits``); ``None`` if it may."""
+        return subscribe_refusal(self._view_channels, held, added, max_channels, max_views)
 
     # --- history and resume ---
 
@@ -378,9 +379,7 @@ class Hub:
         return self._closed
 
     def statistics(self) -> HubStatistics:
-        dropped = self._dropped_gone
-        conflated = self._conflated_gone
-        peak = self._peak
+        dropped, conflated, peak = self._dropped_gone, self._conflated_gone, self._peak
         for client in self._clients.values():
             stats = client.subscriber.queue.statistics()
             dropped += stats.dropped_total
@@ -397,4 +396,5 @@ class Hub:
             conflated=conflated,
             peak_queue_depth=peak,
             epoch=self.epoch,
+            **self._view_channels.statistics(),
         )

@@ -76,8 +76,6 @@ CLOSE_TRY_AGAIN: Final = 1013
 
 TOO_MANY_INVALID: Final = "too many invalid messages"
 BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
-#: Error code of a ``subscribe`` that would exceed ``Settings.max_channels``.
-TOO_MANY_CHANNELS: Final = "too_many_channels"
 #: Error code of a ``subscribe`` to a channel the connection's permissions (an
 #: embedding app's, or its token's claim) exclude.
 FORBIDDEN: Final = "forbidden"
@@ -286,16 +284,13 @@ class SessionCore:
             message = f"not allowed on this connection: {', '.join(refused)}"
             error = Error(code=FORBIDDEN, message=message, path="$.data.channels")
             return Reply(tuple(self._reply(error)))
-        limit = self.settings.max_channels
-        if len(before) + len(added) > limit:
-            return self._invalid(
-                Error(
-                    code=TOO_MANY_CHANNELS,
-                    message=f"a connection may subscribe to at most {limit} channels "
-                    f"({len(before)} now, {len(added)} more asked)",
-                    path="$.data",
-                )
-            )
+        settings = self.settings
+        refusal = self.hub.subscribe_refusal(
+            before, added, settings.max_channels, settings.max_views
+        )
+        if refusal is not None:  # over a limit, or a view that cannot be had
+            error, invalid = refusal
+            return self._invalid(error) if invalid else Reply(tuple(self._reply(error)))
         # streams not received before this request: everything after `since` is
         # replayed now, before any live message of them can arrive
         channels = self.hub.subscribe(self.client, added)

@@ -35,8 +35,8 @@ class Subscriptions:
         #: client id -> client, per channel
         self.members: dict[str, dict[str, Client]] = {}
         self._groups: dict[str, tuple[Group, ...]] = {}
-        #: metrics views with subscribers
-        self.views: set[str] = set()
+        #: metrics views with subscribers, in the order first subscribed
+        self.views: dict[str, None] = {}
 
     def set(self, client: Client, channels: frozenset[str]) -> None:
         """*client* is subscribed to exactly *channels* from now on."""
@@ -46,13 +46,13 @@ class Subscriptions:
             if not members:
                 del self.members[channel]
                 if is_view(channel):
-                    self.views.discard(channel)
+                    del self.views[channel]
                     self._on_view_unused(channel)
             self._groups.pop(channel, None)
         for channel in channels - client.channels:
             self.members.setdefault(channel, {})[client.id] = client
             if is_view(channel):
-                self.views.add(channel)
+                self.views[channel] = None
             self._groups.pop(channel, None)
         client.channels = channels
 

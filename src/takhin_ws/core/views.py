@@ -2,13 +2,16 @@
 
 A snapshot is encoded once per tick through its plain ``data`` dict (the codec's
 generated unstructure functions, then orjson: the codec's bytes); the hub keeps that
-dict while views are subscribed, so building them never parses the JSON again. A big
-cluster's snapshot (1,000 topics x 12 partitions, 300 groups: ~1.3 MiB) costs about
-6 ms of CPU this way (``python -m benchmarks.wire``).
+dict for the tick, so building views never parses the JSON again (a snapshot that came
+through a bus is parsed at most once per tick, when a view first needs it), and a
+client subscribing and unsubscribing costs the build of one small view, never a
+parse. A big cluster's snapshot (1,000 topics x 12 partitions, 300 groups: ~1.3 MiB)
+costs about 6 ms of CPU this way (``python -m benchmarks.wire``).
 
 :class:`MetricsViews` derives the views of the ``metrics`` stream from the latest
-snapshot, each at most once per snapshot and only when asked for (the hub asks for
-the views someone subscribes to):
+snapshot, each at most once per snapshot, only when asked for (the hub asks for the
+views someone subscribes to) and only for a group or topic the cluster has (see
+:meth:`MetricsViews.exists`):
 
 - ``metrics:lean``: the same ``metrics`` message with every ``partitionLags`` empty;
 - ``metrics:group:<id>``: ``group_detail``, one group's lag down to its partitions,
@@ -22,7 +25,7 @@ which tick it shows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import orjson
@@ -35,9 +38,8 @@ from ..wire.frames import Outbound
 from ..wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Payload, TopicDetail
 from .snapshot import GroupInfo
 
-__all__ = ["JSON", "MetricsViews", "is_view", "metrics_data", "metrics_envelope"]
+__all__ = ["JSON", "MetricsViews", "ViewChannels", "is_view", "metrics_data", "metrics_envelope"]
 
-_DEAD: Final = GroupInfo(state="Dead", members=0)
 #: What a group in the snapshot that no snapshot or event has described yet shows.
 _UNDESCRIBED: Final = GroupInfo(state="Empty", members=0)
 #: The status of a group a snapshot gives none for (one from a node without the insight).
@@ -98,7 +100,7 @@ class MetricsViews:
 
     def __init__(self) -> None:
         self._item: Outbound | None = None  # the latest ``metrics`` message
-        self._envelope: JSON | None = None  # ... decoded, while views need it
+        self._envelope: JSON | None = None  # ... decoded (for its tick, once needed)
         self._built: dict[str, Outbound] = {}  # views of that message, by channel
         self._groups: dict[str, GroupInfo] = {}
         self._lags: dict[str, JSON] | None = None  # consumerLags by groupId
@@ -130,12 +132,13 @@ class MetricsViews:
     def clear(self) -> None:
         """No snapshot any more (a new epoch)."""
         self._item = None
-        self.source_done()
+        self._envelope = None
+        self._lags = self._topics = self._consumers = None
         self._built.clear()
 
     def source_done(self) -> None:
-        """Every view of the current snapshot that is needed has been built: drop the
-        decoded snapshot (kept only while it is being used; it is several MiB)."""
+        """Drop the decoded snapshot (what a permission set's views do after the
+        fan-out, see ``core/filtered``); the views built stay."""
         self._envelope = None
         self._lags = self._topics = self._consumers = None
 
@@ -171,14 +174,32 @@ class MetricsViews:
 
     # --- views ---
 
+    def exists(self, channel: str) -> bool | None:
+        """Whether the group or topic of view *channel* is one the cluster has: in the
+        latest snapshot (a group also when its events since say it exists); ``None``
+        before the first snapshot. A view of something that does not exist is never
+        built (it costs nothing per tick)."""
+        item = self._item
+        if item is None:
+            return None
+        if channel == METRICS_LEAN:
+            return True
+        if channel.startswith(METRICS_GROUP_PREFIX):
+            group_id = channel[len(METRICS_GROUP_PREFIX) :]
+            return group_id in self._groups or group_id in self._lag_index(item)
+        if channel.startswith(METRICS_TOPIC_PREFIX):
+            return channel[len(METRICS_TOPIC_PREFIX) :] in self._topic_index(item)
+        raise ValueError(f"{channel!r} is not a metrics view")
+
     def view(self, channel: str) -> Outbound | None:
         """The message of view *channel* for the latest snapshot (built on first use);
-        ``None`` before the first snapshot."""
+        ``None`` before the first snapshot and for a group or topic the cluster does
+        not have (:meth:`exists`)."""
         built = self._built.get(channel)
         if built is not None:
             return built
         item = self._item
-        if item is None:
+        if item is None or not self.exists(channel):
             return None
         envelope = self._decoded(item)
         if channel == METRICS_LEAN:
@@ -201,6 +222,18 @@ class MetricsViews:
             self._envelope = orjson.loads(item.payload)
         return self._envelope
 
+    def _lag_index(self, item: Outbound) -> dict[str, JSON]:
+        if self._lags is None:
+            data = self._decoded(item)["data"]
+            self._lags = {c["groupId"]: c for c in data["consumerLags"]}
+        return self._lags
+
+    def _topic_index(self, item: Outbound) -> dict[str, JSON]:
+        if self._topics is None:
+            data = self._decoded(item)["data"]
+            self._topics = {t["name"]: t for t in data["topicStats"]}
+        return self._topics
+
     @staticmethod
     def _lean(data: JSON) -> JSON:
         return {
@@ -215,11 +248,10 @@ class MetricsViews:
         }
 
     def _group_detail(self, data: JSON, group_id: str) -> JSON:
-        if self._lags is None:
-            self._lags = {c["groupId"]: c for c in data["consumerLags"]}
-        lag = self._lags.get(group_id)
-        if lag is None:
-            info = self._groups.get(group_id, _DEAD)
+        assert self._item is not None
+        lag = self._lag_index(self._item).get(group_id)
+        if lag is None:  # known from the events, not (yet) in the snapshot's lags
+            info = self._groups[group_id]
             lag = {}
         else:
             info = self._groups.get(group_id, _UNDESCRIBED)
@@ -235,8 +267,8 @@ class MetricsViews:
         }
 
     def _topic_detail(self, data: JSON, name: str) -> JSON:
-        if self._topics is None:
-            self._topics = {t["name"]: t for t in data["topicStats"]}
+        assert self._item is not None
+        stats = self._topic_index(self._item)[name]
         if self._consumers is None:
             consumers: dict[str, list[JSON]] = {}
             for c in data["consumerLags"]:
@@ -251,13 +283,67 @@ class MetricsViews:
                         }
                     )
             self._consumers = consumers
-        stats = self._topics.get(name)
         return {
             "name": name,
-            "partitions": stats["partitions"] if stats else 0,
-            "totalMessages": stats["totalMessages"] if stats else 0,
-            "totalBytes": stats["totalBytes"] if stats else 0,
-            "produceRate": stats["produceRate"] if stats else 0.0,
-            "fetchRate": stats["fetchRate"] if stats else 0.0,
+            "partitions": stats["partitions"],
+            "totalMessages": stats["totalMessages"],
+            "totalBytes": stats["totalBytes"],
+            "produceRate": stats["produceRate"],
+            "fetchRate": stats["fetchRate"],
             "consumers": self._consumers.get(name, []),
+        }
+
+
+class ViewChannels:
+    """The metrics views someone subscribes to (*channels*: the hub's live table of
+    them, in the order first subscribed) and the server-wide bound on building them:
+    at most *max_views* distinct views are built per tick (the first subscribed
+    first); ``skipped`` counts the others."""
+
+    __slots__ = ("_channels", "_views", "built", "max_views", "skipped")
+
+    def __init__(self, views: MetricsViews, channels: Mapping[str, None], max_views: int) -> None:
+        if max_views < 0:
+            raise ValueError("max_views must be >= 0")
+        self._views = views
+        self._channels = channels
+        self.max_views = max_views
+        self.built = 0
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __contains__(self, channel: object) -> bool:
+        return channel in self._channels
+
+    def unknown(self, channel: str) -> bool:
+        """Whether view *channel* names a group or topic the latest snapshot does not
+        have (before the first snapshot nothing is unknown)."""
+        return self._views.exists(channel) is False
+
+    def due(self) -> Iterator[tuple[str, Outbound]]:
+        """Each subscribed view of the latest snapshot whose group or topic exists,
+        built (once), up to ``max_views`` of them."""
+        views = self._views
+        built = 0
+        for channel in self._channels:
+            if not views.exists(channel):
+                continue  # a group or topic the cluster does not have: nothing to build
+            if built == self.max_views:
+                self.skipped += 1
+                continue
+            view = views.view(channel)
+            assert view is not None  # it exists
+            built += 1
+            self.built += 1
+            yield channel, view
+
+    def statistics(self) -> dict[str, int]:
+        """The fields of :class:`~takhin_ws.core.clients.HubStatistics` about views."""
+        return {
+            "views": len(self._channels),
+            "max_views": self.max_views,
+            "views_built": self.built,
+            "views_skipped": self.skipped,
         }

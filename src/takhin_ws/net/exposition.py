@@ -42,6 +42,8 @@ class ServerStatistics:
     admitted_by_auth: Mapping[str, int] = attrs.Factory(dict)
     #: Refusals of credentials by reason (401s, channels outside a claim, refreshes).
     auth_refusals: Mapping[str, int] = attrs.Factory(dict)
+    #: Metrics views one connection may subscribe to (``--max-views``).
+    max_views_per_connection: int = 0
 
 
 class _StatisticsCollector(Collector):
@@ -86,6 +88,29 @@ class _StatisticsCollector(Collector):
             "takhin_ws_conflated",
             "Snapshots superseded in slow clients' queues by a newer one (latest wins)",
             value=stats.conflated,
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_views", "Distinct metrics views with subscribers", value=stats.views
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_max_distinct_views",
+            "Most distinct metrics views built per tick (--max-distinct-views)",
+            value=stats.max_views,
+        )
+        yield GaugeMetricFamily(
+            "takhin_ws_max_views_per_connection",
+            "Metrics views one connection may subscribe to (--max-views)",
+            value=statistics.max_views_per_connection,
+        )
+        yield CounterMetricFamily(
+            "takhin_ws_views_built",
+            "Metrics views built (each distinct view at most once per tick)",
+            value=stats.views_built,
+        )
+        yield CounterMetricFamily(
+            "takhin_ws_views_skipped",
+            "Views not built in a tick because --max-distinct-views were built already",
+            value=stats.views_skipped,
         )
         yield GaugeMetricFamily(
             "takhin_ws_peak_queue_depth",

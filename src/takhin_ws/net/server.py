@@ -158,6 +158,7 @@ class Server:
             ready=self.ready,
             bus_healthy=None if self.bus is None else self.bus.healthy,
             producer=None if self.producer is None else self.producer.statistics(),
+            max_views_per_connection=self.settings.max_views,
         )
 
     # --- one connection ---

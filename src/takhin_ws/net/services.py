@@ -108,6 +108,7 @@ def new_hub(settings: Settings) -> Hub:
         max_clients=settings.max_clients,
         history_size=settings.history_size,
         history_ttl=settings.history_ttl,
+        max_views=settings.max_distinct_views,
     )
 
 

@@ -128,7 +128,8 @@ class MonitoringMetrics:
 class GroupDetail:
     """``group_detail`` (view ``metrics:group:<groupId>``): one group's lag in full.
 
-    A group absent from the snapshot is ``Dead`` with no members, lag or topics.
+    Built only for a group the cluster has (in the snapshot's lags, or known from its
+    events); one known only from its events has no lag or topics yet.
     """
 
     TYPE: ClassVar[str] = "group_detail"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -183,6 +185,38 @@ def test_outbound_of() -> None:
     bare = Outbound.of(payload)
     assert (bare.channel, bare.offset, bare.route) == (None, None, None)
     assert one_message(parse(bare.frame), Opcode.TEXT) == payload.decode()
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70_000])
+def test_the_payload_is_cut_from_the_frame_at_every_header_size(size: int) -> None:
+    payload = b"x" * size
+    item = Outbound.of(payload)
+    assert item.payload == payload
+    assert item.frame == text_frame(payload)
+
+
+def test_a_retained_message_costs_its_length_not_the_encoders_buffer() -> None:
+    """tracemalloc: orjson's output keeps a ~4 KiB allocation even for a 60-byte text;
+    an Outbound keeps one right-sized copy (its frame) and nothing of that buffer."""
+    count = 2000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        items = [
+            Outbound.of(orjson.dumps({"type": "pong", "n": n}), "topics", 1000 + n)
+            for n in range(count)
+        ]
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    size = sum(len(item.payload) for item in items) / count
+    # the frame (a bytes object: 33 bytes of header) and the Outbound (~64): no 4 KiB
+    assert per_item < size + OUTBOUND_OVERHEAD
+
+
+#: Bytes an Outbound costs beyond its payload: the frame's bytes object header and
+#: WebSocket header, the Outbound itself, its offset (an int above 256).
+OUTBOUND_OVERHEAD = 160
 
 
 # --- wire variants: built once, shared, decoded by independent receivers ---

@@ -129,7 +129,7 @@ BARE: Final = Variant(bare=True)
 
 @frozen(slots=True, weakref_slot=False)
 class Outbound:
-    """One encoded message: the JSON payload and its ready-to-write frame.
+    """One encoded message: its ready-to-write frame (and, cut from it, its JSON payload).
 
     ``channel`` is the stream whose offset it carries (``None`` with ``offset`` for
     per-client replies such as ``welcome`` or ``error``); ``route`` is the channel it
@@ -138,13 +138,15 @@ class Outbound:
     queue of a client that receives another variant (built once, then shared).
     """
 
-    payload: bytes
     frame: bytes
     channel: str | None = None
     offset: int | None = None
     route: str | None = None
-    _variants: dict[Variant, Outbound | None] = attrs.field(
-        factory=dict, init=False, eq=False, repr=False
+    #: a compressed variant: the message it compresses (whose payload it carries)
+    _source: Outbound | None = attrs.field(default=None, eq=False, repr=False)
+    #: the other variants built so far (made on first need: most messages have none)
+    _variants: dict[Variant, Outbound | None] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
     )
 
     @classmethod
@@ -155,7 +157,21 @@ class Outbound:
         offset: int | None = None,
         route: str | None = None,
     ) -> Outbound:
-        return cls(payload, text_frame(payload), channel, offset, route)
+        """The message whose JSON text is *payload*: its frame is the one copy kept
+        (header and text in one right-sized object), whatever buffer *payload* came in
+        (orjson's output keeps a 4 KiB allocation even for a 60-byte text)."""
+        return cls(text_frame(payload), channel, offset, route)
+
+    @property
+    def payload(self) -> bytes:
+        """The JSON text of the message (cut from its frame; a compressed variant's is
+        the text it compresses)."""
+        source = self._source
+        if source is not None:
+            return source.payload
+        frame = self.frame
+        length = frame[1] & 0x7F
+        return frame[4 if length == 126 else 10 if length == 127 else 2 :]
 
     @property
     def state_key(self) -> str | None:
@@ -172,6 +188,9 @@ class Outbound:
         if variant == PLAIN:
             return self
         variants = self._variants
+        if variants is None:
+            variants = {}
+            object.__setattr__(self, "_variants", variants)
         try:
             return variants[variant]
         except KeyError:
@@ -183,12 +202,15 @@ class Outbound:
             payload = bare_payload(self.payload)
             if payload is None:
                 return None
-            return Outbound(payload, text_frame(payload), self.channel, self.offset, self.route)
+            return Outbound(text_frame(payload), self.channel, self.offset, self.route)
         base = self.variant(variant.uncompressed)
-        if base is None or len(base.payload) < variant.min_size:
+        if base is None:
+            return None
+        payload = base.payload
+        if len(payload) < variant.min_size:
             return base
-        frame = deflated_frame(deflate(base.payload, variant.window_bits))
-        return Outbound(base.payload, frame, self.channel, self.offset, self.route)
+        frame = deflated_frame(deflate(payload, variant.window_bits))
+        return Outbound(frame, self.channel, self.offset, self.route, base)
 
 
 _OPCODE_CLOSE: Final = 0x8

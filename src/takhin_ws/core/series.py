@@ -8,6 +8,10 @@ it the snapshots the bus delivers); a client's ``{"type": "history"}`` is answer
 with :meth:`Series.history`, so its charts are full at once instead of starting
 empty. A stale snapshot (the source failing) adds nothing: the outage shows as a
 hole in the charts, as it does live.
+
+It also feeds :attr:`Series.groups`, each group's own lag over the same window
+(:class:`~takhin_ws.core.lagseries.GroupLagSeries`), for ``history`` asked for
+``group:<id>``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import orjson
 
 from ..wire.frames import Outbound
 from ..wire.messages import History, HistoryPoint, Latency, MonitoringMetrics, Throughput
+from .lagseries import GroupLagSeries
 
 __all__ = ["MAX_SERIES_GROUPS", "Series"]
 
@@ -35,7 +40,7 @@ class Series:
     the newest; oldest first. Timestamps are Unix seconds and never go backwards
     (a wall clock stepping back repeats the last one)."""
 
-    __slots__ = ("_points", "_reply", "capacity", "interval", "max_groups", "window")
+    __slots__ = ("_points", "_reply", "capacity", "groups", "interval", "max_groups", "window")
 
     def __init__(
         self, window: float, interval: float, *, max_groups: int = MAX_SERIES_GROUPS
@@ -52,6 +57,8 @@ class Series:
         #: Points kept at most: the window at the tick rate (one at least).
         self.capacity = max(1, math.floor(window / interval + 1e-9))
         self._points: deque[HistoryPoint] = deque(maxlen=self.capacity)
+        #: Each group's lag over the same window (``history`` of ``group:<id>``).
+        self.groups = GroupLagSeries(self.window, self.interval, self.capacity)
         self._reply: Outbound | None = None  # the encoded history, until the next point
 
     def __len__(self) -> int:
@@ -59,8 +66,10 @@ class Series:
 
     def add(self, metrics: MonitoringMetrics, timestamp: float) -> HistoryPoint:
         """Record the snapshot *metrics*, taken at *timestamp* (Unix seconds)."""
-        lags = ((c.group_id, c.total_lag) for c in metrics.consumer_lags)
-        return self._append(timestamp, metrics.throughput, metrics.latency, lags)
+        lags = metrics.consumer_lags
+        self.groups.add(((c.group_id, c.total_lag, c.lag_seconds) for c in lags), timestamp)
+        totals = ((c.group_id, c.total_lag) for c in lags)
+        return self._append(timestamp, metrics.throughput, metrics.latency, totals)
 
     def add_data(self, data: Mapping[str, Any], timestamp: float) -> HistoryPoint:
         """:meth:`add` for a snapshot as decoded JSON (the ``data`` of a ``metrics``
@@ -80,8 +89,13 @@ class Series:
             fetch_p95=float(lat["fetchP95"]),
             fetch_p99=float(lat["fetchP99"]),
         )
-        lags = ((c["groupId"], int(c["totalLag"])) for c in data["consumerLags"])
-        return self._append(timestamp, throughput, latency, lags)
+        lags = data["consumerLags"]
+        self.groups.add(
+            ((c["groupId"], int(c["totalLag"]), _seconds(c.get("lagSeconds"))) for c in lags),
+            timestamp,
+        )
+        totals = ((c["groupId"], int(c["totalLag"])) for c in lags)
+        return self._append(timestamp, throughput, latency, totals)
 
     def add_message(self, payload: bytes) -> HistoryPoint | None:
         """:meth:`add_data` for an encoded ``metrics`` message (what a bus delivers);
@@ -130,6 +144,7 @@ class Series:
     def clear(self) -> None:
         self._points.clear()
         self._reply = None
+        self.groups.clear()
 
     def points(self) -> tuple[HistoryPoint, ...]:
         """Every point kept, oldest first."""
@@ -146,3 +161,11 @@ class Series:
         if self._reply is None:
             self._reply = encode(self.history())
         return self._reply
+
+
+def _seconds(value: object) -> float | None:
+    """A snapshot's ``lagSeconds`` as delivered (a number, or null from a node that
+    does not know it); anything else counts as not known."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

@@ -49,6 +49,7 @@ from ..wire.messages import (
 )
 from .filtered import filtered_history
 from .hub import Client, Hub
+from .laghistory import group_history
 from .permissions import refused as refused_channels
 from .queue import Drop
 from .renewal import TokenSession, expiry, refresh
@@ -228,6 +229,8 @@ class SessionCore:
         if isinstance(payload, Unsubscribe):
             return self._unsubscribe(payload)
         if isinstance(payload, History):
+            if payload.channel is not None:  # one group's lag (core/laghistory)
+                return group_history(self, payload.channel)
             return Reply(tuple(self._history()))
         if isinstance(payload, Refresh):
             return refresh(self, payload)

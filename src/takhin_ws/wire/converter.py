@@ -187,14 +187,16 @@ def _make_converter() -> cattrs.Converter:
         HistoryPoint, conv, group_lags=override(rename="groupLags", unstruct_hook=dict)
     )
     conv.register_unstructure_hook(HistoryPoint, unstructure_point)
-    # a group's history (channel, lags) and the cluster's (points) share the type:
-    # each answer sends only its own keys
-    unstructure_history = make_dict_unstructure_fn(
-        History,
-        conv,
-        channel=override(omit_if_default=True),
-        lags=override(omit_if_default=True),
-    )
+    # a group's history (channel, lags) and the cluster's (points) share the type: the
+    # cluster's answer keeps its shape, a group's has channel and lags (even empty)
+    history_fields = make_dict_unstructure_fn(History, conv)
+
+    def unstructure_history(history: History) -> dict[str, Any]:
+        out: dict[str, Any] = history_fields(history)
+        if history.channel is None:
+            del out["channel"], out["lags"]
+        return out
+
     conv.register_unstructure_hook(History, unstructure_history)
     return conv
 

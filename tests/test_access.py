@@ -357,3 +357,17 @@ def _shown(message: dict[str, Any]) -> tuple[list[str], list[str]]:
 def test_permissions_compare_by_their_patterns() -> None:
     assert Permissions(["metrics", "topics"]) == Permissions(["topics", "metrics"])
     assert len({Permissions(["metrics"]), Permissions(["metrics", "metrics"])}) == 1
+
+
+def test_a_bus_snapshot_is_filtered_and_shared_per_set(hub: Hub) -> None:
+    """A snapshot that came through a bus (``deliver``) is filtered too, one message
+    (and one of each view) for every client of the set."""
+    source = Hub(wall_clock=lambda: HUB_WALL_CLOCK)
+    item = source.publish("metrics", snapshot())
+    peers = [connect(hub, CLAIM, ["metrics", "metrics:lean"])[1] for _ in range(3)]
+    hub.deliver("metrics", item)
+    got = [[p.queue.get_nowait() for _ in range(2)] for p in peers]
+    assert len({id(g[0]) for g in got}) == 1  # the filtered snapshot, shared
+    assert len({id(g[1]) for g in got}) == 1  # its lean view, shared
+    data = orjson.loads(got[0][0].payload)["data"]
+    assert [t["name"] for t in data["topicStats"]] == ["orders.eu", "orders.us"]

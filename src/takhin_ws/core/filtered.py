@@ -83,7 +83,11 @@ class FilteredMetrics:
         return len(self._built)
 
     def source(self, item: Outbound, envelope: JSON | None = None) -> None:
-        """A new snapshot (*envelope*: it decoded, if the caller has it)."""
+        """A new snapshot (*envelope*: it decoded, if the caller has it); the same one
+        again (a bus's item, delivered and then learnt) keeps what was built of it."""
+        if item is self._item:
+            self._envelope = envelope or self._envelope
+            return
         self._item = item
         self._envelope = envelope
         self._built.clear()

@@ -6,7 +6,9 @@ ebbs with noise, consumer groups whose consumption speed oscillates around the
 produce rate (so lag grows and shrinks), latency histograms with a slow tail,
 rebalances (``Stable -> PreparingRebalance -> CompletingRebalance -> Stable`` with a
 new member count), groups that empty, die and are replaced, and topics created and
-deleted now and then, so every change event shows up within minutes.
+deleted now and then, so every change event shows up within minutes; and groups with
+habits (:mod:`~takhin_ws.sources.synthetic_habits`: one stalls, one rewinds its
+offsets, one stops now and then) so every lag status does too.
 
 Everything is drawn from one ``random.Random(seed)`` and advanced by the time the
 injected *clock* says has passed between collects: the same seed and the same clock
@@ -29,6 +31,7 @@ from typing import ClassVar, Final
 import trio
 
 from ..core.snapshot import Snapshot
+from .synthetic_habits import habit_of, rewind, rewinds_now, stalled, stopped
 from .synthetic_snapshot import LATENCY_BUCKETS, SimGroup, SimTopic, describe
 
 __all__ = ["LATENCY_BUCKETS", "SyntheticSource"]
@@ -190,6 +193,7 @@ class SyntheticSource:
     def _add_group(self, *, initial: bool = False) -> SimGroup:
         rng = self._rng
         group_id = _name(_GROUP_WORDS, self._group_serial)
+        habit, habit_phase = habit_of(self._group_serial)
         self._group_serial += 1
         names = list(self._topics)
         chosen = rng.sample(names, k=min(len(names), rng.choice((1, 1, 2, 2, 3))))
@@ -210,6 +214,8 @@ class SyntheticSource:
             state="Stable" if initial else "PreparingRebalance",
             members=members if initial else 0,
             target_members=members,
+            habit=habit,
+            habit_phase=habit_phase,
         )
         self._groups[group_id] = group
         return group
@@ -236,6 +242,13 @@ class SyntheticSource:
 
     def _lifecycle(self, group: SimGroup, dt: float) -> None:
         rng = self._rng
+        if group.habit == "stops":  # its members come and go on its own cycle
+            if stopped(group, self._elapsed):
+                group.state, group.members = "Empty", 0
+                return
+            if group.state == "Empty":
+                group.state = "PreparingRebalance"
+                return
         if group.state == "PreparingRebalance":
             group.state = "CompletingRebalance"
         elif group.state == "CompletingRebalance":
@@ -276,7 +289,9 @@ class SyntheticSource:
                 disk = topic.disk[partition] + whole * topic.message_size
                 topic.disk[partition] = disk if disk <= _RETENTION_BYTES else disk * 0.75
         for group in self._groups.values():
-            if group.state != "Stable":
+            if rewinds_now(group, t - dt, t):
+                rewind(group, self._topics[group.topics[0]])
+            if group.state != "Stable" or stalled(group, t):
                 continue
             speed = group.speed * (
                 1.0 + 0.6 * math.sin(2 * math.pi * t / group.period + group.phase)

@@ -72,6 +72,9 @@ class SimGroup:
     state: wire.GroupState
     members: int
     target_members: int
+    #: What it does besides consuming (``sources.synthetic_habits``), and its cycles' phase.
+    habit: str = "steady"
+    habit_phase: float = 0.0
 
 
 def _latency(topics: Iterable[SimTopic], kind: str) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import pytest
 import trio
 
-from kafka_broker import kafka  # noqa: F401  (the session's Kafka broker fixture)
+from kafka_broker import kafka, kafka3  # noqa: F401  (the session's Kafka broker fixtures)
 from redis_server import RedisServer, redis_binary
 from takhin_ws import (
     ClusterHealth,

@@ -12,7 +12,8 @@ controller on free loopback ports: a ``PLAINTEXT`` listener (:attr:`~KafkaBroker
 and a ``SASL_PLAINTEXT`` one with the PLAIN mechanism (:attr:`~KafkaBroker.sasl_bootstrap`,
 user :data:`SASL_USER`). ``stop``/``start`` on the same ports and storage play a broker
 restart. The session fixture ``kafka`` (re-exported by ``conftest``) shares one broker
-with every test.
+with every test; ``kafka3`` runs a 3.x broker (:data:`KAFKA3_VERSION`) for the test
+that reads both major versions.
 """
 
 from __future__ import annotations
@@ -27,23 +28,52 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 try:
-    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
-    from confluent_kafka.admin._listoffsets import OffsetSpec
-    from confluent_kafka.cimpl import NewTopic
+
+    from kafka_ops import (  # re-exported: what the tests do to the broker
+        admin_client,
+        commit,
+        create_topic,
+        delete_topic,
+        end_offsets,
+        produce,
+        unique,
+    )
 except ImportError:  # the kafka extra is missing: the fixture says so and skips
     HAVE_CLIENT = False
 else:
     HAVE_CLIENT = True
 
+__all__ = [
+    "KAFKA3_VERSION",
+    "KAFKA_VERSION",
+    "KafkaBroker",
+    "admin_client",
+    "commit",
+    "create_topic",
+    "delete_topic",
+    "end_offsets",
+    "free_port",
+    "free_ports",
+    "java_binary",
+    "kafka",
+    "kafka3",
+    "kafka_classpath",
+    "produce",
+    "unique",
+]
+
 REQUIRE_KAFKA = "TAKHIN_WS_REQUIRE_KAFKA"
 KAFKA_VERSION = "4.1.1"
+#: The 3.x broker the compatibility test reads too (KRaft, Java 17).
+KAFKA3_VERSION = "3.9.1"
 #: The slf4j binding, so the broker's log says why when it fails to start.
 LOG4J_VERSION = "2.24.3"
 CACHE = Path(os.environ.get("TAKHIN_WS_KAFKA_CACHE", "~/.cache/takhin-ws-kafka")).expanduser()
@@ -134,9 +164,9 @@ def java_binary() -> str:
     return java
 
 
-def kafka_classpath() -> str:
-    """The broker's classpath (``DIR/*``), fetched by Maven into the cache once."""
-    home = CACHE / KAFKA_VERSION
+def kafka_classpath(version: str = KAFKA_VERSION) -> str:
+    """The classpath (``DIR/*``) of broker *version*, fetched by Maven into the cache once."""
+    home = CACHE / version
     libs = home / "libs"
     stamp = home / ".complete"
     if stamp.exists():
@@ -149,7 +179,7 @@ def kafka_classpath() -> str:
     with (home / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be fetching it
         if not stamp.exists():
-            (home / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+            (home / "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
             command = [
                 mvn,
                 "-q",
@@ -164,13 +194,12 @@ def kafka_classpath() -> str:
                     command, capture_output=True, timeout=FETCH_TIMEOUT, check=False
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
-                _unavailable(f"maven could not fetch kafka {KAFKA_VERSION}: {exc}")
+                _unavailable(f"maven could not fetch kafka {version}: {exc}")
                 raise AssertionError("unreachable") from exc
             if done.returncode != 0:
                 tail = (done.stdout + done.stderr).decode(errors="replace").strip()
                 _unavailable(
-                    f"maven could not fetch kafka {KAFKA_VERSION}: "
-                    + " / ".join(tail.splitlines()[-5:])
+                    f"maven could not fetch kafka {version}: " + " / ".join(tail.splitlines()[-5:])
                 )
             stamp.touch()
     return str(libs / "*")
@@ -334,77 +363,16 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
         broker.stop()
 
 
-# --- what the tests do to the broker (blocking calls: run them in a thread) ---
-
-
-def unique(prefix: str) -> str:
-    """A topic or group name no other test uses (the broker is shared)."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-
-
-def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int]) -> list[int]:
-    """The end offsets of *partitions* of *topic*; raises ``KafkaException``."""
-    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    wanted = {TopicPartition(topic, p): latest for p in partitions}
-    futures = admin.list_offsets(wanted, request_timeout=5)
-    return [int(future.result(timeout=10).offset) for future in futures.values()]
-
-
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = admin_client(bootstrap)  # kept alive until the futures are done
-    new = NewTopic(name, num_partitions=partitions, replication_factor=1)
-    for future in admin.create_topics([new], request_timeout=30).values():
-        future.result(timeout=30)
-    # ready once every partition has a leader that answers for its offsets
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            end_offsets(admin, name, range(partitions))
-            return
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def delete_topic(bootstrap: str, name: str) -> None:
-    """Delete *name* and wait until every partition of it answers "unknown topic"."""
-    admin = admin_client(bootstrap)
-    count = len(admin.list_topics(name, timeout=10).topics[name].partitions)
-    for future in admin.delete_topics([name], request_timeout=30).values():
-        future.result(timeout=30)
-    deadline = time.monotonic() + 30
-    remaining = set(range(count))
-    while remaining and time.monotonic() < deadline:
-        for partition in sorted(remaining):
-            try:
-                end_offsets(admin, name, [partition])
-            except KafkaException as exc:
-                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    remaining.discard(partition)
-        time.sleep(0.05)
-    assert not remaining, f"topic {name} still answers after its deletion"
-
-
-def produce(bootstrap: str, topic: str, counts: Mapping[int, int]) -> None:
-    """``counts[p]`` messages to partition ``p``, all acknowledged."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 0})
-    for partition, count in counts.items():
-        for index in range(count):
-            producer.produce(topic, value=b"m%d" % index, partition=partition)
-    assert producer.flush(30) == 0, "messages not acknowledged"
-
-
-def commit(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-    """Commit *offsets* (partition -> offset) for *group*, without joining it."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0})
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """An Apache Kafka 3.x broker (:data:`KAFKA3_VERSION`) for the compatibility test."""
+    if not HAVE_CLIENT:
+        _unavailable("confluent-kafka is not installed (pip install 'takhin-ws[kafka]')")
+    java = java_binary()
+    classpath = kafka_classpath(KAFKA3_VERSION)
+    broker = KafkaBroker(java, classpath, tmp_path_factory.mktemp("kafka3"))
+    broker.start()
     try:
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-        )
+        yield broker
     finally:
-        consumer.close()
+        broker.stop()

@@ -66,7 +66,8 @@ def __getattr__(name: str) -> Any:
 
 
 def source_for(settings: Settings) -> MetricsSource:
-    """The source *settings* names (``settings.source``), ready to collect."""
+    """The source *settings* names (``settings.source``). A ``kafka`` source must be
+    entered with ``async with`` before it collects (:func:`open_source` does it)."""
     if settings.source == "kafka":
         return _kafka_source(settings)
     if settings.source == "prometheus":

@@ -130,8 +130,8 @@ class KafkaAdmin(AdminRequests):
                 metadata = self._client.list_topics(timeout=self._remaining(deadline))
                 break
             except KafkaException as exc:
-                # one broken handshake may be a broker going down or one that never
-                # speaks the protocol: ask again while the deadline lets it tell
+                # a cluster that never answered: down, or one that breaks off every
+                # handshake? ask again while the deadline lets its handshakes tell
                 if not (self.inconclusive() and deadline - time.monotonic() > 2 * RETRY_PAUSE):
                     raise self._failure("metadata request", exc) from None
             time.sleep(RETRY_PAUSE)

@@ -240,10 +240,11 @@ class AdminRequests:
         return self._error(f"{what} failed: {detail}{self.cause(_CAUSE_WAIT)}", error)
 
     def inconclusive(self) -> bool:
-        """Whether the handshakes seen could say the broker is incompatible, but do not
-        yet (fewer than needed, and the cluster never answered)."""
+        """Whether the cluster never answered this client and the handshakes seen do
+        not say yet whether it is incompatible (fewer than needed): asking again, within
+        the deadline, tells a broker that is down from one that breaks off."""
         self._serve()
-        return not self._answered and 0 < self._log.handshake_failures < HANDSHAKE_FAILURES
+        return not self._answered and self._log.handshake_failures < HANDSHAKE_FAILURES
 
     def _error(self, text: str, error: KafkaError | None) -> KafkaSourceError:
         """``kafka BOOTSTRAP: text``, secrets masked; an incompatible broker says so

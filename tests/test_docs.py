@@ -276,6 +276,8 @@ def test_every_json_example_is_valid() -> None:
                 extra = {"outcome", "accepted"} if error["status"] == 503 else set()
                 # a 401 or 403 names its reason (core/access)
                 extra |= {"reason"} if error["status"] in (401, 403) else set()
+                # a 413 of a batch names the setting (ingest/ingress.decode_events)
+                extra |= {"setting", "limit", "events"} if error["status"] == 413 else set()
                 assert base <= set(error) <= base | extra, where
                 assert error["code"] == error_code(error["status"]), where
                 if "outcome" in error:

@@ -247,6 +247,24 @@ OPTIONS: Final = (
         "body_timeout", "--body-timeout", "seconds an HTTP request body may take (408)", parse_float
     ),
     _o(
+        "max_batch_events",
+        "--max-batch-events",
+        "events one POST /api/events may carry (413)",
+        parse_int,
+    ),
+    _o(
+        "idempotency_ttl",
+        "--idempotency-ttl",
+        "seconds an Idempotency-Key's answer is kept",
+        parse_float,
+    ),
+    _o(
+        "idempotency_keys",
+        "--idempotency-keys",
+        "Idempotency-Key answers kept (0 = none)",
+        parse_int,
+    ),
+    _o(
         "send_buffer_size",
         "--send-buffer-size",
         "kernel send buffer per client (0 = OS default)",

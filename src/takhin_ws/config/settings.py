@@ -65,6 +65,12 @@ DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 DEFAULT_BAD_MESSAGE_LIMIT: Final = 10
 DEFAULT_BAD_MESSAGE_WINDOW: Final = 10.0
 DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
+#: Events one ``POST /api/events`` may carry (413 ``batch_too_large`` beyond).
+DEFAULT_MAX_BATCH_EVENTS: Final = 1000
+#: Seconds, and how many, ``Idempotency-Key`` answers of ``POST /api/events`` are kept
+#: (a retried batch is answered as the first time, not published twice).
+DEFAULT_IDEMPOTENCY_TTL: Final = 300.0
+DEFAULT_IDEMPOTENCY_KEYS: Final = 1000
 DEFAULT_UNREADY_AFTER: Final = 3
 #: Failed kafka ticks in a row before the source makes a new client.
 DEFAULT_KAFKA_RESET_AFTER: Final = 3
@@ -111,6 +117,8 @@ MAX_CHANNELS_LIMIT: Final = 10_000
 MAX_DISTINCT_VIEWS_LIMIT: Final = 100_000
 MAX_MESSAGE_SIZE_LIMIT: Final = 64 * 1024 * 1024
 MAX_BODY_SIZE_LIMIT: Final = 64 * 1024 * 1024
+MAX_BATCH_EVENTS_LIMIT: Final = 1_000_000
+MAX_IDEMPOTENCY_KEYS_LIMIT: Final = 1_000_000
 MAX_SCRAPE_BYTES_LIMIT: Final = 1024 * 1024 * 1024
 #: Points of chart series one server keeps (``series_window / interval``).
 MAX_SERIES_POINTS: Final = 100_000
@@ -297,6 +305,15 @@ class Settings:
         default=DEFAULT_COMMAND_BURST, validator=number(integer=True, ge=1)
     )
     body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=_seconds)
+    max_batch_events: int = attrs.field(
+        default=DEFAULT_MAX_BATCH_EVENTS,
+        validator=number(integer=True, ge=1, le=MAX_BATCH_EVENTS_LIMIT),
+    )
+    idempotency_ttl: float = attrs.field(default=DEFAULT_IDEMPOTENCY_TTL, validator=_seconds)
+    idempotency_keys: int = attrs.field(
+        default=DEFAULT_IDEMPOTENCY_KEYS,
+        validator=number(integer=True, ge=0, le=MAX_IDEMPOTENCY_KEYS_LIMIT),
+    )
     #: Seconds of chart history kept on the server for a client that asks (``history``).
     series_window: float = attrs.field(default=DEFAULT_SERIES_WINDOW, validator=_seconds)
     #: HS256 secret of signed connection tokens (``env:NAME`` reads ``$NAME``).

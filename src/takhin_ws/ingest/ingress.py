@@ -104,14 +104,16 @@ class EventIngress:
         were assigned): the ``BusUnavailableError`` lists them in ``published``."""
         return await self._publish_all(self._check(events, batch=True))
 
-    async def publish_body(self, body: bytes) -> list[Published]:
+    async def publish_body(self, body: bytes, max_events: int | None = None) -> list[Published]:
         """Publish the events of a ``POST /api/events`` body, in order: one event
         object or a non-empty array of them, decoded strictly and checked by the
         codec (:func:`decode_events`), which is this door's one check. Raises
         :class:`~takhin_ws.wire.http.HttpError` (400) for a body that does not
-        decode whole; then nothing is published."""
+        decode whole, or 413 for one of more than *max_events* events; then nothing
+        is published. Each event's publish is a checkpoint (the bus's), so a big
+        batch's fan-out shares the event loop with pings and ticks."""
         try:
-            events = decode_events(body)
+            events = decode_events(body, max_events)
         except HttpError:
             self._rejected += 1
             raise
@@ -219,7 +221,7 @@ class EventIngress:
         return event.as_update() if exists else event
 
 
-def decode_events(body: bytes) -> list[Event]:
+def decode_events(body: bytes, max_events: int | None = None) -> list[Event]:
     """The events of a ``POST /api/events`` body: one event object or a non-empty
     array of them, each decoded strictly and checked (by the codec: every event it
     decodes passes :func:`~takhin_ws.wire.events.check_event`). Raises :class:`HttpError`
@@ -237,6 +239,13 @@ def decode_events(body: bytes) -> list[Event]:
     items = parsed if isinstance(parsed, list) else [parsed]
     if not items:
         raise HttpError(400, "invalid_field: the list of events is empty")
+    if max_events is not None and len(items) > max_events:
+        raise HttpError(
+            413,
+            f"a batch of {len(items)} events exceeds the limit of {max_events} "
+            "(--max-batch-events): send it in smaller batches",
+            details={"setting": "max_batch_events", "limit": max_events, "events": len(items)},
+        )
     events: list[Event] = []
     for index, item in enumerate(items):
         try:

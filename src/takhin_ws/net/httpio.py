@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 import h11
 import trio
 
+from ..wire.chunked import ChunkedBody
 from ..wire.http import (
     MAX_HEAD_BYTES,
     HttpError,
@@ -77,9 +78,19 @@ async def read_request(stream: trio.abc.ReceiveStream) -> Request:
 
 
 async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int) -> bytes:
-    """The request body, at most *limit* bytes (413 beyond it)."""
+    """The request body, at most *limit* bytes (413 beyond it). A chunked body is
+    decoded by :class:`~takhin_ws.wire.chunked.ChunkedBody` (linear in its bytes,
+    whatever its chunk sizes), one with a length by h11."""
     check_declared_length(request, limit)
     conn = request.conn
+    if "chunked" in (request.header("transfer-encoding") or "").lower():
+        chunked = ChunkedBody(limit)
+        arrived = bytes(conn.trailing_data[0])  # what came with the head
+        while not chunked.feed(arrived):
+            arrived = bytes(await stream.receive_some(BODY_READ_BYTES))
+            if not arrived:
+                raise HttpError(400, "request body ended early")
+        return chunked.body
     body = bytearray()
     while True:
         try:

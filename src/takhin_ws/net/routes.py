@@ -11,6 +11,7 @@ same routes on both doors. Routes see the server only through :class:`ServerView
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -22,6 +23,7 @@ from ..core.admission import Admission, bearer
 from ..core.permissions import Permissions
 from ..core.tokens import looks_like_token
 from ..ingest.bus import BusUnavailableError
+from ..ingest.idempotency import Done, IdempotencyKeys, check_key
 from ..ingest.ingress import EventIngress, decode_events
 from ..wire.http import HttpError, Request, error_code, json_error
 from ..wire.messages import Payload, channel_of
@@ -104,6 +106,11 @@ class PublishScope:
     channels its token's claim allows."""
 
     permissions: Permissions | None
+    #: who publishes (a digest of the publish key, or the token's subject), the scope
+    #: of its ``Idempotency-Key`` (two publishers' keys never collide)
+    who: str = ""
+    #: the request's ``Idempotency-Key``, if it has one
+    idempotency_key: str | None = None
 
     def check(self, events: Sequence[Payload], forbid: Callable[[str], HttpError]) -> None:
         """Raise ``forbid(...)`` if an event of *events* is outside the scope."""
@@ -142,6 +149,10 @@ class Routes:
         self._server = server
         self._admission = admission
         self._publish_keys = [k.encode() for k in server.settings.publish_keys]
+        settings = server.settings
+        self._idempotency = IdempotencyKeys(
+            ttl=settings.idempotency_ttl, capacity=settings.idempotency_keys
+        )
 
     @staticmethod
     def is_publish(request: Request) -> bool:
@@ -206,7 +217,8 @@ class Routes:
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         if ctype != JSON_CONTENT_TYPE:
             raise HttpError(415, "content type must be application/json")
-        return scope
+        key = request.header("idempotency-key")
+        return scope if key is None else attrs.evolve(scope, idempotency_key=check_key(key))
 
     def _publisher(self, request: Request) -> PublishScope:
         """Who may publish: a publish key (everything) or a token with ``publish:
@@ -216,24 +228,42 @@ class Routes:
         if not self._publish_keys and verifier is None:
             raise HttpError(403, "publishing is disabled: start the server with --publish-key")
         given = bearer(request)
-        if key_matches(self._publish_keys, given):
-            return PublishScope(None)
+        if given is not None and key_matches(self._publish_keys, given):
+            return PublishScope(None, "key:" + hashlib.sha256(given.encode()).hexdigest())
         if verifier is None or not given or not looks_like_token(given):
             raise HttpError(401, "missing or wrong publish key", headers=www_authenticate())
         auth = authenticator.authenticate([given])
         if auth.grant is None or not auth.grant.publish:
             raise authenticator.forbid("the token does not allow publishing (publish: true)")
-        return PublishScope(auth.permissions)
+        return PublishScope(auth.permissions, f"token:{auth.grant.subject}")
 
     async def publish(self, body: bytes, scope: PublishScope) -> Answer:
         """Publish the events of a checked request's *body* (every one or none), each
-        within *scope* (else 403 and nothing is published)."""
+        within *scope* (else 403 and nothing is published). A request with an
+        ``Idempotency-Key`` that was answered already gets the same answer again
+        (see ``ingest/idempotency``), and publishes nothing."""
+        key = scope.idempotency_key
+        if key is None:
+            return await self._publish(body, scope)
+        done = self._idempotency.begin(scope.who, key, body)
+        if done is not None:
+            return Answer(done.status, done.body)
+        try:
+            answer = await self._publish(body, scope)
+        except BaseException:
+            self._idempotency.abandon(scope.who, key)
+            raise
+        self._idempotency.finish(scope.who, key, Done(answer.status, answer.body))
+        return answer
+
+    async def _publish(self, body: bytes, scope: PublishScope) -> Answer:
         ingress = self._server.ingress
+        max_events = self._server.settings.max_batch_events
         try:
             if scope.permissions is None:
-                published = await ingress.publish_body(body)
+                published = await ingress.publish_body(body, max_events)
             else:
-                events = decode_events(body)
+                events = decode_events(body, max_events)
                 scope.check(events, self._admission.authenticator.forbid)
                 published = await ingress.publish_many(events)
         except BusUnavailableError as exc:

@@ -180,6 +180,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         " dashboard's refresh and reconnect are tested in Chromium in"
         " tests/test_dashboard_tokens.py"
     ),
+    ("docs/benchmarks.md", "sh", "--out /tmp/h26-bench-X"): (
+        "skip: the before/after end-to-end fan-out runs of the token change, minutes of"
+        " benchmark that must not share the machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "254bbc2 (before tokens)"): (
         "skip: the before/after in-process fan-out runs of the token change, minutes of"
         " benchmark that must not share the machine with the suite"

@@ -358,6 +358,14 @@ def test_dashboard_drill_down_into_a_group_and_a_topic(
     assert query["channels"] == [PAGE_CHANNELS]
     group = rows.first.get_attribute("data-group")
     assert group
+    # a status badge per group, the worst first (the server's lag insight)
+    badges = page.locator("#groups tbody tr[data-group] .badge").evaluate_all(
+        "bs => bs.map(b => b.dataset.status)"
+    )
+    rank = ["UNKNOWN", "OK", "LAGGING", "STALLED", "STOPPED", "REWOUND"]
+    assert badges
+    assert set(badges) <= set(rank)
+    assert [rank.index(b) for b in badges] == sorted((rank.index(b) for b in badges), reverse=True)
 
     # open the group: its partitions, their offsets and lags, from the server
     rows.first.click()
@@ -366,6 +374,16 @@ def test_dashboard_drill_down_into_a_group_and_a_topic(
     expect(drawer).to_have_attribute("data-loaded", "true", timeout=SOON)
     expect(page.locator("#detail-title")).to_contain_text(group)
     assert {"type": "subscribe", "data": [f"metrics:group:{group}"]} in frames.sent
+    # its lag chart is full at once: the group's history, asked for on opening
+    assert {"type": "history", "data": {"channel": f"group:{group}"}} in frames.sent
+    page.wait_for_function(
+        "() => Number(document.getElementById('detail-lag-msgs')?.dataset.history) > 0",
+        timeout=SOON,
+    )
+    (answer,) = [m for m in frames.received if m["type"] == "history" and "channel" in m["data"]]
+    assert answer["data"]["channel"] == f"group:{group}"
+    assert answer["data"]["lags"]
+    expect(page.locator("#detail-status .badge")).to_be_visible()
     partitions = _partition_rows(page, "#detail tr[data-partition]")
     assert partitions
     for p in partitions:

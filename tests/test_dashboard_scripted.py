@@ -7,7 +7,9 @@ a repeated offset, a new epoch). Helpers: ``browser.py``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -20,6 +22,7 @@ from browser import (
     ScriptedPeer,
     ServerProcess,
     chromium,
+    screenshot_path,
     scripted_page,
     servers,
     wire,
@@ -29,7 +32,11 @@ from takhin_ws.wire.messages import (
     EpochChanged,
     Gap,
     GroupDetail,
+    GroupStatus,
     GroupUpdated,
+    History,
+    LagPoint,
+    LagStatus,
     Latency,
     MonitoringMetrics,
     PartitionLag,
@@ -129,12 +136,13 @@ GROUPS = (group("billing", 40, "orders-10"), group("audit-sink", 900, "audit"), 
 def test_dashboard_sorts_and_filters(browser: Browser, server: ServerProcess) -> None:
     page, watch, peer = scripted_page(browser, server.url + "/")
     live(page, peer, metrics(1, topics=TOPICS, groups=GROUPS))
-    # by default the busiest topics and the groups furthest behind come first
+    # by default the busiest topics and the groups in the worst state, furthest behind, first
     expect(page.locator("#topics tbody tr.row")).to_have_count(5)
     assert keys(page, "topics") == ["orders-10", "Page-Views", "orders-9", "payments", "audit"]
     assert page.get_attribute('#topics th[data-key="produceRate"]', "aria-sort") == "descending"
     assert keys(page, "groups") == ["audit-sink", "billing", "etl"]
-    assert column(page, "groups", 1) == ["900", "40", "7"]
+    assert page.get_attribute('#groups th[data-key="status"]', "aria-sort") == "descending"
+    assert column(page, "groups", 2) == ["900", "40", "7"]
 
     # any column, twice for the other way; names in natural order, case aside
     page.click('#topics th[data-key="totalMessages"]')
@@ -146,6 +154,8 @@ def test_dashboard_sorts_and_filters(browser: Browser, server: ServerProcess) ->
     page.click('#topics th[data-key="name"]')
     expect(page.locator("#topics tbody tr.row").first).to_have_attribute("data-key", "audit")
     assert keys(page, "topics") == ["audit", "orders-9", "orders-10", "Page-Views", "payments"]
+    page.click('#groups th[data-key="totalLag"]')
+    expect(page.locator("#groups tbody tr.row").first).to_have_attribute("data-key", "audit-sink")
     page.click('#groups th[data-key="totalLag"]')
     expect(page.locator("#groups tbody tr.row").first).to_have_attribute("data-key", "etl")
 
@@ -234,7 +244,10 @@ def test_dashboard_on_a_phone_has_no_page_overflow(browser: Browser, server: Ser
 
     # the drill-down covers the screen, and overflows no more than the page
     page.locator(f'#groups tbody tr[data-key="{LONG}"]').click()
-    assert peer.received[-1] == {"type": "subscribe", "data": [f"metrics:group:{LONG}"]}
+    assert peer.received[-2:] == [
+        {"type": "subscribe", "data": [f"metrics:group:{LONG}"]},
+        {"type": "history", "data": {"channel": f"group:{LONG}"}},  # its lag chart's
+    ]
     detail = GroupDetail(
         group_id=LONG,
         state="Stable",
@@ -383,3 +396,120 @@ def test_dashboard_without_a_snapshot_says_what_readyz_says(
     # the aborted /readyz is the only failed request, and it threw nothing
     aborted = "console.error: Failed to load resource: net::ERR_FAILED"
     assert [p for p in watch.problems if not p.startswith(aborted)] == []
+
+
+def sent(page: Page, peer: ScriptedPeer, message: dict[str, object]) -> None:
+    """Wait until the page has sent *message* to the peer."""
+    deadline = time.monotonic() + SOON / 1000
+    while message not in peer.received:
+        assert time.monotonic() < deadline, f"the page never sent {message}"
+        page.wait_for_timeout(50)
+
+
+def lagging(
+    group_id: str, lag: int, status: LagStatus, seconds: float | None, drain: float | None
+) -> ConsumerLag:
+    return attrs.evolve(
+        group(group_id, lag, "orders-10"),
+        status=status,
+        lag_seconds=seconds,
+        drain_seconds=drain,
+    )
+
+
+def test_dashboard_group_status_badges_and_the_lag_chart_of_a_group(
+    browser: Browser, server: ServerProcess, tmp_path: Path
+) -> None:
+    page, watch, peer = scripted_page(browser, server.url + "/")
+    groups = (
+        lagging("apps", 900, "OK", 2.0, 0.0),
+        lagging("billing", 40, "STALLED", 95.0, None),
+        lagging("crm", 7, "REWOUND", None, None),
+        lagging("dwh", 5000, "LAGGING", 30.4, 120.0),
+        lagging("etl", 0, "UNKNOWN", None, None),
+    )
+    live(page, peer, metrics(1, topics=TOPICS, groups=groups))
+    expect(page.locator("#groups tbody tr.row")).to_have_count(5)
+    # a badge per group, the ones to act on first
+    assert keys(page, "groups") == ["crm", "billing", "dwh", "apps", "etl"]
+    statuses = page.locator("#groups tbody tr.row .badge").evaluate_all(
+        "bs => bs.map(b => b.dataset.status + ':' + b.textContent)"
+    )
+    assert statuses == [
+        "REWOUND:REWOUND",
+        "STALLED:STALLED",
+        "LAGGING:LAGGING",
+        "OK:OK",
+        "UNKNOWN:UNKNOWN",
+    ]
+    # lag in seconds beside the messages, the drain estimate under the badge
+    assert column(page, "groups", 2) == ["7", "40", "5,000", "900", "0"]
+    unknown = "\u2013"  # the page's dash: not known
+    assert column(page, "groups", 3) == [unknown, "1 min 35 s", "30 s", "2 s", unknown]
+    dwh = page.locator('#groups tbody tr[data-key="dwh"] .sub')
+    expect(dwh).to_have_text("drains in 2 min 0 s")
+    page.click('#groups th[data-key="status"]')  # the other way: the healthy first
+    expect(page.locator("#groups tbody tr.row").first).to_have_attribute("data-key", "etl")
+    page.click('#groups th[data-key="lagSeconds"]')
+    expect(page.locator("#groups tbody tr.row").first).to_have_attribute("data-key", "billing")
+
+    # a status change: in the log, and in the group's history once it is open
+    change = GroupStatus(
+        group_id="billing", status="STALLED", previous="OK", reason="orders-10[0]: stuck"
+    )
+    peer.send(wire(change, channel="groups", offset=3, epoch="e1"))
+    logged = page.locator('#event-log li[data-type="group_status"]')
+    expect(logged).to_contain_text("group billing OK → STALLED · orders-10[0]: stuck")
+
+    # the drill-down asks for the group's history and charts it at once
+    page.locator('#groups tbody tr[data-key="billing"]').click()
+    expect(page.locator("#detail")).to_be_visible()
+    sent(page, peer, {"type": "history", "data": {"channel": "group:billing"}})
+    start = time.time() - 60  # the last minute: inside the chart's window
+    points = tuple(
+        LagPoint(
+            timestamp=start + 2 * k,
+            total_lag=40 * k // 29,
+            lag_seconds=None if k < 5 else 3.2 * k,
+        )
+        for k in range(30)
+    )
+    peer.send(wire(History(interval=2.0, channel="group:billing", lags=points)))
+    detail = GroupDetail(
+        group_id="billing",
+        state="Stable",
+        members=2,
+        total_lag=40,
+        lag_seconds=95.0,
+        status="STALLED",
+        topic_lags=(
+            TopicLag(
+                topic="orders-10",
+                total_lag=40,
+                partition_lags=(
+                    PartitionLag(
+                        partition=0, current_offset=60, log_end_offset=100, lag=40, lag_seconds=95.0
+                    ),
+                ),
+            ),
+        ),
+    )
+    peer.send(wire(detail, channel="metrics", offset=2, epoch="e1"))
+    expect(page.locator("#detail")).to_have_attribute("data-loaded", "true", timeout=SOON)
+    messages, seconds = page.locator("#detail-lag-msgs"), page.locator("#detail-lag-secs")
+    expect(messages).to_have_attribute("data-samples", "31", timeout=SOON)  # 30 + the live one
+    expect(seconds).to_have_attribute("data-samples", "26")  # the nulls are left out
+    assert (seconds.get_attribute("data-ticks") or "").endswith(" s")
+    expect(page.locator("#detail-status .badge")).to_have_attribute("data-status", "STALLED")
+    expect(page.locator('#detail tr[data-partition="0"] td').nth(4)).to_have_text("1 min 35 s")
+    expect(page.locator('#detail-states li[data-type="group_status"]')).to_contain_text(
+        "STALLED (was OK) · orders-10[0]: stuck"
+    )
+    shot = screenshot_path("dashboard-group.png", tmp_path)  # README's drill-down picture
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    # a history for another group (a late answer) changes nothing
+    peer.send(wire(History(interval=2.0, channel="group:apps", lags=points[:3])))
+    peer.send(wire(detail, channel="metrics", offset=3, epoch="e1"))
+    expect(messages).to_have_attribute("data-samples", "32", timeout=SOON)
+    watch.assert_clean()

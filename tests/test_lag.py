@@ -80,7 +80,7 @@ def test_a_paused_consumer_falls_behind_one_second_per_second() -> None:
         assert seen[k] == pytest.approx((k - 5) * interval)
 
 
-def test_lag_seconds_is_null_until_the_samples_reach_back_and_zero_at_no_lag() -> None:
+def test_lag_seconds_is_null_without_a_produce_rate_to_go_back_with_and_zero_at_no_lag() -> None:
     tracker = LagTracker(window=W)
     out, _ = tracker.observe(snapshot({"g": {"t": {0: (1000, 10), 1: (50, 50)}}}), START)
     (partitions,) = [t.partition_lags for t in group_of(out).topic_lags]
@@ -88,7 +88,10 @@ def test_lag_seconds_is_null_until_the_samples_reach_back_and_zero_at_no_lag() -
     assert group_of(out).lag_seconds == 0.0  # the largest known value
     assert group_of(out).topic_lags[0].lag_seconds == 0.0
     out, _ = tracker.observe(snapshot({"g": {"t": {0: (1000, 10)}}}), START + 2)
-    assert group_of(out).lag_seconds is None  # nothing known below
+    assert group_of(out).lag_seconds is None  # an idle log: nothing known below
+    out, _ = tracker.observe(snapshot({"g": {"t": {0: (1200, 10)}}}), START + 4)
+    # behind since before the first sample: back at the mean rate, 200 in 4 s
+    assert group_of(out).lag_seconds == pytest.approx(4 + 990 / 50)
 
 
 def test_log_end_samples_are_shared_by_the_groups_reading_a_partition() -> None:

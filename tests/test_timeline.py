@@ -37,9 +37,13 @@ def curve(
 
 
 def reference(samples: list[tuple[float, int]], committed: int) -> float | None:
-    """sup {t : L(t) <= committed} on the straight lines through every sample."""
-    if committed < samples[0][1]:
-        return None
+    """sup {t : L(t) <= committed} on the straight lines through every sample; below the
+    oldest, back from it at the mean rate over the samples (``None`` without a rate)."""
+    (t_first, o_first), (t_last, o_last) = samples[0], samples[-1]
+    if committed < o_first:
+        if o_last <= o_first or t_last <= t_first:
+            return None
+        return t_first - (o_first - committed) * (t_last - t_first) / (o_last - o_first)
     best = samples[0][0]
     for (t0, o0), (t1, o1) in itertools.pairwise(samples):
         if o1 <= committed:
@@ -73,7 +77,9 @@ def test_interpolation_matches_the_reference_without_thinning(
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-6)
         lag = timeline.lag_seconds(committed)
         assert lag is not None
-        assert 0.0 <= lag <= samples[-1][0] - samples[0][0] + 1e-6
+        assert lag >= 0.0
+        if committed >= low:  # bracketed: within the samples' span
+            assert lag <= samples[-1][0] - samples[0][0] + 1e-6
         if committed >= high:
             assert lag == 0.0
 
@@ -140,14 +146,23 @@ def test_an_idle_producer_is_one_plateau_and_its_end_is_the_moment_passed() -> N
     assert timeline.lag_seconds(100) == 2.0
     assert timeline.time_at(125) == 7.0
     assert timeline.lag_seconds(150) == 0.0
-    assert timeline.lag_seconds(99) is None  # behind before the first sample: unknown
+    # behind since before the first sample: back from it at the mean rate, 50 in 8 s
+    assert timeline.lag_seconds(99) == pytest.approx(8.0 + 8 / 50)
+
+
+def test_before_the_oldest_sample_the_mean_rate_is_extrapolated_or_nothing_is_known() -> None:
+    timeline = filled([(10.0, 1000), (20.0, 2000), (30.0, 2500)])  # 1,500 in 20 s
+    assert timeline.time_at(250) == pytest.approx(10.0 - 750 * 20 / 1500)
+    assert timeline.lag_seconds(250) == pytest.approx(30.0)
+    assert filled([(10.0, 1000)]).lag_seconds(5) is None  # one sample: no rate
+    assert filled([(10.0, 1000), (20.0, 1000)]).lag_seconds(5) is None  # an idle log
 
 
 def test_a_log_that_goes_back_starts_the_table_over() -> None:
     timeline = filled([(0.0, 100), (2.0, 200), (4.0, 300)])
     timeline.add(6.0, 50)  # the topic was recreated, or the broker lost data
     assert timeline.samples() == [(6.0, 50)]
-    assert timeline.time_at(40) is None
+    assert timeline.time_at(40) is None  # one sample: nothing to go back with
     timeline.add(8.0, 70)
     assert timeline.time_at(60) == 7.0
 
@@ -166,7 +181,7 @@ def test_empty_and_bounds() -> None:
     timeline.add(1.0, 10)
     assert timeline.samples() == [(1.0, 10)]
     assert timeline.lag_seconds(10) == 0.0
-    assert timeline.lag_seconds(9) is None
+    assert timeline.lag_seconds(9) is None  # before the only sample
     with pytest.raises(ValueError, match="capacity must be >= 4"):
         OffsetTimeline(MIN_CAPACITY - 1)
 

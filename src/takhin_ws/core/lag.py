@@ -7,7 +7,8 @@ in, plus the ``group_status`` events of the groups whose status changed:
 - ``partitionLags[].lagSeconds``: seconds since the partition's log end offset passed
   the group's committed offset, interpolated in that partition's own (time, log end
   offset) samples (:class:`~takhin_ws.core.timeline.OffsetTimeline`); 0 when the lag
-  is 0; ``None`` until the samples bracket the committed offset (never extrapolated).
+  is 0; before the oldest sample, extrapolated back at the partition's mean produce
+  rate over its samples; ``None`` while there is no such rate.
 - ``partitionLags[].consumeRate``: committed messages per second over the window
   (a step back counts as no progress); ``None`` before two observations.
 - ``topicLags[].lagSeconds``, ``consumerLags[].lagSeconds``: the largest known value

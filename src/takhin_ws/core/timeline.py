@@ -9,9 +9,10 @@ The log end offset over time is taken as the straight line between samples, and 
 moment it passed committed offset *c* is the last moment it was still at or below
 *c* (``sup {t : L(t) <= c}``): inside a segment that rises through *c* the line is
 solved for *c*; on a plateau at *c* (an idle producer) it is the plateau's last
-sample. The answer is ``None`` when the table does not bracket *c* (the log end was
-already past *c* at the oldest sample: the group fell behind before the samples
-begin); it is never extrapolated.
+sample. When the log end was already past *c* at the oldest sample (the group fell
+behind before the samples begin: after a restart, say), the moment is extrapolated
+back from the oldest sample at the partition's mean produce rate over the table; the
+answer is ``None`` while there is no such rate (one sample, or a log that did not move).
 
 Bounded memory, long reach: at most *capacity* samples. A sample that only extends a
 plateau replaces the plateau's last one. When the table is full, every second sample
@@ -94,11 +95,14 @@ class OffsetTimeline:
 
     def time_at(self, committed: int) -> float | None:
         """The last moment the log end offset was at or below *committed*: the newest
-        sample's time when it still is; ``None`` when the samples do not reach back to it."""
+        sample's time when it still is; extrapolated before the oldest sample (see the
+        module docstring), ``None`` when it cannot be."""
         offsets = self._offsets
-        if not offsets or committed < offsets[0]:
+        if not offsets:
             return None
         times = self._times
+        if committed < offsets[0]:
+            return self._before(committed)
         if committed >= offsets[-1]:
             return times[-1]
         after = bisect_right(offsets, committed)  # offsets[after-1] <= committed < offsets[after]
@@ -106,16 +110,28 @@ class OffsetTimeline:
         t1, o1 = times[after], offsets[after]
         return t0 + (t1 - t0) * (committed - o0) / (o1 - o0)
 
+    def _before(self, committed: int) -> float | None:
+        """When the log end passed *committed*, below the oldest sample: back from it at
+        the mean produce rate over the samples (``None`` without one)."""
+        times, offsets = self._times, self._offsets
+        produced, elapsed = offsets[-1] - offsets[0], times[-1] - times[0]
+        if produced <= 0 or elapsed <= 0:
+            return None
+        return times[0] - (offsets[0] - committed) * elapsed / produced
+
     def lag_seconds(self, committed: int) -> float | None:
         """Seconds between the newest sample and the moment the log end offset passed
-        *committed* (0 when it has not); ``None`` when not known (see :meth:`time_at`).
+        *committed* (0 when it has not); ``None`` when it cannot be told (see :meth:`time_at`).
         (:meth:`time_at` inlined: this runs once per partition of every group per tick.)"""
         offsets = self._offsets
-        if not offsets or committed < offsets[0]:
+        if not offsets:
             return None
         if committed >= offsets[-1]:
             return 0.0
         times = self._times
+        if committed < offsets[0]:
+            passed = self._before(committed)
+            return None if passed is None else times[-1] - passed
         after = bisect_right(offsets, committed)
         t0, o0 = times[after - 1], offsets[after - 1]
         lag = times[-1] - t0 - (times[after] - t0) * (committed - o0) / (offsets[after] - o0)

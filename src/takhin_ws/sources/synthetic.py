@@ -75,6 +75,11 @@ _MAX_STEP: Final = 300.0
 #: Bytes a partition keeps on disk before old segments go.
 _RETENTION_BYTES: Final = 1 << 30
 
+#: Messages of unused reading capacity a group carries to the next step, at most.
+_CARRY_LIMIT: Final = 1.0
+#: Messages a second a group reads from a partition at least (at its base speed).
+_MIN_READ_RATE: Final = 5.0
+
 # Mean waiting times, in simulated seconds, of the random events.
 _TOPIC_CHURN: Final = 60.0
 _REBALANCE: Final = 120.0
@@ -300,10 +305,16 @@ class SyntheticSource:
                 topic = self._topics[topic_name]
                 for partition, share in enumerate(topic.shares):
                     key = (topic_name, partition)
-                    capacity = topic.rate * share * speed * dt + group.carry[key]
+                    # a consumer reads at least _MIN_READ_RATE a partition when it
+                    # has a backlog (not at the pace of a quiet topic's producers)
+                    pace = max(topic.rate * share, _MIN_READ_RATE)
+                    capacity = pace * speed * dt + group.carry[key]
                     backlog = topic.log_end[partition] - group.committed[key]
                     consumed = min(int(capacity), backlog)
-                    group.carry[key] = capacity - int(capacity) if consumed < backlog else 0.0
+                    # unused capacity carries over, up to one message: a consumer that
+                    # keeps up reads a message as it comes (a real one polls), instead
+                    # of leaving one behind for several ticks
+                    group.carry[key] = min(capacity - consumed, _CARRY_LIMIT)
                     group.committed[key] += consumed
                     topic.fetched += consumed
         self._producers = max(1.0, self._producers + rng.gauss(0.0, 0.5))

@@ -167,9 +167,11 @@ def _request(
     key: str | None = KEY,
     content_type: str | None = "application/json",
     length: int | None = None,
+    headers: tuple[str, ...] = (),
 ) -> bytes:
-    """One raw HTTP request to ``/api/events`` (*length*: the declared Content-Length)."""
-    lines = [f"{method} /api/events HTTP/1.1", "Host: 127.0.0.1"]
+    """One raw HTTP request to ``/api/events`` (*length*: the declared Content-Length;
+    *headers*: more header lines)."""
+    lines = [f"{method} /api/events HTTP/1.1", "Host: 127.0.0.1", *headers]
     if key is not None:
         lines.append(f"Authorization: Bearer {key}")
     if content_type is not None:
@@ -206,9 +208,11 @@ CAUSES: list[tuple[str, bytes]] = [
     ("keyed", _request(_events(_TOPIC), content_type=None)),
     ("keyed", _request(length=1_800_002)),  # refused on the declared length alone
     ("slow", _request(b"{", length=50)),  # one byte of fifty, then nothing
+    ("keyed", _request(_events(_TOPIC), headers=("Idempotency-Key: " + "k" * 256,))),
     ("keyed", _request(b"{")),
     ("keyed", _request(b"[" * 40 + b"]" * 40)),
     ("keyed", _request(b"[]")),
+    ("keyed", _request(_events(*[_TOPIC] * 14_000))),  # over --max-batch-events
     ("keyed", _request(_events({"type": "ping"}))),
     ("keyed", _request(_events(_BAD_COUNT))),
     ("keyed", _request(_events(_TOPIC, _BAD_NAME))),

@@ -25,9 +25,8 @@ import trio
 
 from ..core.hub import Hub
 from ..core.queue import Drop, DropOldestQueue
-from ..core.session import Close
+from ..core.session import Close, gap_replies
 from ..wire.frames import Outbound
-from ..wire.messages import Gap
 from .scope import Message, Send
 
 __all__ = ["AsgiWriter", "close_message", "gap_texts"]
@@ -129,17 +128,7 @@ class AsgiWriter:
 
 def gap_texts(hub: Hub, drops: Sequence[Drop]) -> list[str]:
     """The ``gap`` messages for *drops*, as texts to send."""
-    return [
-        hub.reply(
-            Gap(
-                channel=d.channel,
-                first_offset=d.first_offset,
-                last_offset=d.last_offset,
-                count=d.count,
-            )
-        ).payload.decode()
-        for d in drops
-    ]
+    return [reply.payload.decode() for reply in gap_replies(hub, drops)]
 
 
 def close_message(close: Close) -> Message:

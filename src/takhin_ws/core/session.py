@@ -82,9 +82,9 @@ BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
 FORBIDDEN: Final = "forbidden"
 
 
-def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
-    """The ``gap`` messages for *drops*, as ready frames."""
-    return b"".join(
+def gap_replies(hub: Hub, drops: Sequence[Drop]) -> list[Outbound]:
+    """The ``gap`` message for each of *drops*, encoded (``payload``) and framed."""
+    return [
         hub.reply(
             Gap(
                 channel=d.channel,
@@ -92,9 +92,14 @@ def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
                 last_offset=d.last_offset,
                 count=d.count,
             )
-        ).frame
+        )
         for d in drops
-    )
+    ]
+
+
+def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
+    """The ``gap`` messages for *drops*, as ready frames."""
+    return b"".join(reply.frame for reply in gap_replies(hub, drops))
 
 
 class SessionCore:

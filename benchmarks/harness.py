@@ -41,6 +41,8 @@ SERVERS: dict[str, str] = {
     "raw-floor": "benchmarks.server_raw",
     # takhin-ws as an ASGI app behind Hypercorn's Trio worker (not run by default)
     "takhin-ws-asgi": "benchmarks.server_asgi",
+    # the Node.js `ws` package (benchmarks/node; not run by default)
+    "node-ws": "benchmarks.server_node",
 }
 #: The servers a run compares unless --servers names others.
 DEFAULT_SERVERS = ("takhin-ws", "websockets", "raw-floor")

@@ -142,10 +142,14 @@ class Admission:
                 )
         extensions = request.header("sec-websocket-extensions") if owns_handshake else None
         deflate = negotiate([extensions] if extensions else [], enabled=self.settings.compression)
-        variant = Variant(
-            bare=bare,
-            window_bits=0 if deflate is None else deflate.window_bits,
-            min_size=self.settings.compress_min_size if deflate is not None else 0,
+        variant = (
+            PLAIN  # the common case: one shared value, not one per connection
+            if deflate is None and not bare
+            else Variant(
+                bare=bare,
+                window_bits=0 if deflate is None else deflate.window_bits,
+                min_size=self.settings.compress_min_size if deflate is not None else 0,
+            )
         )
         head_size = len(request.raw) - len(request.conn.trailing_data[0])
         return Upgrade(

@@ -59,18 +59,18 @@ class InboundReader:
         """The peer's protocol violation (every event before it has been returned)."""
         return self._filter.violation
 
-    async def receive(self) -> list[Event] | None:
-        """The events of the next read (possibly none: a partial frame); ``None`` at
-        the end of the stream. Raises ``trio.BrokenResourceError`` or
-        ``trio.ClosedResourceError`` once the connection is lost or aborted."""
+    def read_nowait(self) -> list[Event] | None:
+        """The events of what arrived (the bytes read with the request head first):
+        possibly none (nothing yet, or a partial frame); ``None`` at the end of the
+        stream. Raises ``trio.BrokenResourceError`` or ``trio.ClosedResourceError``
+        once the connection is lost or aborted."""
         if self._pending:
-            data, self._pending = self._pending, b""
-            await trio.lowlevel.checkpoint()
-        else:
-            data = await self._transport.receive_when_readable(RECEIVE_BYTES)
-            if not data:
-                return None
-        return self.feed(data)
+            pending, self._pending = self._pending, b""
+            return self.feed(pending)
+        data = self._transport.receive_nowait(RECEIVE_BYTES)
+        if data is None:
+            return []
+        return self.feed(data) if data else None
 
     def feed(self, data: bytes) -> list[Event]:
         """Check and parse *data*: the whole messages and control frames it completes."""

@@ -153,11 +153,12 @@ class Session:
     async def run(self) -> None:
         """Process client frames until the connection closes, or close it."""
         inbound = self._inbound
+        transport = self.transport
         try:
             while True:
-                events = await inbound.receive()
+                events = inbound.read_nowait()
                 if events is None:
-                    self.transport.abort(PEER_VANISHED)
+                    transport.abort(PEER_VANISHED)
                     return
                 for event in events:
                     if not await self._on(event):
@@ -169,6 +170,9 @@ class Session:
                         self._close = Close(violation.code, violation.reason)
                         await inbound.refuse()
                     return
+                # trio's own wait: an idle connection holds no coroutine of ours below
+                # this one (and the wait is this loop's checkpoint, however busy the peer)
+                await transport.wait_readable()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # lost (a reset), or aborted: heartbeat, write deadline, our close's deadline
             self.transport.abort(f"connection lost: {exc}")
@@ -248,7 +252,8 @@ class Session:
         self._send_close(close)
         with trio.move_on_after(self.settings.write_timeout):
             while self.peer_closed is None:
-                events = await self._inbound.receive()
+                await self.transport.wait_readable()
+                events = self._inbound.read_nowait()
                 if events is None:
                     break
                 for event in events:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Final
 
@@ -309,21 +309,18 @@ class SocketTransport(trio.abc.Stream):
         self.last_receive = trio.current_time()
         return received
 
-    async def receive_when_readable(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
-        """Wait until the socket is readable, then read (``b""``: the peer closed): how
-        an idle connection waits. No ``recv`` fails first, so going idle raises no
-        exception (whose traceback would keep this call's frame alive while it
-        waits); the wait is the call's checkpoint."""
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("transport is closed")
-            if self._prefix:
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.lowlevel.wait_readable(self._sock)
-            received = self.receive_nowait(max_bytes)
-            if received is not None:
-                return received
+    def wait_readable(self) -> Awaitable[None]:
+        """Until the socket is readable (a checkpoint). Trio's own wait, returned as it
+        is: a connection waiting here holds no coroutine frame of this class, and no
+        failed ``recv`` raised an exception (whose traceback would keep the waiting
+        call's frame alive) to get here."""
+        if self._closed:
+            raise trio.ClosedResourceError("transport is closed")
+        # returned, not awaited here: awaiting it in an ``async def`` would put that
+        # coroutine's frame under every idle connection
+        if self._prefix:
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105
+        return trio.lowlevel.wait_readable(self._sock)  # noqa: ASYNC105
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -7,16 +7,23 @@ each reproducing one measurement of issue 21:
 - ``slow-readers``: clients reading 100 KB/s each (one with permessage-deflate) from a
   10,000-topic cluster: server RSS over time (flat, or growing by how much per second).
 - ``steady-reader``: one client reading a steady 10 KB/s from a 1,000-topic cluster:
-  is it kept, or dropped as stalled (and after how long)?
-- ``views``: 400 clients each subscribing to 256 distinct ``metrics:group:<id>`` of
-  groups that do not exist: RSS, server CPU and the schedule of ``metrics`` frames.
-- ``churn``: clients alternating subscribe/unsubscribe of one topic view on a 10,000-
-  topic cluster (an unknown topic, then an existing one): server CPU, ticks and pings.
+  is it kept, or dropped as stalled (and after how long)? With its kernel's default
+  receive buffer at the default write deadline and at 30 s, and with a 16 KiB one.
+- ``views``: 400 clients each connecting with 256 distinct ``metrics:group:<id>`` of
+  groups that do not exist (then 8 each): RSS, server CPU, ticks and pings.
+- ``churn``: 1 and 3 clients alternating subscribe/unsubscribe of one topic view at
+  the command rate on a 10,000-topic cluster (an unknown topic, then an existing one),
+  after a baseline with nobody churning: server CPU, ticks and pings.
 - ``retained``: events posted with ``--history-size 100000``: RSS per retained event
   against its JSON size.
-- ``batch``: one 14,000-event ``POST /api/events`` with 500 subscribers, its retry with
-  the same ``Idempotency-Key``, a batch at the limit, and a body of 1,000,000 one-byte
-  chunks: time to answer, server CPU, and everyone else's ping round trips.
+- ``batch``: with 500 subscribers, pings with no batch (the baseline), one 14,000-event
+  ``POST /api/events`` and its retry with the same ``Idempotency-Key``, a batch of
+  1,000 (the default limit) and its retry, and a body of 1,000,000 one-byte chunks:
+  status, time to answer, server CPU, everyone else's pings and ticks meanwhile.
+
+Ticks and pings come from a prober in a process of its own (``ProbeProcess``: a client
+reading ``metrics`` and sending a JSON ping every 0.05-0.5 s), so the harness's own
+load does not delay it.
 
 ``python -m benchmarks.hostile --help`` lists the flags; ``--short`` runs every scenario
 in about a third of the time.
@@ -50,6 +57,8 @@ PUBLISH_KEY: Final = "hostile-publish-key"
 RSS_SAMPLE_EVERY: Final = 5.0
 #: The server's default ``--command-rate``: what a churning client may sustain.
 COMMAND_RATE: Final = 50.0
+#: Seconds of pings measured before the batches (what a ping costs without one).
+BASELINE_SECONDS: Final = 10.0
 #: How long the batch scenario waits for an answer (issue 21 measured 58.7 s).
 BATCH_TIMEOUT: Final = 1200.0
 
@@ -105,9 +114,20 @@ async def slow_readers(seconds: float, clients: int = 5, rate: float = 100_000) 
 
 
 async def steady_reader(seconds: float, rate: float = 10_000) -> Figures:
-    with server(["--synthetic-topics", "1000"]) as srv:
+    """The reader with its kernel's default receive buffer (128 KiB, which it reads
+    too slowly for autotuning to grow it), at the default write deadline and at 30 s,
+    then with a 16 KiB receive buffer at the default deadline."""
+    return {
+        "default": await _steady(seconds, rate, [], None),
+        "write_timeout_30": await _steady(seconds, rate, ["--write-timeout", "30"], None),
+        "rcvbuf_16k": await _steady(seconds, rate, [], 16 * 1024),
+    }
+
+
+async def _steady(seconds: float, rate: float, args: list[str], rcvbuf: int | None) -> Figures:
+    with server(["--synthetic-topics", "1000", *args]) as srv:
         await trio.sleep(3)
-        ws = await RawWs.connect(srv.port)
+        ws = await RawWs.connect(srv.port, rcvbuf=rcvbuf)
         start = time.monotonic()
         until = start + seconds
         dropped: list[float] = []
@@ -327,6 +347,9 @@ async def batch(subscribers: int = 500, events: int = 14_000, at_limit: int = 10
             for ws in subs:
                 n.start_soon(discard, ws, forever)
             await trio.sleep(2)
+            start = time.monotonic()
+            await trio.sleep(BASELINE_SECONDS)  # everyone's pings with no batch
+            out["baseline"] = probe.figures(start, time.monotonic())
             for label, size in (("big", events), ("at_limit", at_limit)):
                 body = _batch_body(size, label)
                 key = f"retry-{label}"
@@ -384,7 +407,7 @@ async def _chunked(srv: ServerProcess, probe: ProbeProcess, chunks: int = 1_000_
     body = event + b" " * (chunks - len(event))
     framed = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body))) + b"0\r\n\r\n"
     head = (
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {PUBLISH_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
     ).encode()
     stream = await trio.open_tcp_stream("127.0.0.1", srv.port)

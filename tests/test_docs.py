@@ -207,6 +207,14 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "tests/test_benchmark_lag.py::"
         "test_the_lag_benchmark_runs_and_its_cluster_shows_every_kind_of_group"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.hostile"): (
+        "skip: the hostile-load scenarios run servers of 10,000 topics with hundreds of"
+        " clients for twenty minutes, which must not share the machine with the suite"
+    ),
+    ("docs/benchmarks.md", "sh", "bench-h21"): (
+        "skip: the before/after fan-out runs of issue 21, minutes of benchmark that must"
+        " not share the machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

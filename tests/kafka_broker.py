@@ -286,9 +286,14 @@ class KafkaBroker:
 
     def format(self) -> None:
         self._write_config()
+        # one id in 64 starts with "-": given as --cluster-id=ID, argparse takes it whole
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         command = self._java(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(self.properties),
         )
         done = subprocess.run(command, capture_output=True, timeout=FORMAT_TIMEOUT, check=False)
         if done.returncode != 0:

@@ -142,7 +142,7 @@ class Group:
         for child in self.loaders:
             child.receive(timeout=30)
         self.progress(f"connecting {self.n} clients")
-        cpu0 = self.server.cpu_seconds()
+        cpu0, sched0 = self.server.cpu_seconds(), self.server.sched_seconds()
         per = _split(self.n, procs)
         first = 0
         for child, count in zip(self.loaders, per, strict=True):
@@ -170,11 +170,12 @@ class Group:
         if failed or connected != self.n:
             raise ChildError(f"{failed} of {self.n} connections failed: {errors}")
         self._wait_server_clients(self.n, timeout=30)
-        cpu1 = self.server.cpu_seconds()
+        cpu1, sched1 = self.server.cpu_seconds(), self.server.sched_seconds()
         time.sleep(cfg.settle)
         rss = self.server.rss()
         self.common = {
             "handshake_cpu_us": (cpu1 - cpu0) / self.n * 1e6,
+            "handshake_sched_us": (sched1 - sched0) / self.n * 1e6,
             "connect_rate": self.n / max(t1 - t0, 1e-6),
             "connect_seconds": t1 - t0,
             "rss0_mb": rss0 / 2**20,

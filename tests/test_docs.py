@@ -215,6 +215,24 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: the before/after fan-out runs of issue 21, minutes of benchmark that must"
         " not share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", '# see "Connections"'): (
+        "skip: the connection-cost and reconnect-storm benchmarks, minutes of benchmark"
+        " with 10,000 clients that must not share the machine with the suite"
+    ),
+    ("docs/benchmarks.md", "sh", "--servers takhin-ws websockets node-ws raw-floor"): (
+        "skip: connects 1,000 and 10,000 clients to four servers three times, which must"
+        " not share the machine with the suite (tests/test_connection_memory.py guards"
+        " the memory per connection)"
+    ),
+    ("docs/benchmarks.md", "sh", "benchmarks.storm --clients 1000 10000 --servers"): (
+        "skip: drops and reconnects 10,000 clients against two servers, which must not"
+        " share the machine with the suite (tests/test_listener.py tests accepting in"
+        " turns, tests/test_resume.py the resume)"
+    ),
+    ("docs/benchmarks.md", "sh", "# after, before, after, before"): (
+        "skip: the before/after fan-out runs of issue 29, in a checkout of an old commit,"
+        " minutes of benchmark that must not share the machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

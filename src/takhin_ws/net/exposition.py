@@ -172,31 +172,39 @@ class _StatisticsCollector(Collector):
             )
 
 
+def _labelled(family: GaugeMetricFamily | CounterMetricFamily, values: Mapping[str, int]) -> Metric:
+    """*family* with one sample per key of *values*, in key order."""
+    for label, count in sorted(values.items()):
+        family.add_metric([label], count)
+    return family
+
+
 def _auth_families(statistics: ServerStatistics) -> Iterator[Metric]:
-    clients = GaugeMetricFamily(
-        "takhin_ws_clients_by_auth",
-        "WebSocket clients connected, by how they authenticated",
-        labels=["auth"],
+    yield _labelled(
+        GaugeMetricFamily(
+            "takhin_ws_clients_by_auth",
+            "WebSocket clients connected, by how they authenticated",
+            labels=["auth"],
+        ),
+        statistics.clients_by_auth,
     )
-    for kind, count in sorted(statistics.clients_by_auth.items()):
-        clients.add_metric([kind], count)
-    yield clients
-    admitted = CounterMetricFamily(
-        "takhin_ws_admitted",
-        "WebSocket upgrades admitted, by how they authenticated",
-        labels=["auth"],
+    yield _labelled(
+        CounterMetricFamily(
+            "takhin_ws_admitted",
+            "WebSocket upgrades admitted, by how they authenticated",
+            labels=["auth"],
+        ),
+        statistics.admitted_by_auth,
     )
-    for kind, count in sorted(statistics.admitted_by_auth.items()):
-        admitted.add_metric([kind], count)
-    yield admitted
-    refusals = CounterMetricFamily(
-        "takhin_ws_auth_refusals",
-        "Credentials refused (401), channels outside a token's claim, refused refreshes; by reason",
-        labels=["reason"],
+    yield _labelled(
+        CounterMetricFamily(
+            "takhin_ws_auth_refusals",
+            "Credentials refused (401), channels outside a token's claim, refused refreshes;"
+            " by reason",
+            labels=["reason"],
+        ),
+        statistics.auth_refusals,
     )
-    for reason, count in sorted(statistics.auth_refusals.items()):
-        refusals.add_metric([reason], count)
-    yield refusals
 
 
 def render_metrics(statistics: ServerStatistics) -> bytes:

@@ -52,8 +52,8 @@ from benchmarks.kafka_cluster import build_cluster
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
 from takhin_ws.core.snapshot import MetricsSourceError, Snapshot
 from takhin_ws.protocol import Envelope, encode
-from takhin_ws.sources.kafka import PROCESS_SHARE, KafkaSource
-from takhin_ws.sources.kafka_collector import KafkaCollector
+from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.source import PROCESS_SHARE, KafkaSource
 
 #: Seconds of lateness probe period.
 PROBE = 0.01

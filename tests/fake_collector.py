@@ -1,5 +1,5 @@
 """A stand-in for the collector process (``python tests/fake_collector.py``) that speaks
-its frames without Kafka, so the server's side (``sources/worker.py``) can be tested
+its frames without Kafka, so the server's side (``sources/kafka/worker.py``) can be tested
 against every way a collector can behave. Its settings frame says how to behave:
 
 - ``"behave": "ok"``: answers every tick with a snapshot whose timestamp is the number
@@ -17,7 +17,7 @@ import sys
 import time
 
 from takhin_ws import MonitoringMetrics, Snapshot
-from takhin_ws.sources.collector_wire import FrameReader, frame, snapshot_frames
+from takhin_ws.sources.kafka.pipe import FrameReader, frame, snapshot_frames
 
 
 def main() -> None:

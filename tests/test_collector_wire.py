@@ -1,4 +1,4 @@
-"""The frames between the server and its collector process (``sources/collector_wire``,
+"""The frames between the server and its collector process (``sources/kafka/pipe``,
 no I/O): any snapshot comes back equal, whatever the pieces the pipe delivers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from strategies import group_ids, group_states, member_counts, metrics
 from takhin_ws import GroupInfo, MonitoringMetrics, Snapshot
-from takhin_ws.sources.collector_wire import (
+from takhin_ws.sources.kafka.pipe import (
     CHUNK_WEIGHT,
     MAX_FRAME,
     Assembler,

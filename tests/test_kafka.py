@@ -31,8 +31,8 @@ from takhin_ws import GroupInfo, Snapshot, TopicStats
 from takhin_ws.sources import (
     PrometheusSource,
 )
-from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
-from takhin_ws.sources.kafka_collector import KafkaCollector
+from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.source import KafkaSource, KafkaSourceError
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import trio
 from fake_kafka import FakeKafka
 from kafka_broker import free_port
 from takhin_ws import MetricsSourceIncompatibleError, Settings, open_server
-from takhin_ws.sources.kafka_collector import KafkaCollector
-from takhin_ws.sources.kafka_errors import KafkaSourceError, is_incompatible
+from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.errors import KafkaSourceError, is_incompatible
 
 #: A tick's time against the fakes: librdkafka retries a broken handshake within it.
 TIMEOUT = 3.0

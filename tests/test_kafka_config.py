@@ -12,7 +12,7 @@ import pytest
 from kafka_broker import SASL_PASSWORD, SASL_USER, KafkaBroker
 from takhin_ws import Settings
 from takhin_ws.sources import SCRAPE_SHARE, close_source, source_for, source_kind
-from takhin_ws.sources.kafka import KafkaSource, KafkaSourceError
+from takhin_ws.sources.kafka.source import KafkaSource, KafkaSourceError
 
 pytestmark = pytest.mark.slow
 

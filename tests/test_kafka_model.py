@@ -1,4 +1,4 @@
-"""The arithmetic of the ``kafka`` source (``sources/kafka_model``), without a broker."""
+"""The arithmetic of the ``kafka`` source (``sources/kafka/model``), without a broker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takhin_ws import GroupInfo, Latency, MonitoringMetrics, Snapshot, Throughput, TopicStats
-from takhin_ws.sources.kafka_model import (
+from takhin_ws.sources.kafka.model import (
     Observation,
     Offsets,
     compute_snapshot,

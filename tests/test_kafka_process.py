@@ -16,7 +16,7 @@ from clients import recv_json, ws_connect
 from conftest import wait_ready
 from kafka_broker import KafkaBroker, create_topic, produce, unique
 from takhin_ws import Server, Settings, open_server
-from takhin_ws.sources.kafka import KafkaSource
+from takhin_ws.sources.kafka.source import KafkaSource
 
 pytestmark = pytest.mark.slow
 

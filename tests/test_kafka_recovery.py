@@ -1,4 +1,4 @@
-"""When the kafka source makes a new client (``sources/kafka_recovery.py``, no I/O)."""
+"""When the kafka source makes a new client (``sources/kafka/recovery.py``, no I/O)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from takhin_ws.sources.kafka_recovery import RESET_BACKOFF, RESET_BACKOFF_MAX, Recovery
+from takhin_ws.sources.kafka.recovery import RESET_BACKOFF, RESET_BACKOFF_MAX, Recovery
 
 #: One tick: (seconds since the previous one, outcome) where the outcome is "ok",
 #: "down" (the cluster did not answer) or "stuck" (it answered; the tick failed anyway).

@@ -23,7 +23,7 @@ from conftest import wait_ready
 from kafka_broker import KafkaBroker, commit, create_topic, delete_topic, produce, unique
 from takhin_ws import MetricsSource, Server, Settings, Snapshot, open_server
 from takhin_ws.sources import source_for
-from takhin_ws.sources.kafka import KafkaSource
+from takhin_ws.sources.kafka.source import KafkaSource
 from test_cli import SERVING, clean_env, command
 
 pytestmark = pytest.mark.slow

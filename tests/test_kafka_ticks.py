@@ -1,6 +1,6 @@
 """A kafka tick is whole or it fails, and a stuck client is replaced (real broker).
 
-The collector (``sources/kafka_collector.py``) runs here in the test's own thread;
+The collector (``sources/kafka/collector.py``) runs here in the test's own thread;
 errors the broker would give only under a restart or a leader move are put in front of
 its real answers: one partition's ListOffsets answer replaced by ``NOT_LEADER``, a
 group left out of the listing, a metadata request that fails.
@@ -19,10 +19,10 @@ from confluent_kafka import KafkaError
 
 from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from takhin_ws import Hub, MetricsProducer, Snapshot
-from takhin_ws.sources.kafka import KafkaSourceError
-from takhin_ws.sources.kafka_client import DESCRIBE_ROUNDS
-from takhin_ws.sources.kafka_collector import KafkaCollector
-from takhin_ws.sources.kafka_requests import Batch
+from takhin_ws.sources.kafka.client import DESCRIBE_ROUNDS
+from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.requests import Batch
+from takhin_ws.sources.kafka.source import KafkaSourceError
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 
 from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from takhin_ws import GroupInfo, Snapshot
-from takhin_ws.sources.kafka import KafkaSource
+from takhin_ws.sources.kafka.source import KafkaSource
 
 pytestmark = pytest.mark.slow
 

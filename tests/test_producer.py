@@ -23,7 +23,7 @@ from takhin_ws.ingest.bus import MemoryBus, Published
 from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics
 from takhin_ws.sources import PrometheusSource, source_kind
-from takhin_ws.sources.synthetic import SyntheticSource
+from takhin_ws.sources.synthetic.source import SyntheticSource
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.messages import (
     Envelope,

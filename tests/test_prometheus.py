@@ -22,7 +22,7 @@ from takhin_ws.core.hub import Hub
 from takhin_ws.core.snapshot import GroupInfo, Snapshot
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.sources import SCRAPE_SHARE, source_for
-from takhin_ws.sources.prometheus import PrometheusSource, ScrapeError
+from takhin_ws.sources.prometheus.source import PrometheusSource, ScrapeError
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.messages import (
     ClusterHealth,

@@ -13,7 +13,7 @@ from recorder import Recorder
 from takhin_ws.core.hub import Hub
 from takhin_ws.core.lag import LagTracker
 from takhin_ws.ingest.producer import MetricsProducer
-from takhin_ws.sources.prometheus import PrometheusSource
+from takhin_ws.sources.prometheus.source import PrometheusSource
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.messages import GroupStatus, MonitoringMetrics
 

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import FIXTURES, fixture
-from takhin_ws.sources import promscan
-from takhin_ws.sources.promscan import ExpositionScanner, parse_exposition
-from takhin_ws.sources.promseries import Keys, Labels, Series, parse_labels
-from takhin_ws.sources.promsnapshot import READ_SAMPLES
+from takhin_ws.sources.prometheus import scan as promscan
+from takhin_ws.sources.prometheus.scan import ExpositionScanner, parse_exposition
+from takhin_ws.sources.prometheus.series import Keys, Labels, Series, parse_labels
+from takhin_ws.sources.prometheus.snapshot import READ_SAMPLES
 
 
 def oracle(text: str, wanted: frozenset[str]) -> dict[str, dict[Labels, float]]:

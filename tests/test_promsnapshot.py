@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from exporter import WALL, fixture
 from takhin_ws.core.changes import diff
 from takhin_ws.core.snapshot import GroupInfo
-from takhin_ws.sources.promscan import ExpositionScanner, parse_exposition
-from takhin_ws.sources.promseries import Series
-from takhin_ws.sources.promsnapshot import (
+from takhin_ws.sources.prometheus.scan import ExpositionScanner, parse_exposition
+from takhin_ws.sources.prometheus.series import Series
+from takhin_ws.sources.prometheus.snapshot import (
     READ_SAMPLES,
     STATE_CODES,
     Scrape,

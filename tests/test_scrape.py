@@ -11,7 +11,7 @@ import trio
 
 from exporter import MetricsServer, Reply, fixture, start_exporter
 from takhin_ws import Settings
-from takhin_ws.sources.scrape import ACCEPT, DEFAULT_MAX_BODY_BYTES, ScrapeError, Scraper
+from takhin_ws.sources.prometheus.scrape import ACCEPT, DEFAULT_MAX_BODY_BYTES, ScrapeError, Scraper
 
 
 @pytest.fixture

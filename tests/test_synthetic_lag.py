@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from takhin_ws.core.lag import LagTracker
-from takhin_ws.sources.synthetic import SyntheticSource
-from takhin_ws.sources.synthetic_habits import HABITS, STALL_CYCLE, STOP_CYCLE, habit_of
+from takhin_ws.sources.synthetic.habits import HABITS, STALL_CYCLE, STOP_CYCLE, habit_of
+from takhin_ws.sources.synthetic.source import SyntheticSource
 
 INTERVAL = 2.0
 #: Simulated seconds: long enough for every habit's cycle to come round twice.

@@ -1,4 +1,4 @@
-"""The server's side of the collector process (``sources/worker.py``), against a real
+"""The server's side of the collector process (``sources/kafka/worker.py``), against a real
 child process that plays every way a collector can behave (``fake_collector.py``):
 answering, answering late, hanging, writing garbage, refusing its settings, aborting."""
 
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import trio
 
-from takhin_ws.sources.kafka_errors import KafkaSourceError
-from takhin_ws.sources.worker import RESTART_BACKOFF, Collector, open_collector
+from takhin_ws.sources.kafka.errors import KafkaSourceError
+from takhin_ws.sources.kafka.worker import RESTART_BACKOFF, Collector, open_collector
 
 FAKE = (sys.executable, str(Path(__file__).with_name("fake_collector.py")))
 #: Bound on waiting for a process to start, die or be started again.

@@ -15,7 +15,7 @@ import attrs
 from attrs import frozen
 
 from ..ingest.producer import MetricsStatistics
-from ..sources.scrape import mask_credentials
+from ..sources.prometheus.scrape import mask_credentials
 from ..wire.converter import camel
 
 __all__ = ["MAX_ERROR_LENGTH", "MetricsStatus", "metrics_status", "public_error"]

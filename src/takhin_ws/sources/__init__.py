@@ -1,21 +1,22 @@
-"""Metrics sources: where snapshots come from (one module per source).
+"""Metrics sources: where snapshots come from (one subpackage per source).
 
-- :mod:`~takhin_ws.sources.synthetic`: a seeded, self-consistent fake cluster (the default);
+- :mod:`~takhin_ws.sources.synthetic`: a seeded, self-consistent fake cluster (the
+  default): the source, its groups' habits, the snapshot read off the simulation;
 - :mod:`~takhin_ws.sources.prometheus`: a Takhin broker's Prometheus exposition, built
-  from :mod:`~takhin_ws.sources.scrape` (the bounded HTTP GET),
-  :mod:`~takhin_ws.sources.promscan` (the scanner of wanted families) and
-  :mod:`~takhin_ws.sources.promsnapshot` (the snapshot from two scrapes);
+  from :mod:`~takhin_ws.sources.prometheus.scrape` (the bounded HTTP GET),
+  :mod:`~takhin_ws.sources.prometheus.scan` (the scanner of wanted families) and
+  :mod:`~takhin_ws.sources.prometheus.snapshot` (the snapshot from two scrapes);
 - :mod:`~takhin_ws.sources.promql`: the PromQL arithmetic (counter increase, histogram
   quantiles) the Prometheus and synthetic sources share;
 - :mod:`~takhin_ws.sources.kafka`: a cluster read over the Kafka protocol (needs the
   ``kafka`` extra, confluent-kafka; imported on first use), in a collector process
-  (:mod:`~takhin_ws.sources.worker` runs it, :mod:`~takhin_ws.sources.collector_process`
-  is its main, :mod:`~takhin_ws.sources.collector_wire` the frames between them); one
-  blocking tick in :mod:`~takhin_ws.sources.kafka_collector`, its requests in
-  :mod:`~takhin_ws.sources.kafka_client`, when to make a new client in
-  :mod:`~takhin_ws.sources.kafka_recovery`, errors and secrets in
-  :mod:`~takhin_ws.sources.kafka_errors`, its arithmetic in
-  :mod:`~takhin_ws.sources.kafka_model`.
+  (:mod:`~takhin_ws.sources.kafka.worker` runs it, :mod:`~takhin_ws.sources.kafka.process`
+  is its main, :mod:`~takhin_ws.sources.kafka.pipe` the frames between them); one
+  blocking tick in :mod:`~takhin_ws.sources.kafka.collector`, its requests in
+  :mod:`~takhin_ws.sources.kafka.client`, when to make a new client in
+  :mod:`~takhin_ws.sources.kafka.recovery`, errors and secrets in
+  :mod:`~takhin_ws.sources.kafka.errors`, its arithmetic in
+  :mod:`~takhin_ws.sources.kafka.model`.
 
 Every source implements :class:`takhin_ws.MetricsSource` (``collect() -> Snapshot``).
 :func:`source_for` builds the one a :class:`~takhin_ws.Settings` names;
@@ -31,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .prometheus import PrometheusSource, ScrapeError
-from .synthetic import SyntheticSource
+from .prometheus.source import PrometheusSource, ScrapeError
+from .synthetic.source import SyntheticSource
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -59,7 +60,7 @@ CUSTOM: Final = "custom"
 
 def __getattr__(name: str) -> Any:
     if name == "KafkaSource":  # confluent-kafka is an optional dependency
-        from .kafka import KafkaSource
+        from .kafka.source import KafkaSource
 
         return KafkaSource
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -89,7 +90,7 @@ def source_for(settings: Settings) -> MetricsSource:
 
 def _kafka_source(settings: Settings) -> MetricsSource:
     """``kafka``, merged with the broker's exposition when a Prometheus URL is given."""
-    from .kafka import KafkaSource  # optional dependency (confluent-kafka)
+    from .kafka.source import KafkaSource  # optional dependency (confluent-kafka)
 
     if not settings.kafka_bootstrap:
         raise ValueError("--source kafka needs --kafka-bootstrap")

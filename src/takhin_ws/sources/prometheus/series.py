@@ -8,7 +8,7 @@
 - :class:`Series`: a :class:`Keys` and its values, position by position;
   :data:`Exposition` maps each sample name of a scrape to its series.
 
-The scanner itself is :mod:`takhin_ws.sources.promscan`.
+The scanner itself is :mod:`takhin_ws.sources.prometheus.scan`.
 """
 
 from __future__ import annotations

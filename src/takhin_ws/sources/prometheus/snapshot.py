@@ -9,8 +9,8 @@ and the previous one:
   window, summed by ``le``, through PromQL's ``histogram_quantile`` algorithm;
 - totals, lag and cluster health come from gauges of the latest scrape.
 
-The samples are the columns of :mod:`~takhin_ws.sources.promseries`, read through a
-:class:`~.promwindow.Window` of the two scrapes (:mod:`~takhin_ws.sources.promwindow`:
+The samples are the columns of :mod:`~takhin_ws.sources.prometheus.series`, read through a
+:class:`~.window.Window` of the two scrapes (:mod:`~takhin_ws.sources.prometheus.window`:
 increases, rates, quantiles, and what depends on labels only, computed once for as
 long as the series stay the same).
 
@@ -25,8 +25,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from ..core.snapshot import GroupInfo, Snapshot
-from ..wire.messages import (
+from ...core.snapshot import GroupInfo, Snapshot
+from ...wire.messages import (
     GROUP_STATES,
     ClusterHealth,
     ConsumerLag,
@@ -38,8 +38,8 @@ from ..wire.messages import (
     TopicLag,
     TopicStats,
 )
-from .promseries import Series
-from .promwindow import (
+from .series import Series
+from .window import (
     Scrape,
     Window,
     lag_layout,

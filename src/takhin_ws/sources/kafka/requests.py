@@ -2,7 +2,7 @@
 ``AdminClient`` (librdkafka), and the machinery every request of a tick shares.
 
 :class:`AdminRequests` owns the client and its callbacks (its last error report, its
-log lines: see :mod:`takhin_ws.sources.kafka_errors`), and asks in rounds: every key
+log lines: see :mod:`takhin_ws.sources.kafka.errors`), and asks in rounds: every key
 (a partition's offset, a group's description...) is requested at once, the answers
 are waited for within the deadline, the keys that answered with an error are asked
 again after :data:`RETRY_PAUSE` while the deadline allows. An answer is whole or the
@@ -10,7 +10,7 @@ request fails with a :class:`KafkaSourceError` that names the bootstrap, the req
 and what librdkafka reported, secrets masked; a broker that lacks a request, or that
 broke off every handshake while it never answered, gives a
 :class:`KafkaIncompatibleError` that says so first.
-:class:`~takhin_ws.sources.kafka_client.KafkaAdmin` builds a tick's requests on it.
+:class:`~takhin_ws.sources.kafka.client.KafkaAdmin` builds a tick's requests on it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from .kafka_errors import (
+from .errors import (
     FATAL,
     GONE,
     HANDSHAKE_FAILURES,

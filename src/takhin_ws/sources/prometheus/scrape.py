@@ -20,8 +20,8 @@ from typing import Final
 import httpx
 import trio
 
-from ..config.settings import DEFAULT_SCRAPE_MAX_BYTES
-from ..core.snapshot import MetricsSourceError
+from ...config.settings import DEFAULT_SCRAPE_MAX_BYTES
+from ...core.snapshot import MetricsSourceError
 
 __all__ = [
     "ACCEPT",

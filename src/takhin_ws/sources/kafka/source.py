@@ -3,24 +3,24 @@
 Every Kafka-compatible cluster (Takhin, Apache Kafka, Redpanda, MSK...) answers the
 admin side of the protocol: Metadata, ListOffsets, ListGroups, DescribeGroups and
 OffsetFetch. :class:`KafkaSource` asks it with confluent-kafka's ``AdminClient``
-(librdkafka) in a collector process of its own (:mod:`takhin_ws.sources.worker` starts,
-watches and restarts it; :mod:`takhin_ws.sources.collector_process` is its main), so
+(librdkafka) in a collector process of its own (:mod:`takhin_ws.sources.kafka.worker` starts,
+watches and restarts it; :mod:`takhin_ws.sources.kafka.process` is its main), so
 that an abort, a hang or a leak in the client library never touches the server, and a
 tick's CPU never holds the event loop. One tick, in that process
-(:mod:`takhin_ws.sources.kafka_collector`):
+(:mod:`takhin_ws.sources.kafka.collector`):
 
 - the topics and their partitions (one metadata request), then the log end offset of
   every partition (ListOffsets in calls of 500 partitions; the start offsets every 30 s,
-  see :mod:`takhin_ws.sources.kafka_client`);
+  see :mod:`takhin_ws.sources.kafka.client`);
 - meanwhile the consumer groups (one listing), described in batches of
   :data:`DESCRIBE_BATCH`, and the committed offsets of every group, all requested at once.
 
 A tick is whole or it fails: a partition or group that answers with an error is asked
 again within the deadline, and the tick fails if it still does (the producer then
 republishes the last good snapshot as stale). After ``reset_after`` failed ticks in a
-row the client is closed and a new one made (:mod:`takhin_ws.sources.kafka_recovery`);
+row the client is closed and a new one made (:mod:`takhin_ws.sources.kafka.recovery`);
 a process that does not answer that many ticks is killed and a new one started. The
-offsets become a snapshot in :mod:`takhin_ws.sources.kafka_model` (rates from offset
+offsets become a snapshot in :mod:`takhin_ws.sources.kafka.model` (rates from offset
 deltas between ticks, lag from committed offsets). With a *prometheus* source beside
 it, the fields the protocol cannot give (bytes, latency, connections, disk, memory) are
 merged from the broker's exposition (scraped here, in the server).
@@ -36,11 +36,11 @@ from typing import Any, Final
 
 import trio
 
-from ..config.settings import DEFAULT_KAFKA_RESET_AFTER
-from ..core.snapshot import MetricsSourceError, Snapshot
-from .kafka_errors import KafkaSourceError, is_secret, mask_config
-from .kafka_model import merge_exposition
-from .prometheus import PrometheusSource
+from ...config.settings import DEFAULT_KAFKA_RESET_AFTER
+from ...core.snapshot import MetricsSourceError, Snapshot
+from ..prometheus.source import PrometheusSource
+from .errors import KafkaSourceError, is_secret, mask_config
+from .model import merge_exposition
 from .worker import COMMAND, Collector, open_collector
 
 __all__ = [

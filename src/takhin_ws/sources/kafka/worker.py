@@ -1,10 +1,10 @@
 """The server's side of the collector process: start it, ask it, watch it, restart it.
 
-:func:`open_collector` runs ``python -m takhin_ws.sources.collector_process`` under
+:func:`open_collector` runs ``python -m takhin_ws.sources.kafka.process`` under
 :func:`trio.run_process` in a nursery of its own, for the duration of an ``async with``
 block (the ``kafka`` source's): killed when the block ends. :meth:`Collector.ask` sends
 one tick request and waits for the answer, which a reader task puts back together piece
-by piece (:mod:`takhin_ws.sources.collector_wire`) with a checkpoint between pieces, so
+by piece (:mod:`takhin_ws.sources.kafka.pipe`) with a checkpoint between pieces, so
 the event loop is never held by a big snapshot. Meanwhile:
 
 - the process's log lines go to the server's loggers, its standard error to
@@ -37,9 +37,9 @@ from typing import Any, Final
 
 import trio
 
-from ..core.snapshot import Snapshot
-from .collector_wire import Assembler, FrameReader, frame
-from .kafka_errors import KafkaIncompatibleError, KafkaSourceError
+from ...core.snapshot import Snapshot
+from .errors import KafkaIncompatibleError, KafkaSourceError
+from .pipe import Assembler, FrameReader, frame
 
 __all__ = ["RESTART_BACKOFF", "RESTART_BACKOFF_MAX", "Collector", "open_collector"]
 
@@ -59,7 +59,7 @@ READ_SIZE: Final = 65536
 STDERR_TAIL: Final = 8
 MAX_LINE: Final = 2000
 
-COMMAND: Final = (sys.executable, "-m", "takhin_ws.sources.collector_process")
+COMMAND: Final = (sys.executable, "-m", "takhin_ws.sources.kafka.process")
 
 
 class _Tick:

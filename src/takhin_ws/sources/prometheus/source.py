@@ -2,12 +2,12 @@
 
 :class:`PrometheusSource` puts three pieces together on every :meth:`~PrometheusSource.collect`:
 
-1. :class:`~takhin_ws.sources.scrape.Scraper` GETs the exposition (gzip accepted),
+1. :class:`~takhin_ws.sources.prometheus.scrape.Scraper` GETs the exposition (gzip accepted),
    within the deadline and the body limit;
 2. in a worker thread (the event loop keeps serving clients meanwhile), the body is
-   inflated and decoded, and the :class:`~takhin_ws.sources.promscan.ExpositionScanner`
+   inflated and decoded, and the :class:`~takhin_ws.sources.prometheus.scan.ExpositionScanner`
    reads the families the snapshot needs and nothing else, and
-3. :func:`~takhin_ws.sources.promsnapshot.compute_snapshot` derives the ``metrics``
+3. :func:`~takhin_ws.sources.prometheus.snapshot.compute_snapshot` derives the ``metrics``
    message from this scrape and the previous good one (rates, quantiles, lag).
 
 ``docs/metrics.md`` defines every field and the cost per cluster size.
@@ -24,11 +24,11 @@ from typing import ClassVar, Final
 import httpx
 import trio
 
-from ..core.snapshot import Snapshot
-from .promscan import ExpositionScanner, parse_exposition
-from .promseries import Exposition
-from .promsnapshot import READ_SAMPLES, STATE_CODES, Scrape, compute_snapshot, group_state
+from ...core.snapshot import Snapshot
+from .scan import ExpositionScanner, parse_exposition
 from .scrape import DEFAULT_MAX_BODY_BYTES, Body, ScrapeError, Scraper
+from .series import Exposition
+from .snapshot import READ_SAMPLES, STATE_CODES, Scrape, compute_snapshot, group_state
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -7,7 +7,7 @@ produce rate (so lag grows and shrinks), latency histograms with a slow tail,
 rebalances (``Stable -> PreparingRebalance -> CompletingRebalance -> Stable`` with a
 new member count), groups that empty, die and are replaced, and topics created and
 deleted now and then, so every change event shows up within minutes; and groups with
-habits (:mod:`~takhin_ws.sources.synthetic_habits`: one stalls, one rewinds its
+habits (:mod:`~takhin_ws.sources.synthetic.habits`: one stalls, one rewinds its
 offsets, one stops now and then) so every lag status does too.
 
 Everything is drawn from one ``random.Random(seed)`` and advanced by the time the
@@ -15,7 +15,7 @@ injected *clock* says has passed between collects: the same seed and the same cl
 readings give the same sequence of snapshots. ``topics``/``groups`` scale the
 snapshot from about 1 KB (1 and 1) to hundreds of KB (500 and 200).
 
-This module runs the simulation; :mod:`~takhin_ws.sources.synthetic_snapshot` holds
+This module runs the simulation; :mod:`~takhin_ws.sources.synthetic.snapshot` holds
 its records and reads a snapshot off them.
 """
 
@@ -30,9 +30,9 @@ from typing import ClassVar, Final
 
 import trio
 
-from ..core.snapshot import Snapshot
-from .synthetic_habits import habit_of, rewind, rewinds_now, stalled, stopped
-from .synthetic_snapshot import LATENCY_BUCKETS, SimGroup, SimTopic, describe
+from ...core.snapshot import Snapshot
+from .habits import habit_of, rewind, rewinds_now, stalled, stopped
+from .snapshot import LATENCY_BUCKETS, SimGroup, SimTopic, describe
 
 __all__ = ["LATENCY_BUCKETS", "SyntheticSource"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .synthetic_snapshot import SimGroup, SimTopic
+    from .snapshot import SimGroup, SimTopic
 
 __all__ = ["HABITS", "habit_of", "rewind", "rewinds_now", "stalled", "stopped"]
 

@@ -1,11 +1,11 @@
 """One tick of the ``kafka`` source, blocking: a whole snapshot or an error.
 
-:class:`KafkaCollector` owns the client (:class:`~takhin_ws.sources.kafka_client.KafkaAdmin`),
+:class:`KafkaCollector` owns the client (:class:`~takhin_ws.sources.kafka.client.KafkaAdmin`),
 the previous observation (rates are offset deltas between ticks) and the recovery
-policy (:mod:`takhin_ws.sources.kafka_recovery`): it makes a new client when the old one
+policy (:mod:`takhin_ws.sources.kafka.recovery`): it makes a new client when the old one
 stops finding its way. One tick reads the topics and their offsets while a helper
 thread reads the consumer groups (both under the tick's deadline), then computes the
-snapshot (:mod:`takhin_ws.sources.kafka_model`). Every call blocks: run it in a worker
+snapshot (:mod:`takhin_ws.sources.kafka.model`). Every call blocks: run it in a worker
 thread or in the collector process.
 """
 
@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from ..config.settings import DEFAULT_KAFKA_RESET_AFTER
-from ..core.snapshot import GroupInfo, Snapshot
-from .kafka_client import DESCRIBE_BATCH, Committed, KafkaAdmin
-from .kafka_errors import KafkaSourceError
-from .kafka_model import Observation, compute_snapshot
-from .kafka_recovery import Recovery
-from .kafka_requests import logger
+from ...config.settings import DEFAULT_KAFKA_RESET_AFTER
+from ...core.snapshot import GroupInfo, Snapshot
+from .client import DESCRIBE_BATCH, Committed, KafkaAdmin
+from .errors import KafkaSourceError
+from .model import Observation, compute_snapshot
+from .recovery import Recovery
+from .requests import logger
 
 __all__ = ["DEFAULT_RESET_AFTER", "REQUEST_SHARE", "KafkaCollector"]
 

@@ -14,8 +14,8 @@ offsets of every group requested at once. An answer is whole or the call fails:
 
 How it asks, waits and fails (a :class:`KafkaSourceError` naming the bootstrap, the
 request and what librdkafka reported, secrets masked; an incompatible broker said so):
-:mod:`takhin_ws.sources.kafka_requests`; which errors are which:
-:mod:`takhin_ws.sources.kafka_errors`.
+:mod:`takhin_ws.sources.kafka.requests`; which errors are which:
+:mod:`takhin_ws.sources.kafka.errors`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from confluent_kafka.admin._listoffsets import OffsetSpec
 # the lower-level call AdminClient.list_offsets makes (one future per call)
 from confluent_kafka.cimpl import _AdminClientImpl
 
-from ..core.snapshot import GroupInfo
-from ..wire.messages import GroupState
-from .kafka_errors import GONE, KafkaSourceError, is_secret, mask_config
-from .kafka_model import Offsets
-from .kafka_requests import RETRY_PAUSE, AdminRequests, Batch, Key, logger, one
+from ...core.snapshot import GroupInfo
+from ...wire.messages import GroupState
+from .errors import GONE, KafkaSourceError, is_secret, mask_config
+from .model import Offsets
+from .requests import RETRY_PAUSE, AdminRequests, Batch, Key, logger, one
 
 __all__ = [
     "DESCRIBE_BATCH",

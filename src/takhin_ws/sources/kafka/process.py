@@ -1,10 +1,10 @@
-"""The collector process: ``python -m takhin_ws.sources.collector_process``.
+"""The collector process: ``python -m takhin_ws.sources.kafka.process``.
 
 The ``kafka`` source runs librdkafka here, in a child of the server
-(:mod:`takhin_ws.sources.worker` starts, watches and restarts it), so that an abort, a
+(:mod:`takhin_ws.sources.kafka.worker` starts, watches and restarts it), so that an abort, a
 hang or a leak in the client library never touches a WebSocket connection, and a tick's
 CPU never holds the server's event loop. It reads frames
-(:mod:`takhin_ws.sources.collector_wire`) from its standard input: first its settings
+(:mod:`takhin_ws.sources.kafka.pipe`) from its standard input: first its settings
 (answered ``{"ready": true}``, or ``{"fatal": "..."}`` for client properties librdkafka
 refuses), then one request per tick, answered in order on its standard output with the snapshot
 (in pieces) or the error. Its log lines go the same way, to the server's loggers.
@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Final
 
-from .collector_wire import FrameError, FrameReader, frame, snapshot_frames
+from .pipe import FrameError, FrameReader, frame, snapshot_frames
 
 __all__ = ["EXIT_MEMORY", "EXIT_REFUSED", "MAX_RSS", "main"]
 
@@ -95,8 +95,8 @@ def _rss() -> int:
 
 def serve(stdin: BinaryIO, writer: FrameWriter) -> int:
     """Answer ticks until the standard input closes; the exit code."""
-    from .kafka_collector import KafkaCollector  # confluent-kafka: here only
-    from .kafka_errors import KafkaSourceError, is_incompatible
+    from .collector import KafkaCollector  # confluent-kafka: here only
+    from .errors import KafkaSourceError, is_incompatible
 
     requests = _requests(stdin)
     settings = next(requests, None)

@@ -4,13 +4,13 @@
 (:func:`~takhin_ws.sources.promql.counter_increases`, resets handled) and rates over
 the real time elapsed between them, gauges of the latest scrape, histogram quantiles
 of the observations made in between. When a family's series are those of the previous
-scrape (the same :class:`~.promseries.Keys`), the two line up by position; otherwise
+scrape (the same :class:`~.series.Keys`), the two line up by position; otherwise
 they are matched by labels.
 
 The helpers below it compute what depends on labels only (the topic and partition of
-each series, where each group's lag series are...) once per :class:`~.promseries.Keys`
-(:meth:`~.promseries.Keys.derive`), so as long as the series stay the same a tick pays
-for none of it. :mod:`takhin_ws.sources.promsnapshot` builds the snapshot from them.
+each series, where each group's lag series are...) once per :class:`~.series.Keys`
+(:meth:`~.series.Keys.derive`), so as long as the series stay the same a tick pays
+for none of it. :mod:`takhin_ws.sources.prometheus.snapshot` builds the snapshot from them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TypeAlias
 
 import attrs
 
-from .promql import QUANTILES, counter_increases, histogram_quantile
-from .promseries import EMPTY, Exposition, Keys, Series
+from ..promql import QUANTILES, counter_increases, histogram_quantile
+from .series import EMPTY, Exposition, Keys, Series
 
 __all__ = [
     "Scrape",

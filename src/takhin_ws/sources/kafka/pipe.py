@@ -28,9 +28,9 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from ..core.snapshot import GroupInfo, Snapshot
-from ..wire.converter import camel, converter
-from ..wire.messages import MonitoringMetrics
+from ...core.snapshot import GroupInfo, Snapshot
+from ...wire.converter import camel, converter
+from ...wire.messages import MonitoringMetrics
 
 __all__ = [
     "CHUNK_WEIGHT",

@@ -21,9 +21,9 @@ sample and next to nothing per unwanted one:
   label value, samples of another family) sends that run to a line-by-line parser that
   checks each line's form and says which line is wrong.
 
-The result maps each wanted sample name to a :class:`~.promseries.Series`: its label
+The result maps each wanted sample name to a :class:`~.series.Series`: its label
 sets (sorted ``(name, value)`` pairs) and its values, as two columns (see
-:mod:`takhin_ws.sources.promseries`).
+:mod:`takhin_ws.sources.prometheus.series`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Final
 import attrs
 import orjson
 
-from .promseries import Keys, Labels, Series, parse_labels
+from .series import Keys, Labels, Series, parse_labels
 
 __all__ = ["ExpositionScanner", "parse_exposition"]
 

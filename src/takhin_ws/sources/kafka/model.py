@@ -1,6 +1,6 @@
 """The arithmetic of the ``kafka`` source: snapshots from offsets (no I/O, no client).
 
-:mod:`takhin_ws.sources.kafka` asks a cluster, over the Kafka protocol, for what one
+:mod:`takhin_ws.sources.kafka.source` asks a cluster, over the Kafka protocol, for what one
 tick needs and records it as an :class:`Observation`; :func:`compute_snapshot` turns two
 successive observations into the ``metrics`` message:
 
@@ -31,8 +31,8 @@ from typing import Final, TypeAlias
 import attrs
 from attrs import frozen
 
-from ..core.snapshot import GroupInfo, Snapshot
-from ..wire.messages import (
+from ...core.snapshot import GroupInfo, Snapshot
+from ...wire.messages import (
     ClusterHealth,
     ConsumerLag,
     MonitoringMetrics,

@@ -1,6 +1,6 @@
 """The synthetic source's records, and the snapshot read off them (pure).
 
-:class:`SimTopic` and :class:`SimGroup` are what :class:`~.synthetic.SyntheticSource`
+:class:`SimTopic` and :class:`SimGroup` are what :class:`~.source.SyntheticSource`
 simulates; :func:`describe` turns them into the ``metrics`` message and the groups'
 state after one step: totals and rates per topic, lag per partition, cluster-wide
 throughput, latency quantiles from a lognormal body with a slow tail, bucketed like
@@ -15,9 +15,9 @@ from typing import Final
 
 import attrs
 
-from ..core.snapshot import GroupInfo, Snapshot
-from ..wire import messages as wire
-from .promql import QUANTILES, histogram_quantile
+from ...core.snapshot import GroupInfo, Snapshot
+from ...wire import messages as wire
+from ..promql import QUANTILES, histogram_quantile
 
 __all__ = ["LATENCY_BUCKETS", "SimGroup", "SimTopic", "describe"]
 
@@ -72,7 +72,7 @@ class SimGroup:
     state: wire.GroupState
     members: int
     target_members: int
-    #: What it does besides consuming (``sources.synthetic_habits``), and its cycles' phase.
+    #: What it does besides consuming (``sources.synthetic.habits``), and its cycles' phase.
     habit: str = "steady"
     habit_phase: float = 0.0
 

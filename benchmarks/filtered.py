@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.micro import NoopSubscriber
 from benchmarks.wire import snapshot
 from takhin_ws import Hub, MonitoringMetrics
-from takhin_ws.core.permissions import Permissions
+from takhin_ws.core.access.permissions import Permissions
 
 DEFAULT_SIZES = ("200x6x50", "1000x12x300")
 

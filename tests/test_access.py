@@ -22,12 +22,12 @@ from takhin_ws import (
     TopicLag,
     TopicStats,
 )
-from takhin_ws.core.access import Authenticator
-from takhin_ws.core.permissions import Permissions
-from takhin_ws.core.renewal import TokenSession
+from takhin_ws.core.access.auth import Authenticator
+from takhin_ws.core.access.permissions import Permissions
+from takhin_ws.core.access.renewal import TokenSession
+from takhin_ws.core.access.tokens import TokenVerifier
 from takhin_ws.core.series import Series
 from takhin_ws.core.session import SessionCore
-from takhin_ws.core.tokens import TokenVerifier
 from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.wire.auth import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED
 from takhin_ws.wire.messages import ClusterHealth

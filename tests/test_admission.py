@@ -9,7 +9,7 @@ import h11
 import pytest
 
 from takhin_ws import Settings
-from takhin_ws.core.admission import Admission, Upgrade, choose_subprotocol
+from takhin_ws.core.access.admission import Admission, Upgrade, choose_subprotocol
 from takhin_ws.wire.channels import MAX_OFFSET
 from takhin_ws.wire.deflate import Deflate
 from takhin_ws.wire.frames import BARE, PLAIN, Variant

@@ -304,7 +304,7 @@ def test_every_json_example_is_valid() -> None:
                 base = {"status", "code", "message"}
                 # a 503 of POST /api/events also says what was published (routes.py)
                 extra = {"outcome", "accepted"} if error["status"] == 503 else set()
-                # a 401 or 403 names its reason (core/access)
+                # a 401 or 403 names its reason (core/access/auth)
                 extra |= {"reason"} if error["status"] in (401, 403) else set()
                 # a 413 of a batch names the setting (ingest/ingress.decode_events)
                 extra |= {"setting", "limit", "events"} if error["status"] == 413 else set()

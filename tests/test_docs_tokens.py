@@ -13,8 +13,8 @@ import orjson
 
 from docs_examples import block, clean_env, commands
 from takhin_ws.config.cli import parse_args
-from takhin_ws.core.permissions import Permissions
-from takhin_ws.core.tokens import TokenVerifier
+from takhin_ws.core.access.permissions import Permissions
+from takhin_ws.core.access.tokens import TokenVerifier
 from tokens import SECRET, rsa_key, write_pem
 
 PAGE = "docs/tokens.md"

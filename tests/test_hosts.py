@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from takhin_ws.core.hosts import HostPolicy, host_name, is_loopback
+from takhin_ws.core.access.hosts import HostPolicy, host_name, is_loopback
 from takhin_ws.wire.http import HttpError, Request, head_parser, request_of
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from takhin_ws.core.lag import LagTracker
+from takhin_ws.core.lag.tracker import LagTracker
 from takhin_ws.core.snapshot import GroupInfo, Snapshot
 from takhin_ws.wire.codec import encode
 from takhin_ws.wire.messages import (

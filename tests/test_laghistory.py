@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from takhin_ws import ConsumerLag, Hub, MonitoringMetrics, Settings
-from takhin_ws.core.lagseries import GroupLagSeries
-from takhin_ws.core.permissions import Permissions
+from takhin_ws.core.access.permissions import Permissions
+from takhin_ws.core.lag.series import GroupLagSeries
 from takhin_ws.core.series import Series
 from takhin_ws.core.session import CLOSE_POLICY, SessionCore
 from takhin_ws.lowlevel import QueueSubscriber

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from takhin_ws.core.lagstatus import SEVERITY, PartitionWindow, worst
+from takhin_ws.core.lag.status import SEVERITY, PartitionWindow, worst
 from takhin_ws.wire.lag import LAG_STATUSES, LagStatus
 
 W = 4

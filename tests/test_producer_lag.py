@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.core.lag import LagTracker
+from takhin_ws.core.lag.tracker import LagTracker
 from takhin_ws.core.series import Series
 from takhin_ws.core.snapshot import GroupInfo, MetricsSourceError, Snapshot
 from takhin_ws.ingest.insight import LAG_INLINE_PARTITIONS

@@ -11,7 +11,7 @@ import trio
 from exporter import Broker, MetricsServer, start_exporter
 from recorder import Recorder
 from takhin_ws.core.hub import Hub
-from takhin_ws.core.lag import LagTracker
+from takhin_ws.core.lag.tracker import LagTracker
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.sources.prometheus.source import PrometheusSource
 from takhin_ws.wire.codec import decode

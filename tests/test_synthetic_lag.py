@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from takhin_ws.core.lag import LagTracker
+from takhin_ws.core.lag.tracker import LagTracker
 from takhin_ws.sources.synthetic.habits import HABITS, STALL_CYCLE, STOP_CYCLE, habit_of
 from takhin_ws.sources.synthetic.source import SyntheticSource
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from takhin_ws.core.timeline import DEFAULT_CAPACITY, MIN_CAPACITY, OffsetTimeline
+from takhin_ws.core.lag.timeline import DEFAULT_CAPACITY, MIN_CAPACITY, OffsetTimeline
 
 #: Seconds between two ticks (a gap is several), offsets added per tick (a jump is big).
 steps = st.lists(

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from takhin_ws import Settings
 from takhin_ws.config.checks import SettingsError
-from takhin_ws.core.access import API_KEY, Authenticator
-from takhin_ws.core.permissions import ClaimError, Permissions
-from takhin_ws.core.tokens import TokenError, TokenVerifier, token_verifier
+from takhin_ws.core.access.auth import API_KEY, Authenticator
+from takhin_ws.core.access.permissions import ClaimError, Permissions
+from takhin_ws.core.access.tokens import TokenError, TokenVerifier, token_verifier
 from takhin_ws.wire.http import HttpError
 from tokens import SECRET, claims, ec_key, mint, public_pem, rsa_key, write_pem
 

@@ -49,7 +49,7 @@ from ._exceptions import (
 )
 from .config.settings import Settings, SettingsError
 from .core.hub import Hub, HubStatistics
-from .core.lag import LagTracker
+from .core.lag.tracker import LagTracker
 from .core.series import Series
 from .core.snapshot import (
     GroupInfo,

@@ -19,8 +19,8 @@ server (an in-process fan-out, a server-sent-events endpoint, a test):
 A server builds and runs all of these itself: ``takhin_ws`` is enough to run one.
 """
 
+from .core.access.permissions import Permissions
 from .core.clients import Client, QueueSubscriber, Subscriber
-from .core.permissions import Permissions
 from .core.queue import Drop, DropOldestQueue, QueueStatistics
 from .wire.frames import BARE, PLAIN, Outbound, Variant
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
-from ..core.admission import Admission
-from ..core.hosts import HostPolicy
+from ..core.access.admission import Admission
+from ..core.access.hosts import HostPolicy
+from ..core.access.permissions import Permissions
 from ..core.hub import Hub
-from ..core.permissions import Permissions
 from ..ingest.ingress import EventIngress
 from ..net.exposition import ServerStatistics
 from ..net.routes import Routes

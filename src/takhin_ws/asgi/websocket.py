@@ -1,6 +1,6 @@
 """One WebSocket client behind ASGI, from ``websocket.connect`` to its end.
 
-The handshake passes the same :class:`~takhin_ws.core.admission.Admission` as on the
+The handshake passes the same :class:`~takhin_ws.core.access.admission.Admission` as on the
 standalone listener (shutting down, Origin, API keys, capacity, connect parameters;
 the header checks and permessage-deflate are the ASGI server's), then the embedding
 app's ``authorize`` hook; a refusal is an HTTP response with a JSON body when the
@@ -32,9 +32,9 @@ from typing import Final
 import trio
 
 from .._exceptions import HubFullError
-from ..core.admission import Upgrade
+from ..core.access.admission import Upgrade
+from ..core.access.renewal import token_session
 from ..core.hub import Client
-from ..core.renewal import token_session
 from ..core.session import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -117,7 +117,7 @@ async def _connection(
         gap_texts=None if upgrade.variant.bare else partial(gap_texts, services.hub),
     )
     try:
-        # a signed token's claim filters what reaches the client (core/permissions)
+        # a signed token's claim filters what reaches the client (core/access/permissions)
         client = services.hub.add_client(
             writer, channels, variant=upgrade.variant, permissions=upgrade.auth.permissions
         )

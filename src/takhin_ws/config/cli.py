@@ -19,7 +19,7 @@ import trio
 
 from .. import __version__
 from .._exceptions import ListenError
-from ..core.tokens import token_verifier
+from ..core.access.tokens import token_verifier
 from ..net.serving import open_server
 from .options import (
     ENV_PREFIX,

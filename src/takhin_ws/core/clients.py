@@ -9,7 +9,7 @@ from attrs import frozen
 
 from ..config.settings import DEFAULT_QUEUE_SIZE
 from ..wire.frames import PLAIN, Outbound, Variant
-from .permissions import Permissions
+from .access.permissions import Permissions
 from .queue import DropOldestQueue
 
 __all__ = ["Client", "HubStatistics", "QueueSubscriber", "Subscriber"]

@@ -23,11 +23,11 @@ from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
 from ..wire.frames import PLAIN, Outbound, Variant
 from ..wire.messages import Envelope, EpochChanged, Error, MonitoringMetrics, Payload, channel_of
+from .access.filtered import FilteredMetrics
+from .access.limits import subscribe_refusal
+from .access.permissions import Permissions
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
-from .filtered import FilteredMetrics
 from .history import StreamHistory
-from .limits import subscribe_refusal
-from .permissions import Permissions
 from .snapshot import GroupInfo
 from .subscriptions import Subscriptions
 from .views import MetricsViews, ViewChannels, dumps, is_view, metrics_data, metrics_envelope
@@ -332,7 +332,7 @@ class Hub:
     def subscribe_refusal(
         self, held: frozenset[str], added: frozenset[str], max_channels: int, max_views: int
     ) -> tuple[Error, bool] | None:
-        """Why *added* may not join *held* (see ``core/limits``); ``None`` if it may."""
+        """Why *added* may not join *held* (see ``core/access/limits``); ``None`` if it may."""
         return subscribe_refusal(self._view_channels, held, added, max_channels, max_views)
 
     # --- history and resume ---

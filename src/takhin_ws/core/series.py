@@ -10,7 +10,7 @@ empty. A stale snapshot (the source failing) adds nothing: the outage shows as a
 hole in the charts, as it does live.
 
 It also feeds :attr:`Series.groups`, each group's own lag over the same window
-(:class:`~takhin_ws.core.lagseries.GroupLagSeries`), for ``history`` asked for
+(:class:`~takhin_ws.core.lag.series.GroupLagSeries`), for ``history`` asked for
 ``group:<id>``.
 """
 
@@ -26,7 +26,7 @@ import orjson
 
 from ..wire.frames import Outbound
 from ..wire.messages import History, HistoryPoint, Latency, MonitoringMetrics, Throughput
-from .lagseries import GroupLagSeries
+from .lag.series import GroupLagSeries
 
 __all__ = ["MAX_SERIES_GROUPS", "Series"]
 

@@ -47,12 +47,12 @@ from ..wire.messages import (
     Unsubscribe,
     Welcome,
 )
-from .filtered import filtered_history
+from .access.filtered import filtered_history
+from .access.permissions import refused as refused_channels
+from .access.renewal import TokenSession, expiry, refresh
 from .hub import Client, Hub
-from .laghistory import group_history
-from .permissions import refused as refused_channels
+from .lag.history import group_history
 from .queue import Drop
-from .renewal import TokenSession, expiry, refresh
 from .replies import Close, Reply
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class SessionCore:
         if isinstance(payload, Unsubscribe):
             return self._unsubscribe(payload)
         if isinstance(payload, History):
-            if payload.channel is not None:  # one group's lag (core/laghistory)
+            if payload.channel is not None:  # one group's lag (core/lag/history)
                 return group_history(self, payload.channel)
             return Reply(tuple(self._history()))
         if isinstance(payload, Refresh):

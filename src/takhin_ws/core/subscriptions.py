@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..wire.frames import Variant
+from .access.permissions import Permissions
 from .clients import Client
-from .permissions import Permissions
 from .views import is_view
 
 __all__ = ["Group", "Subscriptions"]

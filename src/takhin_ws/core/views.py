@@ -114,7 +114,7 @@ class MetricsViews:
 
     def derived(self, item: Outbound, envelope: JSON) -> MetricsViews:
         """Views of *item*, a snapshot derived from this one's (a filtered one, see
-        :mod:`~takhin_ws.core.filtered`), sharing its groups' states."""
+        :mod:`~takhin_ws.core.access.filtered`), sharing its groups' states."""
         views = MetricsViews()
         views._groups = self._groups
         views.source(item, envelope)
@@ -138,7 +138,7 @@ class MetricsViews:
 
     def source_done(self) -> None:
         """Drop the decoded snapshot (what a permission set's views do after the
-        fan-out, see ``core/filtered``); the views built stay."""
+        fan-out, see ``core/access/filtered``); the views built stay."""
         self._envelope = None
         self._lags = self._topics = self._consumers = None
 

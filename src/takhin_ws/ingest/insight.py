@@ -1,6 +1,6 @@
 """The lag insight applied to a snapshot off the event loop when it is big.
 
-:func:`observe` runs :meth:`~takhin_ws.core.lag.LagTracker.observe` (pure, no I/O)
+:func:`observe` runs :meth:`~takhin_ws.core.lag.tracker.LagTracker.observe` (pure, no I/O)
 inline for a small snapshot and in a Trio worker thread for one with more than
 :data:`LAG_INLINE_PARTITIONS` partition lags, so a big tick competes for the GIL in
 short slices instead of holding the event loop for the whole computation. The tracker
@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from ..core.lag import LagTracker
+from ..core.lag.tracker import LagTracker
 from ..core.snapshot import Snapshot
 from ..wire.events import Event
 

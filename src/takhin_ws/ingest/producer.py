@@ -26,7 +26,7 @@ from attrs import frozen
 from .._exceptions import HubClosedError
 from ..core.changes import diff
 from ..core.hub import Hub
-from ..core.lag import LagTracker
+from ..core.lag.tracker import LagTracker
 from ..core.series import Series
 from ..core.snapshot import (
     MetricsSource,
@@ -128,7 +128,7 @@ class MetricsProducer:
       reloads (``history``); while another node collects, the snapshot the bus
       delivered to the hub instead (each once).
     - *lag* (optional) sees every good snapshot first: what is published, diffed and
-      charted is the snapshot with the lag insight filled in (:mod:`takhin_ws.core.lag`),
+      charted is the snapshot with the lag insight filled in (:mod:`takhin_ws.core.lag.tracker`),
       and its ``group_status`` events follow the tick's change events (even with
       *detect_changes* false). Losing the lease clears it.
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Final, Protocol
 import attrs
 import orjson
 
-from ..core.access import key_matches, www_authenticate
-from ..core.admission import Admission, bearer
-from ..core.permissions import Permissions
-from ..core.tokens import looks_like_token
+from ..core.access.admission import Admission, bearer
+from ..core.access.auth import key_matches, www_authenticate
+from ..core.access.permissions import Permissions
+from ..core.access.tokens import looks_like_token
 from ..ingest.bus import BusUnavailableError
 from ..ingest.idempotency import Done, IdempotencyKeys, check_key
 from ..ingest.ingress import EventIngress, decode_events

@@ -5,7 +5,7 @@ its address, readiness and statistics, and :meth:`Server.shutdown`.
 
 Each connection is one task in the server's handler nursery (see ``net/listener``): it
 reads the request head, then either answers plain HTTP (``net/routes``) or, for an
-admitted upgrade (``core/admission``), runs the WebSocket handshake and the client's
+admitted upgrade (``core/access/admission``), runs the WebSocket handshake and the client's
 :class:`~takhin_ws.net.session.Session`. A connection's failure is logged with its id
 and never reaches the server.
 """
@@ -21,11 +21,11 @@ import trio
 
 from .._exceptions import HubFullError
 from ..config.settings import Settings
-from ..core.admission import Admission, Upgrade
-from ..core.hosts import HostPolicy
+from ..core.access.admission import Admission, Upgrade
+from ..core.access.hosts import HostPolicy
+from ..core.access.permissions import Permissions
+from ..core.access.renewal import token_session
 from ..core.hub import Hub
-from ..core.permissions import Permissions
-from ..core.renewal import token_session
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ..config.settings import Settings
+from ..core.access.permissions import Permissions
 from ..core.hub import Hub
-from ..core.lag import LagTracker
-from ..core.permissions import Permissions
+from ..core.lag.tracker import LagTracker
 from ..core.series import Series
 from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus, MemoryBus

@@ -25,9 +25,9 @@ import trio
 from attrs import frozen
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 
-from ..core.access import AuthKind
+from ..core.access.auth import AuthKind
+from ..core.access.renewal import TokenSession
 from ..core.hub import Client, Hub
-from ..core.renewal import TokenSession
 from ..core.session import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,

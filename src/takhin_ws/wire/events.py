@@ -215,7 +215,7 @@ class GroupStatus(ChangeEvent):
 
     ``previous`` is the status before (``UNKNOWN`` for a group's first known status);
     ``reason`` says in words which partition decided it and why. Published by the lag
-    tracker (:mod:`takhin_ws.core.lag`).
+    tracker (:mod:`takhin_ws.core.lag.tracker`).
     """
 
     TYPE: ClassVar[str] = "group_status"

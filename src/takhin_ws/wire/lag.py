@@ -4,7 +4,7 @@ history (sans-IO).
 The fields the insight adds to ``consumerLags`` (``lagSeconds``, ``consumeRate``,
 ``status``, ``drainSeconds``) live on the metrics classes in
 :mod:`takhin_ws.wire.messages`, the ``group_status`` event with the other events in
-:mod:`takhin_ws.wire.events`; how they are computed is :mod:`takhin_ws.core.lag`.
+:mod:`takhin_ws.wire.events`; how they are computed is :mod:`takhin_ws.core.lag.tracker`.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class TopicStats:
 @frozen(kw_only=True)
 class PartitionLag:
     """One partition a group reads. ``lag_seconds`` and ``consume_rate`` are the lag
-    insight's (v1, :mod:`takhin_ws.core.lag`): ``None`` (``null``) until known."""
+    insight's (v1, :mod:`takhin_ws.core.lag.tracker`): ``None`` (``null``) until known."""
 
     partition: int
     current_offset: int

@@ -2,7 +2,7 @@
 
 A client restricted by a token's ``channels`` claim receives a ``metrics`` message
 holding only what its claim grants (see :func:`filter_metrics`). Clients with the
-same claim share one :class:`~takhin_ws.core.permissions.Permissions` key, so the
+same claim share one :class:`~takhin_ws.core.access.permissions.Permissions` key, so the
 filtered message (and every view of it: ``metrics:lean``, ``metrics:topic:``,
 ``metrics:group:``) is built once per tick per distinct permission set, the first
 time a subscriber of that set needs it, and every subscriber of that set gets the
@@ -16,10 +16,10 @@ from typing import Final
 import orjson
 from attrs import evolve
 
-from ..wire.frames import Outbound, Variant
-from ..wire.messages import History
+from ...wire.frames import Outbound, Variant
+from ...wire.messages import History
+from ..views import JSON, MetricsViews, dumps
 from .permissions import Permissions
-from .views import JSON, MetricsViews, dumps
 
 __all__ = ["CLUSTER_WIDE", "FilteredMetrics", "filter_metrics", "filtered_history"]
 

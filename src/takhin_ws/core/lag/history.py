@@ -2,7 +2,7 @@
 
 ``{"type": "history", "data": {"channel": "group:<groupId>"}}`` asks for that group's
 ``totalLag`` and ``lagSeconds`` over ``--series-window``
-(:class:`~takhin_ws.core.lagseries.GroupLagSeries`). :func:`group_history` answers it
+(:class:`~takhin_ws.core.lag.series.GroupLagSeries`). :func:`group_history` answers it
 for a :class:`~takhin_ws.core.session.SessionCore`: the encoded answer is shared by
 every client asking for that group until the next tick; a group the server does not
 keep gets an empty ``lags``. A connection that may not subscribe to ``group:<id>``
@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ..wire.channels import parse_channel
-from ..wire.frames import Outbound
-from ..wire.messages import Error, History, Payload
-from .hub import Client, Hub
-from .permissions import refused
-from .replies import Reply
+from ...wire.channels import parse_channel
+from ...wire.frames import Outbound
+from ...wire.messages import Error, History, Payload
+from ..access.permissions import refused
+from ..hub import Client, Hub
+from ..replies import Reply
 
 if TYPE_CHECKING:
-    from ..config.settings import Settings
-    from .series import Series
+    from ...config.settings import Settings
+    from ..series import Series
 
 __all__ = ["GROUP_PREFIX", "group_history"]
 

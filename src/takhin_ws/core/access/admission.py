@@ -2,7 +2,7 @@
 
 :meth:`Admission.admit` checks, in this order: the server is accepting, the request is
 a WebSocket upgrade wsproto will accept, its ``Origin`` is allowed, it carries a valid
-API key or signed token (when either is configured; see :mod:`~takhin_ws.core.access`),
+API key or signed token (when either is configured; see :mod:`~takhin_ws.core.access.auth`),
 there is room (registered clients plus handshakes
 in flight below the limit), and its connect parameters (``channels``, ``since``,
 ``epoch``, ``format``) are valid and within the token's claim (403 otherwise; a token
@@ -26,17 +26,17 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ..config.options import FORMATS
-from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, parse_offset
-from ..wire.deflate import Deflate, negotiate
-from ..wire.frames import PLAIN, Variant
-from ..wire.http import HttpError, Request
-from .access import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
+from ...config.options import FORMATS
+from ...wire.channels import EVENT_STREAMS, STREAMS, parse_channel, parse_offset
+from ...wire.deflate import Deflate, negotiate
+from ...wire.frames import PLAIN, Variant
+from ...wire.http import HttpError, Request
+from ..views import is_view
+from .auth import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
 from .tokens import token_verifier
-from .views import is_view
 
 if TYPE_CHECKING:
-    from ..config.settings import Settings
+    from ...config.settings import Settings
 
 __all__ = [
     "SUBPROTOCOL",

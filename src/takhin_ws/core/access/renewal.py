@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, Protocol
 
-from ..wire.auth import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, Refresh, Refreshed, TokenExpiring
-from ..wire.frames import Outbound
-from ..wire.messages import Error, Payload
-from .access import Auth, Authenticator
-from .hub import Client, Hub
-from .replies import Close, Reply
+from ...wire.auth import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, Refresh, Refreshed, TokenExpiring
+from ...wire.frames import Outbound
+from ...wire.messages import Error, Payload
+from ..hub import Client, Hub
+from ..replies import Close, Reply
+from .auth import Auth, Authenticator
 from .tokens import Grant, TokenError
 
 __all__ = ["INVALID_TOKEN", "TokenSession", "expiry", "refresh", "token_session"]

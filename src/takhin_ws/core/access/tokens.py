@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from .permissions import ClaimError, Permissions
 
 if TYPE_CHECKING:
-    from ..config.settings import Settings
+    from ...config.settings import Settings
 
 __all__ = [
     "ALGORITHMS",

@@ -4,7 +4,7 @@
 travels: ``Authorization: Bearer``, ``?token=``, a ``bearer.<token>`` subprotocol) and
 answers an :class:`Auth`. Every candidate is compared with every API key in constant
 time (no early exit); a candidate shaped like a JWT is then verified
-(:mod:`~takhin_ws.core.tokens`). An API key grants every channel, as before tokens; a
+(:mod:`~takhin_ws.core.access.tokens`). An API key grants every channel, as before tokens; a
 token grants its ``channels`` claim. Without keys and token keys configured everyone
 is let in (``none``).
 
@@ -22,7 +22,7 @@ from typing import Final, Literal
 
 from attrs import frozen
 
-from ..wire.http import HttpError
+from ...wire.http import HttpError
 from .permissions import Permissions
 from .tokens import Grant, TokenError, TokenVerifier, looks_like_token
 
@@ -30,7 +30,7 @@ __all__ = ["ANONYMOUS", "API_KEY", "AUTH_KINDS", "Auth", "Authenticator", "www_a
 
 AuthKind = Literal["none", "api_key", "token"]
 AUTH_KINDS: Final[tuple[AuthKind, ...]] = ("none", "api_key", "token")
-#: Refusal reasons beyond a token's own (:data:`~takhin_ws.core.tokens.REFUSAL_REASONS`):
+#: Refusal reasons beyond a token's own (:data:`~takhin_ws.core.access.tokens.REFUSAL_REASONS`):
 #: a credential that is neither a key nor a token, and a channel outside a claim.
 WRONG_KEY: Final = "wrong_key"
 FORBIDDEN: Final = "forbidden"

@@ -12,7 +12,7 @@ A token's ``channels`` claim is a list of patterns such as ``["metrics",
   can be visible: such a subscription carries the events of the visible ones only.
 
 :class:`Permissions` compares and hashes by its patterns, so clients holding the same
-claim share one filtered ``metrics`` frame per tick (see :mod:`~takhin_ws.core.access`).
+claim share one filtered ``metrics`` frame per tick (see :mod:`~takhin_ws.core.access.auth`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from ..wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX, parse_channel
+from ...wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX, parse_channel
 
 __all__ = ["MAX_PATTERNS", "ClaimError", "Permissions", "check_pattern", "refused"]
 

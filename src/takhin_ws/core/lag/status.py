@@ -30,7 +30,7 @@ from __future__ import annotations
 from array import array
 from typing import Final
 
-from ..wire.lag import LagStatus
+from ...wire.lag import LagStatus
 
 __all__ = ["MIN_WINDOW", "SEVERITY", "PartitionWindow", "worst"]
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit
 
-from ..wire.http import HttpError, Request
+from ...wire.http import HttpError, Request
 
 __all__ = ["ANY_HOST", "LOCALHOST", "HostPolicy", "host_name", "is_loopback"]
 

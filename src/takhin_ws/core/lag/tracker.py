@@ -6,7 +6,7 @@ in, plus the ``group_status`` events of the groups whose status changed:
 
 - ``partitionLags[].lagSeconds``: seconds since the partition's log end offset passed
   the group's committed offset, interpolated in that partition's own (time, log end
-  offset) samples (:class:`~takhin_ws.core.timeline.OffsetTimeline`); 0 when the lag
+  offset) samples (:class:`~takhin_ws.core.lag.timeline.OffsetTimeline`); 0 when the lag
   is 0; before the oldest sample, extrapolated back at the partition's mean produce
   rate over its samples; ``None`` while there is no such rate.
 - ``partitionLags[].consumeRate``: committed messages per second over the window
@@ -14,7 +14,7 @@ in, plus the ``group_status`` events of the groups whose status changed:
 - ``topicLags[].lagSeconds``, ``consumerLags[].lagSeconds``: the largest known value
   below (``None`` when none is known).
 - ``consumerLags[].status``: the worst partition's status over the window
-  (:mod:`takhin_ws.core.lagstatus`).
+  (:mod:`takhin_ws.core.lag.status`).
 - ``consumerLags[].drainSeconds``: the group's total lag divided by the rate it
   shrinks at (the least-squares slope of the total lag over the window, which is the
   consume rate minus the produce rate); 0 at lag 0; ``None`` while it is not shrinking.
@@ -40,11 +40,11 @@ from typing import Final
 
 import attrs
 
-from ..wire.events import GroupStatus
-from ..wire.lag import LagStatus
-from ..wire.messages import ConsumerLag, PartitionLag, TopicLag
-from .lagstatus import MIN_WINDOW, SEVERITY, PartitionWindow
-from .snapshot import Snapshot
+from ...wire.events import GroupStatus
+from ...wire.lag import LagStatus
+from ...wire.messages import ConsumerLag, PartitionLag, TopicLag
+from ..snapshot import Snapshot
+from .status import MIN_WINDOW, SEVERITY, PartitionWindow
 from .timeline import DEFAULT_CAPACITY, OffsetTimeline
 
 __all__ = ["DEFAULT_LAG_WINDOW", "LagTracker"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..wire.messages import Error
-from .views import ViewChannels, is_view
+from ...wire.messages import Error
+from ..views import ViewChannels, is_view
 
 __all__ = [
     "TOO_MANY_CHANNELS",

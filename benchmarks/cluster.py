@@ -9,8 +9,8 @@ partitions / 1,000 groups) a realistic broker exposition is served by a child pr
   worker threads included) is split into *collect* (scrape, scan, compute) and *publish*
   (diff against the previous snapshot, encode the ``metrics`` envelope). The JSON bytes
   of the frame, and its size compressed as the server sends it to a client that
-  negotiated permessage-deflate (``takhin_ws.wire.deflate.deflate``, once per publish), are
-  recorded, and the rates are checked against the exposition's known ones.
+  negotiated permessage-deflate (``takhin_ws.wire.websocket.deflate.deflate``, once per
+  publish), are recorded, and the rates are checked against the exposition's known ones.
 - ``server``: ``python -m takhin_ws --source prometheus`` at ``--interval`` with one
   WebSocket client: the seconds between the client's ``metrics`` frames (and how many
   were stale) and the server process's CPU per frame.
@@ -45,7 +45,7 @@ from takhin_ws.core.changes import diff
 from takhin_ws.core.snapshot import Snapshot
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources import PrometheusSource, ScrapeError
-from takhin_ws.wire.deflate import deflate
+from takhin_ws.wire.websocket.deflate import deflate
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 #: Body limit for the in-process source (the server uses its own setting).

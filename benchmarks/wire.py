@@ -36,8 +36,8 @@ from takhin_ws import (
 )
 from takhin_ws.core.views import MetricsViews, dumps, metrics_data, metrics_envelope
 from takhin_ws.protocol import Envelope, encode
-from takhin_ws.wire.deflate import deflate
-from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.websocket.deflate import deflate
+from takhin_ws.wire.websocket.frames import Outbound
 
 TOPICS_PER_GROUP = 4
 DEFAULT_SIZES = ("8x4x4", "200x6x50", "1000x12x300", "3000x12x1000")

@@ -8,7 +8,7 @@ client's queue does): these tests use this recorder instead.
 from __future__ import annotations
 
 from takhin_ws.core.queue import DropOldestQueue
-from takhin_ws.wire.frames import Outbound
+from takhin_ws.wire.websocket.frames import Outbound
 
 
 class Recorder:

@@ -11,9 +11,9 @@ import pytest
 from takhin_ws import Settings
 from takhin_ws.core.access.admission import Admission, Upgrade, choose_subprotocol
 from takhin_ws.wire.channels import MAX_OFFSET
-from takhin_ws.wire.deflate import Deflate
-from takhin_ws.wire.frames import BARE, PLAIN, Variant
 from takhin_ws.wire.http import HttpError, Request, head_parser, request_of
+from takhin_ws.wire.websocket.deflate import Deflate
+from takhin_ws.wire.websocket.frames import BARE, PLAIN, Variant
 
 UPGRADE_HEADERS: dict[str, str] = {
     "Host": "127.0.0.1:8080",

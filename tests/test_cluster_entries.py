@@ -21,7 +21,6 @@ from takhin_ws.cluster.entries import (
 )
 from takhin_ws.core.hub import Hub, channel_of
 from takhin_ws.wire.codec import encode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import (
     Envelope,
     GroupCreated,
@@ -30,6 +29,7 @@ from takhin_ws.wire.messages import (
     Pong,
     TopicCreated,
 )
+from takhin_ws.wire.websocket.frames import Outbound
 
 EPOCH = "5f2c9a7e1b3d4c60"
 NOW = 1_767_225_600

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws.wire.deflate import (
+from takhin_ws.wire.websocket.deflate import (
     DEFLATE_LEVEL,
     EXTENSION,
     MAX_WINDOW_BITS,

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from docs_examples import DOCS, ROOT, Block, block, blocks, clean_env, pages
-from takhin_ws.net.routes import NOT_PUBLISHED, OUTCOME_UNKNOWN
+from takhin_ws.net.http.routes import NOT_PUBLISHED, OUTCOME_UNKNOWN
 from takhin_ws.protocol import decode
 from takhin_ws.wire.http import error_code
 from takhin_ws.wire.messages import ALL_TYPES

@@ -12,7 +12,8 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, Opcode
 
 from takhin_ws.wire.codec import encode, payload_to_data
-from takhin_ws.wire.frames import (
+from takhin_ws.wire.messages import Envelope, MonitoringMetrics
+from takhin_ws.wire.websocket.frames import (
     BARE,
     PLAIN,
     Outbound,
@@ -23,7 +24,6 @@ from takhin_ws.wire.frames import (
     ping_frame,
     text_frame,
 )
-from takhin_ws.wire.messages import Envelope, MonitoringMetrics
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 

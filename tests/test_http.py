@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients import http_exchange, open_raw_stream, recv_json, status_of, ws_connect
 from conftest import FakeSource, ServerFactory, wait_ready, wait_until
 from takhin_ws import MetricsSourceError, Server, TopicCreated
-from takhin_ws.net.httpio import read_body, read_request
+from takhin_ws.net.http.exchange import read_body, read_request
 from takhin_ws.wire.http import MAX_HEAD_BYTES, HttpError, Request, response_bytes
 
 pytestmark = pytest.mark.slow

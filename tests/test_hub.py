@@ -27,7 +27,6 @@ from takhin_ws.core.queue import Drop
 from takhin_ws.core.snapshot import GroupInfo
 from takhin_ws.core.views import MetricsViews
 from takhin_ws.wire.codec import decode, encode, payload_to_data
-from takhin_ws.wire.frames import BARE, Outbound, Variant, text_frame
 from takhin_ws.wire.messages import (
     Envelope,
     Error,
@@ -42,6 +41,7 @@ from takhin_ws.wire.messages import (
     TopicDetail,
     TopicStats,
 )
+from takhin_ws.wire.websocket.frames import BARE, Outbound, Variant, text_frame
 
 EVERYTHING = frozenset({"metrics", "topics", "groups"})
 

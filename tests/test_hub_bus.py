@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import MonitoringMetrics, TopicCreated
+from takhin_ws.wire.websocket.frames import Outbound
 
 
 def topic(name: str) -> TopicCreated:

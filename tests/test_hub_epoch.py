@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.wire.codec import decode
-from takhin_ws.wire.frames import BARE, Variant
 from takhin_ws.wire.messages import (
     EpochChanged,
     GroupCreated,
@@ -25,6 +24,7 @@ from takhin_ws.wire.messages import (
     Payload,
     TopicCreated,
 )
+from takhin_ws.wire.websocket.frames import BARE, Variant
 
 NOW = 1_767_225_600
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from takhin_ws.wire.deflate import TAIL
-from takhin_ws.wire.inbound import (
+from takhin_ws.wire.websocket.deflate import TAIL
+from takhin_ws.wire.websocket.inbound import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,

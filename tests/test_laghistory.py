@@ -16,8 +16,8 @@ from takhin_ws.core.series import Series
 from takhin_ws.core.session import CLOSE_POLICY, SessionCore
 from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.wire.codec import encode
-from takhin_ws.wire.frames import BARE
 from takhin_ws.wire.messages import Envelope, LagPoint
+from takhin_ws.wire.websocket.frames import BARE
 
 START = 1_700_000_000.0
 

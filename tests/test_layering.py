@@ -280,5 +280,5 @@ def test_the_upward_finder_finds_an_upward_import() -> None:
 
 def test_the_sans_io_packages_are_checked_whole() -> None:
     names = sans_io()
-    assert {"core.hub", "wire.frames", "config.settings"} <= names
+    assert {"core.hub", "wire.websocket.frames", "config.settings"} <= names
     assert "config.cli" not in names

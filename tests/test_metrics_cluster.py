@@ -15,8 +15,8 @@ from takhin_ws.ingest.bus import BusUnavailableError, Published
 from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import encode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import Envelope, GroupCreated, MonitoringMetrics, Payload, Throughput
+from takhin_ws.wire.websocket.frames import Outbound
 
 
 class Source:

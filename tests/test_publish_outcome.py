@@ -8,7 +8,7 @@ import pytest
 
 from takhin_ws.ingest.bus import BusUnavailableError, Published
 from takhin_ws.ingest.ingress import EventIngress
-from takhin_ws.net.routes import refusal, unpublished
+from takhin_ws.net.http.routes import refusal, unpublished
 from takhin_ws.wire.http import HttpError
 from takhin_ws.wire.messages import Payload
 

@@ -23,8 +23,8 @@ from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.core.snapshot import Snapshot
 from takhin_ws.ingest.bus import BusUnavailableError, EventBus, MemoryBus
 from takhin_ws.wire.codec import decode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import EpochChanged, MonitoringMetrics, TopicCreated
+from takhin_ws.wire.websocket.frames import Outbound
 
 GUARD = 20  # seconds: hang guard of every wait
 

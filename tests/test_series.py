@@ -14,7 +14,6 @@ from strategies import metrics as metrics_strategy
 from takhin_ws.core.series import MAX_SERIES_GROUPS, Series
 from takhin_ws.core.views import metrics_data
 from takhin_ws.wire.codec import decode, encode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import (
     ConsumerLag,
     Envelope,
@@ -24,6 +23,7 @@ from takhin_ws.wire.messages import (
     MonitoringMetrics,
     Throughput,
 )
+from takhin_ws.wire.websocket.frames import Outbound
 
 
 def snapshot(produce: float = 1.0, **lags: int) -> MonitoringMetrics:

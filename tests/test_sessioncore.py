@@ -13,7 +13,7 @@ from takhin_ws.core.queue import Drop
 from takhin_ws.core.series import Series
 from takhin_ws.core.session import CLOSE_POLICY, Close, Reply, SessionCore, gap_frames
 from takhin_ws.lowlevel import QueueSubscriber
-from takhin_ws.wire.frames import BARE, PLAIN
+from takhin_ws.wire.websocket.frames import BARE, PLAIN
 
 
 class Clock:

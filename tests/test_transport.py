@@ -26,7 +26,7 @@ from takhin_ws.net.transport import (
     SocketTransport,
     has_close_frame,
 )
-from takhin_ws.wire.frames import Outbound, close_frame, ping_frame, text_frame
+from takhin_ws.wire.websocket.frames import Outbound, close_frame, ping_frame, text_frame
 
 BIG = 1024 * 1024  # far more than a socket pair buffers
 

@@ -18,7 +18,6 @@ from takhin_ws.core.snapshot import GroupInfo, Snapshot
 from takhin_ws.core.views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import decode, encode
-from takhin_ws.wire.frames import Outbound
 from takhin_ws.wire.messages import (
     ConsumerLag,
     Envelope,
@@ -33,6 +32,7 @@ from takhin_ws.wire.messages import (
     TopicLag,
     TopicStats,
 )
+from takhin_ws.wire.websocket.frames import Outbound
 from test_messages import additive
 
 GOLDEN = Path(__file__).parent / "golden"

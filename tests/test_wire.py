@@ -30,7 +30,7 @@ from takhin_ws import (
     TopicStats,
 )
 from takhin_ws.wire.codec import payload_to_data
-from takhin_ws.wire.deflate import TAIL
+from takhin_ws.wire.websocket.deflate import TAIL
 
 ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 

@@ -46,7 +46,7 @@ import takhin_ws.lowlevel
 import takhin_ws.protocol
 import takhin_ws.sources
 from takhin_ws.config.options import OPTIONS
-from takhin_ws.net.exposition import ServerStatistics, render_metrics
+from takhin_ws.net.http.exposition import ServerStatistics, render_metrics
 from takhin_ws.wire.converter import camel
 from takhin_ws.wire.messages import CLIENT_TYPES, EVENT_TYPES, NO_DATA_TYPES, PAYLOAD_CLASSES
 

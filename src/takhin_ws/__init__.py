@@ -61,10 +61,10 @@ from .core.snapshot import (
 from .ingest.bus import BusUnavailableError, EventBus, Published
 from .ingest.ingress import EventIngress, IngressStatistics
 from .ingest.producer import MetricsProducer, MetricsStatistics
-from .net.exposition import ServerStatistics
+from .net.http.exposition import ServerStatistics
+from .net.http.status import MetricsStatus
 from .net.server import WS_PATH, Server
 from .net.serving import open_server, serve
-from .net.status import MetricsStatus
 from .sources import PrometheusSource, ScrapeError, SyntheticSource
 from .wire.events import (
     Event,
@@ -76,7 +76,6 @@ from .wire.events import (
     TopicCreated,
     TopicDeleted,
 )
-from .wire.frames import Variant
 from .wire.messages import (
     ClusterHealth,
     ConsumerLag,
@@ -87,6 +86,7 @@ from .wire.messages import (
     TopicLag,
     TopicStats,
 )
+from .wire.websocket.frames import Variant
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,7 @@ A server builds and runs all of these itself: ``takhin_ws`` is enough to run one
 from .core.access.permissions import Permissions
 from .core.clients import Client, QueueSubscriber, Subscriber
 from .core.queue import Drop, DropOldestQueue, QueueStatistics
-from .wire.frames import BARE, PLAIN, Outbound, Variant
+from .wire.websocket.frames import BARE, PLAIN, Outbound, Variant
 
 __all__ = [
     "BARE",

@@ -25,7 +25,7 @@ from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..net.exposition import ServerStatistics
+from ..net.http.exposition import ServerStatistics
 from ..net.services import open_services
 from .auth import Authorize
 from .http import serve_http

@@ -1,4 +1,4 @@
-"""The plain-HTTP routes behind ASGI: the same :class:`~takhin_ws.net.routes.Routes` as
+"""The plain-HTTP routes behind ASGI: the same :class:`~takhin_ws.net.http.routes.Routes` as
 the standalone server, answered with ``http.response.*`` messages.
 
 A publish's body is read from ``http.request`` messages, bounded by
@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import trio
 
-from ..net.routes import DASHBOARD_PATHS, WS_PATH, Answer, refusal
+from ..net.http.routes import DASHBOARD_PATHS, WS_PATH, Answer, refusal
 from ..wire.http import HttpError, Request, check_declared_length
 from .scope import Receive, Scope, Send, request_of
 from .state import AppState

@@ -1,9 +1,9 @@
 """The state one ASGI app shares between its lifespan, its HTTP routes and its sessions.
 
-:class:`AppState` is what the routes see as the server (:class:`~takhin_ws.net.routes.ServerView`):
-settings, the running services (hub, producer, ingress, bus; ``None`` while the app is
-not running), whether it accepts clients, the live sessions, and the counters
-``/metrics`` reports.
+:class:`AppState` is what the routes see as the server
+(:class:`~takhin_ws.net.http.routes.ServerView`): settings, the running services (hub,
+producer, ingress, bus; ``None`` while the app is not running), whether it accepts
+clients, the live sessions, and the counters ``/metrics`` reports.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from ..core.access.hosts import HostPolicy
 from ..core.access.permissions import Permissions
 from ..core.hub import Hub
 from ..ingest.ingress import EventIngress
-from ..net.exposition import ServerStatistics
-from ..net.routes import Routes
+from ..net.http.exposition import ServerStatistics
+from ..net.http.routes import Routes
+from ..net.http.status import MetricsStatus
 from ..net.services import Services
-from ..net.status import MetricsStatus
 from ..wire.http import HttpError, Request
 from .auth import Authorize
 

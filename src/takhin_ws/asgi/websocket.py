@@ -43,10 +43,10 @@ from ..core.session import (
     SessionCore,
 )
 from ..net.heartbeat import sweep_period
-from ..net.routes import refusal
+from ..net.http.routes import refusal
 from ..net.session import CLOSE_ABNORMAL, Ending, log_ending
-from ..wire.frames import Outbound
 from ..wire.http import HttpError
+from ..wire.websocket.frames import Outbound
 from .auth import Access, authorize_scope
 from .scope import Receive, Scope, Send, client_address, has_http_response_extension, request_of
 from .state import AppState

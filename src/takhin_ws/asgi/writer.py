@@ -26,7 +26,7 @@ import trio
 from ..core.hub import Hub
 from ..core.queue import Drop, DropOldestQueue
 from ..core.session import Close, gap_replies
-from ..wire.frames import Outbound
+from ..wire.websocket.frames import Outbound
 from .scope import Message, Send
 
 __all__ = ["AsgiWriter", "close_message", "gap_texts"]

@@ -37,8 +37,8 @@ from coredis.exceptions import RedisError
 from ..core.hub import Hub
 from ..ingest.bus import BusUnavailableError, Published
 from ..wire.channels import STREAMS
-from ..wire.frames import Outbound
 from ..wire.messages import Payload
+from ..wire.websocket.frames import Outbound
 from .connection import DEFAULT_PREFIX, Keys, describe, open_client, where
 from .entries import START_ID, EntryError, decode_entry, encode_entry, entry_epoch, text
 from .scripts import CURRENT_EPOCH, PUBLISH

@@ -23,8 +23,8 @@ from .._exceptions import LocalProtocolError, RemoteProtocolError
 from ..wire.channels import EVENT_STREAMS, parse_channel, stream_of
 from ..wire.codec import decode, encode
 from ..wire.events import EVENT_CLASSES
-from ..wire.frames import Outbound
 from ..wire.messages import Envelope, MonitoringMetrics, Payload
+from ..wire.websocket.frames import Outbound
 
 __all__ = [
     "EPOCH_FIELD",

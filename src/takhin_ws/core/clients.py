@@ -8,7 +8,7 @@ from typing import Protocol
 from attrs import frozen
 
 from ..config.settings import DEFAULT_QUEUE_SIZE
-from ..wire.frames import PLAIN, Outbound, Variant
+from ..wire.websocket.frames import PLAIN, Outbound, Variant
 from .access.permissions import Permissions
 from .queue import DropOldestQueue
 

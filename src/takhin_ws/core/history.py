@@ -6,7 +6,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 
-from ..wire.frames import Outbound
+from ..wire.websocket.frames import Outbound
 
 __all__ = ["StreamHistory"]
 

@@ -21,8 +21,8 @@ from .._exceptions import HubClosedError, HubFullError
 from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DISTINCT_VIEWS
 from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
-from ..wire.frames import PLAIN, Outbound, Variant
 from ..wire.messages import Envelope, EpochChanged, Error, MonitoringMetrics, Payload, channel_of
+from ..wire.websocket.frames import PLAIN, Outbound, Variant
 from .access.filtered import FilteredMetrics
 from .access.limits import subscribe_refusal
 from .access.permissions import Permissions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from ..wire.frames import Outbound
+from ..wire.websocket.frames import Outbound
 
 __all__ = ["Close", "Reply"]
 

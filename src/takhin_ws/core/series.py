@@ -24,8 +24,8 @@ from typing import Any, Final
 
 import orjson
 
-from ..wire.frames import Outbound
 from ..wire.messages import History, HistoryPoint, Latency, MonitoringMetrics, Throughput
+from ..wire.websocket.frames import Outbound
 from .lag.series import GroupLagSeries
 
 __all__ = ["MAX_SERIES_GROUPS", "Series"]

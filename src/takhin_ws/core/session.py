@@ -30,7 +30,6 @@ from .._exceptions import RemoteProtocolError
 from ..wire.auth import Refresh
 from ..wire.channels import EVENT_STREAMS, MAX_OFFSET, stream_of
 from ..wire.codec import decode
-from ..wire.frames import Outbound
 from ..wire.messages import (
     CLIENT_TYPES,
     PROTOCOL_VERSION,
@@ -47,6 +46,7 @@ from ..wire.messages import (
     Unsubscribe,
     Welcome,
 )
+from ..wire.websocket.frames import Outbound
 from .access.filtered import filtered_history
 from .access.permissions import refused as refused_channels
 from .access.renewal import TokenSession, expiry, refresh

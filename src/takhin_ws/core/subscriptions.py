@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..wire.frames import Variant
+from ..wire.websocket.frames import Variant
 from .access.permissions import Permissions
 from .clients import Client
 from .views import is_view

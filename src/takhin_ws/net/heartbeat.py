@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ..wire.frames import ping_frame
+from ..wire.websocket.frames import ping_frame
 
 if TYPE_CHECKING:
     from ..config.settings import Settings

@@ -1,7 +1,7 @@
 """What a client sends on one connection: bytes read, checked, parsed into events.
 
 :class:`InboundReader` reads the transport, passes every byte through
-:class:`~takhin_ws.wire.inbound.InboundFilter` (the RFC 6455 checks, inflation) and
+:class:`~takhin_ws.wire.websocket.inbound.InboundFilter` (the RFC 6455 checks, inflation) and
 parses what passed with wsproto's post-handshake ``Connection`` into events: whole
 text messages, pings, pongs, a Close. The wsproto object exists only while a frame or
 a fragmented message is in progress: an idle connection holds none (it would cost
@@ -25,8 +25,8 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, Event, TextMessage
 
-from ..wire.frames import close_frame
-from ..wire.inbound import InboundFilter, ProtocolViolation
+from ..wire.websocket.frames import close_frame
+from ..wire.websocket.inbound import InboundFilter, ProtocolViolation
 
 if TYPE_CHECKING:
     from .transport import SocketTransport

@@ -4,7 +4,7 @@
 its address, readiness and statistics, and :meth:`Server.shutdown`.
 
 Each connection is one task in the server's handler nursery (see ``net/listener``): it
-reads the request head, then either answers plain HTTP (``net/routes``) or, for an
+reads the request head, then either answers plain HTTP (``net/http/routes``) or, for an
 admitted upgrade (``core/access/admission``), runs the WebSocket handshake and the client's
 :class:`~takhin_ws.net.session.Session`. A connection's failure is logged with its id
 and never reaches the server.
@@ -29,17 +29,17 @@ from ..core.hub import Hub
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
-from ..wire.frames import close_frame
 from ..wire.http import MAX_HEAD_BYTES, HttpError, Request, switching_protocols
-from ..wire.inbound import InboundFilter
-from .exposition import ServerStatistics
-from .httpio import HeadReader, read_body, send_answer
+from ..wire.websocket.frames import close_frame
+from ..wire.websocket.inbound import InboundFilter
+from .http.exchange import HeadReader, read_body, send_answer
+from .http.exposition import ServerStatistics
+from .http.routes import WS_PATH, Answer, Routes, refusal
+from .http.status import MetricsStatus
 from .inboundio import InboundReader
 from .listener import Listener
-from .routes import WS_PATH, Answer, Routes, refusal
 from .services import Services
 from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames, log_ending
-from .status import MetricsStatus
 from .transport import SocketTransport
 
 __all__ = ["WS_PATH", "Server"]

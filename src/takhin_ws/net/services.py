@@ -29,8 +29,8 @@ from ..ingest.bus import EventBus, MemoryBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
 from ..sources import CUSTOM, describe_source, open_source, source_kind
-from ..wire.frames import bare_payload
-from .status import MetricsStatus, metrics_status
+from ..wire.websocket.frames import bare_payload
+from .http.status import MetricsStatus, metrics_status
 
 if TYPE_CHECKING:
     from ..cluster.bus import RedisBus

@@ -37,7 +37,7 @@ from ..core.session import (
     SessionCore,
     gap_frames,
 )
-from ..wire.frames import close_frame, pong_frame
+from ..wire.websocket.frames import close_frame, pong_frame
 from .transport import SocketTransport
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import trio
 
 from ..config.settings import DEFAULT_QUEUE_SIZE, DEFAULT_WRITE_TIMEOUT
 from ..core.queue import Drop, DropOldestQueue
-from ..wire.frames import Outbound, has_close_frame
+from ..wire.websocket.frames import Outbound, has_close_frame
 
 __all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport", "has_close_frame"]
 

@@ -3,7 +3,7 @@
 A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``), once: an admitted
 WebSocket upgrade is answered from it (:func:`switching_protocols`), and the bytes
 read past the head are the client's first frames. Reading from a connection is
-:mod:`takhin_ws.net.httpio`; answering is :func:`response_bytes`.
+:mod:`takhin_ws.net.http.exchange`; answering is :func:`response_bytes`.
 """
 
 from __future__ import annotations

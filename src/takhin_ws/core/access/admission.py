@@ -8,7 +8,7 @@ in flight below the limit), and its connect parameters (``channels``, ``since``,
 ``epoch``, ``format``) are valid and within the token's claim (403 otherwise; a token
 client that names no channels gets the default ones its claim allows); it also
 settles the client's wire variant (format, and permessage-deflate when offered, see
-:mod:`~takhin_ws.wire.deflate`). A refusal is an
+:mod:`~takhin_ws.wire.websocket.deflate`). A refusal is an
 :class:`~takhin_ws.wire.http.HttpError` with the status and message the client is answered
 with. Keys are compared in constant time.
 
@@ -28,9 +28,9 @@ import attrs
 
 from ...config.options import FORMATS
 from ...wire.channels import EVENT_STREAMS, STREAMS, parse_channel, parse_offset
-from ...wire.deflate import Deflate, negotiate
-from ...wire.frames import PLAIN, Variant
 from ...wire.http import HttpError, Request
+from ...wire.websocket.deflate import Deflate, negotiate
+from ...wire.websocket.frames import PLAIN, Variant
 from ..views import is_view
 from .auth import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
 from .tokens import token_verifier

@@ -16,8 +16,8 @@ from typing import Final
 import orjson
 from attrs import evolve
 
-from ...wire.frames import Outbound, Variant
 from ...wire.messages import History
+from ...wire.websocket.frames import Outbound, Variant
 from ..views import JSON, MetricsViews, dumps
 from .permissions import Permissions
 

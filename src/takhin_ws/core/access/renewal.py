@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from typing import Literal, Protocol
 
 from ...wire.auth import CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED, Refresh, Refreshed, TokenExpiring
-from ...wire.frames import Outbound
 from ...wire.messages import Error, Payload
+from ...wire.websocket.frames import Outbound
 from ..hub import Client, Hub
 from ..replies import Close, Reply
 from .auth import Auth, Authenticator

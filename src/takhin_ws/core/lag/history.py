@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ...wire.channels import parse_channel
-from ...wire.frames import Outbound
 from ...wire.messages import Error, History, Payload
+from ...wire.websocket.frames import Outbound
 from ..access.permissions import refused
 from ..hub import Client, Hub
 from ..replies import Reply

@@ -21,8 +21,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
-from ...wire.frames import Outbound
 from ...wire.messages import History, LagPoint
+from ...wire.websocket.frames import Outbound
 
 __all__ = ["GroupLagSeries"]
 

@@ -1,5 +1,5 @@
 """One HTTP exchange on a connection: reading the request (head, then body) and writing
-the answer; the I/O half of ``wire/http`` and ``net/routes``."""
+the answer; the I/O half of ``wire/http`` and ``net/http/routes``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Final
 import h11
 import trio
 
-from ..wire.chunked import ChunkedBody
-from ..wire.http import (
+from ...wire.chunked import ChunkedBody
+from ...wire.http import (
     MAX_HEAD_BYTES,
     HttpError,
     Request,

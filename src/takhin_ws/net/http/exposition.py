@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..core.hub import HubStatistics
-from ..ingest.producer import MetricsStatistics
+from ...core.hub import HubStatistics
+from ...ingest.producer import MetricsStatistics
 
 __all__ = ["ServerStatistics", "render_metrics"]
 

@@ -14,9 +14,9 @@ from typing import Final
 import attrs
 from attrs import frozen
 
-from ..ingest.producer import MetricsStatistics
-from ..sources.prometheus.scrape import mask_credentials
-from ..wire.converter import camel
+from ...ingest.producer import MetricsStatistics
+from ...sources.prometheus.scrape import mask_credentials
+from ...wire.converter import camel
 
 __all__ = ["MAX_ERROR_LENGTH", "MetricsStatus", "metrics_status", "public_error"]
 

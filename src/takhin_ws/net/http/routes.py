@@ -5,7 +5,7 @@ snapshot and ``POST /api/events``, as answers without I/O.
 or raises :class:`~takhin_ws.wire.http.HttpError`; a publish is checked first
 (:meth:`Routes.check_publish`), its body read by the caller, then published
 (:meth:`Routes.publish`). The standalone server writes answers to its sockets
-(``net/httpio``), the ASGI app sends them as ASGI messages (``takhin_ws.asgi``): the
+(``net/http/exchange``), the ASGI app sends them as ASGI messages (``takhin_ws.asgi``): the
 same routes on both doors. Routes see the server only through :class:`ServerView`.
 """
 
@@ -18,21 +18,21 @@ from typing import TYPE_CHECKING, Final, Protocol
 import attrs
 import orjson
 
-from ..core.access.admission import Admission, bearer
-from ..core.access.auth import key_matches, www_authenticate
-from ..core.access.permissions import Permissions
-from ..core.access.tokens import looks_like_token
-from ..ingest.bus import BusUnavailableError
-from ..ingest.idempotency import Done, IdempotencyKeys, check_key
-from ..ingest.ingress import EventIngress, decode_events
-from ..wire.http import HttpError, Request, error_code, json_error
-from ..wire.messages import Payload, channel_of
+from ...core.access.admission import Admission, bearer
+from ...core.access.auth import key_matches, www_authenticate
+from ...core.access.permissions import Permissions
+from ...core.access.tokens import looks_like_token
+from ...ingest.bus import BusUnavailableError
+from ...ingest.idempotency import Done, IdempotencyKeys, check_key
+from ...ingest.ingress import EventIngress, decode_events
+from ...wire.http import HttpError, Request, error_code, json_error
+from ...wire.messages import Payload, channel_of
 from .dashboard import dashboard_page
 from .exposition import ServerStatistics, render_metrics
 from .status import MetricsStatus
 
 if TYPE_CHECKING:
-    from ..config.settings import Settings
+    from ...config.settings import Settings
 
 __all__ = [
     "EVENTS_PATH",

@@ -3,8 +3,8 @@
 Opcodes and header bits, how a header declares its length (and the fewest-bytes rule),
 unmasking, rebuilding a frame as a masked client frame, the close codes and which of
 them a peer may send, and :class:`ProtocolViolation`, the error a broken rule raises
-with the close code to answer it with. :class:`~takhin_ws.wire.inbound.InboundFilter`
-reads a client's stream with them; server frames are :mod:`takhin_ws.wire.frames`'.
+with the close code to answer it with. :class:`~takhin_ws.wire.websocket.inbound.InboundFilter`
+reads a client's stream with them; server frames are :mod:`takhin_ws.wire.websocket.frames`'.
 """
 
 from __future__ import annotations

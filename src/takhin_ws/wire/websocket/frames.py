@@ -16,7 +16,7 @@ from typing import Final
 import attrs
 from attrs import frozen
 
-from .channels import STATE_STREAMS
+from ..channels import STATE_STREAMS
 from .deflate import deflate
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -446,29 +445,6 @@ def test_replay_ttl_expiry() -> None:
     clock.now = 17.0
     fourth = hub.publish_event(topic("a"))
     assert hub.replay("topics", 3, None) == [fourth]
-
-
-def test_a_retained_event_costs_its_frame_and_a_few_objects() -> None:
-    """tracemalloc: the history ring holds each event's frame (one right-sized copy of
-    its JSON) and its Outbound, offset and route; nothing of the encoder's buffer, no
-    per-event timestamp without a TTL."""
-    count = 2000
-    hub = Hub(history_size=count)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        items = [hub.publish_event(topic(f"retained-{n:07d}")) for n in range(count)]
-        per_event = (tracemalloc.get_traced_memory()[0] - before) / count
-    finally:
-        tracemalloc.stop()
-    size = sum(len(item.payload) for item in items) / count
-    # Outbound ~64, offset ~32, route (the narrow channel's name) ~70, ring slot 8
-    assert per_event < size + RETAINED_OVERHEAD
-    assert hub.replay("topics", 0, hub.epoch) == items
-
-
-#: Bytes a retained event costs beyond its JSON (see the test above).
-RETAINED_OVERHEAD = 300
 
 
 # --- statistics ---

@@ -75,7 +75,7 @@ class Hub:
         self._views = MetricsViews()
         self._subs = Subscriptions(self._views.forget)  # (decoded: kept for the tick)
         self._streams = {
-            s: StreamHistory(1 if s == "metrics" else history_size, history_ttl, clock)
+            s: StreamHistory(s, 1 if s == "metrics" else history_size, history_ttl, clock)
             for s in STREAMS
         }
         self._filtered = FilteredMetrics(self._views)

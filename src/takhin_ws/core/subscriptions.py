@@ -66,8 +66,13 @@ class Subscriptions:
     def groups(self, channel: str) -> tuple[Group, ...]:
         groups = self._groups.get(channel)
         if groups is None:
+            members = self.members.get(channel)
+            if members is None:
+                # nobody: nothing cached (a publish on each of a million topics
+                # nobody follows must not leave a million entries behind)
+                return ()
             by_key: dict[tuple[Variant, Permissions | None], list[Client]] = {}
-            for client in self.members.get(channel, {}).values():
+            for client in members.values():
                 by_key.setdefault((client.variant, client.permissions), []).append(client)
             groups = tuple((v, p, tuple(clients)) for (v, p), clients in by_key.items())
             self._groups[channel] = groups

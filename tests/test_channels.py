@@ -6,7 +6,13 @@ import orjson
 import pytest
 
 from takhin_ws._exceptions import RemoteProtocolError
-from takhin_ws.wire.channels import parse_channel, stream_of
+from takhin_ws.wire.channels import (
+    MAX_OFFSET,
+    MAX_OFFSET_DIGITS,
+    parse_channel,
+    parse_offset,
+    stream_of,
+)
 from takhin_ws.wire.codec import decode
 
 
@@ -95,3 +101,33 @@ def test_unknown_channel_error_lists_every_form() -> None:
         "unknown channel 'metric' (expected metrics, topics, groups, topic:<name>, "
         "group:<id>, metrics:lean, metrics:topic:<name> or metrics:group:<id>)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), ("7", 7), ("0042", 42), (str(MAX_OFFSET), MAX_OFFSET), ("0" * 19, 0)],
+)
+def test_an_offset_in_ascii_digits_is_read(text: str, value: int) -> None:
+    assert parse_offset(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "-1",
+        "+1",
+        " 1",
+        "1 ",
+        "12a",
+        "a12",
+        "1_000",
+        "\u0663",  # an Arabic-Indic 3: str.isdigit and int accept it
+        "\u00b3",  # a superscript 3: str.isdigit accepts it
+        str(MAX_OFFSET + 1),  # as many digits as the largest, one more in value
+        "0" * (MAX_OFFSET_DIGITS + 1),  # a small value in too many digits
+    ],
+)
+def test_anything_else_is_not_an_offset(text: str) -> None:
+    with pytest.raises(ValueError, match=rf"^an offset is 0 to {MAX_OFFSET} in ASCII digits$"):
+        parse_offset(text)

@@ -28,7 +28,17 @@ SANS_IO_EXTRA: Final = frozenset(
         "lowlevel",
         "protocol",
         "cluster.scripts",
+        "ingest.idempotency",
         "sources.promql",
+        "sources.kafka.model",
+        "sources.kafka.pipe",
+        "sources.kafka.recovery",
+        "sources.prometheus.scan",
+        "sources.prometheus.series",
+        "sources.prometheus.snapshot",
+        "sources.prometheus.window",
+        "sources.synthetic.habits",
+        "sources.synthetic.snapshot",
     }
 )
 #: Third-party and standard modules that mean I/O (sockets, event loops, threads).
@@ -64,7 +74,9 @@ def sans_io() -> frozenset[str]:
 
 
 #: The layers, lowest first: a module imports only from its own group or a lower rank.
-#: The command line sits above the server it runs, so it ranks apart from config.
+#: The command line sits above the server it runs, so it ranks apart from config. A
+#: subpackage ranks with its package (``core.access`` is ``core``); between sibling
+#: subpackages, :data:`SIBLINGS` rules.
 RANK: Final = {
     "_exceptions": 0,
     "config": 1,
@@ -80,6 +92,19 @@ RANK: Final = {
     "cli": 7,
     "__main__": 8,
 }
+
+
+#: Sibling subpackages that may import each other (importer, imported): otherwise a
+#: subpackage uses its own modules, its parent package's and lower layers only, so
+#: each source, say, stands on its own.
+SIBLINGS: Final = frozenset(
+    {
+        # a kafka source merges the broker's exposition (--prometheus-url)
+        ("sources.kafka", "sources.prometheus"),
+        # a group's history answer asks whether the connection may read that group
+        ("core.lag", "core.access"),
+    }
+)
 
 
 def group(name: str) -> str:
@@ -282,3 +307,50 @@ def test_the_sans_io_packages_are_checked_whole() -> None:
     names = sans_io()
     assert {"core.hub", "wire.websocket.frames", "config.settings"} <= names
     assert "config.cli" not in names
+
+
+def subpackage(name: str) -> str:
+    """The innermost subpackage holding module *name* (``sources.kafka`` for
+    ``sources.kafka.worker``), or ``""`` for a module of a top-level package."""
+    parts = name.split(".")
+    package = parts if ROOT.joinpath(*parts).is_dir() else parts[:-1]
+    return ".".join(package) if len(package) >= 2 else ""
+
+
+def across(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from one subpackage into a sibling that :data:`SIBLINGS` does not list."""
+    bad = []
+    for name, targets in sorted(edges.items()):
+        a = subpackage(name)
+        for target in sorted(targets):
+            b = subpackage(target)
+            if not a or not b or a == b or group(name) != group(target):
+                continue  # within one subpackage, or to or from a package's own modules
+            if a.startswith(b + ".") or b.startswith(a + "."):
+                continue  # a subpackage and one inside it
+            if (a, b) not in SIBLINGS:
+                bad.append((name, target))
+    return bad
+
+
+def test_sibling_subpackages_import_each_other_only_as_listed() -> None:
+    assert across(graph()) == []
+
+
+def test_every_listed_sibling_import_exists() -> None:
+    """A pair in SIBLINGS that no import needs any more is taken out."""
+    used = {(subpackage(a), subpackage(b)) for a, ts in graph().items() for b in ts}
+    assert used >= SIBLINGS
+
+
+def test_the_sibling_finder_finds_a_sibling_import() -> None:
+    """The check above can fail: one source reaching into another."""
+    edges = {
+        "sources.synthetic.source": {"sources.kafka.errors", "sources.promql"},
+        "sources.kafka.source": {"sources.prometheus.source", "core.hub"},
+        "sources": {"sources.kafka.source"},
+    }
+    assert across(edges) == [("sources.synthetic.source", "sources.kafka.errors")]
+    assert subpackage("sources.kafka.worker") == "sources.kafka"
+    assert subpackage("sources.kafka") == "sources.kafka"
+    assert subpackage("core.hub") == ""

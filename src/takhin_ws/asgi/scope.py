@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from ..wire.http import Request, head_parser
+from ..wire.http import Request
 
 __all__ = [
     "Message",
@@ -64,7 +64,7 @@ def request_of(scope: Scope) -> Request:
         query=parse_qs(query, keep_blank_values=True),
         headers=headers,
         raw=b"",
-        conn=head_parser(),
+        conn=None,
         http_version=scope.get("http_version", "1.1"),
     )
 

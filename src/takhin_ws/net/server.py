@@ -314,7 +314,7 @@ class Server:
         inbound = InboundFilter(
             max_message_size=settings.max_message_size, deflate=upgrade.deflate is not None
         )
-        first = bytes(request.conn.trailing_data[0])  # the client's first frames, if any
+        first = request.rest  # the client's first frames, if any
         series = None if self.producer is None else self.producer.series
         auth = upgrade.auth
         authenticator = self._admission.authenticator

@@ -1,6 +1,7 @@
 """Plain HTTP on the WebSocket port, without I/O: requests, refusals, responses (sans-IO).
 
-A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``), once: an admitted
+A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``), once (the common
+upgrade head by httptools instead: :mod:`takhin_ws.wire.fasthead`): an admitted
 WebSocket upgrade is answered from it (:func:`switching_protocols`), and the bytes
 read past the head are the client's first frames. Reading from a connection is
 :mod:`takhin_ws.net.http.exchange`; answering is :func:`response_bytes`.
@@ -22,11 +23,13 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "HttpError",
     "Request",
+    "body_parser",
     "check_declared_length",
     "error_code",
     "head_error",
     "head_parser",
     "json_error",
+    "make_request",
     "request_of",
     "response_bytes",
     "switching_protocols",
@@ -65,8 +68,18 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     raw: bytes  # every byte read from the socket so far (head and any body bytes)
-    conn: h11.Connection
+    #: the h11 parser that read the head, to read a body with (``None``: the head was
+    #: parsed by ``wire/fasthead``; :func:`body_parser` makes one when needed)
+    conn: h11.Connection | None
     http_version: str = "1.1"
+    #: bytes of the head in ``raw``; what follows it arrived with it (a body's start,
+    #: an upgraded client's first frames)
+    head_size: int = 0
+
+    @property
+    def rest(self) -> bytes:
+        """The bytes read past the head."""
+        return self.raw[self.head_size :]
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -96,25 +109,60 @@ def head_error(exc: h11.RemoteProtocolError, received: int) -> HttpError:
 def request_of(event: h11.Request, raw: bytes, conn: h11.Connection) -> Request:
     """The :class:`Request` of a parsed head; raise 431 when it arrived whole but too
     large (h11 bounds only a head still incomplete)."""
-    if len(raw) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+    head_size = len(raw) - len(conn.trailing_data[0])
+    if head_size > MAX_HEAD_BYTES:
         raise HttpError(431, "request head too large")
     headers: dict[str, str] = {}
     for name, value in event.headers:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    target = event.target.decode("latin-1")
+    return make_request(
+        event.method.decode("ascii", "replace"),
+        event.target.decode("latin-1"),
+        headers,
+        raw,
+        conn,
+        event.http_version.decode("ascii", "replace"),
+        head_size,
+    )
+
+
+def make_request(
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    raw: bytes,
+    conn: h11.Connection | None,
+    http_version: str,
+    head_size: int,
+) -> Request:
+    """A :class:`Request` with its target split into path and query (one place for
+    both parsers)."""
     parts = urlsplit(target)
     return Request(
-        method=event.method.decode("ascii", "replace"),
+        method=method,
         target=target,
         path=parts.path,
         query=parse_qs(parts.query, keep_blank_values=True),
         headers=headers,
         raw=raw,
         conn=conn,
-        http_version=event.http_version.decode("ascii", "replace"),
+        http_version=http_version,
+        head_size=head_size,
     )
+
+
+def body_parser(request: Request) -> h11.Connection:
+    """The h11 parser to read *request*'s body with: the one that read its head, or
+    (a head parsed by ``wire/fasthead``) a fresh one given the bytes read so far."""
+    if request.conn is not None:
+        return request.conn
+    conn = head_parser()
+    conn.receive_data(request.raw)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request), "the head parsed before"
+    return conn
 
 
 def check_declared_length(request: Request, limit: int) -> None:

@@ -151,9 +151,15 @@ class Admission:
                 min_size=self.settings.compress_min_size if deflate is not None else 0,
             )
         )
-        head_size = len(request.raw) - len(request.conn.trailing_data[0])
         return Upgrade(
-            channels, since, epoch, choose_subprotocol(offered), variant, deflate, head_size, auth
+            channels,
+            since,
+            epoch,
+            choose_subprotocol(offered),
+            variant,
+            deflate,
+            request.head_size,
+            auth,
         )
 
     @property

@@ -10,10 +10,12 @@ import h11
 import trio
 
 from ...wire.chunked import ChunkedBody
+from ...wire.fasthead import parse_upgrade_head
 from ...wire.http import (
     MAX_HEAD_BYTES,
     HttpError,
     Request,
+    body_parser,
     check_declared_length,
     head_error,
     head_parser,
@@ -32,23 +34,34 @@ BODY_READ_BYTES: Final = 64 * 1024
 
 class HeadReader:
     """One request head as its bytes arrive: :meth:`feed` what was read (a head that
-    is already there whole is parsed without waiting), :meth:`read` the rest."""
+    is already there whole is parsed without waiting), :meth:`read` the rest. A
+    common upgrade head that arrives whole in the first read is parsed by
+    :func:`~takhin_ws.wire.fasthead.parse_upgrade_head`, everything else by h11."""
 
     __slots__ = ("_conn", "_raw")
 
     def __init__(self) -> None:
-        self._conn = head_parser()
+        self._conn: h11.Connection | None = None  # made once the fast path declines
         self._raw = bytearray()
 
     def feed(self, data: bytes) -> Request | None:
         """Take *data*; the request once its head is whole, else ``None``. Raises
         :class:`HttpError` (400/431) on a bad head."""
+        if self._conn is None and not self._raw:
+            request = parse_upgrade_head(data)
+            if request is not None:
+                return request
         self._raw += data
-        self._conn.receive_data(data)
+        self._parser().receive_data(data)
         return self._next()
 
+    def _parser(self) -> h11.Connection:
+        if self._conn is None:
+            self._conn = head_parser()
+        return self._conn
+
     def _next(self) -> Request | None:
-        conn = self._conn
+        conn = self._parser()
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -82,10 +95,10 @@ async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int
     decoded by :class:`~takhin_ws.wire.chunked.ChunkedBody` (linear in its bytes,
     whatever its chunk sizes), one with a length by h11."""
     check_declared_length(request, limit)
-    conn = request.conn
+    conn = body_parser(request)
     if "chunked" in (request.header("transfer-encoding") or "").lower():
         chunked = ChunkedBody(limit)
-        arrived = bytes(conn.trailing_data[0])  # what came with the head
+        arrived = request.rest  # what came with the head
         while not chunked.feed(arrived):
             arrived = bytes(await stream.receive_some(BODY_READ_BYTES))
             if not arrived:

@@ -2,8 +2,9 @@
 
 The collector (``sources/kafka/collector.py``) runs here in the test's own thread;
 errors the broker would give only under a restart or a leader move are put in front of
-its real answers: one partition's ListOffsets answer replaced by ``NOT_LEADER``, a
-group left out of the listing, a metadata request that fails.
+its real answers: one partition's ListOffsets answer replaced by ``NOT_LEADER`` (in the
+answer read over the protocol directly, then in librdkafka's, which the source asks
+next), a group left out of the listing, a metadata request that fails.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka.client import DESCRIBE_ROUNDS
 from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.listoffsets import LATEST, Address, Found
 from takhin_ws.sources.kafka.requests import Batch
 from takhin_ws.sources.kafka.source import KafkaSourceError
 
@@ -28,16 +30,33 @@ pytestmark = pytest.mark.slow
 
 #: A tick's time in these tests: generous, the broker is shared and the machine loaded.
 TIMEOUT = 10.0
+#: The partition error a leader that moved answers.
+NOT_LEADER_OR_FOLLOWER = 6
 
 
 def break_partition(
     monkeypatch: pytest.MonkeyPatch, collector: KafkaCollector, topic: str, times: float
 ) -> list[int]:
     """Partition 0 of *topic* answers NOT_LEADER to its first *times* end-offset
-    askings; returns the list of askings made (one item per asking)."""
+    askings through librdkafka (and to every asking over the protocol directly,
+    which sends it to librdkafka); returns the list of librdkafka askings made (one
+    item per asking)."""
     original: Callable[[list[Any], float], list[Batch]] = collector.admin._request_offsets
     target = ("end", (topic, 0))
     asked: list[int] = []
+    direct = collector.admin.direct
+    assert direct is not None
+    read = direct.read
+
+    def moved(
+        by_broker: dict[Address, dict[str, list[int]]], timestamp: int, deadline: float
+    ) -> tuple[Found, Found, dict[Address, str]]:
+        found, errors, failed = read(by_broker, timestamp, deadline)
+        if timestamp == LATEST and found.pop(target[1], None) is not None:
+            errors[target[1]] = NOT_LEADER_OR_FOLLOWER
+        return found, errors, failed
+
+    monkeypatch.setattr(direct, "read", moved)
 
     def broken(unpack: Callable[[Any], Iterable[tuple[Any, Any]]]) -> Callable[[Any], Any]:
         def answers(result: Any) -> Iterator[tuple[Any, Any]]:
@@ -192,23 +211,30 @@ def test_k_failed_ticks_make_a_new_client_and_the_next_tick_is_fresh(
     assert "injected" in warning.getMessage()  # the cause of now, not of the outage start
 
 
-def test_both_list_offsets_paths_give_the_same_offsets(kafka: KafkaBroker) -> None:
-    """The per-call ListOffsets (one future a call) and the public one (a future a
-    partition), which the source falls back to if the first is not there."""
+def test_every_list_offsets_path_gives_the_same_offsets(kafka: KafkaBroker) -> None:
+    """ListOffsets over the protocol directly, librdkafka's per-call ListOffsets (one
+    future a call: what the source asks when the first cannot be used) and its public
+    one (a future a partition), which the source falls back to if the second is not
+    there."""
     name = unique("paths")
     create_topic(kafka.bootstrap, name, 3)
     produce(kafka.bootstrap, name, {0: 2, 1: 3, 2: 4})
     collector = KafkaCollector(kafka.bootstrap)
+    snapshots = []
     try:
-        per_call = collector.collect(TIMEOUT)
-        collector.admin._per_call = False
-        collector.admin._starts_read = float("-inf")  # start offsets read again too
-        public = collector.collect(TIMEOUT)
+        snapshots.append(collector.collect(TIMEOUT))
+        assert collector.admin.direct is not None
+        collector.admin.direct.close()
+        collector.admin.direct = None
+        for per_call in (True, False):
+            collector.admin._per_call = per_call
+            collector.admin._starts_read = float("-inf")  # start offsets read again too
+            snapshots.append(collector.collect(TIMEOUT))
     finally:
         collector.close()
-    assert topic_messages(per_call, name) == topic_messages(public, name) == 9
-    stats = {t.name: t.total_messages for t in per_call.metrics.topic_stats}
-    assert stats == {t.name: t.total_messages for t in public.metrics.topic_stats}
+    assert [topic_messages(s, name) for s in snapshots] == [9, 9, 9]
+    direct, *others = [{t.name: t.total_messages for t in s.metrics.topic_stats} for s in snapshots]
+    assert all(stats == direct for stats in others)
 
 
 def test_an_unchanged_group_is_described_once_in_describe_rounds_ticks(

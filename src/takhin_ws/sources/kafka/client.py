@@ -2,9 +2,10 @@
 the requests of one tick, each bounded by a deadline.
 
 :class:`KafkaAdmin` owns the client (librdkafka). Its calls batch what Kafka lets them
-batch: one metadata request, one ListOffsets per offset kind for every partition, one
-group listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed
-offsets of every group requested at once. An answer is whole or the call fails:
+batch: one metadata request, the offsets of every partition (:mod:`.offsets`: over the
+protocol itself where it can, else one librdkafka ListOffsets a kind), one group
+listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed offsets
+of every group requested at once. An answer is whole or the call fails:
 
 - a partition or group that went away (a topic deleted mid-tick) is left out;
 - a partition or group that answers with any other error (no leader yet, a coordinator
@@ -20,31 +21,22 @@ request and what librdkafka reported, secrets masked; an incompatible broker sai
 
 from __future__ import annotations
 
-import concurrent.futures
-import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaException,
-    TopicPartition,
 )
-
-# confluent_kafka.admin exports OffsetSpec without re-exporting it for type checkers
-from confluent_kafka.admin._listoffsets import OffsetSpec
-
-# the lower-level call AdminClient.list_offsets makes (one future per call)
-from confluent_kafka.cimpl import _AdminClientImpl
 
 from ...core.snapshot import GroupInfo
 from ...wire.messages import GroupState
 from .errors import GONE, KafkaSourceError, is_secret, mask_config
-from .model import Offsets
-from .requests import RETRY_PAUSE, AdminRequests, Batch, Key, logger, one
+from .offsets import OffsetRequests
+from .requests import RETRY_PAUSE, Batch, Key, logger, one
 
 __all__ = [
     "DESCRIBE_BATCH",
@@ -59,10 +51,6 @@ __all__ = [
 DESCRIBE_BATCH: Final = 100
 #: Ticks over which every unchanged group is described once (one in this many each tick).
 DESCRIBE_ROUNDS: Final = 5
-#: Partitions per ListOffsets call.
-LIST_OFFSETS_BATCH: Final = 500
-#: Seconds a log start offset is reused before it is read again.
-START_OFFSETS_REFRESH: Final = 30.0
 _STATES: Final[Mapping[ConsumerGroupState, GroupState]] = {
     ConsumerGroupState.STABLE: "Stable",
     ConsumerGroupState.EMPTY: "Empty",
@@ -70,13 +58,6 @@ _STATES: Final[Mapping[ConsumerGroupState, GroupState]] = {
     ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
     ConsumerGroupState.DEAD: "Dead",
 }
-
-_OFFSET_SPECS: Final[Mapping[str, OffsetSpec]] = {
-    "end": OffsetSpec.latest(),  # type: ignore[no-untyped-call]
-    "start": OffsetSpec.earliest(),  # type: ignore[no-untyped-call]
-}
-#: The same, as the offset of a partition handed to the lower-level call.
-_SPECS: Final[Mapping[str, int]] = {kind: int(spec._value) for kind, spec in _OFFSET_SPECS.items()}
 
 #: Committed offsets of one group's partitions, by topic.
 Committed = dict[str, dict[int, int]]
@@ -91,17 +72,11 @@ def _state(state: object) -> GroupState:
     return "PreparingRebalance"
 
 
-def _by_partition(kind: str, result: Mapping[TopicPartition, Any]) -> Iterator[tuple[Key, Any]]:
-    """The answers of a per-call ListOffsets, by key."""
-    for tp, answer in result.items():
-        yield (kind, (tp.topic, tp.partition)), answer
-
-
 def _since(began: float) -> str:
     return f"{(time.monotonic() - began) * 1000:.0f} ms"
 
 
-class KafkaAdmin(AdminRequests):
+class KafkaAdmin(OffsetRequests):
     """The requests of one tick (see the module docstring) on one ``AdminClient`` for
     *bootstrap* with the client properties *config*; every method blocks (up to its
     *deadline*, a :func:`time.monotonic` time)."""
@@ -111,11 +86,6 @@ class KafkaAdmin(AdminRequests):
     ) -> None:
         super().__init__(bootstrap, config)
         self.describe_batch = describe_batch
-        #: Remembered log start offsets, by (topic, partition), and when read.
-        self._starts: dict[tuple[str, int], int] = {}
-        self._starts_read = -math.inf
-        #: Whether ListOffsets goes through the lower-level call (one future per call).
-        self._per_call = True
         #: Which turn of the unchanged groups is described this tick.
         self._round = 0
 
@@ -150,91 +120,8 @@ class KafkaAdmin(AdminRequests):
             if not topic.partitions:
                 raise self._failure(f"metadata of topic {name}", topic.error or "no partitions")
             out[name] = sorted(topic.partitions)
+        self.learn_leaders(metadata, out)
         return out
-
-    def offsets(
-        self, partitions: Mapping[str, list[int]], deadline: float
-    ) -> dict[str, dict[int, Offsets]]:
-        """(start, end) offsets of every partition; a topic deleted since the
-        metadata came back is absent.
-
-        End offsets are read every tick; start offsets (they move only when retention
-        deletes a segment) every :data:`START_OFFSETS_REFRESH` seconds, and at once for
-        a partition not seen before. A partition whose end is below its remembered
-        start was deleted and made again: it starts at 0 and is read afresh next tick.
-        """
-        began = time.monotonic()
-        wanted = [(t, p) for t, ids in partitions.items() for p in ids]
-        if not wanted:
-            return {}
-        refresh = began - self._starts_read >= START_OFFSETS_REFRESH
-        unknown = wanted if refresh else [tp for tp in wanted if tp not in self._starts]
-        self._serve()
-        keys = [("end", tp) for tp in wanted] + [("start", tp) for tp in unknown]
-        answers = self.ask(keys, self._request_offsets, deadline, "offsets request")
-        if refresh:
-            self._starts = {}
-            self._starts_read = began
-        out: dict[str, dict[int, Offsets]] = {}
-        for tp in wanted:
-            end, start = answers[("end", tp)], answers.get(("start", tp), 0)
-            if end is None or start is None:  # deleted since the metadata
-                self._starts.pop(tp, None)
-                continue
-            if ("start", tp) in answers:
-                self._starts[tp] = int(start.offset)
-            first = self._starts.get(tp, 0)
-            if int(end.offset) < first:  # a new partition under an old name
-                first = 0
-                del self._starts[tp]
-            out.setdefault(tp[0], {})[tp[1]] = (first, int(end.offset))
-        if len(self._starts) > len(wanted):  # forget deleted partitions
-            self._starts = {tp: self._starts[tp] for tp in wanted if tp in self._starts}
-        logger.debug(
-            "kafka %s: offsets of %d partitions (%d start offsets) in %s",
-            self.bootstrap,
-            len(wanted),
-            len(unknown),
-            _since(began),
-        )
-        return out
-
-    def _request_offsets(self, keys: list[Key], timeout: float) -> list[Batch]:
-        """ListOffsets for *keys*, in requests of :data:`LIST_OFFSETS_BATCH` partitions
-        (librdkafka's cost grows faster than linearly with the partitions of one call)."""
-        batches: list[Batch] = []
-        for kind in ("end", "start"):
-            wanted = [tp for k, tp in keys if k == kind]
-            for start in range(0, len(wanted), LIST_OFFSETS_BATCH):
-                batches.extend(
-                    self._list_offsets(kind, wanted[start : start + LIST_OFFSETS_BATCH], timeout)
-                )
-        return batches
-
-    def _list_offsets(
-        self, kind: str, partitions: list[tuple[str, int]], timeout: float
-    ) -> list[Batch]:
-        """One ListOffsets call: with one future for the whole call (confluent-kafka's
-        own lower-level call, 5x less CPU than a future per partition), or with the
-        public API if that call is not there as expected."""
-        spec = _SPECS[kind]
-        if self._per_call:
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            future.set_running_or_notify_cancel()
-            asked = [TopicPartition(topic, partition, spec) for topic, partition in partitions]
-            try:
-                _AdminClientImpl.list_offsets(self._client, asked, future, request_timeout=timeout)
-            except (AttributeError, TypeError) as exc:  # another confluent-kafka
-                logger.debug("kafka %s: per-call ListOffsets unavailable (%s)", self.bootstrap, exc)
-                self._per_call = False
-            else:
-                keys = [(kind, tp) for tp in partitions]
-                return [(future, keys, lambda result: _by_partition(kind, result))]
-        answer = self._client.list_offsets(
-            {TopicPartition(t, p): _OFFSET_SPECS[kind] for t, p in partitions},
-            request_timeout=timeout,
-        )
-        return [one((kind, (tp.topic, tp.partition)), future) for tp, future in answer.items()]
 
     def groups(
         self, deadline: float, known: Mapping[str, GroupInfo] = MappingProxyType({})

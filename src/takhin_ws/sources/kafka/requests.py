@@ -129,6 +129,19 @@ class AdminRequests:
         finally:
             self._polling.release()
 
+    def _settle(self) -> None:
+        """Serve what the client has queued so far, after any other thread's serving
+        (waited for up to :data:`_CAUSE_WAIT` s): what decides between a broker that is
+        down and one that is incompatible (the handshakes counted) must include the
+        lines another thread was serving at that moment."""
+        if not self._polling.acquire(timeout=_CAUSE_WAIT):
+            return
+        try:
+            if self._admin is not None:
+                self._admin.poll(0)
+        finally:
+            self._polling.release()
+
     def _remaining(self, deadline: float) -> float:
         return max(deadline - time.monotonic(), _MIN_REQUEST_TIMEOUT)
 
@@ -243,14 +256,17 @@ class AdminRequests:
         """Whether the cluster never answered this client and the handshakes seen do
         not say yet whether it is incompatible (fewer than needed): asking again, within
         the deadline, tells a broker that is down from one that breaks off."""
-        self._serve()
-        return not self._answered and self._log.handshake_failures < HANDSHAKE_FAILURES
+        if self._answered:
+            return False
+        self._settle()
+        return self._log.handshake_failures < HANDSHAKE_FAILURES
 
     def _error(self, text: str, error: KafkaError | None) -> KafkaSourceError:
         """``kafka BOOTSTRAP: text``, secrets masked; an incompatible broker says so
         first (a request it lacks, or handshakes it broke off while it never answered)."""
         reason = incompatibility(error)
         if reason is None and not self._answered:
+            self._settle()
             reason = self._log.handshake()
         if reason is not None:
             return KafkaIncompatibleError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 
 import orjson
@@ -21,6 +22,7 @@ from takhin_ws.wire.websocket.frames import (
     bare_payload,
     close_frame,
     deflated_frame,
+    has_close_frame,
     ping_frame,
     text_frame,
 )
@@ -335,3 +337,66 @@ def test_variant_equality_groups_clients() -> None:
     assert hash(BARE) == hash(Variant(bare=True))
     assert Variant(window_bits=15).uncompressed is PLAIN
     assert Variant(bare=True, window_bits=10).uncompressed is BARE
+
+
+# --- has_close_frame (moved from test_transport: pure) ---
+
+
+def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One unmasked frame (*rsv*: the RSV1-3 bits, 0x40/0x20/0x10)."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes([first, n]) + payload
+    if n < 1 << 16:
+        return bytes([first, 126]) + struct.pack("!H", n) + payload
+    return bytes([first, 127]) + struct.pack("!Q", n) + payload
+
+
+CLOSE = ws_frame(0x8, b"\x03\xe8")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(CLOSE, id="close"),
+        pytest.param(ws_frame(0x8), id="empty-close"),
+        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x8), id="text-then-empty-close"),
+        pytest.param(ws_frame(0x8, b"x" * 125), id="close-payload-at-the-limit"),
+        pytest.param(ws_frame(0x2, b"\x00" * 126) + CLOSE, id="length-126"),
+        pytest.param(ws_frame(0x1, b"y" * 300) + CLOSE, id="16-bit-length"),
+        pytest.param(ws_frame(0x1, b"z" * 70_000) + CLOSE, id="64-bit-length"),
+        pytest.param(ws_frame(0x1, b"c", rsv=0x40) + CLOSE, id="compressed-data"),
+        pytest.param(ws_frame(0x1, b"a", fin=False) + ws_frame(0x0, b"b") + CLOSE, id="fragments"),
+        pytest.param(ws_frame(0x9, b"p") + CLOSE + ws_frame(0xA, b"q"), id="ping-close-pong"),
+    ],
+)
+def test_has_close_frame_finds_a_close_among_whole_frames(data: bytes) -> None:
+    assert has_close_frame(data)
+    assert has_close_frame(bytearray(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x9), id="no-close"),
+        pytest.param(CLOSE + b"\x81", id="a-stray-byte"),
+        pytest.param(CLOSE[:-1], id="cut-close"),
+        pytest.param(CLOSE + b"\x81\x7e\x01", id="cut-16-bit-length"),
+        pytest.param(CLOSE + b"\x81\x7f" + b"\x00" * 7, id="cut-64-bit-length"),
+        pytest.param(ws_frame(0x1, b"y" * 300)[:-1] + CLOSE, id="cut-long-frame"),
+        pytest.param(b"HTTP/1.1 400 Bad Request\r\n\r\n", id="http"),
+        pytest.param(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00\x03\xe8", id="masked"),
+        pytest.param(ws_frame(0x8, rsv=0x20), id="rsv2"),
+        pytest.param(ws_frame(0x8, rsv=0x10), id="rsv3"),
+        pytest.param(ws_frame(0x8, rsv=0x40), id="compressed-control"),
+        pytest.param(ws_frame(0x8, fin=False), id="fragmented-close"),
+        pytest.param(ws_frame(0x9, fin=False) + CLOSE, id="fragmented-ping"),
+        pytest.param(ws_frame(0x9, b"p", rsv=0x40) + CLOSE, id="compressed-ping"),
+        pytest.param(ws_frame(0x8, b"x" * 126), id="close-payload-over-the-limit"),
+        pytest.param(ws_frame(0x3) + CLOSE, id="reserved-opcode"),
+    ],
+)
+def test_has_close_frame_refuses_anything_else(data: bytes) -> None:
+    assert not has_close_frame(data)

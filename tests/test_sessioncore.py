@@ -9,9 +9,8 @@ import pytest
 
 from conftest import sample_metrics
 from takhin_ws import GroupCreated, Hub, Settings, TopicCreated, TopicDeleted
-from takhin_ws.core.queue import Drop
 from takhin_ws.core.series import Series
-from takhin_ws.core.session import CLOSE_POLICY, Close, Reply, SessionCore, gap_frames
+from takhin_ws.core.session import CLOSE_POLICY, Close, Reply, SessionCore
 from takhin_ws.lowlevel import QueueSubscriber
 from takhin_ws.wire.websocket.frames import BARE, PLAIN
 
@@ -266,28 +265,6 @@ def test_start_resumes_each_stream_it_can(hub: Hub) -> None:
     assert [m["type"] for m in got] == ["welcome", "subscribed", "group_created"]
     assert got[1]["data"]["recovered"] == {"topics": True, "groups": True}
     assert got[1]["data"]["count"] == 2
-
-
-def test_gap_frames_are_one_gap_message_per_drop(hub: Hub) -> None:
-    data = gap_frames(hub, [Drop("topics", 3, 5, 3), Drop("groups", 1, 1, 1)])
-    gaps = [orjson.loads(payload) for payload in frame_payloads(data)]
-    assert [(g["type"], g["data"]) for g in gaps] == [
-        ("gap", {"channel": "topics", "firstOffset": 3, "lastOffset": 5, "count": 3}),
-        ("gap", {"channel": "groups", "firstOffset": 1, "lastOffset": 1, "count": 1}),
-    ]
-    assert gap_frames(hub, []) == b""
-
-
-def frame_payloads(data: bytes) -> list[bytes]:
-    """The payloads of a run of unmasked server frames."""
-    out = []
-    while data:
-        length, start = data[1] & 0x7F, 2
-        if length == 126:
-            length, start = int.from_bytes(data[2:4], "big"), 4
-        out.append(data[start : start + length])
-        data = data[start + length :]
-    return out
 
 
 def test_an_invalid_message_at_the_window_edge_still_counts(hub: Hub) -> None:

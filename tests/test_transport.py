@@ -1,5 +1,7 @@
-"""SocketTransport on a real socket pair: write-through, backlog, write order, closing,
-abort and the write deadline.
+"""SocketTransport on a real socket pair: write-through, the flusher, ``send_all``,
+abort, the write deadline, receiving and lingering. (The outbound policy itself, write
+order, the gap, batching, conflation and the closing state, is tested without a socket
+in test_outbuffer.py.)
 
 The transport's socket is one end of ``socket.socketpair()``; the test reads the other
 end (or does not, to make the kernel buffer fill up) and parses what arrived back into
@@ -13,19 +15,14 @@ import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
-import orjson
 import pytest
 import trio
 import trio.testing
 
 from conftest import wait_until
+from server_frames import frames, payloads
 from takhin_ws.core.queue import Drop
-from takhin_ws.net.transport import (
-    LINGER_TIMEOUT,
-    MAX_BATCH_BYTES,
-    SocketTransport,
-    has_close_frame,
-)
+from takhin_ws.net.transport import LINGER_TIMEOUT, SocketTransport
 from takhin_ws.wire.websocket.frames import Outbound, close_frame, ping_frame, text_frame
 
 BIG = 1024 * 1024  # far more than a socket pair buffers
@@ -94,32 +91,6 @@ async def pair() -> AsyncIterator[Pair]:
 
 def item(payload: bytes, offset: int | None = None) -> Outbound:
     return Outbound.of(payload, "topics" if offset is not None else None, offset)
-
-
-def frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse unmasked frames: (opcode, payload) each; the bytes must end on a frame."""
-    out = []
-    pos = 0
-    while pos < len(data):
-        first, second = data[pos], data[pos + 1]
-        assert first & 0x80, "every frame is final"
-        assert not second & 0x80, "server frames are not masked"
-        length = second & 0x7F
-        pos += 2
-        if length == 126:
-            (length,) = struct.unpack_from("!H", data, pos)
-            pos += 2
-        elif length == 127:
-            (length,) = struct.unpack_from("!Q", data, pos)
-            pos += 8
-        out.append((first & 0x0F, data[pos : pos + length]))
-        pos += length
-    assert pos == len(data), "the stream ended inside a frame"
-    return out
-
-
-def payloads(data: bytes) -> list[bytes]:
-    return [payload for _, payload in frames(data)]
 
 
 def total(chunks: Sequence[bytes]) -> int:
@@ -206,119 +177,7 @@ async def test_control_goes_before_queued_data_but_never_inside_a_frame(pair: Pa
     assert written_at_return[0] >= len(big.frame) + len(ping) + len(pong)
 
 
-async def test_a_control_chunk_waits_only_for_data_already_in_flight() -> None:
-    """The flusher takes queued data in batches (at most MAX_BATCH_BYTES each); a control
-    chunk goes out right after what has been taken, at a frame boundary, ahead of the
-    rest of the queue."""
-    async with open_pair(queue_size=1000) as p:
-        t = p.transport
-        first = item(b"F" * BIG)
-        t.offer(first)
-        queued = [item(b"%04d" % i + b"x" * 1000) for i in range(600)]
-        for it in queued:
-            t.offer(it)
-        assert total([it.frame for it in queued]) > 4 * MAX_BATCH_BYTES
-        received = bytearray()
-        # let the flusher get into the queue
-        with trio.fail_after(10):
-            while len(t.queue) == len(queued):
-                received += await p.tpeer.recv(256 * 1024)
-        taken = len(queued) - len(t.queue)
-        assert taken < len(queued)
-        t.send_control_nowait(ping_frame(b"now"))
-        size = len(first.frame) + len(ping_frame(b"now")) + total([it.frame for it in queued])
-        with trio.fail_after(10):
-            while len(received) < size:
-                received += await p.tpeer.recv(256 * 1024)
-        got = frames(bytes(received))
-        assert got.index((0x9, b"now")) == 1 + taken
-        data = [payload for op, payload in got if op == 0x1]
-        assert data == [first.payload, *(it.payload for it in queued)]
-
-
-async def test_overflow_drops_the_oldest_and_writes_a_gap_first() -> None:
-    calls: list[list[Drop]] = []
-
-    def gap_frames(drops: Sequence[Drop]) -> bytes:
-        calls.append(list(drops))
-        return b"".join(
-            text_frame(orjson.dumps({"gap": [d.first_offset, d.last_offset, d.count]}))
-            for d in drops
-        )
-
-    async with open_pair(queue_size=4, gap_frames=gap_frames) as p:
-        t = p.transport
-        big = item(b"B" * BIG, offset=1)
-        t.offer(big)
-        for offset in range(2, 12):
-            t.offer(item(b"m%d" % offset, offset))
-        assert len(t.queue) == 4
-        control = ping_frame(b"never dropped")
-        t.send_control_nowait(control)
-
-        gap = text_frame(b'{"gap":[2,7,6]}')
-        rest = [item(b"m%d" % offset, offset).frame for offset in range(8, 12)]
-        data = await p.read(len(big.frame) + len(control) + len(gap) + total(rest))
-        assert payloads(data) == [
-            big.payload,
-            b"never dropped",
-            b'{"gap":[2,7,6]}',
-            b"m8",
-            b"m9",
-            b"m10",
-            b"m11",
-        ]
-        assert calls == [[Drop("topics", 2, 7, 6)]]
-
-
-async def test_a_backlogged_peer_gets_the_latest_snapshot_and_every_event() -> None:
-    """Snapshots are state: a stalled peer's backlog holds one per channel, the
-    latest, in the place of the first; events stay in order and are never conflated."""
-    async with open_pair(queue_size=4) as p:
-        t = p.transport
-        big = item(b"B" * BIG, offset=1)
-        t.offer(big)  # the kernel takes part of it: a backlog
-        snapshots = [Outbound.of(b"s%d" % n, "metrics", n, "metrics") for n in range(1, 50)]
-        events = [item(b"e%d" % n, n) for n in range(2, 5)]
-        t.offer(snapshots[0])
-        t.offer(events[0])
-        for snapshot in snapshots[1:-1]:
-            t.offer(snapshot)
-        t.offer(events[1])
-        t.offer(snapshots[-1])
-        t.offer(events[2])
-        assert len(t.queue) == 4  # one snapshot, three events
-        rest = [snapshots[-1], *events]
-        data = await p.read(len(big.frame) + total([i.frame for i in rest]))
-        assert payloads(data) == [big.payload, b"s49", b"e2", b"e3", b"e4"]
-        assert t.queue.statistics().conflated_total == 48
-        assert t.queue.statistics().dropped_total == 0
-
-
 # --- closing ---
-
-
-async def test_no_data_frame_follows_a_close_frame() -> None:
-    """Not queued data, not a late offer, not even the ``gap`` owed for dropped data."""
-    async with open_pair(queue_size=2, gap_frames=lambda drops: text_frame(b"gap")) as p:
-        t = p.transport
-        big = item(b"B" * BIG, offset=1)
-        t.offer(big)
-        for offset in range(2, 6):
-            t.offer(item(b"m%d" % offset, offset))  # two of them dropped: a gap is owed
-        t.begin_closing()
-        assert not t.queue  # queued data discarded
-        close = close_frame(1001, "bye")
-        t.send_control_nowait(close)
-        t.offer(item(b"too late", 6))  # ignored
-        assert not t.queue
-
-        data = await p.read(len(big.frame) + len(close))
-        assert frames(data) == [(0x1, big.payload), (0x8, close[2:])]
-        with trio.fail_after(10):
-            await wait_until(lambda: p.tasks == 0)
-        t.offer(item(b"still too late", 7))
-        assert p.nothing_more()
 
 
 async def test_send_all_of_a_close_frame_starts_closing(pair: Pair) -> None:
@@ -459,66 +318,6 @@ async def test_receive_some_returns_replayed_bytes_first(pair: Pair) -> None:
 # --- what mutation testing found unasserted (make mutation) ---
 
 
-def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
-    """One unmasked frame (*rsv*: the RSV1-3 bits, 0x40/0x20/0x10)."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    n = len(payload)
-    if n < 126:
-        return bytes([first, n]) + payload
-    if n < 1 << 16:
-        return bytes([first, 126]) + struct.pack("!H", n) + payload
-    return bytes([first, 127]) + struct.pack("!Q", n) + payload
-
-
-CLOSE = ws_frame(0x8, b"\x03\xe8")
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        pytest.param(CLOSE, id="close"),
-        pytest.param(ws_frame(0x8), id="empty-close"),
-        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x8), id="text-then-empty-close"),
-        pytest.param(ws_frame(0x8, b"x" * 125), id="close-payload-at-the-limit"),
-        pytest.param(ws_frame(0x2, b"\x00" * 126) + CLOSE, id="length-126"),
-        pytest.param(ws_frame(0x1, b"y" * 300) + CLOSE, id="16-bit-length"),
-        pytest.param(ws_frame(0x1, b"z" * 70_000) + CLOSE, id="64-bit-length"),
-        pytest.param(ws_frame(0x1, b"c", rsv=0x40) + CLOSE, id="compressed-data"),
-        pytest.param(ws_frame(0x1, b"a", fin=False) + ws_frame(0x0, b"b") + CLOSE, id="fragments"),
-        pytest.param(ws_frame(0x9, b"p") + CLOSE + ws_frame(0xA, b"q"), id="ping-close-pong"),
-    ],
-)
-def test_has_close_frame_finds_a_close_among_whole_frames(data: bytes) -> None:
-    assert has_close_frame(data)
-    assert has_close_frame(bytearray(data))
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        pytest.param(b"", id="nothing"),
-        pytest.param(ws_frame(0x1, b"abc") + ws_frame(0x9), id="no-close"),
-        pytest.param(CLOSE + b"\x81", id="a-stray-byte"),
-        pytest.param(CLOSE[:-1], id="cut-close"),
-        pytest.param(CLOSE + b"\x81\x7e\x01", id="cut-16-bit-length"),
-        pytest.param(CLOSE + b"\x81\x7f" + b"\x00" * 7, id="cut-64-bit-length"),
-        pytest.param(ws_frame(0x1, b"y" * 300)[:-1] + CLOSE, id="cut-long-frame"),
-        pytest.param(b"HTTP/1.1 400 Bad Request\r\n\r\n", id="http"),
-        pytest.param(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00\x03\xe8", id="masked"),
-        pytest.param(ws_frame(0x8, rsv=0x20), id="rsv2"),
-        pytest.param(ws_frame(0x8, rsv=0x10), id="rsv3"),
-        pytest.param(ws_frame(0x8, rsv=0x40), id="compressed-control"),
-        pytest.param(ws_frame(0x8, fin=False), id="fragmented-close"),
-        pytest.param(ws_frame(0x9, fin=False) + CLOSE, id="fragmented-ping"),
-        pytest.param(ws_frame(0x9, b"p", rsv=0x40) + CLOSE, id="compressed-ping"),
-        pytest.param(ws_frame(0x8, b"x" * 126), id="close-payload-over-the-limit"),
-        pytest.param(ws_frame(0x3) + CLOSE, id="reserved-opcode"),
-    ],
-)
-def test_has_close_frame_refuses_anything_else(data: bytes) -> None:
-    assert not has_close_frame(data)
-
-
 async def test_a_second_backlog_drains_like_the_first(pair: Pair) -> None:
     t = pair.transport
     for n in range(2):
@@ -534,20 +333,6 @@ async def test_a_second_backlog_drains_like_the_first(pair: Pair) -> None:
 async def test_wait_send_all_might_not_block_without_a_backlog(pair: Pair) -> None:
     with trio.testing.assert_checkpoints():
         await pair.transport.wait_send_all_might_not_block()  # nothing pending: at once
-
-
-async def test_without_gaps_a_loss_goes_unsaid() -> None:
-    def gaps(drops: Sequence[Drop]) -> bytes:
-        raise AssertionError("no gap may be asked for")
-
-    async with open_pair(queue_size=2, gap_frames=gaps) as p:
-        t = p.transport
-        t.without_gaps()
-        t.offer(item(b"B" * BIG, 1))
-        for offset in range(2, 6):
-            t.offer(item(f"m{offset}".encode(), offset))
-        size = len(text_frame(b"B" * BIG)) + 2 * len(text_frame(b"m4"))
-        assert payloads(await p.read(size)) == [b"B" * BIG, b"m4", b"m5"]
 
 
 async def test_receive_some_waits_for_data(pair: Pair) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from typing import Final
 
 import trio
@@ -114,7 +113,7 @@ async def _connection(
         send,
         queue_size=settings.queue_size,
         write_timeout=settings.write_timeout,
-        gap_texts=None if upgrade.variant.bare else partial(gap_texts, services.hub),
+        gap_texts=None if upgrade.variant.bare else gap_texts,
     )
     try:
         # a signed token's claim filters what reaches the client (core/access/permissions)

@@ -23,9 +23,9 @@ from typing import Final
 
 import trio
 
-from ..core.hub import Hub
 from ..core.queue import Drop, DropOldestQueue
-from ..core.session import Close, gap_replies
+from ..core.session import Close
+from ..wire.gaps import gap_payloads
 from ..wire.websocket.frames import Outbound
 from .scope import Message, Send
 
@@ -126,9 +126,9 @@ class AsgiWriter:
         return False
 
 
-def gap_texts(hub: Hub, drops: Sequence[Drop]) -> list[str]:
+def gap_texts(drops: Sequence[Drop]) -> list[str]:
     """The ``gap`` messages for *drops*, as texts to send."""
-    return [reply.payload.decode() for reply in gap_replies(hub, drops)]
+    return [payload.decode() for payload in gap_payloads(drops)]
 
 
 def close_message(close: Close) -> Message:

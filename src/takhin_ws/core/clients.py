@@ -23,7 +23,9 @@ class Subscriber(Protocol):
     (drop-oldest), or records its own failure for its session to act on.
     """
 
-    queue: DropOldestQueue[Outbound]
+    @property
+    def queue(self) -> DropOldestQueue[Outbound]:
+        """What waits for this client (the hub reads its statistics)."""
 
     def offer(self, item: Outbound) -> None: ...
 

@@ -23,7 +23,7 @@ the frame a newly subscribed channel gets at once; message types dispatch in
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from .._exceptions import RemoteProtocolError
@@ -34,7 +34,6 @@ from ..wire.messages import (
     CLIENT_TYPES,
     PROTOCOL_VERSION,
     Error,
-    Gap,
     Heartbeat,
     History,
     Limits,
@@ -52,7 +51,6 @@ from .access.permissions import refused as refused_channels
 from .access.renewal import TokenSession, expiry, refresh
 from .hub import Client, Hub
 from .lag.history import group_history
-from .queue import Drop
 from .replies import Close, Reply
 
 if TYPE_CHECKING:
@@ -66,7 +64,6 @@ __all__ = [
     "Close",
     "Reply",
     "SessionCore",
-    "gap_frames",
 ]
 
 #: Close codes (RFC 6455 section 7.4.1).
@@ -80,26 +77,6 @@ BINARY_REFUSED: Final = "binary frames are not supported: send JSON text"
 #: Error code of a ``subscribe`` to a channel the connection's permissions (an
 #: embedding app's, or its token's claim) exclude.
 FORBIDDEN: Final = "forbidden"
-
-
-def gap_replies(hub: Hub, drops: Sequence[Drop]) -> list[Outbound]:
-    """The ``gap`` message for each of *drops*, encoded (``payload``) and framed."""
-    return [
-        hub.reply(
-            Gap(
-                channel=d.channel,
-                first_offset=d.first_offset,
-                last_offset=d.last_offset,
-                count=d.count,
-            )
-        )
-        for d in drops
-    ]
-
-
-def gap_frames(hub: Hub, drops: Sequence[Drop]) -> bytes:
-    """The ``gap`` messages for *drops*, as ready frames."""
-    return b"".join(reply.frame for reply in gap_replies(hub, drops))
 
 
 class SessionCore:

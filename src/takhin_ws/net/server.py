@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-from functools import partial
 
 import trio
 
@@ -29,6 +28,7 @@ from ..core.hub import Hub
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer
+from ..wire.gaps import gap_frames
 from ..wire.http import MAX_HEAD_BYTES, HttpError, Request, switching_protocols
 from ..wire.websocket.frames import close_frame
 from ..wire.websocket.inbound import InboundFilter
@@ -39,7 +39,7 @@ from .http.status import MetricsStatus
 from .inboundio import InboundReader
 from .listener import Listener
 from .services import Services
-from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, gap_frames, log_ending
+from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, log_ending
 from .transport import SocketTransport
 
 __all__ = ["WS_PATH", "Server"]
@@ -79,7 +79,6 @@ class Server:
         self._admission = Admission(settings)
         self._hosts = HostPolicy(settings.allowed_hosts, bind=settings.host)
         self._routes = Routes(self, self._admission)
-        self._gap_frames = partial(gap_frames, hub)  # shared: no closure per connection
         #: the connections' nursery, where flushers and closers run too (set at start)
         self._handlers: trio.Nursery | None = None
 
@@ -180,7 +179,7 @@ class Server:
                 self._nursery,
                 queue_size=self.settings.queue_size,
                 write_timeout=self.settings.write_timeout,
-                gap_frames=self._gap_frames,
+                gap_frames=gap_frames,
             )
             session: Session | None = None
             remote = "unknown"

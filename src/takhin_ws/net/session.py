@@ -35,7 +35,6 @@ from ..core.session import (
     Close,
     Reply,
     SessionCore,
-    gap_frames,
 )
 from ..wire.websocket.frames import close_frame, pong_frame
 from .transport import SocketTransport
@@ -52,7 +51,6 @@ __all__ = [
     "CLOSE_TRY_AGAIN",
     "Ending",
     "Session",
-    "gap_frames",
     "log_ending",
 ]
 

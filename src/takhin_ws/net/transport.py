@@ -6,20 +6,15 @@ HTTP answer or the ``101``, pongs and Close frames (*control*, via
 :meth:`send_control_nowait` and :meth:`send_all`) and the hub's data frames (via
 :meth:`offer`).
 
-``offer`` is what ``Hub.publish`` calls for each subscriber. While nothing is
-pending for this peer it writes the shared frame straight into the kernel with
-one ``socket.send`` and wakes no task. Only when the kernel does not take it
-all does the connection grow a backlog: the rest of the frame waits as the
-*partial* chunk, later frames go into the drop-oldest queue, and one flusher
-task is started that waits for writability and drains everything pending with
-as few sends as possible. The flusher exits when the backlog is gone.
-
-Write order: the partial chunk (a frame is never interleaved), then control
-chunks, then a ``gap`` for data lost to the drop-oldest policy, then queued data.
-Control chunks are never dropped. Once a Close frame has been handed to us the
-transport is *closing*: queued data is discarded and later offers are ignored,
-so no data frame ever follows a Close frame. The Close frame is recognised in the
-bytes themselves (:func:`has_close_frame`), whoever wrote it.
+What is written when is decided by the connection's sans-IO
+:class:`~takhin_ws.core.outbuffer.OutboundBuffer` (write order, the drop-oldest
+queue and its ``gap``, batching, the closing state); this class keeps only the
+``send`` calls and the waiting. ``offer`` is what ``Hub.publish`` calls for each
+subscriber: while the buffer is idle it writes the shared frame straight into the
+kernel with one ``socket.send`` and wakes no task. Only when the kernel does not
+take it all does the connection grow a backlog, and one flusher task is started
+that waits for writability and writes the buffer's chunks until nothing is pending
+(then it exits), or until the socket has taken nothing for the write deadline.
 """
 
 from __future__ import annotations
@@ -27,23 +22,21 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
 from contextlib import suppress
 from typing import Final
 
 import trio
 
 from ..config.settings import DEFAULT_QUEUE_SIZE, DEFAULT_WRITE_TIMEOUT
-from ..core.queue import Drop, DropOldestQueue
-from ..wire.websocket.frames import Outbound, has_close_frame
+from ..core.outbuffer import MAX_BATCH_BYTES, GapEncoder, OutboundBuffer
+from ..core.queue import DropOldestQueue
+from ..wire.websocket.frames import Outbound
 
-__all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport", "has_close_frame"]
+__all__ = ["DEFAULT_WRITE_TIMEOUT", "MAX_BATCH_BYTES", "SocketTransport"]
 
 log = logging.getLogger("takhin_ws.transport")
 
-#: Largest chunk the flusher hands to one ``send``: bounds how long a pong or a
-#: Close frame can wait behind data that has already started going out.
-MAX_BATCH_BYTES: Final = 64 * 1024
 #: A backlogged socket that does not report itself writable is still tried this many
 #: times per write deadline: a peer that takes any bytes within the deadline stays.
 PROGRESS_CHECKS: Final = 10
@@ -63,17 +56,11 @@ class SocketTransport(trio.abc.Stream):
     """
 
     __slots__ = (
+        "_buffer",
         "_closed",
-        "_closing",
-        "_control",
-        "_control_done",
         "_control_lot",
-        "_control_seq",
         "_flushing",
-        "_gap_frames",
         "_nursery",
-        "_partial",
-        "_partial_control",
         "_prefix",
         "_sock",
         "_write_timeout",
@@ -82,7 +69,6 @@ class SocketTransport(trio.abc.Stream):
         "fast_writes",
         "last_receive",
         "next_ping",
-        "queue",
     )
 
     def __init__(
@@ -92,23 +78,16 @@ class SocketTransport(trio.abc.Stream):
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-        gap_frames: Callable[[Sequence[Drop]], bytes] | None = None,
+        gap_frames: GapEncoder | None = None,
     ) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._nursery = nursery
         self._write_timeout = write_timeout
-        self._gap_frames = gap_frames
-        self.queue: DropOldestQueue[Outbound] = DropOldestQueue(queue_size)
+        self._buffer = OutboundBuffer(queue_size, gap_frames)
         self._prefix = b""
-        self._partial: memoryview | None = None
-        self._partial_control: int | None = None
-        self._control: list[tuple[int, bytes]] = []  # rarely more than one chunk
-        self._control_seq = 0
-        self._control_done = 0
         self._control_lot: trio.lowlevel.ParkingLot | None = None
         self._flushing = False
-        self._closing = False
         self._closed = False
         self.abort_reason: str | None = None
         self.last_receive = trio.current_time()
@@ -121,7 +100,7 @@ class SocketTransport(trio.abc.Stream):
     def without_gaps(self) -> None:
         """This peer takes no ``gap`` messages (a ``format=bare`` client receives
         metrics and nothing else): data lost to the drop-oldest policy goes unsaid."""
-        self._gap_frames = None
+        self._buffer.without_gaps()
 
     def replay(self, data: bytes) -> None:
         """Bytes already read from the socket (the request head) that
@@ -133,20 +112,24 @@ class SocketTransport(trio.abc.Stream):
         return self._sock
 
     @property
+    def queue(self) -> DropOldestQueue[Outbound]:
+        """The data waiting behind a backlog (the hub reads its statistics)."""
+        return self._buffer.queue
+
+    @property
     def closing(self) -> bool:
-        return self._closing or self._closed
+        return self._buffer.closing or self._closed
 
     @property
     def backlogged(self) -> bool:
-        return self._partial is not None or bool(self._control) or bool(self.queue)
+        return self._buffer.pending
 
     # --- the hub's side: synchronous, never blocks, never raises ---
 
     def offer(self, item: Outbound) -> None:
         """Write *item*'s frame now if nothing is pending, else queue it (drop-oldest)."""
-        if self._closing or self._closed:
-            return
-        if self._partial is None and not self._control and not self.queue:
+        buffer = self._buffer
+        if buffer.idle:  # the fast path: one send, no task, nothing allocated
             frame = item.frame
             try:
                 sent = self._sock.send(frame)
@@ -159,64 +142,36 @@ class SocketTransport(trio.abc.Stream):
             if sent == len(frame):
                 self.fast_writes += 1
                 return
-            self._partial = memoryview(frame)[sent:]
-            self._partial_control = None
+            buffer.started(frame, sent)
             self._start_flusher()
             return
-        self.queue.put_nowait(item)
-        self._start_flusher()
+        if not buffer.closing:
+            buffer.offer(item)
+            self._start_flusher()
 
     def send_control_nowait(self, data: bytes) -> int:
         """Queue a control chunk (a ping, a close frame) ahead of data; return its number."""
         if self._closed:
             raise trio.ClosedResourceError("transport is closed")
-        self._control_seq += 1
-        self._control.append((self._control_seq, data))
-        self._pump()
-        if self.backlogged:
+        seq = self._buffer.add_control(data)
+        if not self._pump():
             self._start_flusher()
-        return self._control_seq
+        return seq
 
     def begin_closing(self) -> None:
         """No more data frames: drop what is queued (a Close frame follows)."""
-        if not self._closing:
-            self._closing = True
-            self.queue.clear()  # a data frame already half written still completes
+        self._buffer.begin_closing()
 
     # --- writing ---
-
-    def _next_chunk(self) -> tuple[bytes | memoryview, int | None] | None:
-        if self._partial is not None:
-            return self._partial, self._partial_control
-        if self._control:
-            seq, data = self._control.pop(0)
-            return data, seq
-        if self._closing:
-            return None
-        queue = self.queue
-        if queue.has_drops and self._gap_frames is not None:
-            return self._gap_frames(queue.take_drops()), None
-        if not queue:
-            return None
-        first = queue.get_nowait()
-        if not queue or len(first.frame) >= MAX_BATCH_BYTES:
-            return first.frame, None
-        parts = [first.frame]
-        size = len(first.frame)
-        while queue and size < MAX_BATCH_BYTES:
-            frame = queue.get_nowait().frame
-            parts.append(frame)
-            size += len(frame)
-        return b"".join(parts), None
 
     def _pump(self) -> bool:
         """Write as much as the kernel takes now; True once nothing is pending."""
         sock = self._sock
+        buffer = self._buffer
         while not self._closed:
-            nxt = self._next_chunk()
-            if nxt is None:
+            chunk = buffer.next_chunk()
+            if chunk is None:
                 return True
-            chunk, control = nxt
             try:
                 sent = sock.send(chunk)
             except BlockingIOError:
@@ -225,16 +180,10 @@ class SocketTransport(trio.abc.Stream):
                 self.abort(f"send failed: {exc.strerror or exc}")
                 return True
             self.bytes_sent += sent
+            if buffer.sent(sent) and self._control_lot is not None:
+                self._control_lot.unpark_all()  # a control chunk went out whole
             if sent < len(chunk):
-                self._partial = memoryview(chunk)[sent:]
-                self._partial_control = control
                 return False
-            self._partial = None
-            self._partial_control = None
-            if control is not None:
-                self._control_done = control
-                if self._control_lot is not None:
-                    self._control_lot.unpark_all()
         return True
 
     def _start_flusher(self) -> None:
@@ -275,10 +224,8 @@ class SocketTransport(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("transport is closed")
-        if not self._closing and has_close_frame(data):
-            self.begin_closing()  # no data frame may follow a Close frame
-        seq = self.send_control_nowait(bytes(data))
-        while self._control_done < seq:
+        seq = self.send_control_nowait(bytes(data))  # a Close frame starts closing
+        while self._buffer.control_done < seq:
             if self._closed:
                 raise trio.BrokenResourceError(self.abort_reason or "connection closed")
             if self._control_lot is None:
@@ -351,12 +298,8 @@ class SocketTransport(trio.abc.Stream):
         if self._closed:
             return
         self.abort_reason = self.abort_reason or reason
-        self._closing = True
         self._closed = True
-        self.queue.clear()
-        self.queue.close()
-        self._control.clear()
-        self._partial = None
+        self._buffer.close()
         if self._control_lot is not None:
             self._control_lot.unpark_all()
         trio.lowlevel.notify_closing(self._sock)

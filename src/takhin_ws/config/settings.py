@@ -50,8 +50,12 @@ DEFAULT_MAX_CLIENTS: Final = 10_000
 DEFAULT_QUEUE_SIZE: Final = 256
 #: Events kept per stream (``topics``, ``groups``) for resume after a reconnect.
 DEFAULT_HISTORY_SIZE: Final = 1000
-#: Seconds a client's socket may take no byte while data waits for it.
-DEFAULT_WRITE_TIMEOUT: Final = 10.0
+#: Seconds a client's socket may take no byte while data waits for it. 30, not 10: a
+#: client reading a steady 10 KB/s with its kernel's default 128 KiB receive buffer
+#: advertises a zero window for ~12 s at a time (it reopens only once about half the
+#: buffer is free, found by the sender's backed-off window probes), and nothing on the
+#: server moves meanwhile (neither ``send`` nor TCP_INFO's bytes acked or send window).
+DEFAULT_WRITE_TIMEOUT: Final = 30.0
 #: WebSocket ping cadence and the silence after which a peer counts as dead (2.9: 54/60 s).
 DEFAULT_PING_INTERVAL: Final = 54.0
 DEFAULT_PING_TIMEOUT: Final = 60.0

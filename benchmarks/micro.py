@@ -34,20 +34,18 @@ from takhin_ws.net.transport import SocketTransport
 
 
 class LeanTransport(SocketTransport):
-    """A benchmark-only variant of the fast path suggested in docs/benchmarks.md: one
-    flag test instead of a Python-level ``DropOldestQueue.__bool__`` call, the bound
-    ``socket.send`` looked up once, and no per-delivery counters. The slow path is the
-    parent's. Not used by the server; it measures what such a change would save."""
+    """A benchmark-only variant of the fast path suggested in docs/benchmarks.md: the
+    bound ``socket.send`` looked up once, and no per-delivery counters. The slow path
+    (the outbound buffer, the flusher) is the parent's. Not used by the server; it
+    measures what such a change would save."""
 
     def __init__(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         super().__init__(sock, nursery)
         self._send = sock.send
-        self._items = self.queue._items
 
     def offer(self, item: Outbound) -> None:
-        if self._closing:
-            return
-        if self._partial is None and not self._control and not self._items:
+        buffer = self._buffer
+        if buffer.idle:
             frame = item.frame
             try:
                 sent = self._send(frame)
@@ -58,12 +56,12 @@ class LeanTransport(SocketTransport):
                 return
             if sent == len(frame):
                 return
-            self._partial = memoryview(frame)[sent:]
-            self._partial_control = None
+            buffer.started(frame, sent)
             self._start_flusher()
             return
-        self.queue.put_nowait(item)
-        self._start_flusher()
+        if not buffer.closing:
+            buffer.offer(item)
+            self._start_flusher()
 
 
 class NoopSubscriber:

@@ -4,7 +4,10 @@ against every way a collector can behave. Its settings frame says how to behave:
 
 - ``"behave": "ok"``: answers every tick with a snapshot whose timestamp is the number
   of requests it has read; ``"delay"`` seconds late if given; logs one line per tick;
-- ``"hang"``: reads requests and never answers;
+  ``"start_delay"``: with any behaviour, that many seconds before it reads its first
+  request (a start on a loaded machine);
+- ``"hang"``: reads requests and answers none after the first ``"answers"`` (0 if not
+  given);
 - ``"garbage"``: answers with bytes that are not a frame;
 - ``"refuse"``: says its settings are refused;
 - ``"abort"``: writes a last line on stderr and aborts at once.
@@ -45,8 +48,10 @@ def main() -> None:
                 out.write(frame({"ready": True}))
                 out.flush()
                 continue
+            if not requests:
+                time.sleep(settings.get("start_delay", 0))
             requests += 1
-            if behave == "hang":
+            if behave == "hang" and requests > settings.get("answers", 0):
                 continue
             if behave == "garbage":
                 out.write(b"\x00\x00\x00\x05oops!")

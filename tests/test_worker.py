@@ -76,8 +76,9 @@ async def test_a_late_answer_is_taken_by_the_next_tick_without_asking_again() ->
 async def test_a_process_that_does_not_answer_is_killed_and_started_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with collector("hang", hang_after=2) as running:
+    async with collector("hang", hang_after=2, answers=1) as running:
         first = running.pid
+        await running.ask(1.0, 10.0)  # it answered once: it has started
         for _ in range(2):
             with pytest.raises(KafkaSourceError, match="no answer"):
                 await running.ask(0.1, 0.2)
@@ -86,6 +87,43 @@ async def test_a_process_that_does_not_answer_is_killed_and_started_again(
     (death,) = [r for r in caplog.records if "died" in r.getMessage()]
     assert death.levelno == logging.WARNING
     assert f"(pid {first}) died: killed by signal SIGKILL (it did not answer 2 ticks in a row)" in (
+        death.getMessage()
+    )
+
+
+async def test_a_process_still_starting_is_not_killed_for_the_ticks_it_has_not_answered_yet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its first answer comes after more than *hang_after* ticks (a start on a loaded
+    machine): it is awaited, not killed (its successor would start no faster)."""
+    async with collector("ok", hang_after=2, start_delay=1.5) as running:
+        first = running.pid
+        for _ in range(4):
+            with pytest.raises(KafkaSourceError, match="no answer"):
+                await running.ask(0.1, 0.2)
+        snapshot = await running.ask(1.0, 10.0)  # the late first answer
+        assert running.pid == first
+        assert running.starts == 1
+    assert snapshot.metrics.timestamp == 1
+    assert not [r for r in caplog.records if "died" in r.getMessage()]
+
+
+async def test_a_process_that_never_answers_its_first_tick_is_killed_after_the_grace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with collector("hang", hang_after=2) as running:
+        running.first_answer_grace = 1.0
+        first = running.pid
+        for _ in range(2):
+            with pytest.raises(KafkaSourceError, match="no answer"):
+                await running.ask(0.1, 0.2)
+        assert running.pid == first  # still within its grace
+        await trio.sleep(1.0)
+        with pytest.raises(KafkaSourceError, match="no answer"):
+            await running.ask(0.1, 0.2)
+        await until_started(running, 2)
+    (death,) = [r for r in caplog.records if "died" in r.getMessage()]
+    assert f"(pid {first}) died: killed by signal SIGKILL (it answered no tick in the " in (
         death.getMessage()
     )
 

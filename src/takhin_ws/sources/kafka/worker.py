@@ -14,7 +14,9 @@ the event loop is never held by a big snapshot. Meanwhile:
   every tick fails meanwhile (snapshots are stale), and a new process is started after
   :data:`RESTART_BACKOFF` seconds, doubled for every death in a row that gave no
   snapshot, up to :data:`RESTART_BACKOFF_MAX`;
-- one that does not answer *hang_after* ticks in a row is killed (then restarted).
+- one that does not answer *hang_after* ticks in a row is killed (then restarted), once
+  it answered a first tick or had :data:`FIRST_ANSWER_GRACE` s for it (a start can take
+  more than two ticks on a loaded machine, and its successor would start no faster).
 
 An answer that comes after its tick's deadline is not lost: the next tick takes it
 rather than asking again, so a cluster slower than the interval gives a snapshot every
@@ -53,6 +55,9 @@ RESTART_BACKOFF: Final = 0.5
 RESTART_BACKOFF_MAX: Final = 30.0
 #: Seconds entering waits for the first process to say it is ready.
 START_TIMEOUT: Final = 30.0
+#: Seconds a new process has to answer its first tick before ticks it leaves
+#: unanswered count toward *hang_after*.
+FIRST_ANSWER_GRACE: Final = 30.0
 #: Bytes read from the process's pipes at once.
 READ_SIZE: Final = 65536
 #: Lines of its standard error kept for the message about its death, and their length.
@@ -91,10 +96,20 @@ class Collector:
     """A running collector process, as :func:`open_collector` gives it."""
 
     def __init__(
-        self, settings: Mapping[str, Any], *, name: str, hang_after: int, command: Sequence[str]
+        self,
+        settings: Mapping[str, Any],
+        *,
+        name: str,
+        hang_after: int,
+        command: Sequence[str],
+        first_answer_grace: float = FIRST_ANSWER_GRACE,
     ) -> None:
         self.name = name
         self.hang_after = hang_after
+        self.first_answer_grace = first_answer_grace
+        #: When the live process started, and whether it has answered a tick yet.
+        self._started_at = -math.inf
+        self._answered_once = False
         self._settings = settings  # holds secrets: never logged
         self._command = list(command)
         self._process: trio.Process | None = None
@@ -167,7 +182,13 @@ class Collector:
     def _hung(self) -> None:
         if self._unanswered < self.hang_after or self._process is None:
             return
-        self._killed_because = f"it did not answer {self._unanswered} ticks in a row"
+        age = trio.current_time() - self._started_at
+        if self._answered_once:
+            self._killed_because = f"it did not answer {self._unanswered} ticks in a row"
+        elif age >= self.first_answer_grace:
+            self._killed_because = f"it answered no tick in the {age:.0f} s since it started"
+        else:  # still starting: its first answer may be on its way
+            return
         logger.warning(
             "%s (pid %d): %s; killing it", self.name, self._process.pid, self._killed_because
         )
@@ -229,6 +250,8 @@ class Collector:
                     await process.stdin.send_all(frame(self._settings))  # (died at once?)
                 self._process = process
                 self._unanswered = 0
+                self._started_at = trio.current_time()
+                self._answered_once = False
                 task_status.started()
                 nursery.start_soon(self._read_frames, process, answered)
                 nursery.start_soon(self._read_stderr, process)
@@ -298,6 +321,8 @@ class Collector:
             target = name if str(name).startswith("takhin_ws") else stderr_logger.name
             logging.getLogger(target).log(int(level), "%s", text)
             return False
+        if "tick" in message:
+            self._answered_once = True  # (even late: it works)
         pending = self._pending
         if pending is None or message.get("tick") != pending.number:
             return False  # an answer nobody waits for any more
@@ -344,12 +369,14 @@ async def open_collector(
     name: str,
     hang_after: int,
     command: Sequence[str] = COMMAND,
+    first_answer_grace: float = FIRST_ANSWER_GRACE,
 ) -> AsyncIterator[Collector]:
     """A collector process for the duration of the block, started with *settings* as
     its first frame, restarted when it dies, killed at the end. Entering waits (up to
     :data:`START_TIMEOUT` s) for the first process to be ready, and raises
     :class:`ValueError` if it refused its settings (a bad client property)."""
     collector = Collector(settings, name=name, hang_after=hang_after, command=command)
+    collector.first_answer_grace = first_answer_grace
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(collector.supervise)

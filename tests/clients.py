@@ -80,7 +80,10 @@ async def ws_connect(
     (``open_websocket_url`` leaves its socket open when the server closes first or
     rejects the handshake, which ``filterwarnings = error`` turns into a failure.)
     A rejected handshake raises ``trio_websocket.ConnectionRejected``; any single
-    exception comes out bare, not inside an exception group.
+    exception comes out bare, not inside an exception group. The handshake is bounded
+    by :data:`WAIT`: trio-websocket waits for ever when the server closes the
+    connection without answering (a crashed handler), so such a test fails instead
+    of hanging (``make mutation``'s forced-failure run hung on it).
     """
     parts = urlsplit(url)
     assert parts.hostname is not None
@@ -89,14 +92,15 @@ async def ws_connect(
     stream = await trio.open_tcp_stream(parts.hostname, parts.port)
     try:
         async with stream, trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(
-                nursery,
-                stream,
-                f"{parts.hostname}:{parts.port}",
-                resource,
-                subprotocols=subprotocols,
-                extra_headers=extra_headers,
-            )
+            with trio.fail_after(WAIT):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    f"{parts.hostname}:{parts.port}",
+                    resource,
+                    subprotocols=subprotocols,
+                    extra_headers=extra_headers,
+                )
             try:
                 yield ws
             finally:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from takhin_ws._exceptions import HubClosedError, HubFullError
 from takhin_ws.config.settings import DEFAULT_QUEUE_SIZE
+from takhin_ws.core.access.permissions import Permissions
 from takhin_ws.core.hub import (
     ALL_CHANNELS,
     DEFAULT_HISTORY_SIZE,
@@ -1071,3 +1072,62 @@ def test_a_variant_that_gets_nothing_does_not_stop_the_others(channel: str) -> N
     hub.publish_event(TopicCreated(name="orders", partitions=1))
     assert drain(bare) == []
     assert [orjson.loads(i.payload)["type"] for i in drain(plain)] == ["topic_created"]
+
+
+# --- permissions (a token's channels claim) ---
+
+
+def test_a_restricted_client_subscribes_to_what_its_claim_allows() -> None:
+    hub = Hub()
+    claim = Permissions(["metrics", "topic:orders*"])
+    by_default = hub.add_client(QueueSubscriber(), permissions=claim)
+    assert by_default.channels == {"metrics", "topics"}  # no group is visible
+    assert by_default.permissions == claim
+    with pytest.raises(ValueError, match=r"^channels not permitted: \['groups', 'topic:x'\]$"):
+        hub.add_client(QueueSubscriber(), ["metrics", "groups", "topic:x"], permissions=claim)
+    assert len(hub.clients()) == 1  # the refused one is not registered
+    named = hub.add_client(QueueSubscriber(), ["topic:orders"], permissions=claim)
+    assert named.channels == {"topic:orders"}
+
+
+def test_a_restricted_client_receives_the_events_it_may_see_only() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["topics"], permissions=Permissions(["topic:orders*"]))
+    everyone = QueueSubscriber()
+    hub.add_client(everyone, ["topics"])
+    seen = hub.publish_event(topic("orders.eu"))
+    hub.publish_event(topic("payments"))
+    assert [o.offset for o in drain(sub)] == [seen.offset]
+    assert len(drain(everyone)) == 2
+
+
+def test_set_permissions_unsubscribes_what_the_new_claim_refuses() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    client = hub.add_client(sub, ["metrics", "topics", "groups"], permissions=Permissions(["*"]))
+    removed = hub.set_permissions(client, Permissions(["metrics", "group:billing"]))
+    assert removed == {"topics"}
+    assert client.channels == {"metrics", "groups"}
+    assert client.permissions == Permissions(["metrics", "group:billing"])
+    hub.publish_event(topic("orders"))
+    hub.publish_event(group("other"))
+    billing = hub.publish_event(group("billing"))
+    assert [o.offset for o in drain(sub)] == [billing.offset]
+    assert hub.subscribers("topics") == 0
+    # no claim any more (an API key): nothing is unsubscribed, everything is seen
+    assert hub.set_permissions(client, None) == frozenset()
+    assert client.channels == {"metrics", "groups"}
+    other = hub.publish_event(group("other"))
+    assert [o.offset for o in drain(sub)] == [other.offset]
+
+
+def test_latest_as_a_claim_sees_it() -> None:
+    hub = Hub()
+    claim = Permissions(["topic:orders*"])
+    assert hub.latest("topics", claim) is None
+    orders = hub.publish_event(topic("orders"))
+    assert hub.latest("topics", claim) is orders
+    hub.publish_event(topic("payments"))
+    assert hub.latest("topics", claim) is None  # the last one is not for this claim
+    assert hub.latest("topics") is not None

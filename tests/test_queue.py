@@ -320,6 +320,50 @@ def test_state_is_outside_the_capacity_and_never_dropped() -> None:
     assert q.take_drops() == [Drop("topics", 1, 2, 2)]
 
 
+def test_discard_state_takes_every_pending_snapshot_and_keeps_the_rest_in_order() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(4)
+    e1, snapshot, e2, lean, reply = (
+        item("topics", 1),
+        state("metrics", 1),
+        item("topics", 2),
+        state("metrics:lean", 1),
+        item(None, None),
+    )
+    for i in (e1, snapshot, e2, lean, reply):
+        q.put_nowait(i)
+    assert q.discard_state() == 2
+    assert len(q) == 3
+    stats = q.statistics()
+    assert (stats.conflated_total, stats.dropped_total) == (2, 0)
+    assert q.take_drops() == []
+    # a snapshot put afterwards queues afresh, behind what is pending
+    newer = state("metrics", 2)
+    q.put_nowait(newer)
+    assert q.get_batch_nowait() == [e1, e2, reply, newer]
+
+
+def test_discard_state_of_a_queue_of_state_only_leaves_it_empty() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    q.put_nowait(state("metrics", 1))
+    q.put_nowait(state("metrics:lean", 1))
+    assert q.discard_state() == 2
+    assert len(q) == 0
+    assert q.get_batch_nowait() == []
+    q.put_nowait(only := state("metrics", 2))
+    assert q.get_batch_nowait() == [only]
+    assert q.statistics().conflated_total == 2
+
+
+def test_discard_state_without_state_changes_nothing() -> None:
+    q: DropOldestQueue[Item] = DropOldestQueue(2)
+    assert q.discard_state() == 0
+    e1 = item("topics", 1)
+    q.put_nowait(e1)
+    assert q.discard_state() == 0
+    assert q.statistics().conflated_total == 0
+    assert q.get_batch_nowait() == [e1]
+
+
 def test_overflow_with_only_replies_and_state_drops_the_oldest_reply() -> None:
     q: DropOldestQueue[Item] = DropOldestQueue(1)
     snapshot, r1, r2 = state("metrics", 1), item(None, None), item(None, None)

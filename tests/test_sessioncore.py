@@ -300,6 +300,16 @@ def test_a_since_offset_out_of_range_is_refused(hub: Hub, offset: int) -> None:
     assert core.client.channels == frozenset()
 
 
+@pytest.mark.parametrize("offset", [0, 2**63 - 1])
+def test_a_since_offset_at_either_end_of_the_range_is_taken(hub: Hub, offset: int) -> None:
+    core, _ = core_for(hub, [])
+    core.start()
+    request = {"channels": ["topics"], "since": {"topics": offset}, "epoch": hub.epoch}
+    (msg,) = messages(send(core, {"type": "subscribe", "data": request}))
+    assert msg["type"] == "subscribed"
+    assert core.client.channels == {"topics"}
+
+
 def test_max_channels_is_a_limit_on_the_total(hub: Hub) -> None:
     core, _ = core_for(hub, ["topics"], max_channels=3)
     core.start()

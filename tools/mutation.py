@@ -67,10 +67,18 @@ MODULES: Final[dict[str, Module]] = {
     "queue": Module(("core/queue.py",), ("tests/test_queue.py",)),
     "hub": Module(
         ("core/hub.py", "core/history.py", "core/clients.py"),
-        ("tests/test_hub.py", "tests/test_hub_epoch.py", "tests/test_hub_bus.py"),
+        (
+            "tests/test_hub.py",
+            "tests/test_hub_epoch.py",
+            "tests/test_hub_bus.py",
+            "tests/test_retained.py",
+        ),
     ),
     "transport": Module(("net/transport.py",), ("tests/test_transport.py",)),
-    "sessioncore": Module(("core/session.py",), ("tests/test_sessioncore.py",)),
+    "sessioncore": Module(
+        ("core/session.py",),
+        ("tests/test_sessioncore.py", "tests/test_access.py", "tests/test_laghistory.py"),
+    ),
     "session": Module(("net/session.py",), ("tests/test_session.py",)),
     "channels": Module(("wire/channels.py",), ("tests/test_channels.py",)),
     "codec": Module(

@@ -1,6 +1,8 @@
 """Small modules, one concept per file: no Python module of the package over
 :data:`MAX_LINES` lines (a module that grows past it is split by concept, as
-``promscan``/``promseries`` or ``producer``/``outlet`` were)."""
+``prometheus/scan``/``series`` or ``producer``/``outlet`` were), and no package with
+more than :data:`MAX_MODULES` modules side by side (a crowded one is split into
+subpackages that follow the flow, as ``sources/kafka/`` and ``core/access/`` were)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Final
 ROOT: Final = Path(__file__).resolve().parent.parent / "src" / "takhin_ws"
 #: The project's bound on a source file (the engineering standards).
 MAX_LINES: Final = 400
+#: About ten modules a level (issue 25), with a little room: a package past it is split.
+MAX_MODULES: Final = 12
 
 
 def oversized(root: Path, limit: int) -> dict[str, int]:
@@ -34,3 +38,34 @@ def test_the_size_check_sees_a_long_file(tmp_path: Path) -> None:
     (tmp_path / "short.py").write_text("x = 1\n" * 4)
     (tmp_path / "notes.txt").write_text("x\n" * 50)
     assert oversized(tmp_path, 4) == {"pkg/long.py": 5}
+
+
+def crowded(root: Path, limit: int) -> dict[str, int]:
+    """Every package under *root* (itself included) holding more than *limit* modules
+    (``__init__`` not counted), by relative path."""
+    found: dict[str, int] = {}
+    for package in sorted({root, *(p.parent for p in root.rglob("__init__.py"))}):
+        count = sum(1 for p in package.glob("*.py") if p.name != "__init__.py")
+        if count > limit:
+            found[package.relative_to(root).as_posix()] = count
+    return found
+
+
+def test_no_package_has_too_many_modules_side_by_side() -> None:
+    over = crowded(ROOT, MAX_MODULES)
+    assert over == {}, f"split these into subpackages (at most {MAX_MODULES} modules): {over}"
+
+
+def test_the_crowding_check_sees_a_crowded_package(tmp_path: Path) -> None:
+    """The check above can fail: one module over is found, at the bound not, the
+    subpackage's modules count for it alone."""
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.py").write_text("")
+    (tmp_path / "__init__.py").write_text("")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for name in ("__init__", "a", "b"):
+        (sub / f"{name}.py").write_text("")
+    assert crowded(tmp_path, 3) == {}
+    assert crowded(tmp_path, 2) == {".": 3}
+    assert crowded(tmp_path, 1) == {".": 3, "sub": 2}

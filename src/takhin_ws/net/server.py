@@ -39,7 +39,13 @@ from .http.status import MetricsStatus
 from .inboundio import InboundReader
 from .listener import Listener
 from .services import Services
-from .session import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, Session, log_ending
+from .session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TRY_AGAIN,
+    Session,
+    endings_logged,
+    log_ending,
+)
 from .transport import SocketTransport
 
 __all__ = ["WS_PATH", "Server"]
@@ -186,7 +192,8 @@ class Server:
             try:
                 session = await self._serve(transport, conn_id)
                 if session is not None:
-                    remote = _address(sock)
+                    if endings_logged():  # looked up now: the peer may reset later
+                        remote = _address(sock)
                     await session.run()  # awaited here: one frame less per idle client
             finally:
                 transport.abort("connection finished")

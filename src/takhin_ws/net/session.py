@@ -51,10 +51,13 @@ __all__ = [
     "CLOSE_TRY_AGAIN",
     "Ending",
     "Session",
+    "endings_logged",
     "log_ending",
 ]
 
 _log = logging.getLogger("takhin_ws.server")
+#: The level of the one line a session's end is logged with.
+ENDING_LEVEL: Final = logging.INFO
 
 #: What a client sees when the connection ends without a Close frame (RFC 6455 7.1.5).
 CLOSE_ABNORMAL: Final = 1006
@@ -285,12 +288,19 @@ class Session:
         self.transport.abort(reason)
 
 
+def endings_logged() -> bool:
+    """Whether :func:`log_ending` writes a line (else its peer address need not be
+    looked up: a system call per connection)."""
+    return _log.isEnabledFor(ENDING_LEVEL)
+
+
 def log_ending(client_id: str, remote: str, ending: Ending) -> None:
     """One line per session end, at one level, with structured fields for JSON logs."""
-    if not _log.isEnabledFor(logging.INFO):
+    if not endings_logged():
         return  # a crowd leaving at once builds no line nobody reads
     closed_by = {"server": "by the server", "client": "by the client", "dropped": "dropped"}
-    _log.info(
+    _log.log(
+        ENDING_LEVEL,
         "client %s (%s) closed %s: %d %s",
         client_id,
         remote,

@@ -29,7 +29,8 @@ _VERSION: Final = b" HTTP/1.1"
 #: A byte the common head never holds (control bytes but HTAB/CR/LF, obs-text): h11's.
 _UNUSUAL_BYTE: Final = re.compile(rb"[^\t\r\n\x20-\x7e]")
 #: A line that continues the previous one (obs-fold): h11 reads it, llhttp refuses it.
-_FOLDS: Final = (b"\n ", b"\n\t")
+_FOLD: Final = b"\n "
+_FOLD_TAB: Final = b"\n\t"
 #: Headers that announce a body: how h11 frames one is its own affair.
 _BODY_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
 #: Optional whitespace around a header value (RFC 9110 5.6.3), which h11 drops.
@@ -75,7 +76,8 @@ def parse_upgrade_head(data: bytes) -> Request | None:
         or _UNUSUAL_BYTE.search(head) is not None
         or head.count(b"\n") != head.count(b"\r\n")
         or head.count(b"\r") != head.count(b"\r\n")
-        or any(fold in head for fold in _FOLDS)
+        or _FOLD in head
+        or _FOLD_TAB in head
     ):
         return None
     parsed = _Head()

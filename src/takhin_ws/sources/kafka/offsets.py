@@ -92,6 +92,9 @@ class OffsetRequests(AdminRequests):
         self.direct = DirectOffsets() if _plaintext(self.config) else None
         self._leaders: dict[str, dict[int, int]] = {}
         self._brokers: dict[int, Address] = {}
+        #: Whether the last offsets saw the cluster differ from the last metadata (a
+        #: partition gone, or one its leader there did not answer for).
+        self.metadata_outdated = False
 
     def close(self) -> None:
         if self.direct is not None:
@@ -105,6 +108,7 @@ class OffsetRequests(AdminRequests):
             name: {p: m.leader for p, m in listed[name].partitions.items()} for name in topics
         }
         self._brokers = {b.id: (str(b.host), int(b.port)) for b in metadata.brokers.values()}
+        self.metadata_outdated = False
         if self.direct is not None:
             self.direct.forget(self._brokers.values())
 
@@ -133,6 +137,8 @@ class OffsetRequests(AdminRequests):
                 "start", partitions if refresh else _by_topic(unknown), deadline
             )
             left += more
+        if left or None in ends.values():  # (a leader moved, a topic deleted...)
+            self.metadata_outdated = True
         if left:  # with librdkafka, asked again while the deadline allows
             answers = self.ask(left, self._request_offsets, deadline, "offsets request")
             for (kind, tp), answer in answers.items():

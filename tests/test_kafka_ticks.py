@@ -10,6 +10,7 @@ next), a group left out of the listing, a metadata request that fails.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -19,7 +20,9 @@ import trio
 from confluent_kafka import KafkaError
 
 from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
+from kafka_ops import delete_topic
 from takhin_ws import Hub, MetricsProducer, Snapshot
+from takhin_ws.sources.kafka import collector as collector_module
 from takhin_ws.sources.kafka.client import DESCRIBE_ROUNDS
 from takhin_ws.sources.kafka.collector import KafkaCollector
 from takhin_ws.sources.kafka.listoffsets import LATEST, Address, Found
@@ -30,6 +33,8 @@ pytestmark = pytest.mark.slow
 
 #: A tick's time in these tests: generous, the broker is shared and the machine loaded.
 TIMEOUT = 10.0
+#: Bound on waiting for a deleted topic to be gone (seconds).
+GONE_WAIT = 30.0
 #: The partition error a leader that moved answers.
 NOT_LEADER_OR_FOLLOWER = 6
 
@@ -264,3 +269,36 @@ def test_an_unchanged_group_is_described_once_in_describe_rounds_ticks(
     finally:
         collector.close()
     assert sum(described[1:]) == 1  # once in DESCRIBE_ROUNDS ticks
+
+
+def test_metadata_is_asked_again_after_its_refresh_or_once_a_topic_is_gone(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("remembered")
+    create_topic(kafka.bootstrap, name, 2)
+    asked: list[int] = []
+
+    class Counting(KafkaCollector):
+        def _metadata(self, deadline: float) -> dict[str, list[int]]:
+            asked.append(1)
+            return super()._metadata(deadline)
+
+    collector = Counting(kafka.bootstrap)
+    try:
+        collector.collect(TIMEOUT)
+        assert topic_messages(collector.collect(TIMEOUT), name) == 0
+        assert len(asked) == 1  # the second tick took the first one's
+        delete_topic(kafka.bootstrap, name)
+        for _ in range(int(GONE_WAIT / 0.2)):  # (deleting takes the broker a moment)
+            before = len(asked)
+            if topic_messages(collector.collect(TIMEOUT), name) is None:
+                break
+            time.sleep(0.2)
+        collector.collect(TIMEOUT)
+        assert len(asked) > before  # a tick saw it gone: the next one asked
+        monkeypatch.setattr(collector_module, "METADATA_REFRESH", 0.0)
+        count = len(asked)
+        collector.collect(TIMEOUT)
+    finally:
+        collector.close()
+    assert len(asked) == count + 1

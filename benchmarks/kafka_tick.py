@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from benchmarks.common import raise_nofile
 from benchmarks.kafka_cluster import build_cluster
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
+from takhin_ws.config.cli import freeze_startup
 from takhin_ws.core.snapshot import MetricsSourceError, Snapshot
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources.kafka.collector import KafkaCollector
@@ -133,6 +134,8 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
 
     timeout = args.timeout or args.interval * 0.9  # as source_for sets it
     async with collector(mode, bootstrap, timeout) as (collect, pid), trio.open_nursery() as n:
+        if args.freeze:
+            freeze_startup()  # as the server's command does once started
         n.start_soon(probe)
         start = trio.current_time()
         for tick in range(args.ticks + 1):
@@ -229,6 +232,12 @@ def main() -> None:
         "--timeout", type=float, help="collect deadline (default: 0.9 x interval, as served)"
     )
     parser.add_argument("--debug", action="store_true", help="log each request's time")
+    parser.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="leave the garbage collector as it is (as an embedding application may)",
+    )
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     if any(m not in MODES for m in modes):

@@ -121,6 +121,27 @@ def test_a_data_chunk_completing_is_not_a_control_chunk() -> None:
     assert buf.control_done == 0
 
 
+def test_a_queued_data_chunk_completing_is_not_a_control_chunk() -> None:
+    """Neither on a fresh buffer nor after a control chunk went out whole: only a
+    control chunk's end moves :attr:`control_done`."""
+    fresh = OutboundBuffer()
+    fresh.offer(item(b"d", 1))
+    chunk = fresh.next_chunk()
+    assert chunk is not None
+    assert fresh.sent(len(chunk)) is False
+    assert fresh.control_done == 0
+    buf = OutboundBuffer()
+    done = buf.add_control(b"HTTP/1.1 101 ...")
+    buf.offer(item(b"d", 1))
+    assert buf.sent(len(buf.next_chunk() or b"")) is True
+    assert buf.control_done == done
+    data = buf.next_chunk()
+    assert data is not None
+    assert data != b"HTTP/1.1 101 ..."
+    assert buf.sent(len(data)) is False
+    assert buf.control_done == done
+
+
 # --- batching ---
 
 

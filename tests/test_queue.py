@@ -329,12 +329,13 @@ def test_discard_state_takes_every_pending_snapshot_and_keeps_the_rest_in_order(
         state("metrics:lean", 1),
         item(None, None),
     )
-    for i in (e1, snapshot, e2, lean, reply):
+    for i in (e1, state("metrics", 0), snapshot, e2, lean, reply):
         q.put_nowait(i)
+    assert q.statistics().conflated_total == 1  # the first snapshot, replaced
     assert q.discard_state() == 2
     assert len(q) == 3
     stats = q.statistics()
-    assert (stats.conflated_total, stats.dropped_total) == (2, 0)
+    assert (stats.conflated_total, stats.dropped_total) == (3, 0)  # added to the count
     assert q.take_drops() == []
     # a snapshot put afterwards queues afresh, behind what is pending
     newer = state("metrics", 2)

@@ -75,6 +75,7 @@ MODULES: Final[dict[str, Module]] = {
         ),
     ),
     "transport": Module(("net/transport.py",), ("tests/test_transport.py",)),
+    "outbuffer": Module(("core/outbuffer.py",), ("tests/test_outbuffer.py",)),
     "sessioncore": Module(
         ("core/session.py",),
         ("tests/test_sessioncore.py", "tests/test_access.py", "tests/test_laghistory.py"),
@@ -94,6 +95,7 @@ _Q = "takhin_ws.core.queue.x\u01c1DropOldestQueue\u01c1"
 _SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
 _T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
 _HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
+_OB = "takhin_ws.core.outbuffer.x\u01c1OutboundBuffer\u01c1"
 _CONV = "takhin_ws.wire.converter.x__make_converter"
 _PROMQL = "takhin_ws.sources.promql.x_"
 _FALSY = "None is falsy like False, and the flag is only tested for truth"
@@ -107,6 +109,7 @@ _FORBID = (
     "extra keys are refused twice over (the converter's flag and each attrs hook's own):"
     " either one suffices"
 )
+_ASSERT_TEXT = "the text of an assertion against the caller's misuse, never shown otherwise"
 _UNUSED_TYPE = "our hooks ignore the type argument cattrs passes them"
 _NOTE_TEXT = "explain() reads a note's index and the leaf, never the group's texts"
 
@@ -159,6 +162,26 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     (f"{_T}abort", "self._closing = False"): "every check also looks at _closed, set with it",
     (f"{_T}__init__", "self.next_ping = None"): "the server sets it before the heartbeat reads it",
     (f"{_T}__init__", "self.next_ping = 1.0"): "the server sets it before the heartbeat reads it",
+    **{
+        (f"{_OB}_data_chunk", line): _BATCH
+        for line in (
+            "if not queue and len(first) >= MAX_BATCH_BYTES:",
+            "if queue or len(first) >= MAX_BATCH_BYTES:",
+            "if not queue or len(first) > MAX_BATCH_BYTES:",
+            "while queue and size <= MAX_BATCH_BYTES:",
+        )
+    },
+    (f"{_OB}close", 'self._current_control = ""'): (
+        "nothing is written after close but control chunks, each setting its own number"
+    ),
+    **{
+        (f"{_OB}sent", f'assert current is not None, "{text}"'): _ASSERT_TEXT
+        for text in ("XXnothing is being writtenXX", "NOTHING IS BEING WRITTEN")
+    },
+    **{
+        (f"{_OB}started", f'assert self._current is None, "{text}"'): _ASSERT_TEXT
+        for text in ("XXa chunk is already being writtenXX", "A CHUNK IS ALREADY BEING WRITTEN")
+    },
     **{
         (f"{_T}_next_chunk", line): _BATCH
         for line in (

@@ -527,6 +527,32 @@ def test_statistics_peak_survives_removal() -> None:
     assert stats.subscribers == {}
 
 
+def test_conflated_snapshots_add_up_over_clients_present_and_gone() -> None:
+    hub = Hub()
+    clients = [hub.add_client(QueueSubscriber(), ["metrics"]) for _ in range(3)]
+    for _ in range(3):  # nobody reads: each queue keeps the latest, 2 conflated each
+        hub.publish("metrics", MonitoringMetrics())
+    assert hub.statistics().conflated == 6
+    hub.remove_client(clients[0])
+    assert hub.statistics().conflated == 6
+    hub.remove_client(clients[1])
+    hub.remove_client(clients[2])
+    assert hub.statistics().conflated == 6
+
+
+def test_a_stale_snapshot_says_so() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["metrics"])
+    hub.publish("metrics", MonitoringMetrics(), stale=True)
+    hub.publish("metrics", MonitoringMetrics())
+    (latest,) = drain(sub)  # conflated: the fresh one replaced the stale one
+    assert "stale" not in orjson.loads(latest.payload)
+    hub.publish("metrics", MonitoringMetrics(), stale=True)
+    (stale,) = drain(sub)
+    assert orjson.loads(stale.payload)["stale"] is True
+
+
 # --- property: what each client gets is exactly what it was subscribed to ---
 
 CHANNELS = ["metrics", "topics", "groups", "topic:a", "topic:b", "group:x", "group:y"]

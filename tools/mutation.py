@@ -72,6 +72,7 @@ MODULES: Final[dict[str, Module]] = {
             "tests/test_hub_epoch.py",
             "tests/test_hub_bus.py",
             "tests/test_retained.py",
+            "tests/test_access.py",
         ),
     ),
     "transport": Module(("net/transport.py",), ("tests/test_transport.py",)),

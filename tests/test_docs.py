@@ -233,6 +233,12 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: the before/after fan-out runs of issue 29, in a checkout of an old commit,"
         " minutes of benchmark that must not share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "# before, after, after, before"): (
+        "skip: the before/after fan-out, micro and backlog runs of issue 25 (the outbound"
+        " buffer), in exports of two commits, minutes of benchmark that must not share the"
+        " machine with the suite (tests/test_outbuffer.py and tests/test_transport.py"
+        " test the paths)"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.cluster"): (
         "skip: serves brokers of up to 3,000 topics and runs the server for minutes,"
         " which must not share the machine with the suite"

@@ -315,6 +315,64 @@ async def test_receive_some_returns_replayed_bytes_first(pair: Pair) -> None:
     assert await t.receive_some() == b""
 
 
+async def test_receive_nowait_takes_what_is_there_and_never_waits(pair: Pair) -> None:
+    t = pair.transport
+    t.replay(b"head")
+    pair.peer.sendall(b"body")
+    t.last_receive = -1.0
+    assert t.receive_nowait() == b"head"  # replayed bytes first, not a receive
+    assert t.last_receive == -1.0
+    assert t.receive_nowait(max_bytes=2) == b"bo"
+    assert t.last_receive > 0  # a byte from the peer
+    assert t.receive_nowait() == b"dy"
+    t.last_receive = -1.0
+    assert t.receive_nowait() is None  # nothing yet
+    assert t.last_receive == -1.0
+    pair.peer.shutdown(socket.SHUT_WR)
+    assert t.receive_nowait() == b""  # the peer closed
+
+
+async def test_receive_nowait_of_a_broken_socket_is_a_broken_resource(pair: Pair) -> None:
+    pair.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pair.transport.offer(item(b"x"))
+    pair.peer.close()  # a reset, once the transport's data is unread
+    with pytest.raises(trio.BrokenResourceError, match="reset"):
+        pair.transport.receive_nowait()
+
+
+async def test_wait_readable_returns_at_once_for_replayed_bytes(pair: Pair) -> None:
+    t = pair.transport
+    t.replay(b"head")
+    with trio.fail_after(5), trio.testing.assert_checkpoints():
+        await t.wait_readable()  # no byte on the socket: the replayed ones count
+    assert t.receive_nowait() == b"head"
+
+
+async def test_wait_readable_waits_for_the_peer(pair: Pair) -> None:
+    woke: list[bytes | None] = []
+
+    async def waiter() -> None:
+        await pair.transport.wait_readable()
+        woke.append(pair.transport.receive_nowait())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []  # parked on the socket
+            pair.peer.sendall(b"late")
+    assert woke == [b"late"]
+
+
+async def test_a_closed_transport_neither_receives_nor_waits(pair: Pair) -> None:
+    t = pair.transport
+    await t.aclose()
+    with pytest.raises(trio.ClosedResourceError, match=r"^transport is closed$"):
+        t.receive_nowait()
+    with pytest.raises(trio.ClosedResourceError, match=r"^transport is closed$"):
+        t.wait_readable()
+
+
 # --- what mutation testing found unasserted (make mutation) ---
 
 

@@ -38,6 +38,7 @@ def test_counter_increase() -> None:
     assert counter_increase(10.0, INF) == 0.0
     assert counter_increase(INF, 7.0) == 7.0
     assert counter_increase(-INF, 7.0) == 7.0
+    assert counter_increases([-INF], [7.0]) == [7.0]  # the inlined comparison too
 
 
 def test_fractional_counters() -> None:

@@ -97,6 +97,7 @@ _SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
 _T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
 _HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
 _OB = "takhin_ws.core.outbuffer.x\u01c1OutboundBuffer\u01c1"
+_EV = "takhin_ws.wire.events.x\u01c1ChangeEvent\u01c1"
 _CONV = "takhin_ws.wire.converter.x__make_converter"
 _PROMQL = "takhin_ws.sources.promql.x_"
 _FALSY = "None is falsy like False, and the flag is only tested for truth"
@@ -124,6 +125,12 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
         f"{_SC}_resume",
         "if self._wants(item) and (joined is None or (item.offset or 1) <= joined)",
     ): "replayed messages always carry an offset",
+    **{
+        (f"{_EV}as_update", f"return cast({arg}, self)  # every concrete class is one"): (
+            "typing.cast returns its argument: the type is for the type checker only"
+        )
+        for arg in ("None", '"XXEventXX"', '"event"', '"EVENT"')
+    },
     (f"{_SC}command_delay", "return 0.0 if self._tokens > 0 else -self._tokens / rate"): (
         "at exactly 0 tokens it returns -0.0, which equals 0.0"
     ),

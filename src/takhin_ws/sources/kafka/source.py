@@ -9,7 +9,8 @@ that an abort, a hang or a leak in the client library never touches the server, 
 tick's CPU never holds the event loop. One tick, in that process
 (:mod:`takhin_ws.sources.kafka.collector`):
 
-- the topics and their partitions (one metadata request), then the log end offset of
+- the topics and their partitions (one metadata request, every 10 s or after a change
+  or a failure: :mod:`takhin_ws.sources.kafka.collector`), then the log end offset of
   every partition (one ListOffsets to each leader over the protocol itself on a
   plaintext listener, else with librdkafka in calls of 500 partitions; the start offsets
   every 30 s, see :mod:`takhin_ws.sources.kafka.offsets`);

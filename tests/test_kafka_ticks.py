@@ -23,6 +23,7 @@ from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from kafka_ops import delete_topic
 from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka import collector as collector_module
+from takhin_ws.sources.kafka import offsets as offsets_module
 from takhin_ws.sources.kafka.client import DESCRIBE_ROUNDS
 from takhin_ws.sources.kafka.collector import KafkaCollector
 from takhin_ws.sources.kafka.listoffsets import LATEST, Address, Found
@@ -302,3 +303,40 @@ def test_metadata_is_asked_again_after_its_refresh_or_once_a_topic_is_gone(
     finally:
         collector.close()
     assert len(asked) == count + 1
+
+
+def test_a_start_offsets_refresh_due_on_a_metadata_tick_waits_one_tick(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both periodic reads of every partition due every tick: they take turns (the
+    start offsets' refresh never waits two ticks in a row), and the offsets stay right."""
+    name = unique("staggered")
+    create_topic(kafka.bootstrap, name, 2)
+    produce(kafka.bootstrap, name, {0: 2, 1: 3})
+    monkeypatch.setattr(collector_module, "METADATA_REFRESH", 0.0)
+    monkeypatch.setattr(offsets_module, "START_OFFSETS_REFRESH", 0.0)
+    collector = KafkaCollector(kafka.bootstrap)
+    metadata: list[int] = []
+    starts: list[int] = []  # per tick: whether the start offsets of *name* were read
+    original = collector.admin._read_directly
+
+    def read(kind: str, topics: Any, deadline: float) -> Any:
+        if kind == "start" and name in topics:
+            starts[-1] = 1
+        return original(kind, topics, deadline)
+
+    def asked(deadline: float) -> dict[str, list[int]]:
+        metadata[-1] = 1
+        return KafkaCollector._metadata(collector, deadline)
+
+    monkeypatch.setattr(collector.admin, "_read_directly", read)
+    monkeypatch.setattr(collector, "_metadata", asked)
+    try:
+        for _ in range(5):
+            metadata.append(0)
+            starts.append(0)
+            assert topic_messages(collector.collect(TIMEOUT), name) == 5
+    finally:
+        collector.close()
+    assert metadata == [1, 1, 1, 1, 1]
+    assert starts == [1, 0, 1, 0, 1]  # the first tick reads them: none is known yet

@@ -123,15 +123,18 @@ class KafkaCollector:
 
     def _observe(self, deadline: float) -> Observation:
         known = {} if self._previous is None else self._previous.groups
+        partitions = self._partitions
+        now = time.monotonic()
+        refresh = (
+            partitions is None
+            or now - self._partitions_read >= METADATA_REFRESH
+            or self.admin.metadata_outdated
+        )
+        # one periodic read of every partition a tick: the start offsets' wait if due
+        self.admin.metadata_tick = refresh
         groups = self._helper.submit(self._groups, deadline, known)
         try:
-            partitions = self._partitions
-            now = time.monotonic()
-            if (
-                partitions is None
-                or now - self._partitions_read >= METADATA_REFRESH
-                or self.admin.metadata_outdated
-            ):
+            if refresh or partitions is None:
                 partitions = self._partitions = self._metadata(deadline)
                 self._partitions_read = now
                 self._reachable = True

@@ -95,6 +95,11 @@ class OffsetRequests(AdminRequests):
         #: Whether the last offsets saw the cluster differ from the last metadata (a
         #: partition gone, or one its leader there did not answer for).
         self.metadata_outdated = False
+        #: Set by the caller for a tick that already carries the metadata's refresh:
+        #: the start offsets' refresh, if due, waits for the next tick (once).
+        self.metadata_tick = False
+        #: Whether the last tick put the start offsets' refresh off.
+        self._starts_postponed = False
 
     def close(self) -> None:
         if self.direct is not None:
@@ -120,14 +125,21 @@ class OffsetRequests(AdminRequests):
 
         End offsets are read every tick; start offsets (they move only when retention
         deletes a segment) every :data:`START_OFFSETS_REFRESH` seconds, and at once for
-        a partition not seen before. A partition whose end is below its remembered
-        start was deleted and made again: it starts at 0 and is read afresh next tick.
+        a partition not seen before. A refresh due on a :attr:`metadata_tick` waits
+        for the next tick (never two ticks in a row), so that no tick carries both
+        periodic reads of every partition. A partition whose end is below its
+        remembered start was deleted and made again: it starts at 0 and is read
+        afresh next tick.
         """
         began = time.monotonic()
         wanted = [(t, p) for t, ids in partitions.items() for p in ids]
         if not wanted:
             return {}
-        refresh = began - self._starts_read >= START_OFFSETS_REFRESH
+        due = began - self._starts_read >= START_OFFSETS_REFRESH
+        # (nothing remembered yet: every start offset is read now anyway)
+        postpone = due and self.metadata_tick and not self._starts_postponed and bool(self._starts)
+        self._starts_postponed = postpone
+        refresh = due and not postpone
         unknown = wanted if refresh else [tp for tp in wanted if tp not in self._starts]
         self._serve()
         ends, left = self._read_directly("end", partitions, deadline)

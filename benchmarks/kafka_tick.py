@@ -19,7 +19,10 @@ INTERVAL) and reports per tick:
   ticks (the machine's own noise: other processes, the scheduler), ``gc_pause_ms`` the
   longest pause of the cyclic garbage collector during the collect;
 - ``encode_ms``: encoding the 2.9 ``metrics`` envelope once (what the hub does per
-  publish, on the event loop), and its size.
+  publish, on the event loop), and its size;
+- with ``--debug``, ``work``: what the tick asked besides the end offsets and the
+  committed offsets (``metadata``, ``N start offsets``, ``N described`` groups), from
+  the collector's debug log.
 
 Example (from the repository root; ~3-5 min, most of it creating the partitions)::
 
@@ -32,6 +35,7 @@ import argparse
 import gc
 import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -106,6 +110,29 @@ async def collector(
         await trio.to_thread.run_sync(own.close, limiter=limiter)
 
 
+#: The collector's debug lines that say what a tick asked, and how ``work`` names it.
+WORK: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (re.compile(r": metadata of \d+ topics"), lambda m: "metadata"),
+    (re.compile(r"\((\d+) start offsets"), lambda m: f"{m[1]} start offsets"),
+    (re.compile(r"\((\d+) described\)"), lambda m: f"{m[1]} described"),
+)
+
+
+class TickWork(logging.Handler):
+    """What the ticks asked (see :data:`WORK`), from the collector's debug log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.work: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        for pattern, name in WORK:
+            found = pattern.search(text)
+            if found and not found.group(0).startswith("(0 "):
+                self.work.append(name(found))
+
+
 class GcPauses:
     """The cyclic garbage collector's pauses in this process (seconds each)."""
 
@@ -125,6 +152,8 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
     rows: list[dict[str, Any]] = []
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses)
+    work = TickWork()
+    logging.getLogger("takhin_ws.metrics").addHandler(work)
 
     async def probe() -> None:
         while True:
@@ -144,6 +173,7 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             idle = max(lateness, default=0.0)  # between ticks: the machine's own noise
             lateness.clear()
             gc_pauses.pauses.clear()
+            work.work.clear()
             child = pid()
             wall, cpu, child_cpu = time.perf_counter(), time.process_time(), process_cpu(child)
             try:
@@ -178,10 +208,13 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
                     "groups": len(snapshot.groups),
                 }
             )
+            if args.debug:
+                rows[-1]["work"] = work.work[:]
             log(orjson.dumps(rows[-1]).decode())
             lateness.clear()  # the idle window starts after the encode
         n.cancel_scope.cancel()
     gc.callbacks.remove(gc_pauses)
+    logging.getLogger("takhin_ws.metrics").removeHandler(work)
     return rows[1:]  # the first tick warms the client up (connections, metadata cache)
 
 

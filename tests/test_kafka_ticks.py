@@ -340,3 +340,37 @@ def test_a_start_offsets_refresh_due_on_a_metadata_tick_waits_one_tick(
         collector.close()
     assert metadata == [1, 1, 1, 1, 1]
     assert starts == [1, 0, 1, 0, 1]  # the first tick reads them: none is known yet
+
+
+def test_a_turn_of_group_descriptions_waits_a_metadata_tick_once(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metadata read every tick: the unchanged groups' turns are described every
+    other tick (a turn never waits two ticks in a row), each group once in a cycle."""
+    name, prefix = unique("turns"), unique("turn")
+    groups = [f"{prefix}-{k}" for k in range(DESCRIBE_ROUNDS)]  # consecutive: one a turn
+    create_topic(kafka.bootstrap, name, 1)
+    produce(kafka.bootstrap, name, {0: 2})
+    for group in groups:
+        commit(kafka.bootstrap, group, name, {0: 1})
+    monkeypatch.setattr(collector_module, "METADATA_REFRESH", 0.0)
+    collector = KafkaCollector(kafka.bootstrap)
+    described: list[list[str]] = []
+    original = collector.admin._request_groups
+
+    def request(keys: list[Any], timeout: float) -> list[Batch]:
+        described.append(sorted(g for kind, g in keys if kind == "describe" and g in groups))
+        return original(keys, timeout)
+
+    monkeypatch.setattr(collector.admin, "_request_groups", request)
+    try:
+        collector.collect(TIMEOUT)
+        assert described == [groups]  # new: described at once
+        for _ in range(2 * DESCRIBE_ROUNDS):
+            snapshot = collector.collect(TIMEOUT)
+            assert {g: snapshot.groups[g].state for g in groups} == dict.fromkeys(groups, "Empty")
+    finally:
+        collector.close()
+    turns = described[1:]
+    assert [len(turn) for turn in turns] == [1, 0] * DESCRIBE_ROUNDS  # the first tick waited
+    assert sorted(g for turn in turns for g in turn) == groups  # each once

@@ -88,6 +88,8 @@ class KafkaAdmin(OffsetRequests):
         self.describe_batch = describe_batch
         #: Which turn of the unchanged groups is described this tick.
         self._round = 0
+        #: Whether the last tick put its turn off (it read the metadata).
+        self._turn_postponed = False
 
     def metadata(self, deadline: float) -> dict[str, list[int]]:
         """Partition ids of every topic the cluster lists. The cluster answered, so
@@ -131,10 +133,12 @@ class KafkaAdmin(OffsetRequests):
         The listing gives each group's state: a group of *known* (the last snapshot's)
         whose state did not change is described again only every
         :data:`DESCRIBE_ROUNDS` ticks (its member count may have moved through a
-        rebalance too quick to see), in turns; a new group, or one whose state changed,
-        at once. A group of *known* that the listing lacks is described before it is
-        let go: a coordinator that is shutting down or still loading lists fewer groups,
-        without an error, and a group is gone only when its own description says so.
+        rebalance too quick to see), in turns, a turn waiting a tick that reads the
+        metadata (:attr:`metadata_tick`; never two ticks in a row); a new group, or one
+        whose state changed, at once. A group of *known* that the listing lacks is
+        described before it is let go: a coordinator that is shutting down or still
+        loading lists fewer groups, without an error, and a group is gone only when its
+        own description says so.
         The committed offsets of every group are read every tick.
         """
         began = time.monotonic()
@@ -152,11 +156,14 @@ class KafkaAdmin(OffsetRequests):
         ids = sorted(states.keys() | known.keys())
         if not ids:
             return {}, {}
-        self._round = (self._round + 1) % DESCRIBE_ROUNDS
+        turn = -1  # (no index is this turn's: it waits)
+        self._turn_postponed = self.metadata_tick and not self._turn_postponed
+        if not self._turn_postponed:
+            self._round = turn = (self._round + 1) % DESCRIBE_ROUNDS
         described = [
             group
             for index, group in enumerate(ids)
-            if index % DESCRIBE_ROUNDS == self._round
+            if index % DESCRIBE_ROUNDS == turn
             or group not in known
             or _STATES.get(states.get(group)) != known[group].state  # type: ignore[arg-type]
         ]

@@ -130,7 +130,8 @@ class KafkaCollector:
             or now - self._partitions_read >= METADATA_REFRESH
             or self.admin.metadata_outdated
         )
-        # one periodic read of every partition a tick: the start offsets' wait if due
+        # one periodic job a tick: the start offsets' refresh and a turn of group
+        # descriptions wait a tick that reads the metadata
         self.admin.metadata_tick = refresh
         groups = self._helper.submit(self._groups, deadline, known)
         try:

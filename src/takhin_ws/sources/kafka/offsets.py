@@ -96,7 +96,9 @@ class OffsetRequests(AdminRequests):
         #: partition gone, or one its leader there did not answer for).
         self.metadata_outdated = False
         #: Set by the caller for a tick that already carries the metadata's refresh:
-        #: the start offsets' refresh, if due, waits for the next tick (once).
+        #: the start offsets' refresh, if due, and a turn of group descriptions
+        #: (:class:`~takhin_ws.sources.kafka.client.KafkaAdmin`) wait for the next tick
+        #: (once).
         self.metadata_tick = False
         #: Whether the last tick put the start offsets' refresh off.
         self._starts_postponed = False

@@ -51,6 +51,7 @@ from conftest import (
     wait_until,
 )
 from takhin_ws import (
+    WS_PATH,
     ConsumerLag,
     Hub,
     HubFullError,
@@ -576,6 +577,36 @@ async def test_one_connections_failure_never_reaches_the_server(
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(failures) == 1
     assert re.match(r"conn-\d+ failed", failures[0].getMessage())
+    assert "injected fault" in caplog.text
+
+
+async def test_a_fault_while_a_session_starts_leaves_nothing_registered(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault after the client is registered but before its session runs (injected
+    into ``Session.start``) closes that connection and unregisters it: it holds no
+    place under ``--max-clients`` and no session for the shutdown to wait for."""
+
+    def start(self: Session, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(Session, "start", start)
+    port = server.port
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(
+                b"GET " + WS_PATH.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Upgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            assert await stream.receive_some() == b""  # closed without an answer
+        await wait_until(lambda: not server.sessions)
+    assert len(server.hub) == 0
+    assert server.statistics().hub.clients == 0
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1
     assert "injected fault" in caplog.text
 
 

@@ -24,6 +24,7 @@ from ..core.access.admission import Admission, Upgrade
 from ..core.access.hosts import HostPolicy
 from ..core.access.permissions import Permissions
 from ..core.access.renewal import token_session
+from ..core.clients import Client
 from ..core.hub import Hub
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
@@ -301,7 +302,6 @@ class Server:
         :class:`HttpError` for a refusal (answered instead of the ``101``); ``None``
         if the hub refuses the client all the same (a ``Hub`` of the caller's that
         others register with), to be told 1013."""
-        settings = self.settings
         upgrade = self._admit(request, conn_id)
         key = request.header("sec-websocket-key") or ""
         answer = switching_protocols(key, upgrade.subprotocol, upgrade.extra_headers)
@@ -315,12 +315,30 @@ class Server:
         except HubFullError:
             transport.send_control_nowait(answer)
             return None
+        try:
+            session = self._start_session(transport, upgrade, client, answer, request.rest)
+        except BaseException:  # a fault (a bug): the client holds no place after it
+            self.hub.remove_client(client)
+            raise
+        self.sessions.add(session)
+        log.debug("conn-%d: client %s connected", conn_id, client.id)
+        return session
+
+    def _start_session(
+        self,
+        transport: SocketTransport,
+        upgrade: Upgrade,
+        client: Client,
+        answer: bytes,
+        first: bytes,
+    ) -> Session:
+        """The registered *client*'s session, its first frames written (``101`` first)."""
+        settings = self.settings
         if upgrade.variant.bare:
             transport.without_gaps()
         inbound = InboundFilter(
             max_message_size=settings.max_message_size, deflate=upgrade.deflate is not None
         )
-        first = request.rest  # the client's first frames, if any
         series = None if self.producer is None else self.producer.series
         auth = upgrade.auth
         authenticator = self._admission.authenticator
@@ -338,9 +356,7 @@ class Server:
             token=token,
         )
         transport.next_ping = trio.current_time() + settings.ping_interval
-        self.sessions.add(session)
         session.start(upgrade.since, upgrade.epoch, source=self._services.source_kind, head=answer)
-        log.debug("conn-%d: client %s connected", conn_id, client.id)
         return session
 
     def _ended(self, session: Session, remote: str) -> None:

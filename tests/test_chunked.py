@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws.wire.chunked import MAX_CHUNK_LINE, MAX_TRAILER, ChunkedBody
 from takhin_ws.wire.http import HttpError
+from takhin_ws.wire.http.chunked import MAX_CHUNK_LINE, MAX_TRAILER, ChunkedBody
 
 HEAD = b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 

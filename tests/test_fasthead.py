@@ -1,4 +1,4 @@
-"""``wire/fasthead``: the common upgrade head parsed by httptools reads exactly as h11
+"""``wire/http/fasthead``: the common upgrade head parsed by httptools reads exactly as h11
 reads it, and everything unusual is left to h11 (whose refusals the server answers)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from takhin_ws.net.http.exchange import HeadReader
-from takhin_ws.wire.fasthead import parse_upgrade_head
 from takhin_ws.wire.http import MAX_HEAD_BYTES, HttpError, Request, body_parser, head_parser
 from takhin_ws.wire.http import request_of as h11_request_of
+from takhin_ws.wire.http.fasthead import parse_upgrade_head
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 COMMON = (

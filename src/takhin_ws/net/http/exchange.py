@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Final
 import h11
 import trio
 
-from ...wire.chunked import ChunkedBody
-from ...wire.fasthead import parse_upgrade_head
 from ...wire.http import (
     MAX_HEAD_BYTES,
     HttpError,
@@ -22,6 +20,8 @@ from ...wire.http import (
     request_of,
     response_bytes,
 )
+from ...wire.http.chunked import ChunkedBody
+from ...wire.http.fasthead import parse_upgrade_head
 
 if TYPE_CHECKING:
     from .routes import Answer
@@ -36,7 +36,7 @@ class HeadReader:
     """One request head as its bytes arrive: :meth:`feed` what was read (a head that
     is already there whole is parsed without waiting), :meth:`read` the rest. A
     common upgrade head that arrives whole in the first read is parsed by
-    :func:`~takhin_ws.wire.fasthead.parse_upgrade_head`, everything else by h11."""
+    :func:`~takhin_ws.wire.http.fasthead.parse_upgrade_head`, everything else by h11."""
 
     __slots__ = ("_conn", "_raw")
 
@@ -92,7 +92,7 @@ async def read_request(stream: trio.abc.ReceiveStream) -> Request:
 
 async def read_body(stream: trio.abc.ReceiveStream, request: Request, limit: int) -> bytes:
     """The request body, at most *limit* bytes (413 beyond it). A chunked body is
-    decoded by :class:`~takhin_ws.wire.chunked.ChunkedBody` (linear in its bytes,
+    decoded by :class:`~takhin_ws.wire.http.chunked.ChunkedBody` (linear in its bytes,
     whatever its chunk sizes), one with a length by h11."""
     check_declared_length(request, limit)
     conn = body_parser(request)

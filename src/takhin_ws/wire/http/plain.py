@@ -1,7 +1,7 @@
 """Plain HTTP on the WebSocket port, without I/O: requests, refusals, responses (sans-IO).
 
 A request head is parsed with h11 (bounded at ``MAX_HEAD_BYTES``), once (the common
-upgrade head by httptools instead: :mod:`takhin_ws.wire.fasthead`): an admitted
+upgrade head by httptools instead: :mod:`takhin_ws.wire.http.fasthead`): an admitted
 WebSocket upgrade is answered from it (:func:`switching_protocols`), and the bytes
 read past the head are the client's first frames. Reading from a connection is
 :mod:`takhin_ws.net.http.exchange`; answering is :func:`response_bytes`.
@@ -69,7 +69,7 @@ class Request:
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     raw: bytes  # every byte read from the socket so far (head and any body bytes)
     #: the h11 parser that read the head, to read a body with (``None``: the head was
-    #: parsed by ``wire/fasthead``; :func:`body_parser` makes one when needed)
+    #: parsed by ``wire/http/fasthead``; :func:`body_parser` makes one when needed)
     conn: h11.Connection | None
     http_version: str = "1.1"
     #: bytes of the head in ``raw``; what follows it arrived with it (a body's start,
@@ -155,7 +155,7 @@ def make_request(
 
 def body_parser(request: Request) -> h11.Connection:
     """The h11 parser to read *request*'s body with: the one that read its head, or
-    (a head parsed by ``wire/fasthead``) a fresh one given the bytes read so far."""
+    (a head parsed by ``wire/http/fasthead``) a fresh one given the bytes read so far."""
     if request.conn is not None:
         return request.conn
     conn = head_parser()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .http import HttpError
+from .plain import HttpError
 
 __all__ = ["MAX_CHUNK_LINE", "MAX_TRAILER", "ChunkedBody"]
 

@@ -18,7 +18,7 @@ from typing import Final
 
 import httptools
 
-from .http import MAX_HEAD_BYTES, Request, make_request
+from .plain import MAX_HEAD_BYTES, Request, make_request
 
 __all__ = ["parse_upgrade_head"]
 

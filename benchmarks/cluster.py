@@ -41,8 +41,8 @@ import psutil
 import trio
 
 from benchmarks.exposition import SIZES, Shape
-from takhin_ws.core.changes import diff
-from takhin_ws.core.snapshot import Snapshot
+from takhin_ws.core.metrics.changes import diff
+from takhin_ws.core.metrics.snapshot import Snapshot
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources import PrometheusSource, ScrapeError
 from takhin_ws.wire.websocket.deflate import deflate

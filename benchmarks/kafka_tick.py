@@ -55,7 +55,7 @@ from benchmarks.common import raise_nofile
 from benchmarks.kafka_cluster import build_cluster
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
 from takhin_ws.config.cli import freeze_startup
-from takhin_ws.core.snapshot import MetricsSourceError, Snapshot
+from takhin_ws.core.metrics.snapshot import MetricsSourceError, Snapshot
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources.kafka.collector import KafkaCollector
 from takhin_ws.sources.kafka.source import PROCESS_SHARE, KafkaSource

@@ -29,8 +29,8 @@ import attrs
 from benchmarks.wire import snapshot
 from takhin_ws import ConsumerLag, LagTracker, MonitoringMetrics, PartitionLag, Snapshot, TopicLag
 from takhin_ws.core.lag.timeline import DEFAULT_CAPACITY
-from takhin_ws.core.snapshot import GroupInfo
-from takhin_ws.core.views import dumps, metrics_data, metrics_envelope
+from takhin_ws.core.metrics.snapshot import GroupInfo
+from takhin_ws.core.metrics.views import dumps, metrics_data, metrics_envelope
 
 #: The keys the insight adds to 2.9 objects (stripped for the size of a 2.9 message).
 V1_KEYS = frozenset({"lagSeconds", "consumeRate", "status", "drainSeconds"})

@@ -34,7 +34,7 @@ from takhin_ws import (
     TopicLag,
     TopicStats,
 )
-from takhin_ws.core.views import MetricsViews, dumps, metrics_data, metrics_envelope
+from takhin_ws.core.metrics.views import MetricsViews, dumps, metrics_data, metrics_envelope
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.wire.websocket.deflate import deflate
 from takhin_ws.wire.websocket.frames import Outbound

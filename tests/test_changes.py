@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from takhin_ws.core.changes import diff
-from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.core.metrics.changes import diff
+from takhin_ws.core.metrics.snapshot import GroupInfo, Snapshot
 from takhin_ws.wire.messages import (
     GroupCreated,
     GroupDeleted,

@@ -23,9 +23,9 @@ from takhin_ws.core.hub import (
     QueueSubscriber,
     channel_of,
 )
+from takhin_ws.core.metrics.snapshot import GroupInfo
+from takhin_ws.core.metrics.views import MetricsViews
 from takhin_ws.core.queue import Drop
-from takhin_ws.core.snapshot import GroupInfo
-from takhin_ws.core.views import MetricsViews
 from takhin_ws.wire.codec import decode, encode, payload_to_data
 from takhin_ws.wire.messages import (
     Envelope,
@@ -887,7 +887,7 @@ def test_view_churn_never_parses_the_snapshot(monkeypatch: pytest.MonkeyPatch) -
         parses.append(data)
         return real(data)
 
-    monkeypatch.setattr("takhin_ws.core.views.orjson.loads", counting)
+    monkeypatch.setattr("takhin_ws.core.metrics.views.orjson.loads", counting)
     hub = Hub()
     hub.publish("metrics", ORDERS)
     client = hub.add_client(QueueSubscriber(), [])

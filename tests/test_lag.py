@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from takhin_ws.core.lag.tracker import LagTracker
-from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.core.metrics.snapshot import GroupInfo, Snapshot
 from takhin_ws.wire.codec import encode
 from takhin_ws.wire.messages import (
     ConsumerLag,

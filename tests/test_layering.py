@@ -103,6 +103,9 @@ SIBLINGS: Final = frozenset(
         ("sources.kafka", "sources.prometheus"),
         # a group's history answer asks whether the connection may read that group
         ("core.lag", "core.access"),
+        # lag is tracked from snapshots; access filters the metrics and bounds views
+        ("core.lag", "core.metrics"),
+        ("core.access", "core.metrics"),
     }
 )
 

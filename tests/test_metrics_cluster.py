@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.metrics.snapshot import GroupInfo, Snapshot
 from takhin_ws.core.series import Series
-from takhin_ws.core.snapshot import GroupInfo, Snapshot
 from takhin_ws.ingest.bus import BusUnavailableError, Published
 from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer

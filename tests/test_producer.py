@@ -17,8 +17,8 @@ import trio.testing
 
 from recorder import Recorder
 from takhin_ws.core.hub import Hub
+from takhin_ws.core.metrics.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from takhin_ws.core.series import Series
-from takhin_ws.core.snapshot import GroupInfo, MetricsSource, MetricsSourceError, Snapshot
 from takhin_ws.ingest.bus import MemoryBus, Published
 from takhin_ws.ingest.ingress import EventIngress
 from takhin_ws.ingest.producer import MetricsProducer, MetricsStatistics

@@ -10,8 +10,8 @@ import trio
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.core.lag.tracker import LagTracker
+from takhin_ws.core.metrics.snapshot import GroupInfo, MetricsSourceError, Snapshot
 from takhin_ws.core.series import Series
-from takhin_ws.core.snapshot import GroupInfo, MetricsSourceError, Snapshot
 from takhin_ws.ingest.insight import LAG_INLINE_PARTITIONS
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import decode

@@ -19,7 +19,7 @@ from exporter import WALL, Broker, FakeClock, MetricsServer, fixture, start_expo
 from recorder import Recorder
 from takhin_ws import Settings
 from takhin_ws.core.hub import Hub
-from takhin_ws.core.snapshot import GroupInfo, Snapshot
+from takhin_ws.core.metrics.snapshot import GroupInfo, Snapshot
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.sources import SCRAPE_SHARE, source_for
 from takhin_ws.sources.prometheus.source import PrometheusSource, ScrapeError

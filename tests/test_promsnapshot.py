@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import WALL, fixture
-from takhin_ws.core.changes import diff
-from takhin_ws.core.snapshot import GroupInfo
+from takhin_ws.core.metrics.changes import diff
+from takhin_ws.core.metrics.snapshot import GroupInfo
 from takhin_ws.sources.prometheus.scan import ExpositionScanner, parse_exposition
 from takhin_ws.sources.prometheus.series import Series
 from takhin_ws.sources.prometheus.snapshot import (

@@ -20,7 +20,7 @@ from redis_server import RedisServer
 from takhin_ws import Settings, open_server
 from takhin_ws.cluster.bus import MIN_STREAM_LENGTH, RedisBus
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.core.snapshot import Snapshot
+from takhin_ws.core.metrics.snapshot import Snapshot
 from takhin_ws.ingest.bus import BusUnavailableError, EventBus, MemoryBus
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.messages import EpochChanged, MonitoringMetrics, TopicCreated

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from strategies import metrics as metrics_strategy
+from takhin_ws.core.metrics.views import metrics_data
 from takhin_ws.core.series import MAX_SERIES_GROUPS, Series
-from takhin_ws.core.views import metrics_data
 from takhin_ws.wire.codec import decode, encode
 from takhin_ws.wire.messages import (
     ConsumerLag,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takhin_ws.core.changes import diff
-from takhin_ws.core.snapshot import Snapshot
+from takhin_ws.core.metrics.changes import diff
+from takhin_ws.core.metrics.snapshot import Snapshot
 from takhin_ws.sources.synthetic.source import SyntheticSource
 from takhin_ws.wire.codec import decode, encode
 from takhin_ws.wire.messages import Envelope, MonitoringMetrics

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from strategies import metrics as metrics_strategy
 from takhin_ws._exceptions import LocalProtocolError
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.core.snapshot import GroupInfo, Snapshot
-from takhin_ws.core.views import MetricsViews, dumps, is_view, metrics_data, metrics_envelope
+from takhin_ws.core.metrics.snapshot import GroupInfo, Snapshot
+from takhin_ws.core.metrics.views import (
+    MetricsViews,
+    dumps,
+    is_view,
+    metrics_data,
+    metrics_envelope,
+)
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import decode, encode
 from takhin_ws.wire.messages import (
@@ -291,7 +297,7 @@ def test_a_snapshot_from_a_bus_is_parsed_once_per_tick(monkeypatch: pytest.Monke
         return real(data)
 
     views = views_of(published(), decoded=False)
-    monkeypatch.setattr("takhin_ws.core.views.orjson.loads", counting)
+    monkeypatch.setattr("takhin_ws.core.metrics.views.orjson.loads", counting)
     for _ in range(5):
         assert views.exists("metrics:topic:nope") is False
         assert views.view("metrics:topic:orders") is not None

@@ -50,14 +50,14 @@ from ._exceptions import (
 from .config.settings import Settings, SettingsError
 from .core.hub import Hub, HubStatistics
 from .core.lag.tracker import LagTracker
-from .core.series import Series
-from .core.snapshot import (
+from .core.metrics.snapshot import (
     GroupInfo,
     MetricsSource,
     MetricsSourceError,
     MetricsSourceIncompatibleError,
     Snapshot,
 )
+from .core.series import Series
 from .ingest.bus import BusUnavailableError, EventBus, Published
 from .ingest.ingress import EventIngress, IngressStatistics
 from .ingest.producer import MetricsProducer, MetricsStatistics

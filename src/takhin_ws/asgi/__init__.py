@@ -11,7 +11,7 @@ standalone listener.
 from __future__ import annotations
 
 from ..config.settings import Settings
-from ..core.snapshot import MetricsSource
+from ..core.metrics.snapshot import MetricsSource
 from .app import TakhinApp
 from .auth import Access, Authorize, Refusal
 from .scope import Message, Receive, Scope, Send

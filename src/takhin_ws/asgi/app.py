@@ -21,7 +21,7 @@ import trio
 
 from ..config.settings import Settings
 from ..core.hub import Hub
-from ..core.snapshot import MetricsSource
+from ..core.metrics.snapshot import MetricsSource
 from ..ingest.bus import EventBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer

@@ -6,8 +6,7 @@ WebSocket frame once, records it in the stream's history, and offers the same
 wire variant (``format=bare``, permessage-deflate) are grouped by variant when the
 subscriptions change; a publish builds each variant once, for its whole group. What
 a client does with it (write it straight to its socket, or queue it behind a backlog)
-is the client's business (:class:`Subscriber`); the hub never waits for anyone.
-"""
+is the client's business (:class:`Subscriber`); the hub never waits for anyone."""
 
 from __future__ import annotations
 
@@ -28,9 +27,10 @@ from .access.limits import subscribe_refusal
 from .access.permissions import Permissions
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
 from .history import StreamHistory
-from .snapshot import GroupInfo
+from .metrics import views
+from .metrics.snapshot import GroupInfo
+from .metrics.views import MetricsViews, ViewChannels, is_view
 from .subscriptions import Subscriptions
-from .views import MetricsViews, ViewChannels, dumps, is_view, metrics_data, metrics_envelope
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -194,15 +194,15 @@ class Hub:
         )
         decoded = None
         if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
-            decoded = metrics_envelope(
-                metrics_data(payload),
+            decoded = views.metrics_envelope(
+                views.metrics_data(payload),
                 timestamp=envelope.timestamp,
                 channel=stream_name,
                 offset=stream.offset,
                 epoch=self.epoch,
                 stale=stale,
             )
-            encoded = dumps(decoded)
+            encoded = views.dumps(decoded)
         else:
             encoded = encode(envelope)
             self._views.note_event(payload)

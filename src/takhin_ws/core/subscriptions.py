@@ -14,7 +14,7 @@ from collections.abc import Callable
 from ..wire.websocket.frames import Variant
 from .access.permissions import Permissions
 from .clients import Client
-from .views import is_view
+from .metrics.views import is_view
 
 __all__ = ["Group", "Subscriptions"]
 

@@ -14,7 +14,7 @@ from typing import Final
 import trio
 
 from ..core.lag.tracker import LagTracker
-from ..core.snapshot import Snapshot
+from ..core.metrics.snapshot import Snapshot
 from ..wire.events import Event
 
 __all__ = ["LAG_INLINE_PARTITIONS", "observe"]

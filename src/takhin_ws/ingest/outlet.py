@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from .._exceptions import HubClosedError, LocalProtocolError
-from ..core.snapshot import MetricsSourceError
+from ..core.metrics.snapshot import MetricsSourceError
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics, Payload
 from .bus import BusUnavailableError

@@ -1,10 +1,10 @@
 """The metrics producer: one snapshot per tick for every client, from a pluggable source.
 
 A :class:`~takhin_ws.MetricsSource` answers ``collect()`` with a
-:class:`~takhin_ws.Snapshot` (see :mod:`takhin_ws.core.snapshot`). The
+:class:`~takhin_ws.Snapshot` (see :mod:`takhin_ws.core.metrics.snapshot`). The
 :class:`MetricsProducer` asks it once per tick on a drift-free schedule, publishes the
 result on the ``metrics`` channel, and turns the difference between successive
-snapshots into change events (:func:`takhin_ws.core.changes.diff`).
+snapshots into change events (:func:`takhin_ws.core.metrics.changes.diff`).
 
 A source that fails or overruns its deadline never stops the producer: the last good
 snapshot is published again with the envelope flag ``stale: true`` and the producer
@@ -24,16 +24,16 @@ import trio
 from attrs import frozen
 
 from .._exceptions import HubClosedError
-from ..core.changes import diff
 from ..core.hub import Hub
 from ..core.lag.tracker import LagTracker
-from ..core.series import Series
-from ..core.snapshot import (
+from ..core.metrics.changes import diff
+from ..core.metrics.snapshot import (
     MetricsSource,
     MetricsSourceError,
     MetricsSourceIncompatibleError,
     Snapshot,
 )
+from ..core.series import Series
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics
 from .ingress import EventIngress

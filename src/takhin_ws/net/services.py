@@ -23,8 +23,8 @@ from ..config.settings import Settings
 from ..core.access.permissions import Permissions
 from ..core.hub import Hub
 from ..core.lag.tracker import LagTracker
+from ..core.metrics.snapshot import MetricsSource
 from ..core.series import Series
-from ..core.snapshot import MetricsSource
 from ..ingest.bus import EventBus, MemoryBus
 from ..ingest.ingress import EventIngress
 from ..ingest.producer import MetricsProducer

@@ -17,7 +17,7 @@ import trio
 
 from ..config.settings import Settings
 from ..core.hub import Hub
-from ..core.snapshot import MetricsSource
+from ..core.metrics.snapshot import MetricsSource
 from .heartbeat import heartbeat
 from .listener import bind
 from .server import Server

@@ -37,7 +37,7 @@ from .synthetic.source import SyntheticSource
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
-    from ..core.snapshot import MetricsSource
+    from ..core.metrics.snapshot import MetricsSource
 
 __all__ = [
     "CUSTOM",

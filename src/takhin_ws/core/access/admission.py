@@ -31,7 +31,7 @@ from ...wire.channels import EVENT_STREAMS, STREAMS, parse_channel, parse_offset
 from ...wire.http import HttpError, Request
 from ...wire.websocket.deflate import Deflate, negotiate
 from ...wire.websocket.frames import PLAIN, Variant
-from ..views import is_view
+from ..metrics.views import is_view
 from .auth import ANONYMOUS, Auth, Authenticator, key_matches, www_authenticate
 from .tokens import token_verifier
 

@@ -18,7 +18,7 @@ from attrs import evolve
 
 from ...wire.messages import History
 from ...wire.websocket.frames import Outbound, Variant
-from ..views import JSON, MetricsViews, dumps
+from ..metrics.views import JSON, MetricsViews, dumps
 from .permissions import Permissions
 
 __all__ = ["CLUSTER_WIDE", "FilteredMetrics", "filter_metrics", "filtered_history"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from ...wire.messages import Error
-from ..views import ViewChannels, is_view
+from ..metrics.views import ViewChannels, is_view
 
 __all__ = [
     "TOO_MANY_CHANNELS",

@@ -43,7 +43,7 @@ import attrs
 from ...wire.events import GroupStatus
 from ...wire.lag import LagStatus
 from ...wire.messages import ConsumerLag, PartitionLag, TopicLag
-from ..snapshot import Snapshot
+from ..metrics.snapshot import Snapshot
 from .status import MIN_WINDOW, SEVERITY, PartitionWindow
 from .timeline import DEFAULT_CAPACITY, OffsetTimeline
 

@@ -32,7 +32,7 @@ from confluent_kafka import (
     KafkaException,
 )
 
-from ...core.snapshot import GroupInfo
+from ...core.metrics.snapshot import GroupInfo
 from ...wire.messages import GroupState
 from .errors import GONE, KafkaSourceError, is_secret, mask_config
 from .offsets import OffsetRequests

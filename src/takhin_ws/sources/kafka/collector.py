@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from ...config.settings import DEFAULT_KAFKA_RESET_AFTER
-from ...core.snapshot import GroupInfo, Snapshot
+from ...core.metrics.snapshot import GroupInfo, Snapshot
 from .client import DESCRIBE_BATCH, Committed, KafkaAdmin
 from .errors import KafkaSourceError
 from .model import Observation, compute_snapshot

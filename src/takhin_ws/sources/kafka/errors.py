@@ -10,7 +10,7 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException
 
-from ...core.snapshot import MetricsSourceError, MetricsSourceIncompatibleError
+from ...core.metrics.snapshot import MetricsSourceError, MetricsSourceIncompatibleError
 
 __all__ = [
     "FATAL",

@@ -31,7 +31,7 @@ from typing import Final, TypeAlias
 import attrs
 from attrs import frozen
 
-from ...core.snapshot import GroupInfo, Snapshot
+from ...core.metrics.snapshot import GroupInfo, Snapshot
 from ...wire.messages import (
     ClusterHealth,
     ConsumerLag,

@@ -28,7 +28,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from ...core.snapshot import GroupInfo, Snapshot
+from ...core.metrics.snapshot import GroupInfo, Snapshot
 from ...wire.converter import camel, converter
 from ...wire.messages import MonitoringMetrics
 

@@ -39,7 +39,7 @@ from typing import Any, Final
 import trio
 
 from ...config.settings import DEFAULT_KAFKA_RESET_AFTER
-from ...core.snapshot import MetricsSourceError, Snapshot
+from ...core.metrics.snapshot import MetricsSourceError, Snapshot
 from ..prometheus.source import PrometheusSource
 from .errors import KafkaSourceError, is_secret, mask_config
 from .model import merge_exposition

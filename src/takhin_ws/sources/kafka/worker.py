@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import trio
 
-from ...core.snapshot import Snapshot
+from ...core.metrics.snapshot import Snapshot
 from .errors import KafkaIncompatibleError, KafkaSourceError
 from .pipe import Assembler, FrameReader, frame
 

@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from ...config.settings import DEFAULT_SCRAPE_MAX_BYTES
-from ...core.snapshot import MetricsSourceError
+from ...core.metrics.snapshot import MetricsSourceError
 
 __all__ = [
     "ACCEPT",

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from ...core.snapshot import GroupInfo, Snapshot
+from ...core.metrics.snapshot import GroupInfo, Snapshot
 from ...wire.messages import (
     GROUP_STATES,
     ClusterHealth,

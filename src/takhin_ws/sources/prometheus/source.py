@@ -24,7 +24,7 @@ from typing import ClassVar, Final
 import httpx
 import trio
 
-from ...core.snapshot import Snapshot
+from ...core.metrics.snapshot import Snapshot
 from .scan import ExpositionScanner, parse_exposition
 from .scrape import DEFAULT_MAX_BODY_BYTES, Body, ScrapeError, Scraper
 from .series import Exposition

@@ -15,7 +15,7 @@ from typing import Final
 
 import attrs
 
-from ...core.snapshot import GroupInfo, Snapshot
+from ...core.metrics.snapshot import GroupInfo, Snapshot
 from ...wire import messages as wire
 from ..promql import QUANTILES, histogram_quantile
 

@@ -30,7 +30,7 @@ from typing import ClassVar, Final
 
 import trio
 
-from ...core.snapshot import Snapshot
+from ...core.metrics.snapshot import Snapshot
 from .habits import habit_of, rewind, rewinds_now, stalled, stopped
 from .snapshot import LATENCY_BUCKETS, SimGroup, SimTopic, describe
 

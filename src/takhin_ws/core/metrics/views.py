@@ -30,12 +30,12 @@ from typing import Any, Final
 
 import orjson
 
-from .._exceptions import LocalProtocolError
-from ..wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX
-from ..wire.codec import payload_to_data
-from ..wire.events import GroupEvent
-from ..wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Payload, TopicDetail
-from ..wire.websocket.frames import Outbound
+from ..._exceptions import LocalProtocolError
+from ...wire.channels import METRICS_GROUP_PREFIX, METRICS_LEAN, METRICS_TOPIC_PREFIX
+from ...wire.codec import payload_to_data
+from ...wire.events import GroupEvent
+from ...wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Payload, TopicDetail
+from ...wire.websocket.frames import Outbound
 from .snapshot import GroupInfo
 
 __all__ = ["JSON", "MetricsViews", "ViewChannels", "is_view", "metrics_data", "metrics_envelope"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..wire.events import (
+from ...wire.events import (
     Event,
     GroupCreated,
     GroupDeleted,

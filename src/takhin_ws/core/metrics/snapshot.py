@@ -15,8 +15,8 @@ from typing import Protocol
 import attrs
 from attrs import frozen
 
-from .._exceptions import TakhinWsError
-from ..wire.messages import GroupState, MonitoringMetrics
+from ..._exceptions import TakhinWsError
+from ...wire.messages import GroupState, MonitoringMetrics
 
 __all__ = [
     "GroupInfo",

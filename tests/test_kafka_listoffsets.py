@@ -1,4 +1,4 @@
-"""ListOffsets v1 over the Kafka protocol itself (``sources/kafka/listoffsets.py``): the
+"""ListOffsets v1 over the Kafka protocol itself (``sources/kafka/admin/listoffsets.py``): the
 request and the answer against an independent reading of the protocol's layout, and
 brokers that cannot be read (real sockets; the real broker's answers are in
 ``test_kafka_ticks.py``)."""
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fake_kafka import FakeKafka
 from kafka_broker import free_port
-from takhin_ws.sources.kafka.listoffsets import (
+from takhin_ws.sources.kafka.admin.listoffsets import (
     API_KEY,
     LATEST,
     VERSION,

@@ -23,11 +23,11 @@ from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
 from kafka_ops import delete_topic
 from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka import collector as collector_module
-from takhin_ws.sources.kafka import offsets as offsets_module
-from takhin_ws.sources.kafka.client import DESCRIBE_ROUNDS
+from takhin_ws.sources.kafka.admin import offsets as offsets_module
+from takhin_ws.sources.kafka.admin.client import DESCRIBE_ROUNDS
+from takhin_ws.sources.kafka.admin.listoffsets import LATEST, Address, Found
+from takhin_ws.sources.kafka.admin.requests import Batch
 from takhin_ws.sources.kafka.collector import KafkaCollector
-from takhin_ws.sources.kafka.listoffsets import LATEST, Address, Found
-from takhin_ws.sources.kafka.requests import Batch
 from takhin_ws.sources.kafka.source import KafkaSourceError
 
 pytestmark = pytest.mark.slow

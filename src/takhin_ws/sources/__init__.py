@@ -13,7 +13,7 @@
   (:mod:`~takhin_ws.sources.kafka.worker` runs it, :mod:`~takhin_ws.sources.kafka.process`
   is its main, :mod:`~takhin_ws.sources.kafka.pipe` the frames between them); one
   blocking tick in :mod:`~takhin_ws.sources.kafka.collector`, its requests in
-  :mod:`~takhin_ws.sources.kafka.client`, when to make a new client in
+  :mod:`~takhin_ws.sources.kafka.admin.client`, when to make a new client in
   :mod:`~takhin_ws.sources.kafka.recovery`, errors and secrets in
   :mod:`~takhin_ws.sources.kafka.errors`, its arithmetic in
   :mod:`~takhin_ws.sources.kafka.model`.

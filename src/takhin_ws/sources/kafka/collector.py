@@ -1,6 +1,6 @@
 """One tick of the ``kafka`` source, blocking: a whole snapshot or an error.
 
-:class:`KafkaCollector` owns the client (:class:`~takhin_ws.sources.kafka.client.KafkaAdmin`),
+:class:`KafkaCollector` owns the client (:class:`~takhin_ws.sources.kafka.admin.client.KafkaAdmin`),
 the previous observation (rates are offset deltas between ticks) and the recovery
 policy (:mod:`takhin_ws.sources.kafka.recovery`): it makes a new client when the old one
 stops finding its way. One tick reads the topics and their offsets while a helper
@@ -19,11 +19,11 @@ from typing import Final
 
 from ...config.settings import DEFAULT_KAFKA_RESET_AFTER
 from ...core.metrics.snapshot import GroupInfo, Snapshot
-from .client import DESCRIBE_BATCH, Committed, KafkaAdmin
+from .admin.client import DESCRIBE_BATCH, Committed, KafkaAdmin
+from .admin.requests import logger
 from .errors import KafkaSourceError
 from .model import Observation, compute_snapshot
 from .recovery import Recovery
-from .requests import logger
 
 __all__ = ["DEFAULT_RESET_AFTER", "METADATA_REFRESH", "REQUEST_SHARE", "KafkaCollector"]
 

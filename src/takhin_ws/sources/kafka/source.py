@@ -13,7 +13,7 @@ tick's CPU never holds the event loop. One tick, in that process
   or a failure: :mod:`takhin_ws.sources.kafka.collector`), then the log end offset of
   every partition (one ListOffsets to each leader over the protocol itself on a
   plaintext listener, else with librdkafka in calls of 500 partitions; the start offsets
-  every 30 s, see :mod:`takhin_ws.sources.kafka.offsets`);
+  every 30 s, see :mod:`takhin_ws.sources.kafka.admin.offsets`);
 - meanwhile the consumer groups (one listing), described in batches of
   :data:`DESCRIBE_BATCH`, and the committed offsets of every group, all requested at once.
 

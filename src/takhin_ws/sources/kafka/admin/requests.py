@@ -10,7 +10,7 @@ request fails with a :class:`KafkaSourceError` that names the bootstrap, the req
 and what librdkafka reported, secrets masked; a broker that lacks a request, or that
 broke off every handshake while it never answered, gives a
 :class:`KafkaIncompatibleError` that says so first.
-:class:`~takhin_ws.sources.kafka.client.KafkaAdmin` builds a tick's requests on it.
+:class:`~takhin_ws.sources.kafka.admin.client.KafkaAdmin` builds a tick's requests on it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from .errors import (
+from ..errors import (
     FATAL,
     GONE,
     HANDSHAKE_FAILURES,

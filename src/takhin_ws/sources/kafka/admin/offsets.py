@@ -1,12 +1,12 @@
 """The offsets of every partition, for the ``kafka`` source's tick: the log end offset
 every tick and the log start offset now and then, asked over the Kafka protocol itself
-where that can be done (:mod:`takhin_ws.sources.kafka.listoffsets`: a plaintext
+where that can be done (:mod:`takhin_ws.sources.kafka.admin.listoffsets`: a plaintext
 listener, a partition whose leader the last metadata named) and with librdkafka for the
 rest (TLS or SASL, a broker that could not be read, a partition that answered an error
 and is asked again).
 
-:class:`OffsetRequests` adds this to :class:`~takhin_ws.sources.kafka.requests.AdminRequests`;
-:class:`~takhin_ws.sources.kafka.client.KafkaAdmin` builds the rest of a tick on it.
+:class:`OffsetRequests` adds this to :class:`~takhin_ws.sources.kafka.admin.requests.AdminRequests`;
+:class:`~takhin_ws.sources.kafka.admin.client.KafkaAdmin` builds the rest of a tick on it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from confluent_kafka.admin._metadata import ClusterMetadata
 # the lower-level call AdminClient.list_offsets makes (one future per call)
 from confluent_kafka.cimpl import _AdminClientImpl
 
+from ..model import Offsets
 from .listoffsets import EARLIEST, LATEST, UNKNOWN_TOPIC_OR_PARTITION, Address, DirectOffsets
-from .model import Offsets
 from .requests import AdminRequests, Batch, Key, logger
 
 __all__ = ["LIST_OFFSETS_BATCH", "START_OFFSETS_REFRESH", "OffsetRequests"]
@@ -97,7 +97,7 @@ class OffsetRequests(AdminRequests):
         self.metadata_outdated = False
         #: Set by the caller for a tick that already carries the metadata's refresh:
         #: the start offsets' refresh, if due, and a turn of group descriptions
-        #: (:class:`~takhin_ws.sources.kafka.client.KafkaAdmin`) wait for the next tick
+        #: (:class:`~takhin_ws.sources.kafka.admin.client.KafkaAdmin`) wait for the next tick
         #: (once).
         self.metadata_tick = False
         #: Whether the last tick put the start offsets' refresh off.

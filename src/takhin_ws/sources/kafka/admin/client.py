@@ -15,7 +15,7 @@ of every group requested at once. An answer is whole or the call fails:
 
 How it asks, waits and fails (a :class:`KafkaSourceError` naming the bootstrap, the
 request and what librdkafka reported, secrets masked; an incompatible broker said so):
-:mod:`takhin_ws.sources.kafka.requests`; which errors are which:
+:mod:`takhin_ws.sources.kafka.admin.requests`; which errors are which:
 :mod:`takhin_ws.sources.kafka.errors`.
 """
 
@@ -32,9 +32,9 @@ from confluent_kafka import (
     KafkaException,
 )
 
-from ...core.metrics.snapshot import GroupInfo
-from ...wire.messages import GroupState
-from .errors import GONE, KafkaSourceError, is_secret, mask_config
+from ....core.metrics.snapshot import GroupInfo
+from ....wire.messages import GroupState
+from ..errors import GONE, KafkaSourceError, is_secret, mask_config
 from .offsets import OffsetRequests
 from .requests import RETRY_PAUSE, Batch, Key, logger, one
 

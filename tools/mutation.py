@@ -81,7 +81,17 @@ MODULES: Final[dict[str, Module]] = {
         ("core/session.py",),
         ("tests/test_sessioncore.py", "tests/test_access.py", "tests/test_laghistory.py"),
     ),
-    "session": Module(("net/session.py",), ("tests/test_session.py",)),
+    # the session loop's endings, Close echoes, pongs and token expiry are tested over
+    # real sockets in the server's, the hostile clients' and the tokens' tests
+    "session": Module(
+        ("net/session.py",),
+        (
+            "tests/test_session.py",
+            "tests/test_server.py",
+            "tests/test_hostile.py",
+            "tests/test_tokens_server.py",
+        ),
+    ),
     "channels": Module(("wire/channels.py",), ("tests/test_channels.py",)),
     "codec": Module(
         ("wire/codec.py", "wire/converter.py"),

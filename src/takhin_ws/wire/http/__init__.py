@@ -6,34 +6,7 @@ rest of the package takes them from.
 
 Internal: import from ``takhin_ws`` and its public tiers."""
 
-from .plain import (
-    MAX_HEAD_BYTES,
-    HttpError,
-    Request,
-    body_parser,
-    check_declared_length,
-    error_code,
-    head_error,
-    head_parser,
-    json_error,
-    make_request,
-    request_of,
-    response_bytes,
-    switching_protocols,
-)
+from . import plain
+from .plain import *  # noqa: F403 (one list of names: plain.__all__)
 
-__all__ = [
-    "MAX_HEAD_BYTES",
-    "HttpError",
-    "Request",
-    "body_parser",
-    "check_declared_length",
-    "error_code",
-    "head_error",
-    "head_parser",
-    "json_error",
-    "make_request",
-    "request_of",
-    "response_bytes",
-    "switching_protocols",
-]
+__all__ = plain.__all__

@@ -244,7 +244,7 @@ def test_publish_encodes_once_and_shares_the_object(monkeypatch: pytest.MonkeyPa
         calls.append(env)
         return real_encode(env)
 
-    monkeypatch.setattr("takhin_ws.core.hub.encode", counting_encode)
+    monkeypatch.setattr("takhin_ws.core.encoding.encode", counting_encode)
     hub = Hub()
     subs = [QueueSubscriber() for _ in range(5)]
     hub.add_client(subs[0])

@@ -1,12 +1,13 @@
 """The hub: clients, subscriptions, offsets, history and publish (sans-IO).
 
-``publish`` is synchronous and never blocks: it encodes the message once, builds its
-WebSocket frame once, records it in the stream's history, and offers the same
-:class:`Outbound` object to every subscribed client. Clients that receive another
-wire variant (``format=bare``, permessage-deflate) are grouped by variant when the
-subscriptions change; a publish builds each variant once, for its whole group. What
-a client does with it (write it straight to its socket, or queue it behind a backlog)
-is the client's business (:class:`Subscriber`); the hub never waits for anyone."""
+``publish`` is synchronous and never blocks: it encodes the message once
+(:mod:`~takhin_ws.core.encoding`), builds its WebSocket frame once, records it in the
+stream's history, and offers the same :class:`Outbound` object to every subscribed
+client. Clients that receive another wire variant (``format=bare``, permessage-deflate)
+are grouped by variant when the subscriptions change; a publish builds each variant
+once, for its whole group. What a client does with it (write it straight to its
+socket, or queue it behind a backlog) is the client's business (:class:`Subscriber`);
+the hub never waits for anyone."""
 
 from __future__ import annotations
 
@@ -19,15 +20,14 @@ from typing import Final
 from .._exceptions import HubClosedError, HubFullError
 from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DISTINCT_VIEWS
 from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
-from ..wire.codec import encode
-from ..wire.messages import Envelope, EpochChanged, Error, MonitoringMetrics, Payload, channel_of
+from ..wire.messages import EpochChanged, Error, Payload, channel_of
 from ..wire.websocket.frames import PLAIN, Outbound, Variant
 from .access.filtered import FilteredMetrics
 from .access.limits import subscribe_refusal
 from .access.permissions import Permissions
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
+from .encoding import encode_published, encode_reply
 from .history import StreamHistory
-from .metrics import views
 from .metrics.snapshot import GroupInfo
 from .metrics.views import MetricsViews, ViewChannels, is_view
 from .subscriptions import Subscriptions
@@ -184,29 +184,17 @@ class Hub:
         stream_name = stream_of(channel)
         stream = self._streams[stream_name]
         stream.offset += 1
-        envelope = Envelope(
-            payload=payload,
-            timestamp=int(self._wall_clock()),
-            channel=stream_name,
+        item, decoded = encode_published(
+            payload,
+            channel,
+            stream=stream_name,
             offset=stream.offset,
+            timestamp=int(self._wall_clock()),
             epoch=self.epoch,
             stale=stale,
         )
-        decoded = None
-        if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
-            decoded = views.metrics_envelope(
-                views.metrics_data(payload),
-                timestamp=envelope.timestamp,
-                channel=stream_name,
-                offset=stream.offset,
-                epoch=self.epoch,
-                stale=stale,
-            )
-            encoded = views.dumps(decoded)
-        else:
-            encoded = encode(envelope)
+        if decoded is None:
             self._views.note_event(payload)
-        item = Outbound.of(encoded, stream_name, stream.offset, channel)
         stream.append(item)
         self._published += 1
         if decoded is not None:
@@ -366,8 +354,7 @@ class Hub:
 
     def reply(self, payload: Payload) -> Outbound:
         """Encode a message for one client (``welcome``, ``error``...): no offset."""
-        envelope = Envelope(payload=payload, timestamp=int(self._wall_clock()))
-        return Outbound.of(encode(envelope))
+        return encode_reply(payload, int(self._wall_clock()))
 
     # --- lifecycle and statistics ---
 

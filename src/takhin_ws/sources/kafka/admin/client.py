@@ -2,7 +2,8 @@
 the requests of one tick, each bounded by a deadline.
 
 :class:`KafkaAdmin` owns the client (librdkafka). Its calls batch what Kafka lets them
-batch: one metadata request, the offsets of every partition (:mod:`.offsets`: over the
+batch: one metadata request (:mod:`.metadata`: over the protocol itself where it can,
+else librdkafka's), the offsets of every partition (:mod:`.offsets`: over the
 protocol itself where it can, else one librdkafka ListOffsets a kind), one group
 listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed offsets
 of every group requested at once. An answer is whole or the call fails:
@@ -29,17 +30,20 @@ from typing import Final
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
 )
 
 from ....core.metrics.snapshot import GroupInfo
 from ....wire.messages import GroupState
 from ..errors import GONE, KafkaSourceError, is_secret, mask_config
+from .metadata import Cluster, parse_bootstrap, read_metadata
 from .offsets import OffsetRequests
 from .requests import RETRY_PAUSE, Batch, Key, logger, one
 
 __all__ = [
     "DESCRIBE_BATCH",
+    "DIRECT_METADATA_SHARE",
     "Committed",
     "KafkaAdmin",
     "KafkaSourceError",
@@ -47,6 +51,9 @@ __all__ = [
     "mask_config",
 ]
 
+#: Share of the time left that the metadata over the protocol may take: librdkafka,
+#: asked when it fails, has the rest (and says why, a hung broker included).
+DIRECT_METADATA_SHARE: Final = 0.5
 #: Groups described per DescribeGroups request.
 DESCRIBE_BATCH: Final = 100
 #: Ticks over which every unchanged group is described once (one in this many each tick).
@@ -72,6 +79,10 @@ def _state(state: object) -> GroupState:
     return "PreparingRebalance"
 
 
+def _topic_error(code: int | None) -> KafkaError | str:
+    return "no partitions" if code is None else KafkaError(code)
+
+
 def _since(began: float) -> str:
     return f"{(time.monotonic() - began) * 1000:.0f} ms"
 
@@ -92,10 +103,62 @@ class KafkaAdmin(OffsetRequests):
         self._turn_postponed = False
 
     def metadata(self, deadline: float) -> dict[str, list[int]]:
-        """Partition ids of every topic the cluster lists. The cluster answered, so
-        what the client said about reaching it before is no longer the cause of
+        """Partition ids of every topic the cluster lists (a topic gone since is left
+        out; one that lists no partition fails the call), over the protocol itself
+        where it can (:mod:`.metadata`) and else with librdkafka. The cluster answered,
+        so what the client said about reaching it before is no longer the cause of
         anything: it is forgotten."""
         began = time.monotonic()
+        cluster = self._metadata_directly(deadline)
+        how = "over the protocol"
+        if cluster is None:
+            cluster = self._metadata_librdkafka(deadline)
+            how = "through librdkafka"
+        self._errors.last = None
+        self._answered = True
+        logger.debug(
+            "kafka %s: metadata of %d topics %s in %s",
+            self.bootstrap,
+            len(cluster.leaders),
+            how,
+            _since(began),
+        )
+        out: dict[str, list[int]] = {}
+        for name, leaders in cluster.leaders.items():
+            error = cluster.errors.get(name)
+            if error in GONE:
+                continue
+            if not leaders:
+                raise self._failure(f"metadata of topic {name}", _topic_error(error))
+            out[name] = sorted(leaders)
+        self.learn_leaders({name: cluster.leaders[name] for name in out}, cluster.brokers)
+        return out
+
+    def _metadata_directly(self, deadline: float) -> Cluster | None:
+        """The metadata over the protocol (a plaintext listener), asked of the brokers
+        of the last metadata, then of the bootstrap addresses, within
+        :data:`DIRECT_METADATA_SHARE` of the time left; ``None`` (librdkafka asks then)
+        when none answered, or the answer has a topic that would fail the call
+        (librdkafka's answer names its error)."""
+        if self.direct is None:
+            return None
+        now = time.monotonic()
+        addresses = [*self._brokers.values(), *parse_bootstrap(self.bootstrap)]
+        cluster, failed = read_metadata(
+            self.direct, addresses, now + (deadline - now) * DIRECT_METADATA_SHARE
+        )
+        for address, why in failed.items():
+            logger.debug("kafka %s: Metadata to %s:%d: %s", self.bootstrap, *address, why)
+        if cluster is None:
+            return None
+        for name, leaders in cluster.leaders.items():
+            if not leaders and cluster.errors.get(name) not in GONE:
+                logger.debug("kafka %s: Metadata: topic %s has no partition", self.bootstrap, name)
+                return None
+        return cluster
+
+    def _metadata_librdkafka(self, deadline: float) -> Cluster:
+        """The metadata through librdkafka's ``list_topics``."""
         while True:
             self._serve()
             try:
@@ -107,23 +170,18 @@ class KafkaAdmin(OffsetRequests):
                 if not (self.inconclusive() and deadline - time.monotonic() > 2 * RETRY_PAUSE):
                     raise self._failure("metadata request", exc) from None
             time.sleep(RETRY_PAUSE)
-        self._errors.last = None
-        self._answered = True
-        logger.debug(
-            "kafka %s: metadata of %d topics in %s",
-            self.bootstrap,
-            len(metadata.topics),
-            _since(began),
+        return Cluster(
+            brokers={b.id: (str(b.host), int(b.port)) for b in metadata.brokers.values()},
+            leaders={
+                name: {p: m.leader for p, m in topic.partitions.items()}
+                for name, topic in metadata.topics.items()
+            },
+            errors={
+                name: topic.error.code()
+                for name, topic in metadata.topics.items()
+                if topic.error is not None
+            },
         )
-        out: dict[str, list[int]] = {}
-        for name, topic in metadata.topics.items():
-            if topic.error is not None and topic.error.code() in GONE:
-                continue
-            if not topic.partitions:
-                raise self._failure(f"metadata of topic {name}", topic.error or "no partitions")
-            out[name] = sorted(topic.partitions)
-        self.learn_leaders(metadata, out)
-        return out
 
     def groups(
         self, deadline: float, known: Mapping[str, GroupInfo] = MappingProxyType({})

@@ -11,7 +11,8 @@ partition this path could not read (a broker it could not reach, an answer that 
 fit, an error in a partition's answer): the caller asks librdkafka for those.
 
 :func:`encode_request` and :func:`decode_response` are the protocol (no I/O);
-:class:`DirectOffsets` holds one blocking socket per broker, kept from tick to tick.
+:class:`DirectOffsets` holds one blocking socket per broker, kept from tick to tick
+(:mod:`.metadata` asks on them too).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 __all__ = [
@@ -127,13 +128,13 @@ class DirectOffsets:
     within the caller's deadline), kept open from one call to the next."""
 
     def __init__(self, client_id: str = "takhin-ws") -> None:
-        self._client_id = client_id.encode()
+        self.client_id = client_id.encode()
         self._sockets: dict[Address, socket.socket] = {}
         self._correlation = 0
 
     def close(self) -> None:
         for address in list(self._sockets):
-            self._drop(address)
+            self.drop(address)
 
     def read(
         self,
@@ -152,14 +153,14 @@ class DirectOffsets:
         sent: list[tuple[Address, socket.socket, int]] = []
         for address, topics in asked.items():
             self._correlation = (self._correlation + 1) & 0x7FFFFFFF
-            request = encode_request(self._correlation, self._client_id, topics, timestamp)
+            request = encode_request(self._correlation, self.client_id, topics, timestamp)
             try:
                 sock = self._socket(address, deadline)
                 sock.settimeout(_remaining(deadline))
                 sock.sendall(request)
             except OSError as exc:
                 failed[address] = _why(exc)
-                self._drop(address)
+                self.drop(address)
                 continue
             sent.append((address, sock, self._correlation))
         out: Found = {}
@@ -169,11 +170,25 @@ class DirectOffsets:
                 found, wrong = decode_response(_receive(sock, deadline), correlation)
             except (OSError, ProtocolError) as exc:
                 failed[address] = _why(exc)
-                self._drop(address)
+                self.drop(address)
                 continue
             out.update(found)
             errors.update(wrong)
         return out, errors, failed
+
+    def exchange(
+        self, address: Address, encode: Callable[[int], bytes], deadline: float
+    ) -> tuple[bytearray, int]:
+        """One request to *address* on its socket (``encode(correlation id)`` gives the
+        whole request), and its answer's body with that correlation id, by *deadline*.
+        Another request's way to the brokers (:mod:`.metadata`): the caller reads the
+        answer, and on any failure :meth:`drop` s the socket."""
+        self._correlation = (self._correlation + 1) & 0x7FFFFFFF
+        request = encode(self._correlation)
+        sock = self._socket(address, deadline)
+        sock.settimeout(_remaining(deadline))
+        sock.sendall(request)
+        return _receive(sock, deadline), self._correlation
 
     def _socket(self, address: Address, deadline: float) -> socket.socket:
         sock = self._sockets.get(address)
@@ -183,7 +198,8 @@ class DirectOffsets:
             self._sockets[address] = sock
         return sock
 
-    def _drop(self, address: Address) -> None:
+    def drop(self, address: Address) -> None:
+        """Close the socket to *address* (the next request connects again)."""
         sock = self._sockets.pop(address, None)
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -192,7 +208,7 @@ class DirectOffsets:
     def forget(self, keep: Iterable[Address]) -> None:
         """Close the sockets of brokers not in *keep* (they left the cluster)."""
         for address in set(self._sockets) - set(keep):
-            self._drop(address)
+            self.drop(address)
 
 
 def _remaining(deadline: float) -> float:

@@ -21,13 +21,13 @@ from confluent_kafka import TopicPartition
 
 # confluent_kafka.admin exports OffsetSpec without re-exporting it for type checkers
 from confluent_kafka.admin._listoffsets import OffsetSpec
-from confluent_kafka.admin._metadata import ClusterMetadata
 
 # the lower-level call AdminClient.list_offsets makes (one future per call)
 from confluent_kafka.cimpl import _AdminClientImpl
 
 from ..model import Offsets
 from .listoffsets import EARLIEST, LATEST, UNKNOWN_TOPIC_OR_PARTITION, Address, DirectOffsets
+from .metadata import Leaders
 from .requests import AdminRequests, Batch, Key, logger
 
 __all__ = ["LIST_OFFSETS_BATCH", "START_OFFSETS_REFRESH", "OffsetRequests"]
@@ -108,16 +108,13 @@ class OffsetRequests(AdminRequests):
             self.direct.close()
         super().close()
 
-    def learn_leaders(self, metadata: ClusterMetadata, topics: Iterable[str]) -> None:
-        """Remember each partition's leader among *topics* and where the brokers are."""
-        listed = metadata.topics
-        self._leaders = {
-            name: {p: m.leader for p, m in listed[name].partitions.items()} for name in topics
-        }
-        self._brokers = {b.id: (str(b.host), int(b.port)) for b in metadata.brokers.values()}
+    def learn_leaders(self, leaders: Leaders, brokers: dict[int, Address]) -> None:
+        """Remember each partition's leader (by topic) and where the brokers are."""
+        self._leaders = leaders
+        self._brokers = brokers
         self.metadata_outdated = False
         if self.direct is not None:
-            self.direct.forget(self._brokers.values())
+            self.direct.forget(brokers.values())
 
     def offsets(
         self, partitions: Mapping[str, list[int]], deadline: float

@@ -6,7 +6,9 @@ batch: one metadata request (:mod:`.metadata`: over the protocol itself where it
 else librdkafka's), the offsets of every partition (:mod:`.offsets`: over the
 protocol itself where it can, else one librdkafka ListOffsets a kind), one group
 listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed offsets
-of every group requested at once. An answer is whole or the call fails:
+of every group (:mod:`.groupoffsets`: one request per coordinator over the protocol
+itself where it can, else one librdkafka request a group, all requested at once). An
+answer is whole or the call fails:
 
 - a partition or group that went away (a topic deleted mid-tick) is left out;
 - a partition or group that answers with any other error (no leader yet, a coordinator
@@ -37,8 +39,10 @@ from confluent_kafka import (
 from ....core.metrics.snapshot import GroupInfo
 from ....wire.messages import GroupState
 from ..errors import GONE, KafkaSourceError, is_secret, mask_config
+from .groupoffsets import DirectGroupOffsets
+from .groupwire import Committed
 from .metadata import Cluster, parse_bootstrap, read_metadata
-from .offsets import OffsetRequests
+from .offsets import OffsetRequests, plaintext
 from .requests import RETRY_PAUSE, Batch, Key, logger, one
 
 __all__ = [
@@ -66,9 +70,6 @@ _STATES: Final[Mapping[ConsumerGroupState, GroupState]] = {
     ConsumerGroupState.DEAD: "Dead",
 }
 
-#: Committed offsets of one group's partitions, by topic.
-Committed = dict[str, dict[int, int]]
-
 
 def _state(state: object) -> GroupState:
     """One of the five 2.9 states. librdkafka says UNKNOWN for the states of the new
@@ -81,6 +82,17 @@ def _state(state: object) -> GroupState:
 
 def _topic_error(code: int | None) -> KafkaError | str:
     return "no partitions" if code is None else KafkaError(code)
+
+
+def _committed(offsets: ConsumerGroupTopicPartitions | None) -> Committed | None:
+    """The committed offsets of librdkafka's answer (``None``: the group is gone)."""
+    if offsets is None:
+        return None
+    by_topic: Committed = {}
+    for tp in offsets.topic_partitions or ():
+        if tp.error is None and tp.offset >= 0:
+            by_topic.setdefault(tp.topic, {})[tp.partition] = int(tp.offset)
+    return by_topic
 
 
 def _since(began: float) -> str:
@@ -101,6 +113,16 @@ class KafkaAdmin(OffsetRequests):
         self._round = 0
         #: Whether the last tick put its turn off (it read the metadata).
         self._turn_postponed = False
+        #: Committed offsets over the protocol itself (:mod:`.groupoffsets`), on a
+        #: plaintext listener.
+        self.group_direct = (
+            DirectGroupOffsets(parse_bootstrap(bootstrap)) if plaintext(self.config) else None
+        )
+
+    def close(self) -> None:
+        if self.group_direct is not None:
+            self.group_direct.close()
+        super().close()
 
     def metadata(self, deadline: float) -> dict[str, list[int]]:
         """Partition ids of every topic the cluster lists (a topic gone since is left
@@ -197,7 +219,9 @@ class KafkaAdmin(OffsetRequests):
         described before it is let go: a coordinator that is shutting down or still
         loading lists fewer groups, without an error, and a group is gone only when its
         own description says so.
-        The committed offsets of every group are read every tick.
+        The committed offsets of every group are read every tick: over the protocol
+        itself where it can (:mod:`.groupoffsets`, one request per coordinator), the
+        rest with librdkafka (one request a group).
         """
         began = time.monotonic()
         self._serve()
@@ -225,14 +249,17 @@ class KafkaAdmin(OffsetRequests):
             or group not in known
             or _STATES.get(states.get(group)) != known[group].state  # type: ignore[arg-type]
         ]
-        keys = [("describe", g) for g in described] + [("offsets", g) for g in ids]
+        read, left = self._committed_directly(ids, deadline)
+        keys = [("describe", g) for g in described] + [("offsets", g) for g in left]
         answers = self.ask(keys, self._request_groups, deadline, "group request")
         infos: dict[str, GroupInfo] = {}
         committed: dict[str, Committed] = {}
         for group in ids:
             description = answers.get(("describe", group), known.get(group))
-            offsets = answers[("offsets", group)]
-            if description is None or offsets is None:  # deleted since the listing
+            by_topic = read.get(group)
+            if by_topic is None:
+                by_topic = _committed(answers[("offsets", group)])
+            if description is None or by_topic is None:  # deleted since the listing
                 continue
             if isinstance(description, GroupInfo):  # unchanged since it was described
                 infos[group] = description
@@ -241,10 +268,6 @@ class KafkaAdmin(OffsetRequests):
                 if state == "Dead":
                     continue
                 infos[group] = GroupInfo(state=state, members=len(description.members))
-            by_topic: Committed = {}
-            for tp in offsets.topic_partitions or ():
-                if tp.error is None and tp.offset >= 0:
-                    by_topic.setdefault(tp.topic, {})[tp.partition] = int(tp.offset)
             committed[group] = by_topic
         logger.debug(
             "kafka %s: %d groups (%d described) in %s",
@@ -254,6 +277,28 @@ class KafkaAdmin(OffsetRequests):
             _since(began),
         )
         return infos, committed
+
+    def _committed_directly(
+        self, groups: list[str], deadline: float
+    ) -> tuple[dict[str, Committed], list[str]]:
+        """The committed offsets of *groups* over the protocol itself, and the groups
+        it could not read, for librdkafka: all of them without a plaintext listener,
+        else those of a broker that could not be read or lacks the versions, or that
+        answered an error."""
+        if self.group_direct is None:
+            return {}, groups
+        brokers = self._brokers.values()
+        read, failed = self.group_direct.read(groups, deadline, brokers)
+        if failed:
+            (group, why), *_ = failed.items()
+            logger.debug(
+                "kafka %s: %d groups' offsets left to librdkafka (group %s: %s)",
+                self.bootstrap,
+                len(failed),
+                group,
+                why,
+            )
+        return read, [group for group in groups if group in failed]
 
     def _request_groups(self, keys: list[Key], timeout: float) -> list[Batch]:
         batches: list[Batch] = []

@@ -30,7 +30,7 @@ from .listoffsets import EARLIEST, LATEST, UNKNOWN_TOPIC_OR_PARTITION, Address, 
 from .metadata import Leaders
 from .requests import AdminRequests, Batch, Key, logger
 
-__all__ = ["LIST_OFFSETS_BATCH", "START_OFFSETS_REFRESH", "OffsetRequests"]
+__all__ = ["LIST_OFFSETS_BATCH", "START_OFFSETS_REFRESH", "OffsetRequests", "plaintext"]
 
 #: Partitions per librdkafka ListOffsets call.
 LIST_OFFSETS_BATCH: Final = 500
@@ -48,7 +48,7 @@ _SPECS: Final[Mapping[str, int]] = {kind: int(spec._value) for kind, spec in _OF
 _TIMESTAMPS: Final[Mapping[str, int]] = {"end": LATEST, "start": EARLIEST}
 
 
-def _plaintext(config: Iterable[tuple[str, str]]) -> bool:
+def plaintext(config: Iterable[tuple[str, str]]) -> bool:
     """Whether the client properties *config* reach the brokers without TLS or SASL."""
     return dict(config).get("security.protocol", "plaintext").lower() == "plaintext"
 
@@ -89,7 +89,7 @@ class OffsetRequests(AdminRequests):
         #: ListOffsets over the protocol itself (:mod:`.listoffsets`), on a plaintext
         #: listener; the leader of every partition and the brokers' addresses, from the
         #: last metadata.
-        self.direct = DirectOffsets() if _plaintext(self.config) else None
+        self.direct = DirectOffsets() if plaintext(self.config) else None
         self._leaders: dict[str, dict[int, int]] = {}
         self._brokers: dict[int, Address] = {}
         #: Whether the last offsets saw the cluster differ from the last metadata (a

@@ -1,0 +1,173 @@
+"""Committed offsets of many groups over the Kafka protocol itself
+(``sources/kafka/admin/groupoffsets.py``): against the real brokers (4.x and 3.x),
+what independent consumers committed comes back as librdkafka reads it; brokers that
+cannot be read leave every group to librdkafka, with why; a coordinator that moved
+or went away is asked again."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions
+
+from fake_kafka import FakeKafka
+from kafka_broker import KafkaBroker, admin_client, commit, create_topic, free_port, unique
+from takhin_ws.sources.kafka.admin import groupoffsets
+from takhin_ws.sources.kafka.admin.groupoffsets import DirectGroupOffsets
+from takhin_ws.sources.kafka.admin.groupwire import FIND_COORDINATOR, Committed, decode_offset_fetch
+from takhin_ws.sources.kafka.admin.metadata import parse_bootstrap
+from takhin_ws.sources.kafka.collector import KafkaCollector
+
+#: Groups committed for the comparison: enough that one request carries many.
+GROUPS = 24
+#: Seconds a test gives a read (the broker is shared and the machine loaded).
+TIMEOUT = 20.0
+
+
+def librdkafka_offsets(bootstrap: str, groups: list[str]) -> dict[str, Committed]:
+    """What librdkafka's AdminClient reads, one group a request."""
+    admin = admin_client(bootstrap)
+    out: dict[str, Committed] = {}
+    for group in groups:
+        futures = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=10
+        )
+        answer = futures[group].result(timeout=TIMEOUT)
+        committed: Committed = {}
+        for tp in answer.topic_partitions:
+            assert tp.error is None
+            committed.setdefault(tp.topic, {})[tp.partition] = tp.offset
+        out[group] = committed
+    return out
+
+
+def commit_groups(bootstrap: str, count: int) -> dict[str, Committed]:
+    """*count* groups, each committed by a consumer of its own on two topics (other
+    offsets a group); returns what each committed."""
+    topics = [unique("committed"), unique("committed")]
+    for topic in topics:
+        create_topic(bootstrap, topic, 3)
+    wanted: dict[str, Committed] = {}
+    for index in range(count):
+        group = unique(f"many{index}")
+        wanted[group] = {
+            topics[0]: {0: index, 1: index * 7 + 1, 2: 2**40 + index},
+            topics[1]: {index % 3: 5},
+        }
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for future in [
+            pool.submit(commit, bootstrap, group, topic, offsets)
+            for group, by_topic in wanted.items()
+            for topic, offsets in by_topic.items()
+        ]:
+            future.result()
+    return wanted
+
+
+def read(direct: DirectGroupOffsets, groups: list[str]) -> tuple[dict[str, Committed], Any]:
+    return direct.read(groups, time.monotonic() + TIMEOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["kafka", "kafka3"])
+def test_many_groups_come_back_as_librdkafka_reads_them(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
+    cluster: KafkaBroker = request.getfixturevalue(broker)
+    wanted = commit_groups(cluster.bootstrap, GROUPS)
+    groups = [*wanted, unique("never-committed")]
+    direct = DirectGroupOffsets(parse_bootstrap(cluster.bootstrap))
+    try:
+        found, left = read(direct, groups)
+        found_again, left_again = read(direct, groups)  # coordinators known now
+    finally:
+        direct.close()
+    assert left == left_again == {}
+    assert found == found_again == {**wanted, groups[-1]: {}}
+    assert found == librdkafka_offsets(cluster.bootstrap, groups)
+    assert set(direct.coordinators) == set(groups)
+
+
+@pytest.mark.slow
+def test_the_collector_reads_the_same_offsets_either_way(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = commit_groups(kafka.bootstrap, 3)
+    collector = KafkaCollector(kafka.bootstrap)
+    admin = collector.admin
+    asked: list[list[Any]] = []
+    original = admin._request_groups
+
+    def request(keys: list[Any], timeout: float) -> Any:
+        asked.append([g for kind, g in keys if kind == "offsets"])
+        return original(keys, timeout)
+
+    try:
+        monkeypatch.setattr(admin, "_request_groups", request)
+        _infos, direct = admin.groups(time.monotonic() + TIMEOUT)
+        assert asked == [[]]  # not one group through librdkafka
+        assert admin.group_direct is not None
+        admin.group_direct.close()
+        admin.group_direct = None
+        _infos, librdkafka = admin.groups(time.monotonic() + TIMEOUT)
+        assert set(librdkafka) <= set(asked[1])  # every group through librdkafka
+    finally:
+        collector.close()
+    assert direct.keys() == librdkafka.keys()
+    assert {g: direct[g] for g in wanted} == {g: librdkafka[g] for g in wanted} == wanted
+
+
+@pytest.mark.slow
+def test_a_coordinator_gone_or_moved_is_found_again(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = commit_groups(kafka.bootstrap, 3)
+    gone, moved, kept = wanted
+    direct = DirectGroupOffsets(parse_bootstrap(kafka.bootstrap))
+    decode = decode_offset_fetch
+
+    def not_coordinator(body: bytearray, correlation: int) -> Any:
+        found, errors = decode(body, correlation)
+        if moved in found:
+            del found[moved]
+            errors[moved] = 16  # NOT_COORDINATOR
+        return found, errors
+
+    try:
+        read(direct, [*wanted])
+        nobody = ("127.0.0.1", free_port())
+        direct.coordinators[gone] = nobody  # a coordinator that is not there any more
+        monkeypatch.setattr(groupoffsets, "decode_offset_fetch", not_coordinator)
+        found, left = read(direct, [*wanted])
+        assert found == {kept: wanted[kept]}
+        assert "refused" in left[gone].lower()
+        assert left[moved] == "error 16"
+        assert gone not in direct.coordinators
+        assert moved not in direct.coordinators
+        monkeypatch.undo()
+        found, left = read(direct, [*wanted])  # asked who coordinates, then read
+    finally:
+        direct.close()
+    assert (found, left) == (wanted, {})
+
+
+@pytest.mark.parametrize("mode", ["close", "protocol", "lacking"])
+def test_a_broker_that_cannot_be_read_leaves_every_group_with_why(mode: str) -> None:
+    with FakeKafka(mode) as fake:
+        direct = DirectGroupOffsets([("127.0.0.1", free_port()), ("127.0.0.1", fake.port)])
+        try:
+            found, left = read(direct, ["a", "b"])
+        finally:
+            direct.close()
+    assert found == {}
+    assert set(left) == {"a", "b"}
+    why = left["a"]
+    if mode == "close":
+        assert "the broker closed the connection" in why
+    elif mode == "protocol":
+        assert "does not read" in why
+    else:  # it offers ApiVersions and Metadata only
+        assert f"no version 4-6 of API {FIND_COORDINATOR}" in why

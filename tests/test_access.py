@@ -8,6 +8,7 @@ import fnmatch
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -371,3 +372,59 @@ def test_a_bus_snapshot_is_filtered_and_shared_per_set(hub: Hub) -> None:
     assert len({id(g[1]) for g in got}) == 1  # its lean view, shared
     data = orjson.loads(got[0][0].payload)["data"]
     assert [t["name"] for t in data["topicStats"]] == ["orders.eu", "orders.us"]
+
+
+def test_live_views_reach_a_restricted_client_filtered(hub: Hub) -> None:
+    """Each tick's views go to a restricted client as its set sees them, whether the
+    snapshot was published here or delivered from a bus."""
+    source = Hub(wall_clock=lambda: HUB_WALL_CLOCK)
+    _core, mine = connect(hub, CLAIM, ["metrics:lean", "metrics:topic:orders.eu"])
+    _keyed, theirs = connect(hub, None, ["metrics:lean", "metrics:topic:orders.eu"])
+    hub.publish("metrics", snapshot())
+    restricted, keyed = drain(mine), drain(theirs)
+    hub.deliver("metrics", source.publish("metrics", snapshot()))
+    restricted += drain(mine)
+    keyed += drain(theirs)
+    for got, topics, groups in (
+        (restricted, ["orders.eu", "orders.us"], ["billing-1", "billing-2"]),
+        (keyed, list(TOPICS), list(GROUPS)),
+    ):
+        leans = [m["data"] for m in got if m["type"] == "metrics"]
+        details = [m["data"] for m in got if m["type"] == "topic_detail"]
+        assert len(leans) == len(details) == 2  # one of each a tick
+        for lean in leans:
+            assert [t["name"] for t in lean["topicStats"]] == topics
+        for detail in details:
+            assert [c["groupId"] for c in detail["consumers"]] == groups
+
+
+def test_a_narrow_channel_is_filtered_however_it_was_subscribed(hub: Hub) -> None:
+    """The hub checks what reaches a restricted client on delivery too: a narrow
+    channel its claim hides, subscribed through ``Hub.subscribe`` (an embedder's
+    call, past the session core's check), carries nothing to it."""
+    core, mine = connect(hub, CLAIM, [])
+    hub.subscribe(core.client, ["topic:payments", "topic:orders.eu", "group:ops"])
+    publish_all(hub)
+    assert names(drain(mine)) == ["orders.eu"]
+
+
+def test_a_restricted_snapshot_is_filtered_without_parsing_it(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot published here is filtered from the dicts it was encoded from:
+    the restricted set's message costs no parse of the JSON."""
+    parses: list[bytes] = []
+    real = orjson.loads
+
+    def counting(data: bytes) -> Any:
+        parses.append(data)
+        return real(data)
+
+    _core, mine = connect(hub, CLAIM, ["metrics", "metrics:lean"])
+    monkeypatch.setattr("takhin_ws.core.access.filtered.orjson.loads", counting)
+    hub.publish("metrics", snapshot())
+    monkeypatch.undo()  # (the patch is orjson's own: the test's parses below count not)
+    assert parses == []
+    got = drain(mine)
+    assert [m["type"] for m in got] == ["metrics", "metrics"]
+    assert [t["name"] for t in got[0]["data"]["topicStats"]] == ["orders.eu", "orders.us"]

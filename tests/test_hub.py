@@ -277,6 +277,22 @@ def test_published_item_contents() -> None:
     assert stale["channel"] == "metrics"
 
 
+def test_stale_is_sent_as_given_with_any_message() -> None:
+    """The hub does not judge ``stale``: an event published with it carries it, as a
+    snapshot does (the producer only ever marks snapshots)."""
+    hub = Hub()
+    for stale in (True, False):
+        obj = orjson.loads(hub.publish("topics", topic("orders"), stale=stale).payload)
+        assert obj["stale"] is stale
+    assert "stale" not in orjson.loads(hub.publish("topics", topic("orders")).payload)
+
+
+def test_a_client_shows_its_id_and_channels() -> None:
+    hub = Hub()
+    client = hub.add_client(QueueSubscriber(), ["topics", "groups"], client_id="abc")
+    assert repr(client) == "<Client abc channels=['groups', 'topics']>"
+
+
 def test_reply_has_no_offset() -> None:
     hub = Hub(wall_clock=lambda: 42.0)
     item = hub.reply(Error(code="invalid_field", message="bad"))

@@ -73,11 +73,45 @@ def test_frames_rebuild_every_message_exactly(
 def test_frames_refuse_a_hole_or_no_offset() -> None:
     retained = RetainedFrames("topics")
     retained.append(message(5, "topics", "topics"))
-    with pytest.raises(ValueError, match="does not follow"):
-        retained.append(message(7, "topics", "topics"))
-    with pytest.raises(ValueError, match="carries an offset"):
+    retained.append(message(6, "topics", "topics"))
+    with pytest.raises(ValueError, match=r"^offset 8 does not follow 6$"):
+        retained.append(message(8, "topics", "topics"))
+    with pytest.raises(ValueError, match=r"^a retained message carries an offset$"):
         retained.append(message(6, "topics", "topics").__class__(b"\x81\x00"))
-    assert list(retained.items(0, 9)) == [message(5, "topics", "topics")]
+    assert list(retained.items(0, 9)) == [message(n, "topics", "topics") for n in (5, 6)]
+
+
+@given(
+    items=st.lists(st.tuples(channels, routes), min_size=1, max_size=20),
+    dropped=st.integers(min_value=0, max_value=5),
+    start=st.integers(min_value=0, max_value=20),
+    stop=st.integers(min_value=0, max_value=25),
+)
+def test_frames_rebuild_any_run_of_messages(
+    items: list[tuple[str | None, str | None]], dropped: int, start: int, stop: int
+) -> None:
+    """``items(start, stop)`` is that slice of what is kept, each message whole."""
+    retained = RetainedFrames("topics")
+    kept = [message(10 + n, *fields) for n, fields in enumerate(items)]
+    for item in kept:
+        retained.append(item)
+    dropped = min(dropped, len(kept) - 1)
+    for _ in range(dropped):
+        retained.popleft()
+    rebuilt = list(retained.items(start, stop))
+    expected = kept[dropped:][start:stop]
+    assert [(m.channel, m.offset, m.route, m.frame) for m in rebuilt] == [
+        (m.channel, m.offset, m.route, m.frame) for m in expected
+    ]
+
+
+def test_a_name_too_long_for_a_locator_is_kept_aside_exactly() -> None:
+    """A route whose name has more bytes than a locator can count is still rebuilt."""
+    retained = RetainedFrames("topics")
+    kept = [message(1, "topics", "topic:" + "a" * 70_000), message(2, "topics", "topic:b")]
+    for item in kept:
+        retained.append(item)
+    assert [m.route for m in retained.items(0, 2)] == [m.route for m in kept]
 
 
 def test_the_frame_is_shared_not_copied() -> None:
@@ -214,6 +248,15 @@ def test_a_short_resume_replays_the_published_objects() -> None:
     assert replay == items
     assert all(a is b for a, b in zip(replay[-RECENT_WHOLE:], items[-RECENT_WHOLE:], strict=True))
     assert hub.latest("topics") is items[-1]
+
+
+def test_a_resume_from_anywhere_in_a_long_history_replays_the_rest() -> None:
+    """From any offset of a history longer than the part kept whole, the replay is
+    every later message in order: rebuilt from frames, then the whole ones."""
+    hub = Hub(history_size=RECENT_WHOLE * 2)
+    items = [hub.publish_event(TopicCreated(name=f"t{n}", partitions=1)) for n in range(400)]
+    for after in range(0, len(items) + 1):
+        assert hub.replay("topics", after, hub.epoch) == items[after:]
 
 
 def test_a_retained_event_costs_at_most_twice_its_json() -> None:

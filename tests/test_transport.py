@@ -15,6 +15,7 @@ import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -22,7 +23,13 @@ import trio.testing
 from conftest import wait_until
 from server_frames import frames, payloads
 from takhin_ws.core.queue import Drop
-from takhin_ws.net.transport import LINGER_TIMEOUT, SocketTransport
+from takhin_ws.net.transport import (
+    LINGER_MAX_BYTES,
+    LINGER_TIMEOUT,
+    PROGRESS_CHECKS,
+    SocketTransport,
+)
+from takhin_ws.wire.gaps import gap_frames
 from takhin_ws.wire.websocket.frames import Outbound, close_frame, ping_frame, text_frame
 
 BIG = 1024 * 1024  # far more than a socket pair buffers
@@ -556,3 +563,168 @@ async def test_a_send_error_in_the_backlog_names_the_cause(pair: Pair) -> None:
     with trio.fail_after(5):
         await wait_until(lambda: t.closing)
     assert t.abort_reason in {"send failed: Broken pipe", "send failed: Connection reset by peer"}
+
+
+# --- more that make mutation found unasserted (issue 25) ---
+
+
+async def test_a_control_chunk_on_an_idle_transport_is_written_at_once(pair: Pair) -> None:
+    t = pair.transport
+    ping = ping_frame(b"now")
+    first = t.send_control_nowait(ping)
+    assert not t.backlogged
+    assert pair.tasks == 0  # the kernel took it all: no flusher
+    assert t.bytes_sent == len(ping)
+    assert frames(await pair.read(len(ping))) == [(0x9, b"now")]
+    assert t.send_control_nowait(ping) > first  # numbered in order
+    assert pair.tasks == 0
+
+
+async def test_the_queue_overflowing_behind_a_backlog_is_said_with_a_gap() -> None:
+    """The transport hands its gap encoder to its buffer: the peer reads the dropped
+    offsets in a ``gap`` message before the data that was kept."""
+    size = 2
+    async with open_pair(queue_size=size, gap_frames=gap_frames) as p:
+        t = p.transport
+        big = item(b"B" * BIG, offset=1)
+        t.offer(big)
+        assert t.backlogged
+        queued = [item(b"m%d" % n, offset=n) for n in range(2, 8)]
+        for it in queued:
+            t.offer(it)
+        dropped, kept = queued[:-size], queued[-size:]
+        expected_gap = gap_frames(
+            [Drop("topics", dropped[0].offset or 0, dropped[-1].offset or 0, len(dropped))]
+        )
+        data = await p.read(len(big.frame) + len(expected_gap) + total([i.frame for i in kept]))
+        got = payloads(data)
+        assert got[0] == big.payload
+        assert orjson.loads(got[1])["data"] == {
+            "channel": "topics",
+            "firstOffset": dropped[0].offset,
+            "lastOffset": dropped[-1].offset,
+            "count": len(dropped),
+        }
+        assert got[2:] == [it.payload for it in kept]
+
+
+async def test_a_socket_closed_under_a_waiting_flusher_is_a_lost_connection(pair: Pair) -> None:
+    t = pair.transport
+    t.offer(item(b"B" * BIG))
+    await trio.testing.wait_all_tasks_blocked()  # the flusher waits to write
+    trio.lowlevel.notify_closing(t.socket)  # as trio says another task closing it
+    with trio.fail_after(5):
+        await wait_until(lambda: pair.tasks == 0)
+    assert t.closing
+    assert (t.abort_reason or "").startswith("connection lost: ")
+
+
+async def test_the_deadline_restarts_from_the_last_byte_taken(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Virtual time: a peer that reads a little (far less than makes the socket
+    writable) and then stops is dropped one deadline after that read, as the flusher
+    tries to write every PROGRESS_CHECKS-th of the deadline, not one deadline later."""
+    timeout = 10.0
+    check = timeout / PROGRESS_CHECKS
+    frame_size = 16 * 1024  # a kernel buffer of such frames frees room one by one
+    async with open_pair(write_timeout=timeout, queue_size=64) as p:
+        t = p.transport
+        frame = item(b"B" * frame_size)
+        for _ in range(64):
+            t.offer(frame)
+        assert t.backlogged
+        await trio.sleep(timeout / 2 + check / 2)  # between two checks
+        assert await p.read(len(frame.frame)) == frame.frame
+        read_at = trio.current_time()
+        await trio.sleep(timeout - check)
+        assert not t.closing  # the read was progress
+        await trio.sleep(3 * check)
+        assert p.transport.closing, f"still open {trio.current_time() - read_at:g} s after the read"
+        assert (p.transport.abort_reason or "").startswith("write timeout")
+
+
+async def test_linger_close_stops_after_enough_bytes_before_its_time_bound(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """The clock stands still, so only the byte bound can end the lingering."""
+    async with open_pair() as p:
+        t = p.transport
+        ended = trio.Event()
+
+        async def linger() -> None:
+            await t.linger_close()
+            ended.set()
+
+        async def flood() -> None:
+            chunk, sent = b"x" * 65536, 0
+            with suppress(OSError):
+                while sent <= LINGER_MAX_BYTES:
+                    sent += await p.tpeer.send(chunk)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(linger)
+            await flood()
+            await trio.testing.wait_all_tasks_blocked()
+            assert ended.is_set()  # more than LINGER_MAX_BYTES came: it stopped reading
+            nursery.cancel_scope.cancel()
+        assert t.abort_reason == "connection finished"
+
+
+async def test_linger_close_of_a_reset_connection_still_ends_it() -> None:
+    """Over TCP: the peer's reset makes ``shutdown`` fail (ENOTCONN); lingering still
+    ends the connection, without an error."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        peer = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    with ours, peer:
+        async with trio.open_nursery() as nursery:
+            t = SocketTransport(ours, nursery)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # a reset
+            with trio.fail_after(5):
+                await t.wait_readable()
+                await t.linger_close()
+            assert t.abort_reason == "connection finished"
+            assert ours.fileno() == -1
+
+
+async def test_wait_send_all_might_not_block_waits_for_the_backlog(pair: Pair) -> None:
+    """Beside the flusher (which already waits on the socket), without a second
+    waiter on the same socket (trio.BusyResourceError)."""
+    t = pair.transport
+    big = item(b"B" * BIG)
+    t.offer(big)
+    await trio.testing.wait_all_tasks_blocked()  # the flusher waits to write
+    backlog_at_return: list[bool] = []
+
+    async def waiter() -> None:
+        await t.wait_send_all_might_not_block()
+        backlog_at_return.append(t.backlogged)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert backlog_at_return == []  # parked behind the backlog
+            assert payloads(await pair.read(len(big.frame))) == [big.payload]
+    assert backlog_at_return == [False]
+
+
+async def test_an_abort_ends_wait_send_all_might_not_block(pair: Pair) -> None:
+    t = pair.transport
+    t.offer(item(b"B" * BIG))
+    woke = trio.Event()
+
+    async def waiter() -> None:
+        await t.wait_send_all_might_not_block()
+        woke.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            t.abort("gone")
+    assert woke.is_set()
+    assert not t.backlogged

@@ -111,7 +111,6 @@ _EV = "takhin_ws.wire.events.x\u01c1ChangeEvent\u01c1"
 _CONV = "takhin_ws.wire.converter.x__make_converter"
 _PROMQL = "takhin_ws.sources.promql.x_"
 _FALSY = "None is falsy like False, and the flag is only tested for truth"
-_SEQ = "control sequence numbers are only compared with each other"
 _BATCH = (
     "only groups queued frames into sends (same bytes, same order); the bound on one"
     " send moves by at most one frame"
@@ -153,31 +152,13 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     (f"{_PROMQL}counter_increases", "return [c if 0 < c < _INF else 0.0 for c in current]"): (
         "a zero counter gives zero either way"
     ),
-    ("takhin_ws.net.transport.x_has_close_frame", "if end + pos < size:"): (
-        "a cut extended length leaves the position past the end, refused by the final check"
-    ),
-    ("takhin_ws.net.transport.x_has_close_frame", "if end - pos <= size:"): (
-        "differs only on an extended length of 0 at the very end, a non-minimal"
-        " encoding RFC 6455 forbids"
-    ),
-    (
-        "takhin_ws.net.transport.x_has_close_frame",
-        "length = int.from_bytes(view[pos : pos + size], )",
-    ): "int.from_bytes defaults to big-endian",
-    (f"{_T}__init__", 'self._partial_control: int | None = ""'): (
-        "read only while a partial chunk exists, and set with it"
-    ),
-    (f"{_T}_pump", 'self._partial_control = ""'): (
-        "read only while a partial chunk exists, and set with it"
-    ),
-    (f"{_T}__init__", "self._control_seq = 1"): _SEQ,
-    (f"{_T}send_control_nowait", "self._control_seq += 2"): _SEQ,
     (f"{_T}__init__", "self._flushing = None"): _FALSY,
     (f"{_T}_flusher", "self._flushing = None"): _FALSY,
-    (f"{_T}__init__", "self._closing = None"): _FALSY,
     (f"{_T}receive_some", "would_block = None"): _FALSY,
-    (f"{_T}abort", "self._closing = None"): "every check also looks at _closed, set with it",
-    (f"{_T}abort", "self._closing = False"): "every check also looks at _closed, set with it",
+    (f"{_T}_flusher", "sent = None"): (
+        "the first pass then counts as progress, which sets the deadline again from the"
+        " same moment (no await between)"
+    ),
     (f"{_T}__init__", "self.next_ping = None"): "the server sets it before the heartbeat reads it",
     (f"{_T}__init__", "self.next_ping = 1.0"): "the server sets it before the heartbeat reads it",
     **{
@@ -199,15 +180,6 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     **{
         (f"{_OB}started", f'assert self._current is None, "{text}"'): _ASSERT_TEXT
         for text in ("XXa chunk is already being writtenXX", "A CHUNK IS ALREADY BEING WRITTEN")
-    },
-    **{
-        (f"{_T}_next_chunk", line): _BATCH
-        for line in (
-            "if not queue and len(first.frame) >= MAX_BATCH_BYTES:",
-            "if queue or len(first.frame) >= MAX_BATCH_BYTES:",
-            "if not queue or len(first.frame) > MAX_BATCH_BYTES:",
-            "while queue and size <= MAX_BATCH_BYTES:",
-        )
     },
     **{
         (f"{_T}send_all", f'raise trio.BrokenResourceError(self.abort_reason or "{text}")'): (

@@ -216,6 +216,8 @@ class SocketTransport(trio.abc.Stream):
             self.abort(f"connection lost: {exc}")
         finally:
             self._flushing = False
+            if self._control_lot is not None:
+                self._control_lot.unpark_all()  # the backlog is gone (or the connection)
 
     # --- trio.abc.Stream ---
 
@@ -228,16 +230,26 @@ class SocketTransport(trio.abc.Stream):
         while self._buffer.control_done < seq:
             if self._closed:
                 raise trio.BrokenResourceError(self.abort_reason or "connection closed")
-            if self._control_lot is None:
-                self._control_lot = trio.lowlevel.ParkingLot()
-            await self._control_lot.park()
+            await self._lot().park()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def _lot(self) -> trio.lowlevel.ParkingLot:
+        """Where writers wait: woken when a control chunk goes out whole, when the
+        backlog is gone and when the connection is (made on first use)."""
+        lot = self._control_lot
+        if lot is None:
+            lot = self._control_lot = trio.lowlevel.ParkingLot()
+        return lot
+
     async def wait_send_all_might_not_block(self) -> None:
-        if self.backlogged:
-            await trio.lowlevel.wait_writable(self._sock)
-        else:
+        """Until nothing is pending (or the connection is gone). Waits for the flusher
+        to drain the backlog, not on the socket: the flusher is already waiting there,
+        and trio lets one task at a time wait to write a socket."""
+        if not self.backlogged:
             await trio.lowlevel.checkpoint()
+            return
+        while self.backlogged:  # (an abort forgets the backlog)
+            await self._lot().park()
 
     def receive_nowait(self, max_bytes: int = RECEIVE_BYTES) -> bytes | None:
         """What the socket holds now, without waiting (``None``: nothing yet; ``b""``:

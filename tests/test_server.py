@@ -61,6 +61,7 @@ from takhin_ws import (
     TopicStats,
     open_server,
 )
+from takhin_ws.core.session import Close
 from takhin_ws.lowlevel import Client, Subscriber
 from takhin_ws.net.session import Session
 
@@ -553,7 +554,7 @@ async def test_one_connections_failure_never_reaches_the_server(
     its connection id, and every other client goes on being served."""
     original = Session._handle
 
-    def handle(self: Session, raw: str | bytes) -> bool:
+    def handle(self: Session, raw: str) -> Close | None:
         if raw == "boom":
             raise RuntimeError("injected fault")
         return original(self, raw)

@@ -82,7 +82,8 @@ MODULES: Final[dict[str, Module]] = {
         ("tests/test_sessioncore.py", "tests/test_access.py", "tests/test_laghistory.py"),
     ),
     # the session loop's endings, Close echoes, pongs and token expiry are tested over
-    # real sockets in the server's, the hostile clients' and the tokens' tests
+    # real sockets in the server's, the hostile clients' and the tokens' tests, and its
+    # close handshakes' edges in test_session_edges
     "session": Module(
         ("net/session.py",),
         (
@@ -90,6 +91,7 @@ MODULES: Final[dict[str, Module]] = {
             "tests/test_server.py",
             "tests/test_hostile.py",
             "tests/test_tokens_server.py",
+            "tests/test_session_edges.py",
         ),
     ),
     "channels": Module(("wire/channels.py",), ("tests/test_channels.py",)),

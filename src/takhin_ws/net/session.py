@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 from attrs import frozen
-from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
+from wsproto.events import CloseConnection, Event, Ping, TextMessage
 
 from ..core.access.auth import AuthKind
 from ..core.access.renewal import TokenSession
@@ -137,7 +137,7 @@ class Session:
         epoch: str | None = None,
         *,
         source: str | None = None,
-        head: bytes = b"",
+        head: bytes,
     ) -> None:
         """Send ``welcome``, the latest snapshot and any replay, synchronously (in the
         same step as the client's registration, so no publish slips in between),
@@ -171,6 +171,11 @@ class Session:
                         self._close = Close(violation.code, violation.reason)
                         await inbound.refuse()
                     return
+                if self._close is not None and self._done is None:
+                    # a message made this loop close: the rest of what was read held no
+                    # Close of the peer (that returned above), so wait for it
+                    await self._close_connection(self._close)
+                    return
                 # trio's own wait: an idle connection holds no coroutine of ours below
                 # this one (and the wait is this loop's checkpoint, however busy the peer)
                 await transport.wait_readable()
@@ -195,31 +200,27 @@ class Session:
         if isinstance(event, Ping):
             self.transport.send_control_nowait(pong_frame(event.payload))
             return True
-        if not isinstance(event, (TextMessage, BytesMessage)):
-            return True  # a pong: any byte read counts as the peer being alive
+        if not isinstance(event, TextMessage):
+            # a pong: any byte read counts as the peer being alive (a binary message
+            # never gets here: the inbound filter refuses it with 1003)
+            return True
         delay = self.core.command_delay()
         if delay:
             await trio.sleep(delay)  # throttled: this sender waits, alone
             if self.transport.closing:
                 return True  # closed from outside meanwhile
-        if self._handle(event.data):
-            return True
-        await self._close_connection(self._decided())
-        return False
-
-    def _decided(self) -> Close:
-        """The Close this session decided on (set by :meth:`_handle`)."""
-        assert self._close is not None
-        return self._close
-
-    def _handle(self, message: str | bytes | bytearray) -> bool:
-        """Answer one message; False once the connection is to be closed."""
-        reply = self.core.receive(message if isinstance(message, str) else bytes(message))
-        self._write(reply)
-        if reply.close is not None:
-            self._close = reply.close
-            return False
+        close = self._handle(event.data)
+        if close is not None:
+            # the messages after it are not answered, but a Close among them ends the
+            # handshake at once (:meth:`run` waits for it only if none came)
+            self._send_close(close)
         return True
+
+    def _handle(self, message: str) -> Close | None:
+        """Answer one message; the Close it calls for, if any."""
+        reply = self.core.receive(message)
+        self._write(reply)
+        return reply.close
 
     def ending(self) -> Ending:
         """How the connection ended (or is ending): who closed it, the code, the reason."""
@@ -248,9 +249,9 @@ class Session:
         transport.send_control_nowait(close_frame(close.code, close.reason))
 
     async def _close_connection(self, close: Close) -> None:
-        """Close handshake from this loop, bounded by the write deadline; then drop
-        the socket. RFC 6455: after sending Close, read until the peer's Close."""
-        self._send_close(close)
+        """The rest of the close handshake this loop started (its Close frame is sent):
+        RFC 6455, read until the peer's Close, bounded by the write deadline; then drop
+        the socket."""
         with trio.move_on_after(self.settings.write_timeout):
             while self.peer_closed is None:
                 await self.transport.wait_readable()

@@ -114,6 +114,36 @@ def test_a_name_too_long_for_a_locator_is_kept_aside_exactly() -> None:
     assert [m.route for m in retained.items(0, 2)] == [m.route for m in kept]
 
 
+def test_an_array_queue_holds_memory_for_what_it_holds() -> None:
+    """tracemalloc: values passing through a short FIFO leave nothing behind (the
+    taken prefix is cut off, not kept)."""
+    queue = ArrayQueue("q")
+    for n in range(RECENT_WHOLE):  # a window of values held throughout
+        queue.append(n)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(RETAINED_COUNT):
+            queue.append(n)
+            queue.popleft()
+        per_value = (tracemalloc.get_traced_memory()[0] - before) / RETAINED_COUNT
+    finally:
+        tracemalloc.stop()
+    assert len(queue) == RECENT_WHOLE
+    assert per_value < LEFT_BEHIND_PER_EVENT, per_value
+
+
+def test_a_history_offset_out_of_turn_starts_the_ring_again() -> None:
+    """An offset that does not follow the last one (a hole) forgets what came before:
+    no replay crosses the hole, and the ring goes on from the new offset."""
+    history = StreamHistory("topics", 10, None, lambda: 0.0)
+    for offset in (1, 2, 3, 7, 8):
+        history.offset = offset
+        history.append(message(offset, "topics", "topics"))
+    assert history.replay(6) == [message(n, "topics", "topics") for n in (7, 8)]
+    assert history.replay(2) is None
+
+
 def test_the_frame_is_shared_not_copied() -> None:
     retained = RetainedFrames("topics")
     item = message(1, "topics", "topic:orders")
@@ -130,7 +160,7 @@ def test_array_queue_is_a_fifo(operations: list[int | None]) -> None:
             if model:
                 assert ours.popleft() == model.popleft()
             else:
-                with pytest.raises(IndexError):
+                with pytest.raises(IndexError, match=r"^pop from an empty ArrayQueue$"):
                     ours.popleft()
         else:
             ours.append(operation)

@@ -108,11 +108,17 @@ _Q = "takhin_ws.core.queue.x\u01c1DropOldestQueue\u01c1"
 _SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
 _T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
 _HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
+_HIST = "takhin_ws.core.history.x\u01c1"
 _OB = "takhin_ws.core.outbuffer.x\u01c1OutboundBuffer\u01c1"
 _EV = "takhin_ws.wire.events.x\u01c1ChangeEvent\u01c1"
 _CONV = "takhin_ws.wire.converter.x__make_converter"
 _PROMQL = "takhin_ws.sources.promql.x_"
 _FALSY = "None is falsy like False, and the flag is only tested for truth"
+_ASIDE = (
+    "only decides whether a message is kept aside, which rebuilds it exactly too (a"
+    " frame begins with the header byte 0x81, which no UTF-8 name does; a name of"
+    " 65,535 bytes, or one 16 TiB into a frame, is at the bounds' edges)"
+)
 _BATCH = (
     "only groups queued frames into sends (same bytes, same order); the bound on one"
     " send moves by at most one frame"
@@ -193,15 +199,45 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     (f"{_T}linger_close", "while discarded <= LINGER_MAX_BYTES:"): (
         "moves the 1 MiB bound by one byte"
     ),
+    (f"{_HUB}__init__", "self._closed = None"): _FALSY,
+    (f"{_HIST}StreamHistory\u01c1replay", "if start > whole:"): (
+        "at start == whole both branches return every message kept whole (no frame before)"
+    ),
+    (f"{_HIST}StreamHistory\u01c1_expire", "if times is None and self._ttl is None:"): (
+        "arrival times are kept exactly when there is a TTL: either check alone decides"
+    ),
+    (f"{_HIST}RetainedFrames\u01c1__init__", "self.first = 1"): (
+        "read only once a message is kept, which sets it (an empty ring takes any offset)"
+    ),
+    (f"{_HIST}RetainedFrames\u01c1__init__", 'self._locators = ArrayQueue("Q")'): (
+        "a locator is never negative and below 2**63: 'q' and 'Q' hold it alike"
+    ),
+    (
+        f"{_HIST}StreamHistory\u01c1__init__",
+        'self._times: ArrayQueue | None = None if (ttl is None) and False else ArrayQueue("d")',
+    ): (
+        "arrival times kept without a TTL are never read (expiry needs a TTL too): only"
+        " 8 bytes a message more"
+    ),
+    (f"{_HIST}RetainedFrames\u01c1_locate", "position = frame.rfind(name)"): (
+        "any run of the name's bytes in the frame rebuilds the same route"
+    ),
     **{
-        (f"{_HUB}_targets_of", line): "a cache: the targets are rebuilt, the same"
+        (f"{_HIST}RetainedFrames\u01c1_locate", line): _ASIDE
         for line in (
-            "targets = None",
-            "self._targets[channel] = None",
-            "targets = self._targets.get(None)",
+            "if position <= 0 or len(name) > _LENGTH_MASK or position > _MAX_POSITION:",
+            "if position < 1 or len(name) > _LENGTH_MASK or position > _MAX_POSITION:",
+            "if position < 0 or len(name) >= _LENGTH_MASK or position > _MAX_POSITION:",
+            "if position < 0 or len(name) > _LENGTH_MASK or position >= _MAX_POSITION:",
         )
     },
-    (f"{_HUB}__init__", "self._closed = None"): _FALSY,
+    **{
+        (f"{_HIST}ArrayQueue\u01c1popleft", line): (
+            "only moves when the taken prefix is cut off: the same values, memory still"
+            " bounded by a constant factor of what is held"
+        )
+        for line in ("if self._head * 3 >= len(values):", "if self._head * 2 > len(values):")
+    },
     **{
         ("takhin_ws.wire.codec.x_decode", line): (
             "a first guess that only decides whether to measure the exact UTF-8 size"

@@ -224,8 +224,8 @@ class StreamHistory:
             return
         frames = self._frames
         offset = item.offset
-        if offset is None or not frames or offset != frames.next_offset:
-            self._forget()  # the ring stays contiguous
+        if offset is None or offset != frames.next_offset:
+            self._forget()  # the ring stays contiguous (an empty one: nothing to forget)
             if offset is None:
                 return  # (nothing to resume from: not kept)
         frames.append(item)

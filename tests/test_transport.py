@@ -728,3 +728,34 @@ async def test_an_abort_ends_wait_send_all_might_not_block(pair: Pair) -> None:
             t.abort("gone")
     assert woke.is_set()
     assert not t.backlogged
+
+
+async def test_every_writer_waiting_behind_a_backlog_wakes(pair: Pair) -> None:
+    """Two send_all callers and a wait_send_all_might_not_block caller wait at once:
+    each returns once the backlog is written (none is left parked)."""
+    t = pair.transport
+    big = item(b"B" * BIG)
+    t.offer(big)
+    pings = [ping_frame(b"first"), ping_frame(b"second")]
+    returned: list[str] = []
+
+    async def send(data: bytes, name: str) -> None:
+        await t.send_all(data)
+        returned.append(name)
+
+    async def wait() -> None:
+        await t.wait_send_all_might_not_block()
+        returned.append("waiter")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, pings[0], "first")
+            nursery.start_soon(send, pings[1], "second")
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == []  # all three behind the backlog
+            data = await pair.read(len(big.frame) + total(pings))
+    got = frames(data)
+    assert got[0] == (0x1, big.payload)
+    assert sorted(got[1:]) == [(0x9, b"first"), (0x9, b"second")]  # in the order they came
+    assert sorted(returned) == ["first", "second", "waiter"]

@@ -11,7 +11,9 @@ connection is already ending).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,9 +36,11 @@ from takhin_ws.net.session import (
     PEER_VANISHED,
     Ending,
     Session,
+    endings_logged,
+    log_ending,
 )
 from takhin_ws.net.transport import SocketTransport
-from takhin_ws.wire.websocket.inbound import InboundFilter
+from takhin_ws.wire.websocket.inbound import CLOSE_UNSUPPORTED_DATA, InboundFilter
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +54,15 @@ SHORT = 0.5
 COMMANDS_PER_S = 4.0
 
 
-def frames(*, texts: tuple[str, ...] = (), ping: bytes | None = None) -> bytes:
+def frames(
+    *, texts: tuple[str, ...] = (), ping: bytes | None = None, binary: bytes | None = None
+) -> bytes:
     """Masked frames as a client sends them (wsproto's frame layer: it sends them in
     any state, where a client that has the server's Close would refuse to)."""
     proto = FrameProtocol(client=True, extensions=[])
     out = b"".join(bytes(proto.send_data(text, True)) for text in texts)
-    return out + (b"" if ping is None else bytes(proto.ping(ping)))
+    out += b"" if ping is None else bytes(proto.ping(ping))
+    return out + (b"" if binary is None else bytes(proto.send_data(binary, True)))
 
 
 async def ended(server: Server) -> None:
@@ -102,6 +109,34 @@ async def test_a_peer_that_leaves_without_a_close_frame_is_logged_as_vanished(
         await client.stream.aclose()
     await ended(server)
     assert session.ending() == Ending("dropped", CLOSE_ABNORMAL, PEER_VANISHED)
+
+
+async def test_a_peer_that_resets_the_connection_is_logged_as_lost_with_the_error(
+    server: Server,
+) -> None:
+    async with raw_client(server.port, QUIET) as client:
+        assert (await client.message())["type"] == "welcome"
+        (session,) = server.sessions
+        # closing with a zero linger time sends a reset, not a FIN
+        client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await client.stream.aclose()
+    await ended(server)
+    ending = session.ending()
+    assert (ending.by, ending.code) == ("dropped", CLOSE_ABNORMAL)
+    lost, _, error = ending.reason.partition(": ")
+    assert (lost, bool(error)) == ("connection lost", True)  # with the socket's error
+
+
+async def test_a_protocol_violation_ends_as_the_close_the_server_sent(server: Server) -> None:
+    async with raw_client(server.port, QUIET) as client:
+        assert (await client.message())["type"] == "welcome"
+        (session,) = server.sessions
+        await client.stream.send_all(frames(binary=b"{}"))  # refused: JSON is text
+        close = await close_of(client)
+        assert close.code == CLOSE_UNSUPPORTED_DATA
+        assert close.reason
+    await ended(server)
+    assert session.ending() == Ending("server", close.code, close.reason)
 
 
 async def test_a_websocket_ping_is_answered_with_its_payload_and_the_session_goes_on(
@@ -281,3 +316,36 @@ async def test_close_leaves_a_connection_that_is_already_ending_to_its_own_end()
             "dropped", CLOSE_ABNORMAL, "heartbeat timeout: no pong within 1 s"
         )
         assert not nursery.child_tasks  # no closer waits on it
+
+
+# --- the one log line of a session's end (docs/operations.md quotes it) ---
+
+
+@pytest.mark.parametrize(
+    ("ending", "said"),
+    [
+        (Ending("server", 1001, SHUTTING_DOWN), "closed by the server: 1001 server shutting down"),
+        (Ending("client", 1000, ""), "closed by the client: 1000 (no reason)"),
+        (
+            Ending("dropped", CLOSE_ABNORMAL, "heartbeat timeout: no pong within 60 s"),
+            "closed dropped: 1006 heartbeat timeout: no pong within 60 s",
+        ),
+    ],
+)
+def test_a_session_end_is_one_line_in_the_documented_words(
+    caplog: pytest.LogCaptureFixture, ending: Ending, said: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="takhin_ws.server")
+    log_ending("c17", "127.0.0.1:50412", ending)
+    (record,) = caplog.records
+    assert record.getMessage() == f"client c17 (127.0.0.1:50412) {said}"
+    fields = {k: getattr(record, k) for k in ("client_id", "remote", "closed_by")}
+    assert fields == {"client_id": "c17", "remote": "127.0.0.1:50412", "closed_by": ending.by}
+    assert (record.close_code, record.close_reason) == (ending.code, ending.reason)  # type: ignore[attr-defined]
+
+
+def test_no_line_is_built_when_the_level_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="takhin_ws.server")
+    assert not endings_logged()
+    log_ending("c17", "127.0.0.1:50412", Ending("client", 1000, ""))
+    assert caplog.records == []

@@ -63,8 +63,6 @@ ENDING_LEVEL: Final = logging.INFO
 CLOSE_ABNORMAL: Final = 1006
 #: A Close frame without a status code reads as this code (RFC 6455 7.1.5).
 CLOSE_NO_STATUS: Final = 1005
-#: Abort reasons of the server's own teardown after a session ended (not a cause).
-_OUR_TEARDOWN: Final = "connection"
 #: Why a connection ended when the peer closed TCP without a Close frame.
 PEER_VANISHED: Final = "the peer closed the TCP connection without a Close frame"
 
@@ -229,10 +227,8 @@ class Session:
         closed = self.peer_closed
         if closed is not None:
             return Ending("client", closed.code, closed.reason)
-        dropped = self.transport.abort_reason
-        if dropped is not None and not dropped.startswith(_OUR_TEARDOWN):
-            return Ending("dropped", CLOSE_ABNORMAL, dropped)
-        return Ending("dropped", CLOSE_ABNORMAL, dropped or "connection lost")
+        # the server asks once it has aborted the transport, which keeps the first reason
+        return Ending("dropped", CLOSE_ABNORMAL, self.transport.abort_reason or "connection lost")
 
     def _write(self, reply: Reply) -> None:
         offer = self.core.client.offer  # in the client's wire variant

@@ -123,12 +123,14 @@ def test_default_subscription_is_what_the_claim_allows(hub: Hub) -> None:
 
 def test_subscribing_outside_the_claim_is_forbidden_and_changes_nothing(hub: Hub) -> None:
     core, _ = connect(hub, ["topic:orders.*"], ["topic:orders.eu"])
+    refused = AUTHENTICATOR.refusals["forbidden"]  # (shared by the tests: counted from here)
     for _ in range(3 * Settings().bad_message_limit):  # not counted as abuse
         reply = core.receive(orjson.dumps({"type": "subscribe", "data": ["groups"]}).decode())
         assert reply.close is None
         (error,) = [orjson.loads(f.payload) for f in reply.frames]
         assert error["data"]["code"] == "forbidden"
         assert "groups" in error["data"]["message"]
+    assert AUTHENTICATOR.refusals["forbidden"] == refused + 3 * Settings().bad_message_limit
     request = {"type": "subscribe", "data": ["topic:orders.us", "topic:payments"]}
     (error,) = send(core, request)
     assert error["data"]["code"] == "forbidden"

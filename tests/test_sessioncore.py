@@ -324,6 +324,27 @@ def test_max_channels_is_a_limit_on_the_total(hub: Hub) -> None:
     assert msg["data"]["count"] == 3  # exactly the limit is allowed
 
 
+@pytest.mark.parametrize(
+    "held, asked, limits",
+    [
+        (["topics"], ["groups", "metrics"], {"max_channels": 2}),
+        (["metrics:lean"], ["metrics:topic:orders"], {"max_views": 1}),
+    ],
+)
+def test_going_over_a_connection_limit_counts_as_an_invalid_message(
+    hub: Hub, held: list[str], asked: list[str], limits: dict[str, int]
+) -> None:
+    """A client's own excess (too many channels, too many views) is abuse like a bad
+    message: past ``bad_message_limit`` of them the connection is closed (1008)."""
+    hub.publish("metrics", sample_metrics())  # topic orders, for its view
+    core, _ = core_for(hub, held, bad_message_limit=2, **limits)
+    core.start()
+    request = {"type": "subscribe", "data": asked}
+    closes = [send(core, request).close for _ in range(3)]
+    assert closes == [None, None, Close(CLOSE_POLICY, "too many invalid messages")]
+    assert core.client.channels == set(held)
+
+
 def test_a_view_of_a_group_or_topic_the_cluster_does_not_have_is_refused(hub: Hub) -> None:
     hub.publish("metrics", sample_metrics())  # topic orders, no group
     core, _ = core_for(hub, ["topics"])
@@ -484,3 +505,17 @@ def test_a_subscribe_outside_the_permitted_channels_is_forbidden_and_changes_not
     assert hub.subscribers("groups") == 0
     assert types(send(core, {"type": "subscribe", "data": ["topic:billing"]})) == ["subscribed"]
     assert core.client.channels == {"topic:orders", "topic:billing"}
+
+
+def test_the_permitted_channels_are_given_to_the_core_at_its_start(hub: Hub) -> None:
+    """``permits`` passed to the constructor rules from the first message on."""
+    peer = QueueSubscriber()
+    client = hub.add_client(peer, [])
+    core = SessionCore(
+        hub, Settings(), client, clock=Clock(), permits=lambda channel: channel == "topics"
+    )
+    core.start()
+    (error,) = messages(send(core, {"type": "subscribe", "data": ["topics", "groups"]}))
+    assert error["data"]["code"] == "forbidden"
+    assert types(send(core, {"type": "subscribe", "data": "topics"})) == ["subscribed"]
+    assert core.client.channels == {"topics"}

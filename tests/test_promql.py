@@ -201,3 +201,12 @@ def test_a_rank_in_a_first_bucket_bounded_at_zero_is_that_bound() -> None:
     # interpolating: here the zero quantile lands in an empty bucket bounded at 0
     assert histogram_quantile(0.0, [(0.0, 0.0), (1.0, 5.0), (INF, 5.0)]) == 0.0
     assert histogram_quantile(0.5, [(-1.0, 4.0), (1.0, 5.0), (INF, 5.0)]) == -1.0
+
+
+def test_the_zero_quantile_of_an_empty_first_bucket_is_zero() -> None:
+    # rank 0 lands in the first bucket, which holds nothing: PromQL divides 0 by 0
+    # (NaN), which the wire says as 0; it used to raise ZeroDivisionError
+    for first in (0.1, 2.0):
+        assert histogram_quantile(0.0, [(first, 0.0), (5.0, 3.0), (INF, 3.0)]) == 0.0
+    # a non-empty first bucket still interpolates from its lower bound, 0
+    assert histogram_quantile(0.0, [(2.0, 1.0), (5.0, 3.0), (INF, 3.0)]) == 0.0

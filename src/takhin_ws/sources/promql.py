@@ -83,8 +83,8 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     yields the upper bound of the last finite bucket.
 
     Where PromQL answers NaN (no observations, no ``+Inf`` bucket, fewer than two
-    buckets), this returns ``0.0``: the wire format carries numbers, and 2.9 clients
-    read 0 as "nothing measured".
+    buckets, the 0-quantile when the first bucket is empty), this returns ``0.0``:
+    the wire format carries numbers, and 2.9 clients read 0 as "nothing measured".
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be within [0, 1], got {q}")
@@ -108,6 +108,8 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     upper, count = monotonic[index]
     if index == 0 and upper <= 0:
         return upper
+    if count == 0:  # rank 0 in an empty first bucket: 0/0, PromQL's NaN
+        return 0.0
     lower = 0.0
     if index > 0:
         lower, below = monotonic[index - 1]

@@ -216,14 +216,12 @@ class SessionCore:
             return Reply(tuple(self._history()))
         if isinstance(payload, Refresh):
             return refresh(self, payload)
-        return Reply()
+        return Reply()  # pragma: no cover - decode accepts only CLIENT_TYPES
 
     def expiry(self, now: float) -> Reply | None:
         """At wall-clock *now* (Unix seconds): ``token_expiring`` once, before the
         token's ``exp``; a close (4001) from ``exp`` on; else ``None``."""
-        return (
-            None if self.token is None else expiry(self, now)
-        )  # pragma: no cover - decode accepts only CLIENT_TYPES
+        return None if self.token is None else expiry(self, now)
 
     # --- commands ---
 

@@ -16,6 +16,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -26,6 +27,7 @@ from wsproto.frame_protocol import CloseReason, FrameProtocol
 from clients import WAIT, RawClient, in_asyncio, loads, raw_client
 from conftest import ServerFactory, make_settings, wait_until
 from takhin_ws import WS_PATH, Server
+from takhin_ws.core.access.auth import AUTH_KINDS
 from takhin_ws.core.hub import Hub
 from takhin_ws.core.session import Close
 from takhin_ws.net.inboundio import InboundReader
@@ -156,6 +158,28 @@ async def test_a_websocket_ping_is_answered_with_its_payload_and_the_session_goe
             return answer
 
     assert await in_asyncio(session) == "pong"
+
+
+@pytest.mark.parametrize(
+    ("settings", "headers", "kind"),
+    [
+        ({}, [], "none"),
+        ({"api_keys": ("s3cret",)}, [(b"Authorization", b"Bearer s3cret")], "api_key"),
+    ],
+)
+async def test_each_session_is_counted_under_how_it_authenticated(
+    make_server: ServerFactory,
+    settings: dict[str, Any],
+    headers: list[tuple[bytes, bytes]],
+    kind: str,
+) -> None:
+    async with (
+        make_server(**settings) as server,
+        raw_client(server.port, QUIET, headers=headers) as client,
+    ):
+        assert (await client.message())["type"] == "welcome"
+        counted = server.statistics().clients_by_auth
+    assert counted == {k: int(k == kind) for k in AUTH_KINDS}
 
 
 # --- the server closes first: it reads until the peer's Close (RFC 6455 7.1.1) ---
@@ -301,7 +325,9 @@ async def lone_session() -> AsyncIterator[tuple[Session, trio.Nursery]]:
             inbound = InboundReader(
                 transport, InboundFilter(max_message_size=settings.max_message_size, deflate=False)
             )
-            session = Session(hub, settings, transport, client, nursery=nursery, inbound=inbound)
+            session = Session(
+                hub, settings, transport, client, nursery=nursery, inbound=inbound, auth="none"
+            )
             try:
                 yield session, nursery
             finally:

@@ -108,6 +108,7 @@ _Q = "takhin_ws.core.queue.x\u01c1DropOldestQueue\u01c1"
 _SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
 _T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
 _HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
+_SESSION = "takhin_ws.net.session.x\u01c1Session\u01c1"
 _HIST = "takhin_ws.core.history.x\u01c1"
 _OB = "takhin_ws.core.outbuffer.x\u01c1OutboundBuffer\u01c1"
 _EV = "takhin_ws.wire.events.x\u01c1ChangeEvent\u01c1"
@@ -200,6 +201,16 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
         "moves the 1 MiB bound by one byte"
     ),
     (f"{_HUB}__init__", "self._closed = None"): _FALSY,
+    **{
+        (
+            f"{_SESSION}ending",
+            f'return Ending("dropped", CLOSE_ABNORMAL, self.transport.abort_reason or "{text}")',
+        ): (
+            "the server asks for the ending only after aborting the transport, and abort"
+            " always records a reason: the default is never read"
+        )
+        for text in ("XXconnection lostXX", "CONNECTION LOST")
+    },
     (f"{_HIST}StreamHistory\u01c1replay", "if start > whole:"): (
         "at start == whole both branches return every message kept whole (no frame before)"
     ),

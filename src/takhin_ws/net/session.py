@@ -102,7 +102,7 @@ class Session:
         *,
         nursery: trio.Nursery,
         inbound: InboundReader,
-        auth: AuthKind = "none",
+        auth: AuthKind,
         token: TokenSession | None = None,
     ) -> None:
         self.settings = settings

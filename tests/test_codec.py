@@ -34,6 +34,7 @@ from takhin_ws.wire.messages import (
     MonitoringMetrics,
     Payload,
     Ping,
+    Pong,
     Subscribe,
     TopicCreated,
     TopicDeleted,
@@ -678,6 +679,7 @@ def test_nesting_beyond_the_depth_limit_is_too_large() -> None:
             decode(f'{{"type":"ping","data":{nested(depth)}}}')
         assert info.value.code == "too_large"
         assert info.value.message == f"JSON nests deeper than the limit of {MAX_JSON_DEPTH} levels"
+        assert info.value.path == "$"  # the message as a whole
 
 
 def test_check_depth_counts_objects_and_arrays_level_by_level() -> None:
@@ -687,6 +689,36 @@ def test_check_depth_counts_objects_and_arrays_level_by_level() -> None:
         check_depth([1, {"a": [2]}], limit=2)
     wide = [[i] for i in range(1000)]  # wide, not deep
     check_depth(wide, limit=2)
+
+
+def _depth(value: object) -> int:
+    """The nesting of *value* by recursion: the reference check_depth must agree with."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300)
+@given(value=_json_values, limit=st.integers(min_value=0, max_value=8))
+@example(value=[[[[]]], []], limit=3)  # the deepest first, a shallow sibling last
+@example(value={"a": [[[]]], "b": 1}, limit=3)
+def test_check_depth_refuses_exactly_what_nests_past_the_limit(value: object, limit: int) -> None:
+    if _depth(value) > limit:
+        with pytest.raises(RemoteProtocolError, match="nests deeper"):
+            check_depth(value, limit)
+    else:
+        check_depth(value, limit)
 
 
 # --- fuzzing: nothing but RemoteProtocolError escapes ---
@@ -862,3 +894,10 @@ def test_decode_gives_the_wire_data_as_payload_and_as_data(envelope: Envelope) -
     assert decoded.data is decoded.payload
     assert decoded.type == wire["type"] == type(decoded.payload).TYPE
     assert payload_to_data(decoded.payload) == wire.get("data")
+
+
+@pytest.mark.parametrize("cls", [Ping, Pong])
+def test_a_message_without_data_decodes_to_its_empty_payload(cls: type[Ping | Pong]) -> None:
+    env = decode(orjson.dumps({"type": cls.TYPE, "timestamp": 5}))
+    assert env.payload == cls()
+    assert orjson.loads(encode(env)) == {"type": cls.TYPE, "timestamp": 5}

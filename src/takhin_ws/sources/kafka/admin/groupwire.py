@@ -70,7 +70,6 @@ _PORT_ERROR: Final = struct.Struct(">ih")
 #: OffsetFetch v8 partition, when its metadata is one byte (empty: 1, null: 0) and it
 #: has no tagged field (0): partition, offset, (leader epoch), metadata, error, tags.
 _RECORD: Final = struct.Struct(">iq4xBhB")
-_RECORD_FIELDS: Final = 5
 #: The same, field by field: partition, offset, leader epoch; then error code.
 _HEAD: Final = struct.Struct(">iqi")
 
@@ -173,6 +172,12 @@ def _read_string(view: memoryview, at: int) -> tuple[str | None, int]:
 
 
 def _read_name(view: memoryview, at: int) -> tuple[str, int]:
+    size = view[at]
+    if 0 < size < 0x80:  # (most names: shorter than 127 bytes)
+        end = at + size
+        if end > len(view):
+            raise ProtocolError("an answer cut short")
+        return str(view[at + 1 : end], "utf-8"), end
     name, at = _read_string(view, at)
     if name is None:
         raise ProtocolError("a null name")
@@ -259,28 +264,29 @@ def decode_find_coordinator(
 
 
 @functools.lru_cache(maxsize=256)
-def _records(count: int) -> struct.Struct:
-    """*count* partitions of :data:`_RECORD`, read in one call."""
-    return struct.Struct(">" + _RECORD.format[1:] * count)
+def _pairs(count: int) -> struct.Struct:
+    """The (partition, offset) of *count* partitions of :data:`_RECORD`'s size."""
+    return struct.Struct(">" + "iq8x" * count)
 
 
 def _partitions(view: memoryview, at: int, count: int) -> tuple[dict[int, int], int, int]:
     """*count* partitions at *at*: their committed offsets (none: -1 left out), the
     first partition error (0: none), and where they end."""
-    if at + count * _RECORD.size > len(view):  # (no partition takes fewer bytes)
+    end = at + count * _RECORD.size
+    if end > len(view):  # (no partition takes fewer bytes)
         raise ProtocolError("an answer cut short")
-    records = _records(count)
-    if at + records.size <= len(view):
-        fields = records.unpack_from(view, at)
-        metadata, tags = fields[2::_RECORD_FIELDS], fields[4::_RECORD_FIELDS]
-        if max(metadata) <= 1 and not any(tags):  # each record was _RECORD's size
-            offsets = fields[1::_RECORD_FIELDS]
-            out = dict(zip(fields[::_RECORD_FIELDS], offsets, strict=True))
-            if min(offsets) < 0:
-                out = {partition: offset for partition, offset in out.items() if offset >= 0}
-            codes = fields[3::_RECORD_FIELDS]
-            error = next(code for code in codes if code) if any(codes) else 0
-            return out, error, at + records.size
+    chunk = view[at:end].tobytes()
+    # each record was _RECORD's size if every metadata byte is 0 or 1 (null or empty:
+    # records before the first that is not are read right) and no tagged field follows
+    step = _RECORD.size
+    sized = not chunk[16::step].strip(b"\x00\x01") and not chunk[19::step].strip(b"\x00")
+    if sized and not (chunk[17::step] + chunk[18::step]).strip(b"\x00"):  # no error
+        fields = _pairs(count).unpack(chunk)
+        offsets = fields[1::2]
+        out = dict(zip(fields[::2], offsets, strict=True))
+        if min(offsets) < 0:
+            out = {partition: offset for partition, offset in out.items() if offset >= 0}
+        return out, 0, end
     out = {}
     error = 0
     for _ in range(count):
@@ -305,24 +311,23 @@ def decode_offset_fetch(
     groups, at = _read_uvarint(view, at)
     found: dict[str, Committed] = {}
     errors: dict[str, int] = {}
+    # (a count or a tagged-field count below 0x80 is one byte: read in place)
     for _ in range(groups - 1):
         group, at = _read_name(view, at)
-        topics, at = _read_uvarint(view, at)
+        topics, at = (view[at], at + 1) if view[at] < 0x80 else _read_uvarint(view, at)
         committed: Committed = {}
         failed = 0
         for _ in range(topics - 1):
             name, at = _read_name(view, at)
-            count, at = _read_uvarint(view, at)
-            if count <= 1:
-                at = _skip_tags(view, at)
-                continue
-            offsets, error, at = _partitions(view, at, count - 1)
-            at = _skip_tags(view, at)
-            failed = failed or error
-            if offsets:
-                committed[name] = offsets
+            count, at = (view[at], at + 1) if view[at] < 0x80 else _read_uvarint(view, at)
+            if count > 1:
+                offsets, error, at = _partitions(view, at, count - 1)
+                failed = failed or error
+                if offsets:
+                    committed[name] = offsets
+            at = _skip_tags(view, at) if view[at] else at + 1
         (error,) = _I16.unpack_from(view, at)
-        at = _skip_tags(view, at + 2)
+        at = _skip_tags(view, at + 2) if view[at + 2] else at + 3
         if error or failed:
             errors[group] = error or failed
         else:

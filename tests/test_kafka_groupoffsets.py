@@ -83,12 +83,14 @@ def test_many_groups_come_back_as_librdkafka_reads_them(
     try:
         found, left = read(direct, groups)
         found_again, left_again = read(direct, groups)  # coordinators known now
+        assert set(direct.coordinators) == set(groups)
+        read(direct, groups[:2])  # the others gone: their coordinators forgotten
+        assert set(direct.coordinators) == set(groups[:2])
     finally:
         direct.close()
     assert left == left_again == {}
     assert found == found_again == {**wanted, groups[-1]: {}}
     assert found == librdkafka_offsets(cluster.bootstrap, groups)
-    assert set(direct.coordinators) == set(groups)
 
 
 @pytest.mark.slow

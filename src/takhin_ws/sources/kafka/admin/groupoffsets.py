@@ -77,6 +77,8 @@ class DirectGroupOffsets:
         self._correlation = 0
         #: The coordinator of every group found, by group.
         self.coordinators: dict[str, Address] = {}
+        #: The brokers of the last metadata, asked who coordinates (their sockets kept).
+        self._finders: tuple[Address, ...] = ()
 
     def close(self) -> None:
         for address in list(self._links):
@@ -94,9 +96,10 @@ class DirectGroupOffsets:
         now = time.monotonic()
         deadline = now + max(deadline - now, 0.0) * DIRECT_SHARE
         left: dict[str, str] = {}
+        self._finders = tuple(brokers)
         unknown = [group for group in groups if group not in self.coordinators]
         if unknown:
-            left.update(self._find(unknown, deadline, brokers))
+            left.update(self._find(unknown, deadline))
         by_address: dict[Address, list[str]] = {}
         for group in groups:
             address = self.coordinators.get(group)
@@ -129,15 +132,25 @@ class DirectGroupOffsets:
                 left[group] = "not in the answer" if code is None else f"error {code}"
                 if code is None or code in MOVED:
                     self.coordinators.pop(group, None)
+        self._forget(groups)
         return found, left
 
-    def _find(
-        self, groups: list[str], deadline: float, brokers: Iterable[Address]
-    ) -> dict[str, str]:
+    def _forget(self, groups: Sequence[str]) -> None:
+        """Forget the coordinators of groups no longer asked for (gone), and close
+        the sockets to brokers that coordinate none of the rest."""
+        if len(self.coordinators) > len(groups):
+            known = self.coordinators
+            self.coordinators = {g: known[g] for g in groups if g in known}
+        used = {*self.coordinators.values(), *self._bootstrap, *self._finders}
+        for address in set(self._links) - used:
+            self._drop(address)
+
+    def _find(self, groups: list[str], deadline: float) -> dict[str, str]:
         """Find the coordinator of every group of *groups*, asking the first broker
-        that answers; returns why each group not found was not."""
+        that answers (of the last metadata, else of the bootstrap list); returns why
+        each group not found was not."""
         why = "no broker to ask"
-        for address in dict.fromkeys([*brokers, *self._bootstrap]):
+        for address in dict.fromkeys([*self._finders, *self._bootstrap]):
             try:
                 link = self._link(address, deadline)
                 version = self._version(link, FIND_COORDINATOR, FIND_COORDINATOR_VERSIONS)

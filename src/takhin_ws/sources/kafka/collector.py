@@ -33,9 +33,10 @@ DEFAULT_RESET_AFTER: Final = DEFAULT_KAFKA_RESET_AFTER
 #: the error says which request failed and why (and what the client reported).
 REQUEST_SHARE: Final = 0.9
 #: Seconds the topics, partitions and leaders of the last metadata are used again
-#: (12,000 partitions of metadata are ~30 ms of CPU): a new topic or partition shows
-#: within this long. A failed tick, a partition gone or answering from elsewhere (a
-#: leader that moved) make the next tick ask again.
+#: (12,000 partitions of metadata are ~7 ms of CPU over the protocol, ~40 ms through
+#: librdkafka, and work for the broker): a new topic or partition shows within this
+#: long. A failed tick, a partition gone or answering from elsewhere (a leader that
+#: moved) make the next tick ask again.
 METADATA_REFRESH: Final = 10.0
 
 

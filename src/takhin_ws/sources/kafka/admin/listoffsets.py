@@ -125,7 +125,8 @@ def decode_response(body: bytes | bytearray, correlation: int) -> tuple[Found, F
 
 class DirectOffsets:
     """ListOffsets v1 to each broker over a socket of its own (blocking, each step
-    within the caller's deadline), kept open from one call to the next."""
+    within the caller's deadline), kept open from one call to the next; one thread
+    at a time (a request and its answer are not interleaved with another's)."""
 
     def __init__(self, client_id: str = "takhin-ws") -> None:
         self.client_id = client_id.encode()

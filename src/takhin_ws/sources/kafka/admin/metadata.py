@@ -163,7 +163,9 @@ def _partitions(view: memoryview, at: int, count: int) -> tuple[dict[int, int], 
         return {}, at
     (replicas,) = _I32.unpack_from(view, at + _PARTITION.size - 4)
     (isr,) = _I32.unpack_from(view, at + _PARTITION.size + 4 * _count(replicas))
-    record = _record(replicas, _count(isr))
+    if 4 * (replicas + _count(isr)) > len(view):
+        raise ProtocolError("an answer cut short")
+    record = _record(replicas, isr)
     end = at + count * record.size
     if end <= len(view):
         flat = tuple(itertools.chain.from_iterable(record.iter_unpack(view[at:end])))

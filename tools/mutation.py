@@ -278,6 +278,7 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     },
     (_CONV, "conv.register_unstructure_hook(_unstructure_subscribe)"): _SINGLE_ARG,
     (_CONV, "conv.register_unstructure_hook(unstructure_point)"): _SINGLE_ARG,
+    (_CONV, "conv.register_unstructure_hook(unstructure_history)"): _SINGLE_ARG,
     **{
         (_CONV, f'HistoryPoint, conv, group_lags=override(rename="groupLags", {arg})'): (
             "cattrs unstructures a mapping to the same dict"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from takhin_ws.sources.promql import (
@@ -67,6 +67,7 @@ counter_values = st.one_of(
 
 @settings(max_examples=300)
 @given(pairs=st.lists(st.tuples(st.none() | counter_values, counter_values), max_size=30))
+@example(pairs=[(1.0, INF), (None, INF), (None, -INF), (2.0, NAN)])  # every run checks these
 def test_counter_increases_is_counter_increase_of_each_pair(
     pairs: list[tuple[float | None, float]],
 ) -> None:
@@ -208,5 +209,7 @@ def test_the_zero_quantile_of_an_empty_first_bucket_is_zero() -> None:
     # (NaN), which the wire says as 0; it used to raise ZeroDivisionError
     for first in (0.1, 2.0):
         assert histogram_quantile(0.0, [(first, 0.0), (5.0, 3.0), (INF, 3.0)]) == 0.0
+    # no observations at all is 0 too, even where the first bound is below zero
+    assert histogram_quantile(0.5, [(-1.0, 0.0), (INF, 0.0)]) == 0.0
     # a non-empty first bucket still interpolates from its lower bound, 0
     assert histogram_quantile(0.0, [(2.0, 1.0), (5.0, 3.0), (INF, 3.0)]) == 0.0

@@ -161,6 +161,9 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
     (f"{_PROMQL}counter_increases", "return [c if 0 < c < _INF else 0.0 for c in current]"): (
         "a zero counter gives zero either way"
     ),
+    (f"{_PROMQL}histogram_quantile", "if index == 0 and upper < 0:"): (
+        "a first bucket bounded at 0 interpolates from 0 to 0 (or is empty: 0.0), the same 0"
+    ),
     (f"{_T}__init__", "self._flushing = None"): _FALSY,
     (f"{_T}_flusher", "self._flushing = None"): _FALSY,
     (f"{_T}receive_some", "would_block = None"): _FALSY,

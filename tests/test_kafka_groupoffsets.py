@@ -7,6 +7,7 @@ or went away is asked again."""
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 from typing import Any
 
@@ -25,6 +26,10 @@ from takhin_ws.sources.kafka.collector import KafkaCollector
 GROUPS = 24
 #: Seconds a test gives a read (the broker is shared and the machine loaded).
 TIMEOUT = 20.0
+#: The deadline given a broker that never answers, and the share of it the test lets
+#: the read take (~0.6 s: it must give up long before the deadline).
+SILENT_DEADLINE = 60.0
+SILENT_SHARE = 0.01
 
 
 def librdkafka_offsets(bootstrap: str, groups: list[str]) -> dict[str, Committed]:
@@ -173,3 +178,22 @@ def test_a_broker_that_cannot_be_read_leaves_every_group_with_why(mode: str) -> 
         assert "does not read" in why
     else:  # it offers ApiVersions and Metadata only
         assert f"no version 4-6 of API {FIND_COORDINATOR}" in why
+
+
+def test_a_broker_that_never_answers_leaves_every_group_by_its_share_of_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that accepts and never answers: the read gives up once its share of
+    the time is over (the rest is librdkafka's), every group left with why."""
+    monkeypatch.setattr(groupoffsets, "DIRECT_SHARE", SILENT_SHARE)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # (the backlog accepts)
+        direct = DirectGroupOffsets([silent.getsockname()])
+        deadline = time.monotonic() + SILENT_DEADLINE
+        try:
+            found, left = direct.read(["a", "b"], deadline)
+        finally:
+            direct.close()
+        assert time.monotonic() < deadline  # long before: its share was over
+    assert found == {}
+    assert set(left) == {"a", "b"}
+    assert "timed out" in left["a"] or "deadline passed" in left["a"]

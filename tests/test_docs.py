@@ -155,9 +155,13 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: minutes of fan-out benchmark through Hypercorn, which must not share the"
         " machine with the suite"
     ),
-    ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_tick"): (
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_tick --topics 1000"): (
         "skip: builds a 12,000-partition Kafka broker and measures it for minutes, which"
         " must not share the machine with the suite"
+    ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_metadata"): (
+        "skip: measures a 12,000-partition Kafka broker set up beforehand, which must"
+        " not share the machine with the suite"
     ),
     ("docs/operations.md", "sh", "--source kafka --kafka-bootstrap broker1:9092"): (
         "skip: needs a Kafka cluster at broker:9092 (with TLS and SASL);"

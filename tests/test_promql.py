@@ -65,7 +65,7 @@ counter_values = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # pure arithmetic: no deadline under load
 @given(pairs=st.lists(st.tuples(st.none() | counter_values, counter_values), max_size=30))
 @example(pairs=[(1.0, INF), (None, INF), (None, -INF), (2.0, NAN)])  # every run checks these
 def test_counter_increases_is_counter_increase_of_each_pair(
@@ -174,7 +174,7 @@ def test_negative_counts_total_no_observation() -> None:
     assert histogram_quantile(0.5, [(0.1, -2.0), (INF, 0.0)]) == 0.0
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # pure arithmetic: no deadline under load
 @given(
     observations=st.lists(
         st.floats(min_value=1e-4, max_value=10.0, allow_nan=False), min_size=1, max_size=200

@@ -148,8 +148,17 @@ def well_formed(draw: st.DrawFn) -> bytes:
 @settings(max_examples=1000, deadline=None)
 @given(st.one_of(heads(), well_formed()))
 @example(COMMON)
+@example(COMMON.replace(b"GET /", b"GET //[/", 1))  # a target urlsplit refuses
 def test_a_head_the_fast_path_takes_reads_exactly_as_h11_reads_it(data: bytes) -> None:
-    fast = parse_upgrade_head(data)
+    refused: list[int] = []
+    try:
+        fast = parse_upgrade_head(data)
+    except HttpError as exc:
+        refused.append(exc.status)
+    if refused:
+        assert refused == [400]
+        assert by_h11(data) is None, "the fast path refused a head h11 reads"
+        return
     if fast is None:
         return  # h11's, whatever it says
     slow = by_h11(data)

@@ -267,6 +267,7 @@ async def test_read_request_parses_the_head_and_keeps_the_raw_bytes() -> None:
     [
         (b"NOT HTTP\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # a target urlsplit refuses
         (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
     ],
 )

@@ -139,7 +139,10 @@ def make_request(
 ) -> Request:
     """A :class:`Request` with its target split into path and query (one place for
     both parsers)."""
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError as exc:  # e.g. ``//[``: a host of an unclosed IPv6 bracket
+        raise HttpError(400, f"bad request target: {exc}") from None
     return Request(
         method=method,
         target=target,

@@ -1,8 +1,9 @@
 """Committed offsets of many groups over the Kafka protocol itself
 (``sources/kafka/admin/groupoffsets.py``): against the real brokers (4.x and 3.x),
 what independent consumers committed comes back as librdkafka reads it; brokers that
-cannot be read leave every group to librdkafka, with why; a coordinator that moved
-or went away is asked again."""
+cannot be read leave every group to librdkafka, with why; a coordinator that moved,
+went away or is loading is found and asked again within the read, and a group whose
+coordinator is still loading at its end fails the tick without librdkafka."""
 
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ from fake_kafka import FakeKafka
 from kafka_broker import KafkaBroker, admin_client, commit, create_topic, free_port, unique
 from takhin_ws.sources.kafka.admin import groupoffsets
 from takhin_ws.sources.kafka.admin.groupoffsets import DirectGroupOffsets
-from takhin_ws.sources.kafka.admin.groupwire import FIND_COORDINATOR, Committed, decode_offset_fetch
+from takhin_ws.sources.kafka.admin.groupwire import (
+    FIND_COORDINATOR,
+    Committed,
+    decode_find_coordinator,
+    decode_offset_fetch,
+)
 from takhin_ws.sources.kafka.admin.metadata import parse_bootstrap
 from takhin_ws.sources.kafka.collector import KafkaCollector
+from takhin_ws.sources.kafka.errors import KafkaSourceError
 
 #: Groups committed for the comparison: enough that one request carries many.
 GROUPS = 24
@@ -73,7 +80,10 @@ def commit_groups(bootstrap: str, count: int) -> dict[str, Committed]:
 
 
 def read(direct: DirectGroupOffsets, groups: list[str]) -> tuple[dict[str, Committed], Any]:
-    return direct.read(groups, time.monotonic() + TIMEOUT)
+    """What was read and what was left to librdkafka (nothing may be still settling)."""
+    found, left, waiting = direct.read(groups, time.monotonic() + TIMEOUT)
+    assert waiting == {}
+    return found, left
 
 
 @pytest.mark.slow
@@ -127,38 +137,105 @@ def test_the_collector_reads_the_same_offsets_either_way(
     assert {g: direct[g] for g in wanted} == {g: librdkafka[g] for g in wanted} == wanted
 
 
-@pytest.mark.slow
-def test_a_coordinator_gone_or_moved_is_found_again(
-    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    wanted = commit_groups(kafka.bootstrap, 3)
-    gone, moved, kept = wanted
-    direct = DirectGroupOffsets(parse_bootstrap(kafka.bootstrap))
+def settling(codes: dict[str, list[int]]) -> Any:
+    """decode_offset_fetch, answering each group of *codes* with its next error code
+    (one answer each) instead of its offsets, while it has codes left."""
     decode = decode_offset_fetch
 
-    def not_coordinator(body: bytearray, correlation: int) -> Any:
+    def answer(body: bytearray, correlation: int) -> Any:
         found, errors = decode(body, correlation)
-        if moved in found:
-            del found[moved]
-            errors[moved] = 16  # NOT_COORDINATOR
+        for group, left in codes.items():
+            if group in found and left:
+                del found[group]
+                errors[group] = left.pop(0)
         return found, errors
+
+    return answer
+
+
+@pytest.mark.slow
+def test_a_coordinator_gone_moved_or_loading_is_found_and_asked_again_in_the_same_read(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a broker answers for a while after it restarts: the read asks again
+    (finding the coordinator again when it moved or is gone) and reads every group
+    whole at once, nothing left to librdkafka."""
+    wanted = commit_groups(kafka.bootstrap, 4)
+    gone, moved, loading, _kept = wanted
+    direct = DirectGroupOffsets(parse_bootstrap(kafka.bootstrap))
+    finds: list[int] = []
+    find = decode_find_coordinator
+
+    def counted(body: bytearray, correlation: int) -> Any:
+        finds.append(correlation)
+        return find(body, correlation)
 
     try:
         read(direct, [*wanted])
-        nobody = ("127.0.0.1", free_port())
-        direct.coordinators[gone] = nobody  # a coordinator that is not there any more
-        monkeypatch.setattr(groupoffsets, "decode_offset_fetch", not_coordinator)
-        found, left = read(direct, [*wanted])
-        assert found == {kept: wanted[kept]}
-        assert "refused" in left[gone].lower()
-        assert left[moved] == "error 16"
-        assert gone not in direct.coordinators
-        assert moved not in direct.coordinators
-        monkeypatch.undo()
-        found, left = read(direct, [*wanted])  # asked who coordinates, then read
+        direct.coordinators[gone] = ("127.0.0.1", free_port())  # not there any more
+        monkeypatch.setattr(groupoffsets, "decode_find_coordinator", counted)
+        monkeypatch.setattr(
+            groupoffsets,
+            "decode_offset_fetch",
+            settling({moved: [16, 15], loading: [14, 14, 14]}),  # (ATTEMPTS: 4)
+        )
+        found, left, waiting = direct.read([*wanted], time.monotonic() + TIMEOUT)
+        coordinators = dict(direct.coordinators)
     finally:
         direct.close()
-    assert (found, left) == (wanted, {})
+    assert (found, left, waiting) == (wanted, {}, {})
+    assert set(coordinators) == set(wanted)
+    assert len(finds) == 2  # gone and moved; moved again (loading kept its coordinator)
+
+
+@pytest.mark.slow
+def test_a_coordinator_still_loading_at_the_end_of_the_read_is_not_left_to_librdkafka(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = commit_groups(kafka.bootstrap, 2)
+    loading, kept = wanted
+    direct = DirectGroupOffsets(parse_bootstrap(kafka.bootstrap))
+    codes = {loading: [14] * (groupoffsets.ATTEMPTS + 1)}
+    try:
+        monkeypatch.setattr(groupoffsets, "decode_offset_fetch", settling(codes))
+        found, left, waiting = direct.read([*wanted], time.monotonic() + TIMEOUT)
+    finally:
+        direct.close()
+    assert codes == {loading: [14]}  # asked ATTEMPTS times
+    assert (found, left) == ({kept: wanted[kept]}, {})
+    assert waiting == {loading: "error 14 (COORDINATOR_LOAD_IN_PROGRESS)"}
+
+
+@pytest.mark.slow
+def test_a_group_still_settling_fails_the_tick_without_librdkafka(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not whole, so not a snapshot: the collector's tick fails, saying why, and
+    librdkafka is not asked for the group's offsets."""
+    wanted = commit_groups(kafka.bootstrap, 2)
+    moved, _kept = wanted
+    collector = KafkaCollector(kafka.bootstrap)
+    admin = collector.admin
+    asked: list[list[Any]] = []
+    original = admin._request_groups
+
+    def request(keys: list[Any], timeout: float) -> Any:
+        asked.append([g for kind, g in keys if kind == "offsets"])
+        return original(keys, timeout)
+
+    codes = {moved: [16] * groupoffsets.ATTEMPTS}
+    monkeypatch.setattr(admin, "_request_groups", request)
+    monkeypatch.setattr(groupoffsets, "decode_offset_fetch", settling(codes))
+    try:
+        with pytest.raises(KafkaSourceError) as failed:
+            admin.groups(time.monotonic() + TIMEOUT)
+    finally:
+        collector.close()
+    assert codes == {moved: []}
+    assert asked == []  # neither described nor read through librdkafka
+    message = str(failed.value)
+    assert f"kafka {kafka.bootstrap}: committed offsets of group {moved} not read" in message
+    assert "error 16 (NOT_COORDINATOR)" in message
 
 
 @pytest.mark.parametrize("mode", ["close", "protocol", "lacking"])
@@ -166,10 +243,11 @@ def test_a_broker_that_cannot_be_read_leaves_every_group_with_why(mode: str) -> 
     with FakeKafka(mode) as fake:
         direct = DirectGroupOffsets([("127.0.0.1", free_port()), ("127.0.0.1", fake.port)])
         try:
-            found, left = read(direct, ["a", "b"])
+            found, left, waiting = direct.read(["a", "b"], time.monotonic() + TIMEOUT)
         finally:
             direct.close()
     assert found == {}
+    assert waiting == {}
     assert set(left) == {"a", "b"}
     why = left["a"]
     if mode == "close":
@@ -190,10 +268,11 @@ def test_a_broker_that_never_answers_leaves_every_group_by_its_share_of_the_dead
         direct = DirectGroupOffsets([silent.getsockname()])
         deadline = time.monotonic() + SILENT_DEADLINE
         try:
-            found, left = direct.read(["a", "b"], deadline)
+            found, left, waiting = direct.read(["a", "b"], deadline)
         finally:
             direct.close()
         assert time.monotonic() < deadline  # long before: its share was over
     assert found == {}
+    assert waiting == {}
     assert set(left) == {"a", "b"}
     assert "timed out" in left["a"] or "deadline passed" in left["a"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from trio_websocket import WebSocketConnection
 
 from clients import recv_json, ws_connect
 from conftest import wait_ready
-from kafka_broker import KafkaBroker, create_topic, produce, unique
+from kafka_broker import KafkaBroker, create_topic, free_port, produce, unique
 from takhin_ws import Server, Settings, open_server
+from takhin_ws.sources.kafka.pipe import FrameReader, frame
 from takhin_ws.sources.kafka.source import KafkaSource
+from takhin_ws.sources.kafka.worker import COMMAND, READ_SIZE
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,36 @@ async def test_a_hung_collector_gives_stale_snapshots_then_is_killed_and_replace
             assert source.collector_pid not in (None, victim)
     (death,) = [r for r in caplog.records if " died: " in r.getMessage()]
     assert "killed by signal SIGKILL (it did not answer 2 ticks in a row)" in death.getMessage()
+
+
+def test_a_crash_in_c_leaves_the_python_stack_of_every_thread_on_stderr() -> None:
+    """The collector process run as the server runs it, ready, then crashed (a
+    segmentation fault, as librdkafka can): its standard error, which the server
+    logs, says where its threads were (one so far: the groups' helper starts with
+    the first tick)."""
+    settings = {
+        "bootstrap": f"127.0.0.1:{free_port()}",
+        "config": [],
+        "show_internal_topics": False,
+        "describe_batch": 1,
+        "reset_after": 1,
+    }
+    with subprocess.Popen(
+        COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.write(frame(settings))
+        child.stdin.flush()
+        reader = FrameReader()
+        while (message := reader.next()) is None:
+            data = os.read(child.stdout.fileno(), READ_SIZE)
+            assert data, "the collector process ended before it was ready"
+            reader.feed(data)
+        assert message == {"ready": True}
+        child.send_signal(signal.SIGSEGV)
+        _out, err = child.communicate(timeout=WAIT)
+    assert child.returncode == -signal.SIGSEGV
+    text = err.decode()
+    assert "Fatal Python error: Segmentation fault" in text
+    assert "takhin_ws/sources/kafka/process.py" in text, text

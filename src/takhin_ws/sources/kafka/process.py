@@ -9,13 +9,15 @@ CPU never holds the server's event loop. It reads frames
 refuses), then one request per tick, answered in order on its standard output with the snapshot
 (in pieces) or the error. Its log lines go the same way, to the server's loggers.
 Anything else written to its standard output goes to its standard error, which the
-server logs. It exits when its standard input closes, or after a tick that left it
-above :data:`MAX_RSS` bytes of memory (exit code :data:`EXIT_MEMORY`: a leak is cut
-short by a new process).
+server logs; so does the Python stack of every thread when it crashes in C (a
+segmentation fault, an abort in librdkafka: :mod:`faulthandler`). It exits when its
+standard input closes, or after a tick that left it above :data:`MAX_RSS` bytes of
+memory (exit code :data:`EXIT_MEMORY`: a leak is cut short by a new process).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -147,6 +149,8 @@ def main() -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+    # a crash in C (librdkafka) says where every thread was, in the server's log
+    faulthandler.enable(sys.stderr, all_threads=True)
     writer = FrameWriter(out)
     root = logging.getLogger()
     root.handlers[:] = [FrameLog(writer)]

@@ -39,7 +39,7 @@ from confluent_kafka import (
 from ....core.metrics.snapshot import GroupInfo
 from ....wire.messages import GroupState
 from ..errors import GONE, KafkaSourceError, is_secret, mask_config
-from .groupoffsets import DirectGroupOffsets
+from .groupoffsets import ATTEMPTS, DirectGroupOffsets
 from .groupwire import Committed
 from .metadata import Cluster, parse_bootstrap, read_metadata
 from .offsets import OffsetRequests, plaintext
@@ -284,11 +284,21 @@ class KafkaAdmin(OffsetRequests):
         """The committed offsets of *groups* over the protocol itself, and the groups
         it could not read, for librdkafka: all of them without a plaintext listener,
         else those of a broker that could not be read or lacks the versions, or that
-        answered an error."""
+        answered an error. A group whose coordinator was still moving or loading after
+        the read's rounds fails the tick (not whole): librdkafka would meet the same
+        state."""
         if self.group_direct is None:
             return {}, groups
         brokers = self._brokers.values()
-        read, failed = self.group_direct.read(groups, deadline, brokers)
+        read, failed, waiting = self.group_direct.read(groups, deadline, brokers)
+        if waiting:
+            (group, why), *_ = waiting.items()
+            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            raise self._error(
+                f"committed offsets of group {group}{more} not read: its coordinator is "
+                f"moving or loading ({why}; asked up to {ATTEMPTS} times)",
+                None,
+            )
         if failed:
             (group, why), *_ = failed.items()
             logger.debug(

@@ -9,13 +9,17 @@ groups in one request: FindCoordinator v4 finds the coordinator of every group a
 :mod:`takhin_ws.sources.kafka.admin.groupwire` writes and reads them). Each broker
 says first which versions it offers (ApiVersions, once a connection); a broker without
 them, a listener with TLS or SASL (not asked here at all), a broker that could not be
-read and every group whose answer carried an error are left to librdkafka, whose
+read and every group whose answer carried another error are left to librdkafka, whose
 errors are the ones the source reports.
 
 :class:`DirectGroupOffsets` holds one blocking socket per broker and the coordinator of
-every group, kept from tick to tick; a coordinator is asked again for a group whose
-answer says it moved (``NOT_COORDINATOR``, ``COORDINATOR_NOT_AVAILABLE``) or whose
-coordinator could not be read.
+every group, kept from tick to tick. Within one read, a group whose coordinator moved
+or is not ready (:data:`SETTLING`: ``NOT_COORDINATOR``, ``COORDINATOR_NOT_AVAILABLE``,
+``COORDINATOR_LOAD_IN_PROGRESS``, what a broker answers for a while after it starts)
+or could not be reached has its coordinator found again and is asked again, up to
+:data:`ATTEMPTS` rounds in all. A group still settling after them is not left to
+librdkafka, which would meet the same state: the read says so, and the tick is not
+whole.
 """
 
 from __future__ import annotations
@@ -43,13 +47,25 @@ from .groupwire import (
 )
 from .listoffsets import Address, _receive, _remaining, _why
 
-__all__ = ["DIRECT_SHARE", "MOVED", "DirectGroupOffsets"]
+__all__ = ["ATTEMPTS", "DIRECT_SHARE", "MOVED", "SETTLING", "SETTLING_PAUSE", "DirectGroupOffsets"]
 
 #: Share of the time left that the groups read here may take: the rest is for
 #: librdkafka to read the groups this could not.
 DIRECT_SHARE: Final = 0.5
-#: Group errors that say its coordinator is elsewhere now (asked again).
+#: Group errors that say its coordinator is elsewhere now, or not known: found again.
 MOVED: Final = frozenset({15, 16})  # COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+#: Group errors that say its coordinator moved or is not ready yet (a broker that has
+#: just started loads its groups first): asked again, and never left to librdkafka.
+SETTLING: Final = {
+    14: "COORDINATOR_LOAD_IN_PROGRESS",
+    15: "COORDINATOR_NOT_AVAILABLE",
+    16: "NOT_COORDINATOR",
+}
+#: Rounds of asking in one read: a group whose coordinator is settling (or could not be
+#: reached) is asked again, its coordinator found again if it moved, up to this many.
+ATTEMPTS: Final = 4
+#: Seconds before a round after a coordinator said it is not ready yet.
+SETTLING_PAUSE: Final = 0.05
 
 
 class _Lacking(Exception):
@@ -86,24 +102,55 @@ class DirectGroupOffsets:
 
     def read(
         self, groups: Sequence[str], deadline: float, brokers: Iterable[Address] = ()
-    ) -> tuple[dict[str, Committed], dict[str, str]]:
+    ) -> tuple[dict[str, Committed], dict[str, str], dict[str, str]]:
         """The committed offsets of *groups*, read by a share (:data:`DIRECT_SHARE`) of
-        the time left before *deadline* (a :func:`time.monotonic` time).
+        the time left before *deadline* (a :func:`time.monotonic` time), in up to
+        :data:`ATTEMPTS` rounds (see the module docstring).
 
-        Returns the committed offsets of every group read whole, and why each other
-        group of *groups* was not (for librdkafka to ask).
+        Returns the committed offsets of every group read whole; why each group that
+        could not be read was not (for librdkafka to ask); and why each group whose
+        coordinator was still moving or loading at the end was not (librdkafka would
+        meet the same: the caller's tick is not whole).
         """
         now = time.monotonic()
         deadline = now + max(deadline - now, 0.0) * DIRECT_SHARE
-        left: dict[str, str] = {}
         self._finders = tuple(brokers)
+        found: dict[str, Committed] = {}
+        left: dict[str, str] = {}
+        #: Groups to ask again: why, and whether their coordinator said it is settling.
+        again: dict[str, tuple[str, int]] = dict.fromkeys(groups, ("not asked", 0))
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                pause = SETTLING_PAUSE if any(code for _, code in again.values()) else 0.0
+                if time.monotonic() + pause >= deadline:
+                    break
+                time.sleep(pause)
+            asking, again = list(again), {}
+            self._round(asking, deadline, found, left, again)
+            if not again:
+                break
+        waiting = {group: why for group, (why, code) in again.items() if code}
+        left.update((group, why) for group, (why, code) in again.items() if not code)
+        self._forget(groups)
+        return found, left, waiting
+
+    def _round(
+        self,
+        groups: list[str],
+        deadline: float,
+        found: dict[str, Committed],
+        left: dict[str, str],
+        again: dict[str, tuple[str, int]],
+    ) -> None:
+        """One round: the coordinators not known found, then each asked for its
+        groups; each group goes to *found*, *left* (for librdkafka) or *again*."""
         unknown = [group for group in groups if group not in self.coordinators]
         if unknown:
-            left.update(self._find(unknown, deadline))
+            self._find(unknown, deadline, left, again)
         by_address: dict[Address, list[str]] = {}
         for group in groups:
             address = self.coordinators.get(group)
-            if address is not None:
+            if address is not None and group not in again and group not in left:
                 by_address.setdefault(address, []).append(group)
         sent: list[tuple[Address, _Link, int, list[str]]] = []
         for address, asked in by_address.items():
@@ -114,26 +161,26 @@ class DirectGroupOffsets:
                 link.sock.settimeout(_remaining(deadline))
                 link.sock.sendall(encode_offset_fetch(version, correlation, self._client_id, asked))
             except (OSError, ProtocolError, _Lacking) as exc:
-                self._failed(address, exc, asked, left)
+                self._failed(address, exc, asked, left, again)
                 continue
             sent.append((address, link, correlation, asked))
-        found: dict[str, Committed] = {}
         for address, link, correlation, asked in sent:
             try:
                 got, errors = decode_offset_fetch(_receive(link.sock, deadline), correlation)
             except (OSError, ProtocolError) as exc:
-                self._failed(address, exc, asked, left)
+                self._failed(address, exc, asked, left, again)
                 continue
             for group in asked:
                 if group in got:
                     found[group] = got[group]
                     continue
                 code = errors.get(group)
-                left[group] = "not in the answer" if code is None else f"error {code}"
+                if code in SETTLING:
+                    again[group] = (f"error {code} ({SETTLING[code]})", code)
+                else:
+                    left[group] = "not in the answer" if code is None else f"error {code}"
                 if code is None or code in MOVED:
                     self.coordinators.pop(group, None)
-        self._forget(groups)
-        return found, left
 
     def _forget(self, groups: Sequence[str]) -> None:
         """Forget the coordinators of groups no longer asked for (gone), and close
@@ -145,11 +192,18 @@ class DirectGroupOffsets:
         for address in set(self._links) - used:
             self._drop(address)
 
-    def _find(self, groups: list[str], deadline: float) -> dict[str, str]:
+    def _find(
+        self,
+        groups: list[str],
+        deadline: float,
+        left: dict[str, str],
+        again: dict[str, tuple[str, int]],
+    ) -> None:
         """Find the coordinator of every group of *groups*, asking the first broker
-        that answers (of the last metadata, else of the bootstrap list); returns why
-        each group not found was not."""
+        that answers (of the last metadata, else of the bootstrap list); each group
+        not found goes to *left* or *again* with why."""
         why = "no broker to ask"
+        retry = False
         for address in dict.fromkeys([*self._finders, *self._bootstrap]):
             try:
                 link = self._link(address, deadline)
@@ -161,30 +215,47 @@ class DirectGroupOffsets:
                 )
                 found, errors = decode_find_coordinator(_receive(link.sock, deadline), correlation)
             except _Lacking as exc:
-                why = str(exc)
+                why, retry = str(exc), False
                 break  # (the brokers of one cluster offer the same)
             except (OSError, ProtocolError) as exc:
                 why = f"FindCoordinator to {address[0]}:{address[1]}: {_why(exc)}"
+                retry = isinstance(exc, OSError)
                 self._drop(address)
                 if isinstance(exc, TimeoutError):
                     break
                 continue
             for group, (_node, host, port) in found.items():
                 self.coordinators[group] = (host, port)
-            return {
-                group: f"FindCoordinator: error {errors.get(group)}"
-                for group in groups
-                if group not in found
-            }
-        return dict.fromkeys(groups, why)
+            for group in groups:
+                code = errors.get(group)
+                if group in found:
+                    continue
+                if code in SETTLING:
+                    again[group] = (f"FindCoordinator: error {code} ({SETTLING[code]})", code)
+                else:
+                    left[group] = f"FindCoordinator: error {code}"
+            return
+        if retry:  # (unreachable now: asked again, then left to librdkafka)
+            again.update(dict.fromkeys(groups, (why, 0)))
+        else:
+            left.update(dict.fromkeys(groups, why))
 
     def _failed(
-        self, address: Address, exc: BaseException, asked: list[str], left: dict[str, str]
+        self,
+        address: Address,
+        exc: BaseException,
+        asked: list[str],
+        left: dict[str, str],
+        again: dict[str, tuple[str, int]],
     ) -> None:
-        """*address* could not be read: its groups left with why; unless it only
-        lacks a version, its socket is closed and their coordinator asked again."""
+        """*address* could not be read: its groups go to *again* if it could not be
+        reached, else to *left*, with why; unless it only lacks a version, its socket
+        is closed and their coordinator found again."""
         why = f"OffsetFetch to {address[0]}:{address[1]}: {_why(exc)}"
-        left.update(dict.fromkeys(asked, why))
+        if isinstance(exc, OSError):
+            again.update(dict.fromkeys(asked, (why, 0)))
+        else:
+            left.update(dict.fromkeys(asked, why))
         if isinstance(exc, _Lacking):
             return
         self._drop(address)

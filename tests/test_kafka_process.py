@@ -119,8 +119,8 @@ async def test_a_hung_collector_gives_stale_snapshots_then_is_killed_and_replace
 
 def test_a_crash_in_c_leaves_the_python_stack_of_every_thread_on_stderr() -> None:
     """The collector process run as the server runs it, ready, then crashed (a
-    segmentation fault, as librdkafka can): its standard error, which the server
-    logs, says where its threads were (one so far: the groups' helper starts with
+    fatal signal on its main thread): its standard error, which the server logs,
+    says where its Python threads were (one so far: the groups' helper starts with
     the first tick)."""
     settings = {
         "bootstrap": f"127.0.0.1:{free_port()}",

@@ -9,10 +9,12 @@ CPU never holds the server's event loop. It reads frames
 refuses), then one request per tick, answered in order on its standard output with the snapshot
 (in pieces) or the error. Its log lines go the same way, to the server's loggers.
 Anything else written to its standard output goes to its standard error, which the
-server logs; so does the Python stack of every thread when it crashes in C (a
-segmentation fault, an abort in librdkafka: :mod:`faulthandler`). It exits when its
-standard input closes, or after a tick that left it above :data:`MAX_RSS` bytes of
-memory (exit code :data:`EXIT_MEMORY`: a leak is cut short by a new process).
+server logs; so does the Python stack of every thread when it aborts (a failed
+assertion in librdkafka) or crashes on a Python thread (:mod:`faulthandler`; a
+segmentation fault on one of librdkafka's own threads, which block signals, leaves
+nothing but the signal). It exits when its standard input closes, or after a tick
+that left it above :data:`MAX_RSS` bytes of memory (exit code :data:`EXIT_MEMORY`: a
+leak is cut short by a new process).
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ or is not ready (:data:`SETTLING`: ``NOT_COORDINATOR``, ``COORDINATOR_NOT_AVAILA
 or could not be reached has its coordinator found again and is asked again, up to
 :data:`ATTEMPTS` rounds in all. A group still settling after them is not left to
 librdkafka, which would meet the same state: the read says so, and the tick is not
-whole.
+whole. (librdkafka 2.16's ``ListConsumerGroupOffsets`` also crashes the process on a
+``NOT_COORDINATOR`` or ``COORDINATOR_NOT_AVAILABLE`` answer: its OffsetFetch handler
+asks the client's consumer group, which an admin client lacks, to find the coordinator
+again; librdkafka issue 5040.)
 """
 
 from __future__ import annotations

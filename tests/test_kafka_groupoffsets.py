@@ -276,3 +276,29 @@ def test_a_broker_that_never_answers_leaves_every_group_by_its_share_of_the_dead
     assert waiting == {}
     assert set(left) == {"a", "b"}
     assert "timed out" in left["a"] or "deadline passed" in left["a"]
+
+
+@pytest.mark.parametrize("size", [0, 2**31 - 1])
+def test_an_answer_of_an_impossible_size_leaves_every_group_with_why(size: int) -> None:
+    """A listener that answers every request with a size prefix no answer can have (too
+    small for a correlation id, or past the largest answer read): every group is left
+    to librdkafka with why, the read raises nothing."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(size.to_bytes(4, "big"))
+                conn.recv(65536)  # until the client closes
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(answer)
+            direct = DirectGroupOffsets([server.getsockname()])
+            try:
+                found, left, waiting = direct.read(["a", "b"], time.monotonic() + TIMEOUT)
+            finally:
+                direct.close()
+    assert (found, waiting) == ({}, {})
+    assert set(left) == {"a", "b"}
+    assert f"an answer of {size} bytes" in left["a"]

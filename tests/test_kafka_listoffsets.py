@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from fake_kafka import FakeKafka
 from kafka_broker import free_port
+from takhin_ws.sources.kafka.admin.framing import ProtocolError
 from takhin_ws.sources.kafka.admin.listoffsets import (
     API_KEY,
     LATEST,
     VERSION,
     DirectOffsets,
-    ProtocolError,
     decode_response,
     encode_request,
 )

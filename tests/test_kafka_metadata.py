@@ -22,7 +22,8 @@ from kafka_broker import (
     unique,
 )
 from takhin_ws.sources.kafka.admin import metadata as metadata_module
-from takhin_ws.sources.kafka.admin.listoffsets import DirectOffsets, ProtocolError
+from takhin_ws.sources.kafka.admin.framing import ProtocolError
+from takhin_ws.sources.kafka.admin.listoffsets import DirectOffsets
 from takhin_ws.sources.kafka.admin.metadata import (
     API_KEY,
     DEFAULT_PORT,

@@ -25,7 +25,8 @@ from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka import collector as collector_module
 from takhin_ws.sources.kafka.admin import offsets as offsets_module
 from takhin_ws.sources.kafka.admin.client import DESCRIBE_ROUNDS
-from takhin_ws.sources.kafka.admin.listoffsets import LATEST, Address, Found
+from takhin_ws.sources.kafka.admin.framing import Address
+from takhin_ws.sources.kafka.admin.listoffsets import LATEST, Found
 from takhin_ws.sources.kafka.admin.requests import Batch
 from takhin_ws.sources.kafka.collector import KafkaCollector
 from takhin_ws.sources.kafka.source import KafkaSourceError

@@ -33,13 +33,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from .framing import Address, ProtocolError, reason_of, receive, remaining
 from .groupwire import (
     FIND_COORDINATOR,
     FIND_COORDINATOR_VERSIONS,
     OFFSET_FETCH,
     OFFSET_FETCH_VERSIONS,
     Committed,
-    ProtocolError,
     choose,
     decode_api_versions,
     decode_find_coordinator,
@@ -48,7 +48,6 @@ from .groupwire import (
     encode_find_coordinator,
     encode_offset_fetch,
 )
-from .listoffsets import Address, _receive, _remaining, _why
 
 __all__ = ["ATTEMPTS", "DIRECT_SHARE", "MOVED", "SETTLING", "SETTLING_PAUSE", "DirectGroupOffsets"]
 
@@ -161,7 +160,7 @@ class DirectGroupOffsets:
                 link = self._link(address, deadline)
                 version = self._version(link, OFFSET_FETCH, OFFSET_FETCH_VERSIONS)
                 correlation = self._next()
-                link.sock.settimeout(_remaining(deadline))
+                link.sock.settimeout(remaining(deadline))
                 link.sock.sendall(encode_offset_fetch(version, correlation, self._client_id, asked))
             except (OSError, ProtocolError, _Lacking) as exc:
                 self._failed(address, exc, asked, left, again)
@@ -169,7 +168,7 @@ class DirectGroupOffsets:
             sent.append((address, link, correlation, asked))
         for address, link, correlation, asked in sent:
             try:
-                got, errors = decode_offset_fetch(_receive(link.sock, deadline), correlation)
+                got, errors = decode_offset_fetch(receive(link.sock, deadline), correlation)
             except (OSError, ProtocolError) as exc:
                 self._failed(address, exc, asked, left, again)
                 continue
@@ -212,16 +211,16 @@ class DirectGroupOffsets:
                 link = self._link(address, deadline)
                 version = self._version(link, FIND_COORDINATOR, FIND_COORDINATOR_VERSIONS)
                 correlation = self._next()
-                link.sock.settimeout(_remaining(deadline))
+                link.sock.settimeout(remaining(deadline))
                 link.sock.sendall(
                     encode_find_coordinator(version, correlation, self._client_id, groups)
                 )
-                found, errors = decode_find_coordinator(_receive(link.sock, deadline), correlation)
+                found, errors = decode_find_coordinator(receive(link.sock, deadline), correlation)
             except _Lacking as exc:
                 why, retry = str(exc), False
                 break  # (the brokers of one cluster offer the same)
             except (OSError, ProtocolError) as exc:
-                why = f"FindCoordinator to {address[0]}:{address[1]}: {_why(exc)}"
+                why = f"FindCoordinator to {address[0]}:{address[1]}: {reason_of(exc)}"
                 retry = isinstance(exc, OSError)
                 self._drop(address)
                 if isinstance(exc, TimeoutError):
@@ -254,7 +253,7 @@ class DirectGroupOffsets:
         """*address* could not be read: its groups go to *again* if it could not be
         reached, else to *left*, with why; unless it only lacks a version, its socket
         is closed and their coordinator found again."""
-        why = f"OffsetFetch to {address[0]}:{address[1]}: {_why(exc)}"
+        why = f"OffsetFetch to {address[0]}:{address[1]}: {reason_of(exc)}"
         if isinstance(exc, OSError):
             again.update(dict.fromkeys(asked, (why, 0)))
         else:
@@ -282,12 +281,12 @@ class DirectGroupOffsets:
         link = self._links.get(address)
         if link is not None:
             return link
-        sock = socket.create_connection(address, timeout=_remaining(deadline))
+        sock = socket.create_connection(address, timeout=remaining(deadline))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             correlation = self._next()
             sock.sendall(encode_api_versions(correlation, self._client_id))
-            versions = decode_api_versions(_receive(sock, deadline), correlation)
+            versions = decode_api_versions(receive(sock, deadline), correlation)
         except BaseException:
             sock.close()
             raise

@@ -25,6 +25,8 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Final, ParamSpec, TypeVar
 
+from .framing import HEADER, I16, I32, ProtocolError
+
 __all__ = [
     "API_VERSIONS",
     "FIND_COORDINATOR",
@@ -58,10 +60,6 @@ _GROUP_KEY: Final = 0
 #: OffsetFetch v9's member epoch of a caller that is not a member.
 _NO_EPOCH: Final = -1
 
-_I16: Final = struct.Struct(">h")
-_I32: Final = struct.Struct(">i")
-#: Request header v1 and v2: api key, version, correlation id, the client id's length.
-_HEADER: Final = struct.Struct(">hhih")
 #: ApiVersions v0 answer: error code, then (api key, min, max) per API.
 _API_RANGE: Final = struct.Struct(">hhh")
 #: FindCoordinator v4 coordinator, after its key: node id, (host), port, error code.
@@ -77,10 +75,6 @@ _HEAD: Final = struct.Struct(">iqi")
 Committed = dict[str, dict[int, int]]
 #: A coordinator: node id, host, port.
 Coordinator = tuple[int, str, int]
-
-
-class ProtocolError(Exception):
-    """An answer that is not the answer to the request sent."""
 
 
 def choose(spoken: Iterable[int], offered: tuple[int, int] | None) -> int | None:
@@ -112,10 +106,10 @@ def _compact(text: str) -> bytes:
 def _request(api: int, version: int, correlation: int, client_id: bytes, body: bytes) -> bytes:
     """A whole request, size prefix included: header v1 for ApiVersions, else v2 (the
     same, then tagged fields: none)."""
-    head = _HEADER.pack(api, version, correlation, len(client_id)) + client_id
+    head = HEADER.pack(api, version, correlation, len(client_id)) + client_id
     if api != API_VERSIONS:
         head += b"\x00"
-    return _I32.pack(len(head) + len(body)) + head + body
+    return I32.pack(len(head) + len(body)) + head + body
 
 
 def encode_api_versions(correlation: int, client_id: bytes) -> bytes:
@@ -137,7 +131,7 @@ def encode_offset_fetch(
 ) -> bytes:
     """An OffsetFetch request (v8+) for every committed offset of every group."""
     # v9: member id null, member epoch -1; then topics null and no tagged field
-    tail = (b"\x00" + _I32.pack(_NO_EPOCH) if version >= 9 else b"") + b"\x00\x00"
+    tail = (b"\x00" + I32.pack(_NO_EPOCH) if version >= 9 else b"") + b"\x00\x00"
     parts = [_compact(group) + tail for group in groups]
     # require_stable false, no tagged field
     body = b"".join([_uvarint(len(parts) + 1), *parts, b"\x00\x00"])
@@ -196,7 +190,7 @@ def _skip_tags(view: memoryview, at: int) -> int:
 def _start(body: bytes | bytearray, correlation: int, flexible: bool) -> tuple[memoryview, int]:
     """The answer's view and where its body starts (after the response header)."""
     view = memoryview(body)
-    (answered,) = _I32.unpack_from(view, 0)
+    (answered,) = I32.unpack_from(view, 0)
     if answered != correlation:
         raise ProtocolError(f"answer to request {answered}, not to {correlation}")
     return view, _skip_tags(view, 4) if flexible else 4
@@ -224,10 +218,10 @@ def _reading(decode: Callable[_P, _T]) -> Callable[_P, _T]:
 def decode_api_versions(body: bytes | bytearray, correlation: int) -> dict[int, tuple[int, int]]:
     """The (min, max) version of every API an ApiVersions v0 answer lists."""
     view, at = _start(body, correlation, flexible=False)
-    (error,) = _I16.unpack_from(view, at)
+    (error,) = I16.unpack_from(view, at)
     if error:
         raise ProtocolError(f"ApiVersions answered error {error}")
-    (count,) = _I32.unpack_from(view, at + 2)
+    (count,) = I32.unpack_from(view, at + 2)
     at += 6
     end = at + count * _API_RANGE.size
     if count < 0 or end > len(view):
@@ -292,7 +286,7 @@ def _partitions(view: memoryview, at: int, count: int) -> tuple[dict[int, int], 
     for _ in range(count):
         partition, offset, _epoch = _HEAD.unpack_from(view, at)
         _metadata, at = _read_string(view, at + _HEAD.size)
-        (code,) = _I16.unpack_from(view, at)
+        (code,) = I16.unpack_from(view, at)
         at = _skip_tags(view, at + 2)
         error = error or code
         if offset >= 0:
@@ -326,7 +320,7 @@ def decode_offset_fetch(
                 if offsets:
                     committed[name] = offsets
             at = _skip_tags(view, at) if view[at] else at + 1
-        (error,) = _I16.unpack_from(view, at)
+        (error,) = I16.unpack_from(view, at)
         at = _skip_tags(view, at + 2) if view[at + 2] else at + 3
         if error or failed:
             errors[group] = error or failed

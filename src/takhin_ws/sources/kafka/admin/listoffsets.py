@@ -20,18 +20,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
+
+from .framing import HEADER, I16, I32, Address, ProtocolError, reason_of, receive, remaining
 
 __all__ = [
     "EARLIEST",
     "LATEST",
-    "MAX_ANSWER",
     "UNKNOWN_TOPIC_OR_PARTITION",
-    "Address",
     "DirectOffsets",
-    "ProtocolError",
     "decode_response",
     "encode_request",
 ]
@@ -44,28 +42,16 @@ LATEST: Final = -1
 EARLIEST: Final = -2
 #: The partition error that says it (or its topic) does not exist.
 UNKNOWN_TOPIC_OR_PARTITION: Final = 3
-#: The largest answer read (bytes): 12,000 partitions take ~300 KB.
-MAX_ANSWER: Final = 64 * 1024 * 1024
 #: Asked as a consumer would (not a follower replica).
 _CONSUMER: Final = -1
 
-_I16: Final = struct.Struct(">h")
-_I32: Final = struct.Struct(">i")
-#: Request header v1: api key, version, correlation id, then the client id's length.
-_HEADER: Final = struct.Struct(">hhih")
 #: One partition asked (v1): partition, timestamp.
 _ASKED: Final = struct.Struct(">iq")
 #: One partition answered (v1): partition, error code, timestamp, offset.
 _ANSWERED: Final = struct.Struct(">ihqq")
 
-#: A broker's (host, port).
-Address = tuple[str, int]
 #: An offset (or an error code) by (topic, partition).
 Found = dict[tuple[str, int], int]
-
-
-class ProtocolError(Exception):
-    """An answer that is not a ListOffsets v1 answer to the request sent."""
 
 
 def encode_request(
@@ -75,18 +61,18 @@ def encode_request(
     every partition of *topics*."""
     parts = [
         b"",
-        _HEADER.pack(API_KEY, VERSION, correlation, len(client_id)),
+        HEADER.pack(API_KEY, VERSION, correlation, len(client_id)),
         client_id,
-        _I32.pack(_CONSUMER),
-        _I32.pack(len(topics)),
+        I32.pack(_CONSUMER),
+        I32.pack(len(topics)),
     ]
     pack = _ASKED.pack
     for name, ids in topics.items():
         raw = name.encode()
-        parts += (_I16.pack(len(raw)), raw, _I32.pack(len(ids)))
+        parts += (I16.pack(len(raw)), raw, I32.pack(len(ids)))
         parts += [pack(partition, timestamp) for partition in ids]
     body = b"".join(parts)
-    return _I32.pack(len(body)) + body
+    return I32.pack(len(body)) + body
 
 
 def decode_response(body: bytes | bytearray, correlation: int) -> tuple[Found, Found]:
@@ -97,15 +83,15 @@ def decode_response(body: bytes | bytearray, correlation: int) -> tuple[Found, F
     out: Found = {}
     errors: Found = {}
     try:
-        (answered,) = _I32.unpack_from(view, 0)
+        (answered,) = I32.unpack_from(view, 0)
         if answered != correlation:
             raise ProtocolError(f"answer to request {answered}, not to {correlation}")
-        (topics,) = _I32.unpack_from(view, 4)
+        (topics,) = I32.unpack_from(view, 4)
         at = 8
         for _ in range(topics):
-            (size,) = _I16.unpack_from(view, at)
+            (size,) = I16.unpack_from(view, at)
             name = bytes(view[at + 2 : at + 2 + size]).decode()
-            (count,) = _I32.unpack_from(view, at + 2 + size)
+            (count,) = I32.unpack_from(view, at + 2 + size)
             at += 6 + size
             end = at + count * _ANSWERED.size
             if size < 0 or count < 0 or end > len(view):
@@ -157,10 +143,10 @@ class DirectOffsets:
             request = encode_request(self._correlation, self.client_id, topics, timestamp)
             try:
                 sock = self._socket(address, deadline)
-                sock.settimeout(_remaining(deadline))
+                sock.settimeout(remaining(deadline))
                 sock.sendall(request)
             except OSError as exc:
-                failed[address] = _why(exc)
+                failed[address] = reason_of(exc)
                 self.drop(address)
                 continue
             sent.append((address, sock, self._correlation))
@@ -168,9 +154,9 @@ class DirectOffsets:
         errors: Found = {}
         for address, sock, correlation in sent:
             try:
-                found, wrong = decode_response(_receive(sock, deadline), correlation)
+                found, wrong = decode_response(receive(sock, deadline), correlation)
             except (OSError, ProtocolError) as exc:
-                failed[address] = _why(exc)
+                failed[address] = reason_of(exc)
                 self.drop(address)
                 continue
             out.update(found)
@@ -187,14 +173,14 @@ class DirectOffsets:
         self._correlation = (self._correlation + 1) & 0x7FFFFFFF
         request = encode(self._correlation)
         sock = self._socket(address, deadline)
-        sock.settimeout(_remaining(deadline))
+        sock.settimeout(remaining(deadline))
         sock.sendall(request)
-        return _receive(sock, deadline), self._correlation
+        return receive(sock, deadline), self._correlation
 
     def _socket(self, address: Address, deadline: float) -> socket.socket:
         sock = self._sockets.get(address)
         if sock is None:
-            sock = socket.create_connection(address, timeout=_remaining(deadline))
+            sock = socket.create_connection(address, timeout=remaining(deadline))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sockets[address] = sock
         return sock
@@ -210,36 +196,3 @@ class DirectOffsets:
         """Close the sockets of brokers not in *keep* (they left the cluster)."""
         for address in set(self._sockets) - set(keep):
             self.drop(address)
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("the deadline passed")
-    return left
-
-
-def _why(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _receive(sock: socket.socket, deadline: float) -> bytearray:
-    """One answer's body (after its size prefix), read by *deadline*."""
-    head = _exactly(sock, _I32.size, deadline)
-    (size,) = _I32.unpack(head)
-    if not 4 <= size <= MAX_ANSWER:
-        raise ProtocolError(f"an answer of {size} bytes")
-    return _exactly(sock, size, deadline)
-
-
-def _exactly(sock: socket.socket, size: int, deadline: float) -> bytearray:
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        sock.settimeout(_remaining(deadline))
-        read = sock.recv_into(view[got:])
-        if not read:
-            raise ConnectionError("the broker closed the connection")
-        got += read
-    return data

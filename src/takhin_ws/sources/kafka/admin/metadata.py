@@ -27,7 +27,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
-from .listoffsets import Address, DirectOffsets, ProtocolError
+from .framing import HEADER, I8, I16, I32, Address, ProtocolError
+from .listoffsets import DirectOffsets
 
 __all__ = [
     "API_KEY",
@@ -51,11 +52,6 @@ DEFAULT_PORT: Final = 9092
 #: A null array (v1 on: "every topic" in the request).
 _NULL: Final = -1
 
-_I8: Final = struct.Struct(">b")
-_I16: Final = struct.Struct(">h")
-_I32: Final = struct.Struct(">i")
-#: Request header v1: api key, version, correlation id, then the client id's length.
-_HEADER: Final = struct.Struct(">hhih")
 #: The answer's head (v4): correlation id, throttle time, broker count.
 _HEAD: Final = struct.Struct(">iii")
 #: A partition's head (v4): error code, partition id, leader, replica count.
@@ -83,17 +79,17 @@ def encode_request(
 ) -> bytes:
     """A whole Metadata v4 request (size prefix included) for *topics* (``None``:
     every topic), never creating a topic."""
-    parts = [b"", _HEADER.pack(API_KEY, VERSION, correlation, len(client_id)), client_id]
+    parts = [b"", HEADER.pack(API_KEY, VERSION, correlation, len(client_id)), client_id]
     if topics is None:
-        parts.append(_I32.pack(_NULL))
+        parts.append(I32.pack(_NULL))
     else:
-        parts.append(_I32.pack(len(topics)))
+        parts.append(I32.pack(len(topics)))
         for name in topics:
             raw = name.encode()
-            parts += (_I16.pack(len(raw)), raw)
-    parts.append(_I8.pack(0))  # allow_auto_topic_creation: false
+            parts += (I16.pack(len(raw)), raw)
+    parts.append(I8.pack(0))  # allow_auto_topic_creation: false
     body = b"".join(parts)
-    return _I32.pack(len(body)) + body
+    return I32.pack(len(body)) + body
 
 
 def decode_response(body: bytes | bytearray, correlation: int) -> Cluster:
@@ -109,20 +105,20 @@ def decode_response(body: bytes | bytearray, correlation: int) -> Cluster:
             raise ProtocolError(f"answer to request {answered}, not to {correlation}")
         at = _HEAD.size
         for _ in range(_count(brokers_count)):
-            (node,) = _I32.unpack_from(view, at)
+            (node,) = I32.unpack_from(view, at)
             host, at = _string(view, at + 4)
-            (port,) = _I32.unpack_from(view, at)
+            (port,) = I32.unpack_from(view, at)
             _rack, at = _string(view, at + 4)
             brokers[node] = (host or "", port)
         _cluster_id, at = _string(view, at)
         _controller, topics = struct.unpack_from(">ii", view, at)
         at += 8
         for _ in range(_count(topics)):
-            (error,) = _I16.unpack_from(view, at)
+            (error,) = I16.unpack_from(view, at)
             name, at = _string(view, at + 2)
             if name is None:
                 raise ProtocolError("a topic without a name")
-            (partitions,) = _I32.unpack_from(view, at + 1)  # (after is_internal)
+            (partitions,) = I32.unpack_from(view, at + 1)  # (after is_internal)
             leaders[name], at = _partitions(view, at + 5, _count(partitions))
             if error:
                 errors[name] = error
@@ -141,7 +137,7 @@ def _count(count: int) -> int:
 
 def _string(view: memoryview, at: int) -> tuple[str | None, int]:
     """A nullable string at *at*, and where what follows it starts."""
-    (size,) = _I16.unpack_from(view, at)
+    (size,) = I16.unpack_from(view, at)
     if size < 0:
         return None, at + 2
     end = at + 2 + size
@@ -161,8 +157,8 @@ def _partitions(view: memoryview, at: int, count: int) -> tuple[dict[int, int], 
     """The leader of each of *count* partition records from *at*, and where they end."""
     if not count:
         return {}, at
-    (replicas,) = _I32.unpack_from(view, at + _PARTITION.size - 4)
-    (isr,) = _I32.unpack_from(view, at + _PARTITION.size + 4 * _count(replicas))
+    (replicas,) = I32.unpack_from(view, at + _PARTITION.size - 4)
+    (isr,) = I32.unpack_from(view, at + _PARTITION.size + 4 * _count(replicas))
     if 4 * (replicas + _count(isr)) > len(view):
         raise ProtocolError("an answer cut short")
     record = _record(replicas, isr)
@@ -182,7 +178,7 @@ def _one_by_one(view: memoryview, at: int, count: int) -> tuple[dict[int, int], 
     for _ in range(count):
         _error, partition, leader, replicas = _PARTITION.unpack_from(view, at)
         at += _PARTITION.size + 4 * _count(replicas)
-        (isr,) = _I32.unpack_from(view, at)
+        (isr,) = I32.unpack_from(view, at)
         at += 4 + 4 * _count(isr)
         leaders[partition] = leader
     if at > len(view):

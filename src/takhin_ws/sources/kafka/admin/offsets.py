@@ -26,7 +26,8 @@ from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import _AdminClientImpl
 
 from ..model import Offsets
-from .listoffsets import EARLIEST, LATEST, UNKNOWN_TOPIC_OR_PARTITION, Address, DirectOffsets
+from .framing import Address
+from .listoffsets import EARLIEST, LATEST, UNKNOWN_TOPIC_OR_PARTITION, DirectOffsets
 from .metadata import Leaders
 from .requests import AdminRequests, Batch, Key, logger
 

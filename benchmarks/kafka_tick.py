@@ -18,8 +18,13 @@ INTERVAL) and reports per tick:
   the server's event loop was kept from running); ``idle_hold_ms`` the same between two
   ticks (the machine's own noise: other processes, the scheduler), ``gc_pause_ms`` the
   longest pause of the cyclic garbage collector during the collect;
-- ``encode_ms``: encoding the 2.9 ``metrics`` envelope once (what the hub does per
-  publish, on the event loop), and its size;
+- ``step_ms``: the longest single step of any Trio task during the collect (a
+  :class:`trio.abc.Instrument` around each step: how long this process's own code held
+  the event loop, without the scheduler's noise that ``loop_hold_ms`` also sees);
+- ``encode_ms``: encoding the 2.9 ``metrics`` envelope once with the codec, and its size;
+  ``publish_encode_ms`` the same snapshot through the hub's publish encoding
+  (:func:`takhin_ws.core.encoding.encode_published`, what the hub does once per publish on
+  the event loop, after the collect);
 - with ``--debug``, ``work``: what the tick asked besides the end offsets and the
   committed offsets (``metadata``, ``N start offsets``, ``N described`` groups), from
   the collector's debug log.
@@ -55,6 +60,7 @@ from benchmarks.common import raise_nofile
 from benchmarks.kafka_cluster import build_cluster
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
 from takhin_ws.config.cli import freeze_startup
+from takhin_ws.core.encoding import encode_published
 from takhin_ws.core.metrics.snapshot import MetricsSourceError, Snapshot
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources.kafka.collector import KafkaCollector
@@ -133,6 +139,23 @@ class TickWork(logging.Handler):
                 self.work.append(name(found))
 
 
+class LongestStep(trio.abc.Instrument):
+    """The longest step of any task since the last :meth:`reset` (seconds)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._began = 0.0
+
+    def reset(self) -> None:
+        self.longest = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._began = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.longest = max(self.longest, time.perf_counter() - self._began)
+
+
 class GcPauses:
     """The cyclic garbage collector's pauses in this process (seconds each)."""
 
@@ -154,6 +177,8 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
     gc.callbacks.append(gc_pauses)
     work = TickWork()
     logging.getLogger("takhin_ws.metrics").addHandler(work)
+    steps = LongestStep()
+    trio.lowlevel.add_instrument(steps)
 
     async def probe() -> None:
         while True:
@@ -174,6 +199,7 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             lateness.clear()
             gc_pauses.pauses.clear()
             work.work.clear()
+            steps.reset()
             child = pid()
             wall, cpu, child_cpu = time.perf_counter(), time.process_time(), process_cpu(child)
             try:
@@ -187,11 +213,23 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             child_cpu = process_cpu(child) - child_cpu if child != os.getpid() else cpu
             await trio.sleep(PROBE * 2)  # the probe's last lateness is in
             hold = max(lateness, default=0.0)
+            step = steps.longest
             gc_pause = max(gc_pauses.pauses, default=0.0)
             metrics = snapshot.metrics
             began = time.perf_counter()
             frame = encode(Envelope(payload=metrics, timestamp=metrics.timestamp))
             encoded = time.perf_counter() - began
+            began = time.perf_counter()
+            encode_published(
+                metrics,
+                "metrics",
+                stream="metrics",
+                offset=tick + 1,
+                timestamp=metrics.timestamp,
+                epoch="bench",
+                stale=None,
+            )
+            published = time.perf_counter() - began
             rows.append(
                 {
                     "mode": mode,
@@ -200,9 +238,11 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
                     "collector_cpu_ms": round(child_cpu * 1000, 1),
                     "server_cpu_ms": round(cpu * 1000, 1),
                     "loop_hold_ms": round(hold * 1000, 1),
+                    "step_ms": round(step * 1000, 1),
                     "idle_hold_ms": round(idle * 1000, 1),
                     "gc_pause_ms": round(gc_pause * 1000, 1),
                     "encode_ms": round(encoded * 1000, 1),
+                    "publish_encode_ms": round(published * 1000, 1),
                     "frame_bytes": len(frame),
                     "topics": len(metrics.topic_stats),
                     "groups": len(snapshot.groups),
@@ -214,6 +254,7 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             lateness.clear()  # the idle window starts after the encode
         n.cancel_scope.cancel()
     gc.callbacks.remove(gc_pauses)
+    trio.lowlevel.remove_instrument(steps)
     logging.getLogger("takhin_ws.metrics").removeHandler(work)
     return rows[1:]  # the first tick warms the client up (connections, metadata cache)
 
@@ -239,9 +280,11 @@ def summary(mode: str, all_rows: list[dict[str, Any]], args: argparse.Namespace)
         "collector_cpu_ms": stat("collector_cpu_ms"),
         "server_cpu_ms": stat("server_cpu_ms"),
         "loop_hold_ms": stat("loop_hold_ms"),
+        "step_ms": stat("step_ms"),
         "idle_hold_ms": stat("idle_hold_ms"),
         "gc_pause_ms": stat("gc_pause_ms"),
         "encode_ms": stat("encode_ms"),
+        "publish_encode_ms": stat("publish_encode_ms"),
         "frame_bytes": rows[-1]["frame_bytes"] if rows else None,
     }
 

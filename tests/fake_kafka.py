@@ -23,6 +23,18 @@ METADATA, API_VERSIONS = 3, 18
 UNSUPPORTED_VERSION = 35
 
 
+def read_request_head(data: bytes) -> tuple[int, int, int, str, int]:
+    """A whole request (size prefix included) read as a broker reads its header v1,
+    field by field: api key, version, correlation id, client id, and where the body
+    starts."""
+    (size,) = struct.unpack_from(">i", data, 0)
+    assert size == len(data) - 4
+    key, version, correlation, client_size = struct.unpack_from(">hhih", data, 4)
+    at = 14
+    client = data[at : at + client_size].decode()
+    return key, version, correlation, client, at + client_size
+
+
 def _string(text: str) -> bytes:
     data = text.encode()
     return struct.pack(">h", len(data)) + data

@@ -108,13 +108,8 @@ def test_many_groups_come_back_as_librdkafka_reads_them(
     assert found == librdkafka_offsets(cluster.bootstrap, groups)
 
 
-@pytest.mark.slow
-def test_the_collector_reads_the_same_offsets_either_way(
-    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    wanted = commit_groups(kafka.bootstrap, 3)
-    collector = KafkaCollector(kafka.bootstrap)
-    admin = collector.admin
+def offsets_asked_of_librdkafka(admin: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """The groups whose offsets *admin* asks librdkafka for, one list a request."""
     asked: list[list[Any]] = []
     original = admin._request_groups
 
@@ -122,8 +117,19 @@ def test_the_collector_reads_the_same_offsets_either_way(
         asked.append([g for kind, g in keys if kind == "offsets"])
         return original(keys, timeout)
 
+    monkeypatch.setattr(admin, "_request_groups", request)
+    return asked
+
+
+@pytest.mark.slow
+def test_the_collector_reads_the_same_offsets_either_way(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = commit_groups(kafka.bootstrap, 3)
+    collector = KafkaCollector(kafka.bootstrap)
+    admin = collector.admin
+    asked = offsets_asked_of_librdkafka(admin, monkeypatch)
     try:
-        monkeypatch.setattr(admin, "_request_groups", request)
         _infos, direct = admin.groups(time.monotonic() + TIMEOUT)
         assert asked == [[]]  # not one group through librdkafka
         assert admin.group_direct is not None
@@ -216,15 +222,8 @@ def test_a_group_still_settling_fails_the_tick_without_librdkafka(
     moved, _kept = wanted
     collector = KafkaCollector(kafka.bootstrap)
     admin = collector.admin
-    asked: list[list[Any]] = []
-    original = admin._request_groups
-
-    def request(keys: list[Any], timeout: float) -> Any:
-        asked.append([g for kind, g in keys if kind == "offsets"])
-        return original(keys, timeout)
-
+    asked = offsets_asked_of_librdkafka(admin, monkeypatch)
     codes = {moved: [16] * groupoffsets.ATTEMPTS}
-    monkeypatch.setattr(admin, "_request_groups", request)
     monkeypatch.setattr(groupoffsets, "decode_offset_fetch", settling(codes))
     try:
         with pytest.raises(KafkaSourceError) as failed:

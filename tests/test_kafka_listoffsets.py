@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_kafka import FakeKafka
+from fake_kafka import FakeKafka, read_request_head
 from kafka_broker import free_port
 from takhin_ws.sources.kafka.admin.framing import ProtocolError
 from takhin_ws.sources.kafka.admin.listoffsets import (
@@ -32,12 +32,7 @@ int64 = st.integers(-(2**63), 2**63 - 1)
 
 def read_request(data: bytes) -> tuple[int, int, int, str, int, dict[str, list[int]], list[int]]:
     """The fields of a ListOffsets v1 request, read field by field."""
-    (size,) = struct.unpack_from(">i", data, 0)
-    assert size == len(data) - 4
-    key, version, correlation, client_size = struct.unpack_from(">hhih", data, 4)
-    at = 14
-    client = data[at : at + client_size].decode()
-    at += client_size
+    key, version, correlation, client, at = read_request_head(data)
     replica, count = struct.unpack_from(">ii", data, at)
     at += 8
     asked: dict[str, list[int]] = {}

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_kafka import FakeKafka
+from fake_kafka import FakeKafka, read_request_head
 from kafka_broker import (
     KafkaBroker,
     admin_client,
@@ -69,12 +69,7 @@ brokers = st.dictionaries(
 
 def read_request(data: bytes) -> tuple[int, int, int, str, list[str] | None, bool]:
     """The fields of a Metadata v4 request, read field by field."""
-    (size,) = struct.unpack_from(">i", data, 0)
-    assert size == len(data) - 4
-    key, version, correlation, client_size = struct.unpack_from(">hhih", data, 4)
-    at = 14
-    client = data[at : at + client_size].decode()
-    at += client_size
+    key, version, correlation, client, at = read_request_head(data)
     (count,) = struct.unpack_from(">i", data, at)
     at += 4
     asked: list[str] | None = None if count == -1 else []

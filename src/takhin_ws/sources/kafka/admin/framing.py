@@ -5,8 +5,8 @@ A request is its size (a big-endian int32), then a header (v1: api key, version,
 correlation id, client id; the flexible versions add an empty tagged-field section),
 then its body; an answer is its size, then the correlation id and the body. Here: the
 fixed-size fields, :class:`ProtocolError` (the one error every direct request raises
-for an answer that does not read), and reading one answer from a blocking socket by a
-:func:`time.monotonic` deadline.
+for an answer that does not read), and the blocking socket's three steps (connect,
+send a request, receive one answer), each by a :func:`time.monotonic` deadline.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ __all__ = [
     "MAX_ANSWER",
     "Address",
     "ProtocolError",
+    "connect",
     "reason_of",
     "receive",
     "remaining",
+    "send",
 ]
 
 #: The largest answer read (bytes): 12,000 partitions' offsets take ~300 KB.
@@ -61,6 +63,20 @@ def remaining(deadline: float) -> float:
 def reason_of(exc: BaseException) -> str:
     """What a failed exchange says of itself (its type when it says nothing)."""
     return str(exc) or type(exc).__name__
+
+
+def connect(address: Address, deadline: float) -> socket.socket:
+    """A blocking connection to *address* (made by *deadline*), without Nagle's delay:
+    a request is one write and waits for its answer."""
+    sock = socket.create_connection(address, timeout=remaining(deadline))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def send(sock: socket.socket, request: bytes, deadline: float) -> None:
+    """Write the whole *request* by *deadline*."""
+    sock.settimeout(remaining(deadline))
+    sock.sendall(request)
 
 
 def receive(sock: socket.socket, deadline: float) -> bytearray:

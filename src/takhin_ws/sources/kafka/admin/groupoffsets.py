@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from .framing import Address, ProtocolError, reason_of, receive, remaining
+from .framing import Address, ProtocolError, connect, reason_of, receive, send
 from .groupwire import (
     FIND_COORDINATOR,
     FIND_COORDINATOR_VERSIONS,
@@ -160,8 +160,8 @@ class DirectGroupOffsets:
                 link = self._link(address, deadline)
                 version = self._version(link, OFFSET_FETCH, OFFSET_FETCH_VERSIONS)
                 correlation = self._next()
-                link.sock.settimeout(remaining(deadline))
-                link.sock.sendall(encode_offset_fetch(version, correlation, self._client_id, asked))
+                request = encode_offset_fetch(version, correlation, self._client_id, asked)
+                send(link.sock, request, deadline)
             except (OSError, ProtocolError, _Lacking) as exc:
                 self._failed(address, exc, asked, left, again)
                 continue
@@ -211,10 +211,8 @@ class DirectGroupOffsets:
                 link = self._link(address, deadline)
                 version = self._version(link, FIND_COORDINATOR, FIND_COORDINATOR_VERSIONS)
                 correlation = self._next()
-                link.sock.settimeout(remaining(deadline))
-                link.sock.sendall(
-                    encode_find_coordinator(version, correlation, self._client_id, groups)
-                )
+                request = encode_find_coordinator(version, correlation, self._client_id, groups)
+                send(link.sock, request, deadline)
                 found, errors = decode_find_coordinator(receive(link.sock, deadline), correlation)
             except _Lacking as exc:
                 why, retry = str(exc), False
@@ -237,7 +235,7 @@ class DirectGroupOffsets:
                 else:
                     left[group] = f"FindCoordinator: error {code}"
             return
-        if retry:  # (unreachable now: asked again, then left to librdkafka)
+        if retry:  # no broker could be reached: asked again next round, then librdkafka
             again.update(dict.fromkeys(groups, (why, 0)))
         else:
             left.update(dict.fromkeys(groups, why))
@@ -281,11 +279,10 @@ class DirectGroupOffsets:
         link = self._links.get(address)
         if link is not None:
             return link
-        sock = socket.create_connection(address, timeout=remaining(deadline))
+        sock = connect(address, deadline)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             correlation = self._next()
-            sock.sendall(encode_api_versions(correlation, self._client_id))
+            send(sock, encode_api_versions(correlation, self._client_id), deadline)
             versions = decode_api_versions(receive(sock, deadline), correlation)
         except BaseException:
             sock.close()

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from .framing import HEADER, I16, I32, Address, ProtocolError, reason_of, receive, remaining
+from .framing import HEADER, I16, I32, Address, ProtocolError, connect, reason_of, receive, send
 
 __all__ = [
     "EARLIEST",
@@ -143,8 +143,7 @@ class DirectOffsets:
             request = encode_request(self._correlation, self.client_id, topics, timestamp)
             try:
                 sock = self._socket(address, deadline)
-                sock.settimeout(remaining(deadline))
-                sock.sendall(request)
+                send(sock, request, deadline)
             except OSError as exc:
                 failed[address] = reason_of(exc)
                 self.drop(address)
@@ -173,15 +172,13 @@ class DirectOffsets:
         self._correlation = (self._correlation + 1) & 0x7FFFFFFF
         request = encode(self._correlation)
         sock = self._socket(address, deadline)
-        sock.settimeout(remaining(deadline))
-        sock.sendall(request)
+        send(sock, request, deadline)
         return receive(sock, deadline), self._correlation
 
     def _socket(self, address: Address, deadline: float) -> socket.socket:
         sock = self._sockets.get(address)
         if sock is None:
-            sock = socket.create_connection(address, timeout=remaining(deadline))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = connect(address, deadline)
             self._sockets[address] = sock
         return sock
 

@@ -22,9 +22,12 @@ INTERVAL) and reports per tick:
   :class:`trio.abc.Instrument` around each step: how long this process's own code held
   the event loop, without the scheduler's noise that ``loop_hold_ms`` also sees);
 - ``encode_ms``: encoding the 2.9 ``metrics`` envelope once with the codec, and its size;
-  ``publish_encode_ms`` the same snapshot through the hub's publish encoding
-  (:func:`takhin_ws.core.encoding.encode_published`, what the hub does once per publish on
-  the event loop, after the collect);
+- ``publish_step_ms``: the longest task step while the snapshot is published the way the
+  server does after the collect (``await MemoryBus(hub).publish("metrics", metrics)``,
+  :func:`benchmarks.publish_step.publish_once`) to a hub with a dashboard client
+  (permessage-deflate ``metrics:lean,topics,groups``) and a 2.9 client (permessage-deflate
+  ``metrics``); ``publish_steps`` how many steps the publish took, ``publish_cpu_ms``
+  its CPU time (this process, every thread);
 - with ``--debug``, ``work``: what the tick asked besides the end offsets and the
   committed offsets (``metadata``, ``N start offsets``, ``N described`` groups), from
   the collector's debug log.
@@ -58,10 +61,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from benchmarks.common import raise_nofile
 from benchmarks.kafka_cluster import build_cluster
+from benchmarks.publish_step import CLIENT_SETS, StepWatch, add_clients, drain, publish_once
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
+from takhin_ws import Hub
 from takhin_ws.config.cli import freeze_startup
-from takhin_ws.core.encoding import encode_published
 from takhin_ws.core.metrics.snapshot import MetricsSourceError, Snapshot
+from takhin_ws.ingest.bus import MemoryBus
 from takhin_ws.protocol import Envelope, encode
 from takhin_ws.sources.kafka.collector import KafkaCollector
 from takhin_ws.sources.kafka.source import PROCESS_SHARE, KafkaSource
@@ -139,23 +144,6 @@ class TickWork(logging.Handler):
                 self.work.append(name(found))
 
 
-class LongestStep(trio.abc.Instrument):
-    """The longest step of any task since the last :meth:`reset` (seconds)."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._began = 0.0
-
-    def reset(self) -> None:
-        self.longest = 0.0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self._began = time.perf_counter()
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.longest = max(self.longest, time.perf_counter() - self._began)
-
-
 class GcPauses:
     """The cyclic garbage collector's pauses in this process (seconds each)."""
 
@@ -177,8 +165,10 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
     gc.callbacks.append(gc_pauses)
     work = TickWork()
     logging.getLogger("takhin_ws.metrics").addHandler(work)
-    steps = LongestStep()
+    steps = StepWatch()
     trio.lowlevel.add_instrument(steps)
+    bus = MemoryBus(Hub())  # the serving hub, with a dashboard and a 2.9 client
+    clients = add_clients(bus.hub, CLIENT_SETS["both"], 1)
 
     async def probe() -> None:
         while True:
@@ -219,17 +209,8 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             began = time.perf_counter()
             frame = encode(Envelope(payload=metrics, timestamp=metrics.timestamp))
             encoded = time.perf_counter() - began
-            began = time.perf_counter()
-            encode_published(
-                metrics,
-                "metrics",
-                stream="metrics",
-                offset=tick + 1,
-                timestamp=metrics.timestamp,
-                epoch="bench",
-                stale=None,
-            )
-            published = time.perf_counter() - began
+            published = await publish_once(bus, metrics, steps)
+            drain(clients)
             rows.append(
                 {
                     "mode": mode,
@@ -242,7 +223,9 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
                     "idle_hold_ms": round(idle * 1000, 1),
                     "gc_pause_ms": round(gc_pause * 1000, 1),
                     "encode_ms": round(encoded * 1000, 1),
-                    "publish_encode_ms": round(published * 1000, 1),
+                    "publish_step_ms": round(published.step_ms, 1),
+                    "publish_steps": published.steps,
+                    "publish_cpu_ms": round(published.cpu_ms, 1),
                     "frame_bytes": len(frame),
                     "topics": len(metrics.topic_stats),
                     "groups": len(snapshot.groups),
@@ -251,7 +234,7 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             if args.debug:
                 rows[-1]["work"] = work.work[:]
             log(orjson.dumps(rows[-1]).decode())
-            lateness.clear()  # the idle window starts after the encode
+            lateness.clear()  # the idle window starts after the publish
         n.cancel_scope.cancel()
     gc.callbacks.remove(gc_pauses)
     trio.lowlevel.remove_instrument(steps)
@@ -284,7 +267,9 @@ def summary(mode: str, all_rows: list[dict[str, Any]], args: argparse.Namespace)
         "idle_hold_ms": stat("idle_hold_ms"),
         "gc_pause_ms": stat("gc_pause_ms"),
         "encode_ms": stat("encode_ms"),
-        "publish_encode_ms": stat("publish_encode_ms"),
+        "publish_step_ms": stat("publish_step_ms"),
+        "publish_steps": stat("publish_steps"),
+        "publish_cpu_ms": stat("publish_cpu_ms"),
         "frame_bytes": rows[-1]["frame_bytes"] if rows else None,
     }
 

@@ -211,6 +211,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "tests/test_benchmark_lag.py::"
         "test_the_lag_benchmark_runs_and_its_cluster_shows_every_kind_of_group"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.publish_step"): (
+        "tests/test_benchmark_publish.py::"
+        "test_every_client_set_gets_one_message_per_client_and_publish"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.hostile"): (
         "skip: the hostile-load scenarios run servers of 10,000 topics with hundreds of"
         " clients for twenty minutes, which must not share the machine with the suite"

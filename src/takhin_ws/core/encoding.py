@@ -1,21 +1,175 @@
 """What a publish is encoded into, once per publish (sans-IO).
 
 The hub gives each published message its envelope (timestamp, stream, offset, epoch,
-``stale``) and turns it into one :class:`Outbound` here, before recording it and
-offering it to every subscriber. A snapshot (``metrics``) takes the fast path: its
-envelope is built as plain dicts (:func:`~takhin_ws.core.metrics.views.metrics_data`,
-the codec's bytes), which the hub keeps for the tick so the views and the filtered
-snapshots never parse it again; an event goes through the codec. A per-client reply
-(``welcome``, ``error``...) carries no offset and is encoded here too."""
+``stale``) and turns it into a :class:`Prepared` here: one :class:`Outbound`, and for a
+snapshot its decoded envelope, before recording it and offering it to every
+subscriber. A snapshot (``metrics``) takes the fast path: its envelope is built as
+plain dicts (:func:`~takhin_ws.core.metrics.views.metrics_data`, the codec's bytes),
+which the hub keeps for the tick so the views and the filtered snapshots never parse
+it again; an event goes through the codec. A per-client reply (``welcome``,
+``error``...) carries no offset and is encoded here too.
+
+A big snapshot costs milliseconds to encode (1,000 topics x 12 partitions: ~4 ms to
+build its dicts, ~1 ms of orjson, ~10 ms to compress), too long for one step of an
+event loop that serves WebSockets. So the work can be cut up, without changing a
+byte of the result:
+
+- :func:`metrics_data_steps` builds the ``data`` dict in pieces of about
+  :data:`PIECE_WEIGHT` objects, yielding between two (an async caller lets other tasks
+  run there);
+- :meth:`Prepared.build_views` builds its ``metrics:lean`` view ahead of the commit;
+- :meth:`Prepared.compress` builds the compressed variants of the message and of that
+  view ahead of the fan-out: zlib only, no Python objects, so a caller may run it in
+  a worker thread (zlib releases the GIL while it compresses).
+"""
 
 from __future__ import annotations
 
-from ..wire.codec import encode
-from ..wire.messages import Envelope, MonitoringMetrics, Payload
-from ..wire.websocket.frames import Outbound
-from .metrics.views import JSON, dumps, metrics_data, metrics_envelope
+import functools
+import typing
+from collections.abc import Collection, Generator, Iterator, Mapping
+from typing import Any, Final
 
-__all__ = ["encode_published", "encode_reply"]
+import attrs
+
+from ..wire.channels import METRICS_LEAN
+from ..wire.codec import encode
+from ..wire.converter import camel, converter
+from ..wire.messages import Envelope, MonitoringMetrics, Payload
+from ..wire.websocket.frames import Outbound, Variant
+from .metrics.views import JSON, dumps, lean_view, metrics_data, metrics_envelope
+
+__all__ = [
+    "METRICS_LISTS",
+    "PIECE_WEIGHT",
+    "Prepared",
+    "encode_published",
+    "encode_reply",
+    "metrics_data_steps",
+    "metrics_head",
+    "weight",
+]
+
+#: Objects (a topic's stats, a partition's lag...) turned into dicts between two yields
+#: of :func:`metrics_data_steps`: a fraction of a millisecond of CPU.
+PIECE_WEIGHT: Final = 1024
+
+
+def _list_fields() -> dict[str, tuple[str, Any]]:
+    """The list fields of the ``metrics`` message: wire key -> (attribute, item type)."""
+    hints = typing.get_type_hints(MonitoringMetrics)
+    out: dict[str, tuple[str, Any]] = {}
+    for field in attrs.fields(MonitoringMetrics):
+        hint = hints[field.name]
+        if typing.get_origin(hint) is tuple:
+            out[camel(field.name)] = (field.name, typing.get_args(hint)[0])
+    return out
+
+
+#: The list fields of the ``metrics`` message (``topicStats``, ``consumerLags``): wire
+#: key -> (attribute, item type). What a snapshot is cut into, here and on the pipe
+#: from the Kafka collector.
+METRICS_LISTS: Final = _list_fields()
+_EMPTY_LISTS: Final[dict[str, Any]] = {name: () for name, _ in METRICS_LISTS.values()}
+
+
+@functools.cache
+def _nested(cls: Any) -> tuple[tuple[str, bool], ...]:
+    """The tuple fields of attrs class *cls*: (attribute, whether its items hold
+    tuples of their own)."""
+    if not attrs.has(cls):
+        return ()
+    hints = typing.get_type_hints(cls)
+    out = []
+    for field in attrs.fields(cls):
+        hint = hints[field.name]
+        if typing.get_origin(hint) is tuple:
+            out.append((field.name, bool(_nested(typing.get_args(hint)[0]))))
+    return tuple(out)
+
+
+def weight(item: Any) -> int:
+    """How many objects one list item of a message holds (a consumer lag: itself, its
+    topics and their partitions)."""
+    total = 1
+    for name, deep in _nested(item.__class__):
+        items = getattr(item, name)
+        total += sum(map(weight, items)) if deep else len(items)
+    return total
+
+
+def metrics_head(m: MonitoringMetrics) -> JSON:
+    """The ``data`` of *m* with every list of :data:`METRICS_LISTS` empty (their keys
+    in place: filling them in keeps the codec's key order)."""
+    return metrics_data(attrs.evolve(m, **_EMPTY_LISTS))
+
+
+def metrics_data_steps(
+    m: MonitoringMetrics, piece: int = PIECE_WEIGHT
+) -> Generator[None, None, JSON]:
+    """:func:`~takhin_ws.core.metrics.views.metrics_data` of *m* in pieces: yields after
+    each run of about *piece* objects; returns the same dict (same keys, same order)."""
+    data = metrics_head(m)
+    for key, (name, item_type) in METRICS_LISTS.items():
+        hook = converter.get_unstructure_hook(item_type)
+        out: list[Any] = []
+        done = 0
+        for item in getattr(m, name):
+            out.append(hook(item))
+            done += weight(item)
+            if done >= piece:
+                yield
+                done = 0
+        data[key] = out
+    return data
+
+
+@attrs.frozen
+class Prepared:
+    """A message encoded for offset *offset* of *stream* in *epoch*, not published yet:
+    what :meth:`Hub.prepare <takhin_ws.core.hub.Hub.prepare>` gives and
+    :meth:`Hub.commit <takhin_ws.core.hub.Hub.commit>` publishes."""
+
+    payload: Payload
+    channel: str
+    stream: str
+    offset: int
+    epoch: str
+    stale: bool | None
+    #: the message as sent (its plain variant)
+    item: Outbound
+    #: a snapshot's envelope as plain dicts (``None`` for an event)
+    decoded: JSON | None = None
+    #: a snapshot's ``data``, kept to encode it again if the offset is taken meanwhile
+    data: JSON | None = None
+    #: the variants the unrestricted subscribers receive, of the message (key ``None``)
+    #: and of each view (its channel), as they were at prepare time
+    variants: Mapping[str | None, Collection[Variant]] = attrs.field(factory=dict)
+    #: views built ahead by :meth:`build_views`, by channel
+    views: dict[str, Outbound] = attrs.field(factory=dict)
+
+    def build_views(self) -> None:
+        """Build a snapshot's ``metrics:lean`` view ahead, if it has subscribers (the
+        other views are one group or topic each: small, built at the fan-out)."""
+        if self.decoded is not None and METRICS_LEAN in self.variants:
+            self.views[METRICS_LEAN] = lean_view(self.item, self.decoded)
+
+    def _compressed(self) -> Iterator[tuple[Outbound, Variant]]:
+        for key, item in ((None, self.item), *self.views.items()):
+            for variant in self.variants.get(key, ()):
+                if variant.window_bits and len(item.payload) >= variant.min_size:
+                    yield item, variant
+
+    def compress_size(self) -> int:
+        """Bytes :meth:`compress` has to compress (0: nothing to do ahead)."""
+        return sum(len(item.payload) for item, _ in self._compressed())
+
+    def compress(self) -> None:
+        """Build the compressed variants of :attr:`variants`, ahead of the fan-out (which
+        then finds them built). Only zlib runs here, on bytes nobody else holds until
+        the commit: a caller may run it in a worker thread."""
+        for item, variant in self._compressed():
+            item.variant(variant)
 
 
 def encode_published(
@@ -27,19 +181,29 @@ def encode_published(
     timestamp: int,
     epoch: str,
     stale: bool | None,
-) -> tuple[Outbound, JSON | None]:
+    data: JSON | None = None,
+    variants: Mapping[str | None, Collection[Variant]] | None = None,
+) -> Prepared:
     """*payload* published on *channel* (of *stream*) at *offset*, as one message, and
-    for a snapshot its decoded envelope (``None`` for an event)."""
+    for a snapshot its decoded envelope. *data*: a snapshot's ``data`` built already
+    (:func:`metrics_data_steps`); *variants*: those its subscribers receive (key
+    ``None``) and those of its views (by channel)."""
+    variants = variants or {}
     if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
+        if data is None:
+            data = metrics_data(payload)
         decoded = metrics_envelope(
-            metrics_data(payload),
+            data,
             timestamp=timestamp,
             channel=stream,
             offset=offset,
             epoch=epoch,
             stale=stale,
         )
-        return Outbound.of(dumps(decoded), stream, offset, channel), decoded
+        item = Outbound.of(dumps(decoded), stream, offset, channel)
+        return Prepared(
+            payload, channel, stream, offset, epoch, stale, item, decoded, data, variants
+        )
     envelope = Envelope(
         payload=payload,
         timestamp=timestamp,
@@ -48,7 +212,8 @@ def encode_published(
         epoch=epoch,
         stale=stale,
     )
-    return Outbound.of(encode(envelope), stream, offset, channel), None
+    item = Outbound.of(encode(envelope), stream, offset, channel)
+    return Prepared(payload, channel, stream, offset, epoch, stale, item, variants=variants)
 
 
 def encode_reply(payload: Payload, timestamp: int) -> Outbound:

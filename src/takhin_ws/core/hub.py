@@ -19,17 +19,17 @@ from typing import Final
 
 from .._exceptions import HubClosedError, HubFullError
 from ..config.settings import DEFAULT_HISTORY_SIZE, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DISTINCT_VIEWS
-from ..wire.channels import EVENT_STREAMS, STREAMS, parse_channel, stream_of
+from ..wire.channels import EVENT_STREAMS, METRICS_LEAN, STREAMS, parse_channel, stream_of
 from ..wire.messages import EpochChanged, Error, Payload, channel_of
 from ..wire.websocket.frames import PLAIN, Outbound, Variant
 from .access.filtered import FilteredMetrics
 from .access.limits import subscribe_refusal
 from .access.permissions import Permissions
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
-from .encoding import encode_published, encode_reply
+from .encoding import Prepared, encode_published, encode_reply
 from .history import StreamHistory
 from .metrics.snapshot import GroupInfo
-from .metrics.views import MetricsViews, ViewChannels, is_view
+from .metrics.views import JSON, MetricsViews, ViewChannels, is_view
 from .subscriptions import Subscriptions
 
 __all__ = [
@@ -177,31 +177,58 @@ class Hub:
         channel (``topic:orders``); a narrow channel's message reaches the
         subscribers of the narrow channel and of its stream, each exactly once.
         """
+        return self.commit(self.prepare(channel, payload, stale=stale))
+
+    def prepare(
+        self, channel: str, payload: Payload, *, stale: bool | None = None, data: JSON | None = None
+    ) -> Prepared:
+        """:meth:`publish`'s encoding for the next offset, the hub unchanged: a caller
+        may do a big publish's heavy part in steps (*data* built by
+        :func:`~takhin_ws.core.encoding.metrics_data_steps`, then ``Prepared.compress``
+        in a worker thread), then :meth:`commit`."""
         if self._closed:
             raise HubClosedError("hub is closed")
         if is_view(parse_channel(channel)):
             raise ValueError(f"{channel} is a view of metrics: publish on metrics")
         stream_name = stream_of(channel)
-        stream = self._streams[stream_name]
-        stream.offset += 1
-        item, decoded = encode_published(
+        subs = self._subs
+        variants: dict[str | None, frozenset[Variant]] = {None: subs.variants(stream_name, channel)}
+        if stream_name == "metrics" and METRICS_LEAN in self._view_channels:
+            variants[METRICS_LEAN] = subs.variants(METRICS_LEAN)
+        return encode_published(
             payload,
             channel,
             stream=stream_name,
-            offset=stream.offset,
+            offset=self._streams[stream_name].offset + 1,
             timestamp=int(self._wall_clock()),
             epoch=self.epoch,
             stale=stale,
+            data=data,
+            variants=variants,
         )
+
+    def commit(self, prepared: Prepared) -> Outbound:
+        """Publish *prepared* (:meth:`prepare`): record it, offer it to every subscriber.
+        If its offset was taken meanwhile (another publish on its stream, a new epoch),
+        it is encoded again for the next offset first, here."""
+        if self._closed:
+            raise HubClosedError("hub is closed")
+        stream = self._streams[prepared.stream]
+        if prepared.offset != stream.offset + 1 or prepared.epoch != self.epoch:
+            prepared = self.prepare(
+                prepared.channel, prepared.payload, stale=prepared.stale, data=prepared.data
+            )
+        stream.offset += 1
+        item, decoded = prepared.item, prepared.decoded
         if decoded is None:
-            self._views.note_event(payload)
+            self._views.note_event(prepared.payload)
         stream.append(item)
         self._published += 1
         if decoded is not None:
             self._filtered.source(item, decoded)
-        self._fan_out(stream_name, channel, item)
+        self._fan_out(prepared.stream, prepared.channel, item)
         if decoded is not None:
-            self._views.source(item, decoded)  # kept for the tick: views never re-parse
+            self._views.source(item, decoded, prepared.views)  # kept for the tick
             self._fan_out_views()
             self._filtered.source_done()
         return item
@@ -284,24 +311,10 @@ class Hub:
         return item.variant(variant)
 
     def _fan_out(self, stream_name: str, channel: str, item: Outbound) -> None:
-        delivered = 0
-        for variant, permissions, clients in self._subs.groups(stream_name):
-            out = self._out(item, variant, permissions)
-            if out is None:
-                continue
-            for client in clients:
-                client.subscriber.offer(out)
-            delivered += len(clients)
-        if channel != stream_name:
-            wide_ids = self._subs.members.get(stream_name, {})
-            for variant, permissions, clients in self._subs.groups(channel):
-                out = self._out(item, variant, permissions)
-                if out is None:
-                    continue
-                for client in clients:
-                    if client.id not in wide_ids:
-                        client.subscriber.offer(out)
-                        delivered += 1
+        subs = self._subs
+        delivered = subs.offer(stream_name, item, self._out)
+        if channel != stream_name:  # a narrow channel's: once to a member of both
+            delivered += subs.offer(channel, item, self._out, subs.members.get(stream_name, {}))
         self._delivered += delivered
 
     def _fan_out_views(self) -> None:

@@ -9,9 +9,9 @@ that grants everything) form groups of their own that no check slows down.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from ..wire.websocket.frames import Variant
+from ..wire.websocket.frames import Outbound, Variant
 from .access.permissions import Permissions
 from .clients import Client
 from .metrics.views import is_view
@@ -21,6 +21,8 @@ __all__ = ["Group", "Subscriptions"]
 #: The subscribers of one channel that receive the same bytes: a variant, a
 #: permission set (``None``: unrestricted) and the clients.
 Group = tuple[Variant, Permissions | None, tuple[Client, ...]]
+#: What one group receives of a message (built once for the group); ``None``: nothing.
+Shape = Callable[[Outbound, Variant, Permissions | None], Outbound | None]
 
 
 class Subscriptions:
@@ -77,6 +79,31 @@ class Subscriptions:
             groups = tuple((v, p, tuple(clients)) for (v, p), clients in by_key.items())
             self._groups[channel] = groups
         return groups
+
+    def offer(
+        self, channel: str, item: Outbound, shape: Shape, skip: Mapping[str, Client] | None = None
+    ) -> int:
+        """Offer *item* to every member of *channel* (but those in *skip*), as *shape*
+        makes it for each group; return how many were offered it."""
+        offered = 0
+        for variant, permissions, clients in self.groups(channel):
+            out = shape(item, variant, permissions)
+            if out is None:
+                continue
+            if skip is None:  # the fast path: no check per client
+                for client in clients:
+                    client.subscriber.offer(out)
+                offered += len(clients)
+                continue
+            for client in clients:
+                if client.id not in skip:
+                    client.subscriber.offer(out)
+                    offered += 1
+        return offered
+
+    def variants(self, *channels: str) -> frozenset[Variant]:
+        """The variants the unrestricted members of *channels* receive."""
+        return frozenset(v for ch in channels for v, p, _ in self.groups(ch) if p is None)
 
     def count(self, channel: str) -> int:
         return len(self.members.get(channel, ()))

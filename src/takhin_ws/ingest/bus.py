@@ -3,22 +3,34 @@
 The bus is the one publish path: the metrics producer's snapshots and every event of
 the ingress go through ``EventBus.publish``, and nothing else publishes into a
 server's hub. :class:`EventBus` is the interface; :class:`MemoryBus` (the default)
-is one process: publishing is ``Hub.publish`` itself, immediate. A
-shared implementation (Redis Streams, see ``cluster.bus``) assigns offsets centrally
-and feeds every node's hub through :meth:`Hub.deliver` from its ``run`` task,
-so all nodes see the same messages, in the same order, with the same offsets.
+is one process: publishing is ``Hub.publish`` itself, immediate (``publish_nowait``),
+or the same publish cut into steps that each hold the event loop briefly
+(``publish``: a big snapshot's dicts built in pieces, its compression in a worker
+thread, then ``Hub.commit``). A shared implementation (Redis Streams, see
+``cluster.bus``) assigns offsets centrally and feeds every node's hub through
+:meth:`Hub.deliver` from its ``run`` task, so all nodes see the same messages, in the
+same order, with the same offsets.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Generator
+from typing import Final, Protocol, TypeVar
 
 import trio
 from attrs import frozen
 
 from .._exceptions import TakhinWsError
+from ..core.encoding import metrics_data_steps
 from ..core.hub import Hub
-from ..wire.messages import Payload
+from ..wire.messages import MonitoringMetrics, Payload
+
+T = TypeVar("T")
+
+#: A publish with at least this many bytes to compress compresses them in a worker
+#: thread, off the event loop (zlib lets go of the GIL while it works); less is
+#: compressed in the fan-out, which costs less than the thread's round trip.
+THREAD_MIN_SIZE: Final = 64 * 1024
 
 __all__ = ["BusUnavailableError", "EventBus", "MemoryBus", "Published"]
 
@@ -109,8 +121,36 @@ class MemoryBus:
     async def publish(
         self, channel: str, payload: Payload, *, stale: bool | None = None
     ) -> Published:
-        await trio.lowlevel.checkpoint()
-        return self.publish_nowait(channel, payload, stale=stale)
+        """:meth:`publish_nowait` in steps: a snapshot's ``data`` is built in pieces, a
+        checkpoint between two, then its JSON, then its ``metrics:lean`` view, and a
+        big message is compressed in a worker thread, before the hub commits it (the
+        commit encodes it again if another publish took its offset meanwhile)."""
+        data = None
+        if isinstance(payload, MonitoringMetrics):
+            data = await in_steps(metrics_data_steps(payload))
+        else:
+            await trio.lowlevel.checkpoint()
+        prepared = self.hub.prepare(channel, payload, stale=stale, data=data)
+        if data is not None:
+            await trio.lowlevel.checkpoint()
+            prepared.build_views()
+        if prepared.compress_size() >= THREAD_MIN_SIZE:
+            await trio.to_thread.run_sync(prepared.compress)
+        item = self.hub.commit(prepared)
+        assert item.channel is not None
+        assert item.offset is not None
+        return Published(payload.TYPE, item.channel, item.offset, self.hub.epoch)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+
+
+async def in_steps(steps: Generator[None, None, T]) -> T:
+    """Run *steps* to its result, letting other tasks run where it yields."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        await trio.lowlevel.checkpoint()

@@ -38,7 +38,15 @@ from ...wire.messages import PAYLOAD_CLASSES, GroupDetail, MonitoringMetrics, Pa
 from ...wire.websocket.frames import Outbound
 from .snapshot import GroupInfo
 
-__all__ = ["JSON", "MetricsViews", "ViewChannels", "is_view", "metrics_data", "metrics_envelope"]
+__all__ = [
+    "JSON",
+    "MetricsViews",
+    "ViewChannels",
+    "is_view",
+    "lean_view",
+    "metrics_data",
+    "metrics_envelope",
+]
 
 #: What a group in the snapshot that no snapshot or event has described yet shows.
 _UNDESCRIBED: Final = GroupInfo(state="Empty", members=0)
@@ -93,6 +101,31 @@ def dumps(envelope: JSON) -> bytes:
         ) from exc
 
 
+def _lean(data: JSON) -> JSON:
+    return {
+        **data,
+        "consumerLags": [
+            {
+                **c,
+                "topicLags": [{**tl, "partitionLags": []} for tl in c["topicLags"]],
+            }
+            for c in data["consumerLags"]
+        ],
+    }
+
+
+def _view(item: Outbound, envelope: JSON, channel: str, kind: str, data: JSON) -> Outbound:
+    """View *channel* of snapshot *item* (*envelope* decoded): *data* as a *kind* message
+    with the snapshot's envelope fields."""
+    view_envelope = {**envelope, "type": kind, "data": data}
+    return Outbound.of(dumps(view_envelope), item.channel, item.offset, channel)
+
+
+def lean_view(item: Outbound, envelope: JSON) -> Outbound:
+    """The ``metrics:lean`` view of snapshot *item* (*envelope* decoded)."""
+    return _view(item, envelope, METRICS_LEAN, MonitoringMetrics.TYPE, _lean(envelope["data"]))
+
+
 class MetricsViews:
     """The latest snapshot of one hub and the views built from it."""
 
@@ -122,11 +155,19 @@ class MetricsViews:
 
     # --- what the hub tells us ---
 
-    def source(self, item: Outbound, envelope: JSON | None = None) -> None:
-        """A new snapshot (*envelope* if the caller has it decoded): views start over."""
+    def source(
+        self,
+        item: Outbound,
+        envelope: JSON | None = None,
+        built: Mapping[str, Outbound] | None = None,
+    ) -> None:
+        """A new snapshot (*envelope* if the caller has it decoded): views start over,
+        from those *built* of it already (:func:`lean_view`), by channel."""
         self._item = item
         self._envelope = envelope
         self._built.clear()
+        if built:
+            self._built.update(built)
         self._lags = self._topics = self._consumers = None
 
     def clear(self) -> None:
@@ -203,17 +244,15 @@ class MetricsViews:
             return None
         envelope = self._decoded(item)
         if channel == METRICS_LEAN:
-            kind, data = MonitoringMetrics.TYPE, self._lean(envelope["data"])
+            built = lean_view(item, envelope)
         elif channel.startswith(METRICS_GROUP_PREFIX):
-            kind = GroupDetail.TYPE
             data = self._group_detail(envelope["data"], channel[len(METRICS_GROUP_PREFIX) :])
+            built = _view(item, envelope, channel, GroupDetail.TYPE, data)
         elif channel.startswith(METRICS_TOPIC_PREFIX):
-            kind = TopicDetail.TYPE
             data = self._topic_detail(envelope["data"], channel[len(METRICS_TOPIC_PREFIX) :])
+            built = _view(item, envelope, channel, TopicDetail.TYPE, data)
         else:
             raise ValueError(f"{channel!r} is not a metrics view")
-        view_envelope = {**envelope, "type": kind, "data": data}
-        built = Outbound.of(dumps(view_envelope), item.channel, item.offset, channel)
         self._built[channel] = built
         return built
 
@@ -233,19 +272,6 @@ class MetricsViews:
             data = self._decoded(item)["data"]
             self._topics = {t["name"]: t for t in data["topicStats"]}
         return self._topics
-
-    @staticmethod
-    def _lean(data: JSON) -> JSON:
-        return {
-            **data,
-            "consumerLags": [
-                {
-                    **c,
-                    "topicLags": [{**tl, "partitionLags": []} for tl in c["topicLags"]],
-                }
-                for c in data["consumerLags"]
-            ],
-        }
 
     def _group_detail(self, data: JSON, group_id: str) -> JSON:
         assert self._item is not None

@@ -21,15 +21,15 @@ travel without a change here. :class:`FrameReader` cuts frames out of a byte str
 from __future__ import annotations
 
 import struct
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import attrs
 import orjson
 
+from ...core.encoding import METRICS_LISTS, metrics_head, weight
 from ...core.metrics.snapshot import GroupInfo, Snapshot
-from ...wire.converter import camel, converter
+from ...wire.converter import converter
 from ...wire.messages import MonitoringMetrics
 
 __all__ = [
@@ -100,13 +100,6 @@ class FrameReader:
         return message
 
 
-def _weight(item: Any) -> int:
-    """How many objects one list item holds (a consumer lag: its topics and partitions)."""
-    if type(item) is not dict:
-        return 1
-    return 1 + sum(_weight(v) for value in item.values() if type(value) is list for v in value)
-
-
 def _chunks(items: list[Any], weigh: Callable[[Any], int]) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     weight = 0
@@ -120,27 +113,14 @@ def _chunks(items: list[Any], weigh: Callable[[Any], int]) -> Iterator[list[Any]
         yield chunk
 
 
-def _list_fields() -> dict[str, tuple[str, Any]]:
-    """The list fields of the ``metrics`` message: wire key -> (attribute, item type)."""
-    hints = typing.get_type_hints(MonitoringMetrics)
-    out: dict[str, tuple[str, Any]] = {}
-    for field in attrs.fields(MonitoringMetrics):
-        hint = hints[field.name]
-        if typing.get_origin(hint) is tuple:
-            out[camel(field.name)] = (field.name, typing.get_args(hint)[0])
-    return out
-
-
-_LISTS: Final = _list_fields()
-
-
 def snapshot_frames(tick: int, snapshot: Snapshot) -> Iterator[bytes]:
     """The frames that carry *snapshot* as the answer to tick *tick*."""
-    data = converter.unstructure(snapshot.metrics)
-    for key in _LISTS:
-        items, data[key] = data[key], []
-        for chunk in _chunks(items, _weight):
-            yield frame({"tick": tick, "part": key, "items": chunk})
+    metrics = snapshot.metrics
+    data = metrics_head(metrics)
+    for key, (name, item_type) in METRICS_LISTS.items():
+        hook = converter.get_unstructure_hook(item_type)
+        for chunk in _chunks(list(getattr(metrics, name)), weight):
+            yield frame({"tick": tick, "part": key, "items": [hook(item) for item in chunk]})
     groups = [(g, converter.unstructure(info)) for g, info in snapshot.groups.items()]
     for chunk in _chunks(groups, lambda _: 1):
         yield frame({"tick": tick, "groups": dict(chunk)})
@@ -163,7 +143,7 @@ class Assembler:
         """
         try:
             if "part" in message:
-                name, item = _LISTS[message["part"]]
+                name, item = METRICS_LISTS[message["part"]]
                 structured = converter.structure(message["items"], list[item])  # type: ignore[valid-type]
                 self._parts.setdefault(name, []).extend(structured)
                 return None

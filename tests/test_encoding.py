@@ -1,0 +1,270 @@
+"""A publish's encoding in steps (sans-IO): the snapshot's dicts in pieces, the hub's
+prepare and commit, and the compressed variants built ahead of the fan-out."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import attrs
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strategies import metrics as metrics_strategy
+from takhin_ws._exceptions import HubClosedError
+from takhin_ws.core.access.permissions import Permissions
+from takhin_ws.core.encoding import (
+    METRICS_LISTS,
+    PIECE_WEIGHT,
+    metrics_data_steps,
+    metrics_head,
+    weight,
+)
+from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.metrics.views import JSON, metrics_data
+from takhin_ws.wire.messages import (
+    ConsumerLag,
+    MonitoringMetrics,
+    PartitionLag,
+    TopicCreated,
+    TopicLag,
+    TopicStats,
+)
+from takhin_ws.wire.websocket.deflate import inflate
+from takhin_ws.wire.websocket.frames import Outbound, Variant
+
+DEFLATE = Variant(window_bits=15)
+SMALL_WINDOW = Variant(window_bits=10)
+
+
+def stats(name: str) -> TopicStats:
+    return TopicStats(
+        name=name, partitions=1, total_messages=1, total_bytes=1, produce_rate=0.0, fetch_rate=0.0
+    )
+
+
+def lag(group: str, topics: int, partitions: int) -> ConsumerLag:
+    parts = tuple(
+        PartitionLag(partition=p, current_offset=0, log_end_offset=p, lag=p)
+        for p in range(partitions)
+    )
+    per = tuple(TopicLag(topic=f"t{t}", total_lag=0, partition_lags=parts) for t in range(topics))
+    return ConsumerLag(group_id=group, total_lag=0, topic_lags=per)
+
+
+def cluster(topics: int, groups: int, partitions: int) -> MonitoringMetrics:
+    return MonitoringMetrics(
+        topic_stats=tuple(stats(f"t{t}") for t in range(topics)),
+        consumer_lags=tuple(lag(f"g{g}", 2, partitions) for g in range(groups)),
+        timestamp=7,
+    )
+
+
+def run(steps: Generator[None, None, JSON]) -> tuple[JSON, int]:
+    """Drive a generator of steps: (its result, how many times it yielded)."""
+    yields = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: JSON = done.value
+            return result, yields
+        yields += 1
+
+
+def drain(sub: QueueSubscriber) -> list[Outbound]:
+    return sub.queue.get_batch_nowait() if sub.queue else []
+
+
+def twins(**kwargs: object) -> tuple[Hub, Hub]:
+    """Two hubs that encode the same message into the same bytes."""
+    return tuple(  # type: ignore[return-value]
+        Hub(epoch="e1", wall_clock=lambda: 1_700_000_000.0, **kwargs)  # type: ignore[arg-type]
+        for _ in range(2)
+    )
+
+
+# --- the data dict in pieces ---
+
+
+@settings(max_examples=150, deadline=None)
+@given(metrics_strategy, st.integers(min_value=1, max_value=40))
+def test_the_data_in_pieces_is_the_data_whole(m: MonitoringMetrics, piece: int) -> None:
+    data, yields = run(metrics_data_steps(m, piece))
+    assert data == metrics_data(m)
+    assert orjson.dumps(data) == orjson.dumps(metrics_data(m))  # the key order too
+    total = sum(weight(item) for _, (name, _) in METRICS_LISTS.items() for item in getattr(m, name))
+    assert yields <= total // piece
+
+
+def test_a_piece_closes_once_it_reaches_its_weight() -> None:
+    m = cluster(topics=10, groups=3, partitions=4)  # a lag weighs 1 + 2 x (1 + 4) = 11
+    assert run(metrics_data_steps(m, 1))[1] == 13  # one yield after every item
+    assert run(metrics_data_steps(m, 5))[1] == 2 + 3  # topics: 5 and 5; each lag alone
+    assert run(metrics_data_steps(m, 11))[1] == 3  # the topics' 10 do not reach 11
+    assert run(metrics_data_steps(m, 1000))[1] == 0
+    assert run(metrics_data_steps(m))[1] == 0  # 43 objects: far under PIECE_WEIGHT
+    big = cluster(topics=PIECE_WEIGHT * 2, groups=0, partitions=0)
+    assert run(metrics_data_steps(big))[1] == 2
+
+
+def test_weight_counts_every_object_an_item_holds() -> None:
+    assert weight(stats("a")) == 1
+    assert weight(lag("g", 3, 5)) == 1 + 3 * (1 + 5)
+    assert weight(lag("g", 0, 5)) == 1
+    assert weight("a plain value") == 1
+
+
+def test_the_head_has_every_list_empty_in_its_place() -> None:
+    m = cluster(topics=2, groups=1, partitions=1)
+    head = metrics_head(m)
+    assert list(head) == list(metrics_data(m))
+    assert all(head[key] == [] for key in METRICS_LISTS)
+    assert set(METRICS_LISTS) == {"topicStats", "consumerLags"}
+
+
+# --- prepare and commit ---
+
+
+def test_prepare_changes_nothing_and_commit_publishes_the_same_bytes() -> None:
+    hub, twin = twins()
+    sub, other = QueueSubscriber(), QueueSubscriber()
+    hub.add_client(sub, ["metrics"])
+    twin.add_client(other, ["metrics"])
+    m = cluster(topics=3, groups=2, partitions=2)
+    prepared = hub.prepare("metrics", m, stale=False)
+    assert (hub.offset("metrics"), hub.statistics().published, len(sub.queue)) == (0, 0, 0)
+    assert hub.latest("metrics") is None
+    assert (prepared.stream, prepared.offset, prepared.epoch) == ("metrics", 1, "e1")
+    item = hub.commit(prepared)
+    assert item is prepared.item
+    assert item.frame == twin.publish("metrics", m, stale=False).frame
+    assert drain(sub) == [item]
+    assert hub.offset("metrics") == 1
+    assert hub.latest("metrics") is item
+
+
+def test_a_prepared_snapshot_keeps_its_data_and_envelope() -> None:
+    hub = Hub()
+    m = cluster(topics=2, groups=1, partitions=1)
+    data, _ = run(metrics_data_steps(m))
+    prepared = hub.prepare("metrics", m, data=data)
+    assert prepared.data is data
+    assert prepared.decoded is not None
+    assert prepared.decoded["data"] is data
+    assert orjson.loads(prepared.item.payload) == prepared.decoded
+    event = hub.prepare("topics", TopicCreated(name="orders", partitions=1))
+    assert (event.decoded, event.data, event.channel) == (None, None, "topics")
+
+
+def test_a_prepared_publish_whose_offset_was_taken_is_encoded_again() -> None:
+    hub = Hub(epoch="e1")
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["metrics"])
+    first, second = cluster(1, 0, 0), cluster(2, 0, 0)
+    prepared = hub.prepare("metrics", second)
+    hub.publish("metrics", first)  # took offset 1 meanwhile
+    got = [orjson.loads(i.payload) for i in drain(sub)]  # (a snapshot supersedes one queued)
+    item = hub.commit(prepared)
+    assert item is not prepared.item
+    got += [orjson.loads(i.payload) for i in drain(sub)]
+    assert [g["offset"] for g in got] == [1, 2]
+    assert [len(g["data"]["topicStats"]) for g in got] == [1, 2]
+
+
+def test_a_prepared_publish_of_an_old_epoch_is_encoded_in_the_new_one() -> None:
+    hub = Hub(epoch="e1")
+    prepared = hub.prepare("topics", TopicCreated(name="orders", partitions=1))
+    hub.reset("e2")
+    item = hub.commit(prepared)
+    assert orjson.loads(item.payload)["epoch"] == "e2"
+    assert (item.offset, hub.offset("topics")) == (1, 1)
+
+
+def test_a_closed_hub_neither_prepares_nor_commits() -> None:
+    hub = Hub()
+    prepared = hub.prepare("metrics", cluster(1, 0, 0))
+    hub.close()
+    with pytest.raises(HubClosedError):
+        hub.commit(prepared)
+    with pytest.raises(HubClosedError):
+        hub.prepare("metrics", cluster(1, 0, 0))
+    assert hub.offset("metrics") == 0
+    with pytest.raises(ValueError, match="view of metrics"):
+        Hub().prepare("metrics:lean", cluster(1, 0, 0))
+
+
+# --- views and compressed variants, ahead of the fan-out ---
+
+
+def test_the_variants_are_those_of_the_unrestricted_subscribers() -> None:
+    hub = Hub()
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=DEFLATE)
+    hub.add_client(QueueSubscriber(), ["topic:orders"], variant=SMALL_WINDOW)
+    hub.add_client(QueueSubscriber(), ["metrics:lean"], variant=SMALL_WINDOW)
+    restricted = Permissions(["metrics", "topics"])
+    hub.add_client(
+        QueueSubscriber(), ["metrics"], variant=Variant(window_bits=9), permissions=restricted
+    )
+    snapshot = hub.prepare("metrics", cluster(1, 0, 0))
+    assert snapshot.variants == {None: {DEFLATE}, "metrics:lean": {SMALL_WINDOW}}
+    event = hub.prepare("topic:orders", TopicCreated(name="orders", partitions=1))
+    assert event.variants == {None: {SMALL_WINDOW}}  # no subscriber of topics itself
+    assert Hub().prepare("metrics", cluster(1, 0, 0)).variants == {None: frozenset()}
+
+
+def test_views_and_compression_built_ahead_are_what_the_clients_receive() -> None:
+    hub = Hub()
+    full, lean, plain = QueueSubscriber(), QueueSubscriber(), QueueSubscriber()
+    hub.add_client(full, ["metrics"], variant=DEFLATE)
+    hub.add_client(lean, ["metrics:lean"], variant=DEFLATE)
+    hub.add_client(plain, ["metrics:lean"])
+    m = cluster(topics=30, groups=4, partitions=8)
+    prepared = hub.prepare("metrics", m)
+    assert prepared.views == {}
+    prepared.build_views()
+    view = prepared.views["metrics:lean"]
+    assert (view.route, view.offset) == ("metrics:lean", 1)
+    assert prepared.compress_size() == len(prepared.item.payload) + len(view.payload)
+    prepared.compress()
+    ahead = (prepared.item.variant(DEFLATE), view.variant(DEFLATE))
+    hub.commit(prepared)
+    assert drain(full) == [ahead[0]]
+    assert drain(full) == []
+    (got,) = drain(lean)
+    assert got is ahead[1]
+    assert drain(plain) == [view]
+    assert inflate(got.frame[4:], 1 << 20) == view.payload
+    lean_data = orjson.loads(view.payload)["data"]
+    assert all(t["partitionLags"] == [] for c in lean_data["consumerLags"] for t in c["topicLags"])
+
+
+def test_nothing_is_compressed_ahead_without_a_compressing_subscriber() -> None:
+    hub = Hub()
+    hub.add_client(QueueSubscriber(), ["metrics", "metrics:lean"])
+    small = Variant(window_bits=15, min_size=1 << 30)  # the message is under its minimum
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=small)
+    prepared = hub.prepare("metrics", cluster(3, 1, 1))
+    prepared.build_views()
+    assert prepared.compress_size() == 0
+    prepared.compress()
+    assert prepared.item._variants is None  # nothing built
+    event = hub.prepare("topics", TopicCreated(name="orders", partitions=1))
+    event.build_views()
+    assert event.views == {}
+
+
+def test_without_lean_subscribers_no_view_is_built_ahead() -> None:
+    hub = Hub()
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=DEFLATE)
+    prepared = hub.prepare("metrics", cluster(3, 1, 1))
+    prepared.build_views()
+    assert prepared.views == {}
+    assert prepared.compress_size() == len(prepared.item.payload)
+
+
+def test_a_prepared_snapshot_is_attrs_frozen_but_for_its_views() -> None:
+    prepared = Hub().prepare("metrics", cluster(1, 0, 0))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        prepared.offset = 2  # type: ignore[misc]

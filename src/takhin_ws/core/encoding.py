@@ -130,11 +130,17 @@ class Prepared:
     what :meth:`Hub.prepare <takhin_ws.core.hub.Hub.prepare>` gives and
     :meth:`Hub.commit <takhin_ws.core.hub.Hub.commit>` publishes."""
 
+    #: what is published
     payload: Payload
+    #: the channel it is published on (a stream, or a narrow channel: ``topic:orders``)
     channel: str
+    #: the stream of that channel (``metrics``, ``topics``, ``groups``)
     stream: str
+    #: the offset it was encoded for: the stream's next at prepare time
     offset: int
+    #: the hub's epoch at prepare time
     epoch: str
+    #: the envelope's ``stale`` flag (``None``: not sent)
     stale: bool | None
     #: the message as sent (its plain variant)
     item: Outbound

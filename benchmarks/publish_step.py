@@ -89,7 +89,7 @@ class StepWatch(trio.abc.Instrument):
         self.longest = 0.0
         self.steps = 0
         self.watched: trio.lowlevel.Task | None = None
-        self._began = 0.0
+        self._began: float | None = None  # None: added during a step, not timed
 
     def reset(self, watched: trio.lowlevel.Task | None = None) -> None:
         self.longest, self.steps, self.watched = 0.0, 0, watched
@@ -98,7 +98,9 @@ class StepWatch(trio.abc.Instrument):
         self._began = time.perf_counter()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.longest = max(self.longest, time.perf_counter() - self._began)
+        if self._began is not None:
+            self.longest = max(self.longest, time.perf_counter() - self._began)
+            self._began = None
         if task is self.watched:
             self.steps += 1
 

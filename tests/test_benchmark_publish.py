@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from benchmarks.publish_step import CLIENT_SETS, add_clients, drain, measure
+from benchmarks.publish_step import CLIENT_SETS, StepWatch, add_clients, drain, measure
 from benchmarks.wire import snapshot
 
 from takhin_ws import Hub
@@ -42,3 +42,22 @@ def test_the_deflate_clients_receive_compressed_frames_and_the_dashboard_its_vie
         assert drain(deflate + dashboard) == 0
 
     trio.run(main)
+
+
+def test_the_step_watch_times_only_whole_steps_and_counts_the_watched_task() -> None:
+    async def main() -> tuple[float, int]:
+        watch = StepWatch()
+        trio.lowlevel.add_instrument(watch)  # during a step: that one is not timed
+        try:
+            await trio.lowlevel.checkpoint()
+            first = watch.longest
+            watch.reset(trio.lowlevel.current_task())
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+            return first, watch.steps
+        finally:
+            trio.lowlevel.remove_instrument(watch)
+
+    first, steps = trio.run(main)
+    assert first < 1.0  # not the time since the watch was made, nor since the epoch
+    assert steps == 3

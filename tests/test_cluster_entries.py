@@ -14,7 +14,8 @@ from takhin_ws._exceptions import LocalProtocolError
 from takhin_ws.cluster import scripts
 from takhin_ws.cluster.entries import (
     EntryError,
-    decode_entry,
+    Fields,
+    decode_entry_steps,
     encode_entry,
     entry_epoch,
     entry_id,
@@ -30,9 +31,29 @@ from takhin_ws.wire.messages import (
     TopicCreated,
 )
 from takhin_ws.wire.websocket.frames import Outbound
+from test_encoding import run
 
 EPOCH = "5f2c9a7e1b3d4c60"
 NOW = 1_767_225_600
+
+
+def decode_entry(
+    stream: str, ident: bytes | str, fields: Fields, epoch: str
+) -> tuple[str, Outbound]:
+    """What a node's reader makes of an entry: decoded in steps, then prepared by its
+    hub with the entry's offset and timestamp."""
+    got, _ = run(decode_entry_steps(stream, ident, fields, epoch))
+    hub = Hub(epoch=epoch)
+    envelope = got.envelope
+    item = hub.prepare(
+        got.route,
+        envelope.payload,
+        stale=envelope.stale,
+        data=got.data,
+        offset=got.offset,
+        timestamp=envelope.timestamp,
+    ).item
+    return got.route, item
 
 
 def stored(fields: list[str | bytes], epoch: str = EPOCH) -> dict[bytes, bytes]:
@@ -129,6 +150,7 @@ def test_a_good_entry_decodes() -> None:
         ("groups", "0-1", {b"msg": None}, "no 'msg' field"),
         ("topics", "0-1", {}, "route 'group:billing' is not a channel of topics"),
         ("groups", "0-1", {b"route": b"orders"}, "unknown channel"),
+        ("metrics", "0-1", {b"route": b"metrics:lean"}, "route 'metrics:lean' is a view"),
         ("groups", "1-1", {}, "id '1-1' is not an offset"),
         ("groups", "0-x", {}, "id '0-x' is not an offset"),
         ("groups", "0-0", {}, "id '0-0' is not an offset"),

@@ -4,6 +4,7 @@ prepare and commit, and the compressed variants built ahead of the fan-out."""
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TypeVar
 
 import attrs
 import orjson
@@ -11,28 +12,35 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strategies import group_events, topic_events
 from strategies import metrics as metrics_strategy
-from takhin_ws._exceptions import HubClosedError
+from takhin_ws._exceptions import HubClosedError, LocalProtocolError, RemoteProtocolError
 from takhin_ws.core.access.permissions import Permissions
 from takhin_ws.core.encoding import (
     METRICS_LISTS,
     PIECE_WEIGHT,
+    decode_steps,
     metrics_data_steps,
     metrics_head,
     weight,
 )
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.core.metrics.views import JSON, metrics_data
+from takhin_ws.core.metrics.views import metrics_data
+from takhin_ws.wire.codec import decode, encode
 from takhin_ws.wire.messages import (
     ConsumerLag,
+    Envelope,
     MonitoringMetrics,
     PartitionLag,
+    Payload,
     TopicCreated,
     TopicLag,
     TopicStats,
 )
 from takhin_ws.wire.websocket.deflate import inflate
 from takhin_ws.wire.websocket.frames import Outbound, Variant
+
+T = TypeVar("T")
 
 DEFLATE = Variant(window_bits=15)
 SMALL_WINDOW = Variant(window_bits=10)
@@ -61,14 +69,14 @@ def cluster(topics: int, groups: int, partitions: int) -> MonitoringMetrics:
     )
 
 
-def run(steps: Generator[None, None, JSON]) -> tuple[JSON, int]:
+def run(steps: Generator[None, None, T]) -> tuple[T, int]:
     """Drive a generator of steps: (its result, how many times it yielded)."""
     yields = 0
     while True:
         try:
             next(steps)
         except StopIteration as done:
-            result: JSON = done.value
+            result: T = done.value
             return result, yields
         yields += 1
 
@@ -268,3 +276,80 @@ def test_a_prepared_snapshot_is_attrs_frozen_but_for_its_views() -> None:
     prepared = Hub().prepare("metrics", cluster(1, 0, 0))
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         prepared.offset = 2  # type: ignore[misc]
+
+
+# --- decoding in steps ---
+
+
+def failure(raw: bytes, steps: bool) -> tuple[str, str, str | None]:
+    """(code, message, path) of the error decoding *raw* whole or in steps."""
+    with pytest.raises(RemoteProtocolError) as caught:
+        run(decode_steps(raw, piece=1)) if steps else decode(raw)
+    return caught.value.code, caught.value.message, caught.value.path
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(metrics_strategy, topic_events, group_events), st.none() | st.booleans())
+def test_decoding_in_steps_gives_the_envelope_decoding_whole_gives(
+    payload: Payload, stale: bool | None
+) -> None:
+    try:
+        raw = encode(Envelope(payload=payload, timestamp=5, channel="x", offset=3, stale=stale))
+    except LocalProtocolError:
+        return  # an int beyond 64 bits: not a message anyone sends
+    envelope, yields = run(decode_steps(raw, piece=3))
+    assert envelope == decode(raw)
+    assert yields >= 1  # the JSON parsed, then the rest
+
+
+def test_a_big_snapshot_decodes_in_pieces() -> None:
+    raw = encode(Envelope(payload=cluster(topics=40, groups=6, partitions=4), timestamp=1))
+    whole, yields = run(decode_steps(raw, piece=10))
+    assert whole == decode(raw)
+    assert yields == 1 + 4 + 6  # parsed; 40 topics in 4 pieces; each lag weighs 11
+    assert run(decode_steps(raw))[1] == 1
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [
+        ("topicStats", 2, "partitions", "many"),
+        ("consumerLags", 1, "totalLag", None),
+        ("consumerLags", 0, "surprise", 1),
+    ],
+)
+def test_a_defect_in_a_list_is_reported_as_decoding_whole_reports_it(
+    defect: tuple[str, int, str, object],
+) -> None:
+    key, index, field, value = defect
+    obj = orjson.loads(encode(Envelope(payload=cluster(3, 2, 1), timestamp=1)))
+    obj["data"][key][index][field] = value
+    raw = orjson.dumps(obj)
+    code, message, path = failure(raw, steps=True)
+    assert (code, message, path) == failure(raw, steps=False)
+    assert code == "invalid_field"
+    assert path is not None
+    assert path.startswith(f"$.data.{key}[{index}]")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{nope",
+        b"[]",
+        b'{"type":"metrics","timestamp":1}',
+        b'{"type":"metrics","data":{"topicStats":{}},"timestamp":1}',
+        b'{"type":"metrics","data":[],"timestamp":1}',
+        b'{"type":"nope","timestamp":1}',
+        b'{"type":"metrics","data":{"topicStats":[],"consumerLags":[]},"timestamp":"x"}',
+        b'{"type":"metrics","data":{"topicStats":[{}]},"timestamp":1,"extra":1}',
+    ],
+)
+def test_a_bad_message_fails_in_steps_as_it_fails_whole(raw: bytes) -> None:
+    assert failure(raw, steps=True) == failure(raw, steps=False)
+
+
+def test_decoding_in_steps_accepts_what_it_is_told_to() -> None:
+    raw = encode(Envelope(payload=cluster(2, 1, 1), timestamp=1))
+    with pytest.raises(RemoteProtocolError, match="unknown message type 'metrics'"):
+        run(decode_steps(raw, accept=frozenset({"topic_created"})))

@@ -7,7 +7,7 @@ generous deadline (a hang guard, not a timing assertion).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,13 +18,15 @@ import trio
 
 from redis_server import RedisServer
 from takhin_ws import Settings, open_server
+from takhin_ws.cluster import bus as bus_module
 from takhin_ws.cluster.bus import MIN_STREAM_LENGTH, RedisBus
+from takhin_ws.core.encoding import PIECE_WEIGHT
 from takhin_ws.core.hub import Hub, QueueSubscriber
 from takhin_ws.core.metrics.snapshot import Snapshot
-from takhin_ws.ingest.bus import BusUnavailableError, EventBus, MemoryBus
+from takhin_ws.ingest.bus import BusUnavailableError, EventBus, MemoryBus, in_steps
 from takhin_ws.wire.codec import decode
-from takhin_ws.wire.messages import EpochChanged, MonitoringMetrics, TopicCreated
-from takhin_ws.wire.websocket.frames import Outbound
+from takhin_ws.wire.messages import EpochChanged, MonitoringMetrics, TopicCreated, TopicStats
+from takhin_ws.wire.websocket.frames import Outbound, Variant
 
 GUARD = 20  # seconds: hang guard of every wait
 
@@ -95,6 +97,82 @@ async def test_a_publish_reaches_every_node_identically(redis: RedisServer) -> N
         assert (first.channel, first.offset, first.epoch) == ("topics", 1, a.hub.epoch)
         assert first.payload == topic("orders")
         assert a.hub.replay("topics", 0, a.hub.epoch) == b.hub.replay("topics", 0, b.hub.epoch)
+
+
+async def test_a_big_snapshot_crosses_in_steps_with_its_views_and_compression(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoded and read back in steps (the publisher's dicts, each reader's decode and
+    encoding in pieces, ``in_steps`` letting other tasks run at each), every node's
+    clients got the bytes a single node publishes, its lean view and its compressed
+    frame included (built ahead of the fan-out)."""
+    pieces: list[int] = []
+    real = in_steps
+
+    async def counting(steps: Generator[None, None, Any]) -> Any:
+        seen = 0
+
+        def counted() -> Generator[None, None, Any]:
+            nonlocal seen
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    pieces.append(seen)
+                    return done.value
+                seen += 1
+                yield
+
+        return await real(counted())
+
+    monkeypatch.setattr(bus_module, "in_steps", counting)
+    snapshot = big_snapshot()
+    single = Hub(epoch="e", wall_clock=lambda: 1.0)
+    async with running(redis) as a, running(redis) as b:
+        subs = {}
+        for bus in (a, b):
+            full, lean = QueueSubscriber(), QueueSubscriber()
+            bus.hub.add_client(full, ["metrics"], variant=Variant(window_bits=15))
+            bus.hub.add_client(lean, ["metrics:lean"])
+            subs[bus] = (full, lean)
+        published = await a.publish("metrics", snapshot, stale=False)
+        await wait_until(lambda: b.hub.offset("metrics") == published.offset)
+        assert sorted(pieces) == [8, 1 + 8 + 8, 1 + 8 + 8]  # publisher; both readers
+        single.reset(a.hub.epoch)
+        expected = single.publish("metrics", snapshot, stale=False)
+        lean_payloads = []
+        for bus in (a, b):
+            full, lean = subs[bus]
+            (got,) = drain(full)
+            assert got.frame[0] & 0x40  # compressed
+            assert got.payload == replace_timestamp(expected.payload, got.payload)
+            (view,) = drain(lean)
+            assert view.route == "metrics:lean"
+            lean_payloads.append(view.payload)
+        assert lean_payloads[0] == lean_payloads[1]
+
+
+def big_snapshot() -> MonitoringMetrics:
+    """A snapshot of ~8 pieces (PIECE_WEIGHT objects each): 8,000 topics."""
+    stats = tuple(
+        TopicStats(
+            name=f"t{t}",
+            partitions=1,
+            total_messages=t,
+            total_bytes=t,
+            produce_rate=0.5,
+            fetch_rate=0.25,
+        )
+        for t in range(PIECE_WEIGHT * 8)
+    )
+    return MonitoringMetrics(topic_stats=stats, timestamp=9)
+
+
+def replace_timestamp(expected: bytes, got: bytes) -> bytes:
+    """*expected* with the envelope timestamp of *got* (the publishing node's clock)."""
+    want, have = orjson.loads(expected), orjson.loads(got)
+    want["timestamp"] = have["timestamp"]
+    return orjson.dumps(want)
 
 
 async def test_publish_nowait_and_a_stopped_bus_refuse(redis: RedisServer) -> None:

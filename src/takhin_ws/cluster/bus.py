@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from coredis.exceptions import RedisError
 
+from .._exceptions import LocalProtocolError
+from ..core.encoding import Prepared, metrics_data_steps
 from ..core.hub import Hub
-from ..ingest.bus import BusUnavailableError, Published
+from ..ingest.bus import THREAD_MIN_SIZE, BusUnavailableError, Published, in_steps
 from ..wire.channels import STREAMS
-from ..wire.messages import Payload
-from ..wire.websocket.frames import Outbound
+from ..wire.messages import MonitoringMetrics, Payload
 from .connection import DEFAULT_PREFIX, Keys, describe, open_client, where
-from .entries import START_ID, EntryError, decode_entry, encode_entry, entry_epoch, text
+from .entries import START_ID, EntryError, decode_entry_steps, encode_entry, entry_epoch, text
 from .scripts import CURRENT_EPOCH, PUBLISH
 from .writes import Writability, publish_error, refused
 
@@ -181,8 +182,11 @@ class RedisBus:
         timed out, or this bus is not running); its ``outcome_unknown`` is true when
         the request was sent and no answer came (Redis may have appended it).
         """
+        data = None
+        if isinstance(payload, MonitoringMetrics):  # big: its dicts in pieces
+            data = await in_steps(metrics_data_steps(payload))
         stream, fields = encode_entry(
-            channel, payload, timestamp=int(self._wall_clock()), stale=stale
+            channel, payload, timestamp=int(self._wall_clock()), stale=stale, data=data
         )
         if not self._open:
             raise BusUnavailableError("the Redis bus is not running")
@@ -328,9 +332,9 @@ class RedisBus:
             with trio.fail_after(self.timeout):
                 entries = await self._client.xrevrange(key, count=keep)
             for entry in reversed(entries):
-                item = self._item(stream, entry)
+                item = await self._item(stream, entry)
                 if item is not None:
-                    self.hub.remember(*item)
+                    self.hub.remember(stream, item.item)
                 last[stream] = text(entry.identifier)
         self._last = last
         self._synced = True
@@ -353,17 +357,36 @@ class RedisBus:
                 other = entry_epoch(entry.field_values) != self.hub.epoch
                 if other and await self._current_epoch() != self.hub.epoch:
                     raise _EpochChangedError
-                item = self._item(stream, entry)
+                item = await self._item(stream, entry)
                 if item is not None:
-                    self.hub.deliver(*item)
+                    if item.compress_size() >= THREAD_MIN_SIZE:
+                        await trio.to_thread.run_sync(item.compress)
+                    self.hub.deliver(item.channel, item)
                     self.delivered += 1
                 self._last[stream] = text(entry.identifier)
 
-    def _item(self, stream: str, entry: Any) -> tuple[str, Outbound] | None:
-        """The hub item of one stream entry; None (logged) for an entry we cannot use."""
+    async def _item(self, stream: str, entry: Any) -> Prepared | None:
+        """The hub item of one stream entry, decoded in steps and prepared (its views
+        built); None (logged) for an entry we cannot use, or once the hub is closed."""
+        steps = decode_entry_steps(stream, entry.identifier, entry.field_values, self.hub.epoch)
         try:
-            return decode_entry(stream, entry.identifier, entry.field_values, self.hub.epoch)
-        except EntryError as exc:
+            got = await in_steps(steps)
+            if self.hub.closed:  # shutting down: nobody to deliver to
+                return None
+            envelope = got.envelope
+            item = self.hub.prepare(
+                got.route,
+                envelope.payload,
+                stale=envelope.stale,
+                data=got.data,
+                offset=got.offset,
+                timestamp=envelope.timestamp,
+            )
+        except (EntryError, LocalProtocolError) as exc:  # unreadable, or not encodable
             ident = text(entry.identifier)
             log.error("skipping entry %s of %s: %s", ident, stream, exc)
             return None
+        if got.data is not None:
+            await trio.lowlevel.checkpoint()
+            item.build_views()
+        return item

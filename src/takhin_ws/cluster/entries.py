@@ -8,23 +8,26 @@ An entry carries what every node needs to build a byte-identical envelope:
 - ``msg``: the envelope without its offset fields (type, data, timestamp, stale).
 
 :func:`encode_entry` builds the fields a publish appends (all but ``epoch``);
-:func:`decode_entry` turns an entry read back into the hub's :class:`Outbound`, the
-same bytes :meth:`Hub.publish` would have built for that message on a single node.
+:func:`decode_entry_steps` reads an entry back, in steps short enough for an event
+loop that serves WebSockets (a big snapshot costs ~30 ms to decode and encode again),
+into what ``Hub.prepare`` takes with the entry's offset and timestamp: the same bytes
+:meth:`Hub.publish` would have built for that message on a single node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, Final
 
 import attrs
 
-from .._exceptions import LocalProtocolError, RemoteProtocolError
+from .._exceptions import RemoteProtocolError
+from ..core.encoding import decode_steps, metrics_data_steps
+from ..core.metrics.views import JSON, dumps, is_view, metrics_envelope
 from ..wire.channels import EVENT_STREAMS, parse_channel, stream_of
-from ..wire.codec import decode, encode
+from ..wire.codec import encode
 from ..wire.events import EVENT_CLASSES
 from ..wire.messages import Envelope, MonitoringMetrics, Payload
-from ..wire.websocket.frames import Outbound
 
 __all__ = [
     "EPOCH_FIELD",
@@ -33,7 +36,8 @@ __all__ = [
     "START_ID",
     "STREAM_TYPES",
     "EntryError",
-    "decode_entry",
+    "Received",
+    "decode_entry_steps",
     "encode_entry",
     "entry_epoch",
     "entry_id",
@@ -56,6 +60,17 @@ STREAM_TYPES: Final[Mapping[str, frozenset[str]]] = {
 Fields = Mapping[Any, str | bytes]
 
 
+@attrs.frozen
+class Received:
+    """An entry decoded: where it was published, its offset, its envelope (without
+    channel, offset and epoch), and a snapshot's ``data`` (``None`` for an event)."""
+
+    route: str
+    offset: int
+    envelope: Envelope
+    data: JSON | None
+
+
 class EntryError(ValueError):
     """An entry this node cannot use (another epoch, or unreadable); skip it."""
 
@@ -71,17 +86,26 @@ def entry_id(offset: int) -> str:
 
 
 def encode_entry(
-    channel: str, payload: Payload, *, timestamp: int, stale: bool | None = None
+    channel: str,
+    payload: Payload,
+    *,
+    timestamp: int,
+    stale: bool | None = None,
+    data: JSON | None = None,
 ) -> tuple[str, list[str | bytes]]:
     """The stream of *channel* and the field/value pairs of its entry (all but
-    ``epoch``, which the publish script adds). Raises ``ValueError`` for an unknown
-    channel or a message its stream does not carry, :class:`LocalProtocolError` for a
-    payload that cannot be encoded."""
+    ``epoch``, which the publish script adds); *data*: a snapshot's ``data`` built
+    already (:func:`~takhin_ws.core.encoding.metrics_data_steps`). Raises
+    ``ValueError`` for an unknown channel or a message its stream does not carry,
+    :class:`LocalProtocolError` for a payload that cannot be encoded."""
     route = parse_channel(channel)
     stream = stream_of(route)
     if payload.TYPE not in STREAM_TYPES[stream]:
         raise ValueError(f"a {payload.TYPE} message is not published on {stream}")
-    message = encode(Envelope(payload=payload, timestamp=timestamp, stale=stale))
+    if data is not None and isinstance(payload, MonitoringMetrics):
+        message = dumps(metrics_envelope(data, timestamp=timestamp, stale=stale))
+    else:
+        message = encode(Envelope(payload=payload, timestamp=timestamp, stale=stale))
     return stream, [ROUTE_FIELD, route, MESSAGE_FIELD, message]
 
 
@@ -91,14 +115,28 @@ def entry_epoch(fields: Fields) -> str:
     return text(values.get(EPOCH_FIELD, b""))
 
 
-def decode_entry(
+def decode_entry_steps(
     stream: str, ident: bytes | str, fields: Fields, epoch: str
-) -> tuple[str, Outbound]:
-    """The route and hub item of entry *ident* of *stream*, for a hub in *epoch*.
+) -> Generator[None, None, Received]:
+    """What entry *ident* of *stream* holds, for a hub in *epoch*, decoded in steps
+    (:func:`~takhin_ws.core.encoding.decode_steps`, then a snapshot's ``data`` in
+    pieces): for a hub's ``prepare`` with its offset and timestamp, then ``deliver``.
+    Raises :class:`EntryError` if the entry belongs to another epoch or cannot be read
+    (missing field, route of another stream, id that is not an offset, message that
+    does not decode)."""
+    route, offset, raw = _read(stream, ident, fields, epoch)
+    try:
+        envelope = yield from decode_steps(raw, accept=STREAM_TYPES[stream])
+    except RemoteProtocolError as exc:
+        raise EntryError(f"unreadable: {exc}") from None
+    data = None
+    if isinstance(envelope.payload, MonitoringMetrics):
+        data = yield from metrics_data_steps(envelope.payload)
+    return Received(route, offset, envelope, data)
 
-    Raises :class:`EntryError` if the entry belongs to another epoch or cannot be
-    read (missing field, route of another stream, id that is not an offset, message
-    that does not decode)."""
+
+def _read(stream: str, ident: bytes | str, fields: Fields, epoch: str) -> tuple[str, int, bytes]:
+    """The route, offset and message of an entry of *stream* in *epoch* (not decoded)."""
     values = {text(k): v for k, v in fields.items()}
     ident = text(ident)
     found = text(values.get(EPOCH_FIELD, b""))
@@ -108,15 +146,14 @@ def decode_entry(
         route = parse_channel(text(values[ROUTE_FIELD]))
         if stream_of(route) != stream:
             raise ValueError(f"route {route!r} is not a channel of {stream}")
+        if is_view(route):
+            raise ValueError(f"route {route!r} is a view: nothing is published on it")
         major, _, minor = ident.partition("-")
         if major != "0" or not (minor.isascii() and minor.isdigit()) or int(minor) < 1:
             raise ValueError(f"id {ident!r} is not an offset (0-<offset>)")
-        offset = int(minor)
-        envelope = decode(values[MESSAGE_FIELD], accept=STREAM_TYPES[stream])
-        envelope = attrs.evolve(envelope, channel=stream, offset=offset, epoch=epoch)
-        payload = encode(envelope)
+        raw = values[MESSAGE_FIELD]
     except KeyError as exc:
         raise EntryError(f"unreadable: no {exc.args[0]!r} field") from None
-    except (ValueError, RemoteProtocolError, LocalProtocolError) as exc:
+    except ValueError as exc:
         raise EntryError(f"unreadable: {exc}") from None
-    return route, Outbound.of(payload, stream, offset, route)
+    return route, int(minor), raw if isinstance(raw, bytes) else raw.encode()

@@ -33,9 +33,9 @@ from typing import Any, Final
 import attrs
 
 from ..wire.channels import METRICS_LEAN
-from ..wire.codec import encode
+from ..wire.codec import decode_value, encode, parse, structure_at
 from ..wire.converter import camel, converter
-from ..wire.messages import Envelope, MonitoringMetrics, Payload
+from ..wire.messages import ALL_TYPES, Envelope, MonitoringMetrics, Payload
 from ..wire.websocket.frames import Outbound, Variant
 from .metrics.views import JSON, dumps, lean_view, metrics_data, metrics_envelope
 
@@ -43,6 +43,7 @@ __all__ = [
     "METRICS_LISTS",
     "PIECE_WEIGHT",
     "Prepared",
+    "decode_steps",
     "encode_published",
     "encode_reply",
     "metrics_data_steps",
@@ -122,6 +123,37 @@ def metrics_data_steps(
                 done = 0
         data[key] = out
     return data
+
+
+def decode_steps(
+    raw: bytes | str, *, accept: frozenset[str] = ALL_TYPES, piece: int = PIECE_WEIGHT
+) -> Generator[None, None, Envelope]:
+    """:func:`~takhin_ws.wire.codec.decode` of *raw* in steps: the same envelope, or a
+    :class:`~takhin_ws._exceptions.RemoteProtocolError` for the same defect (of several,
+    maybe another first); a ``metrics`` message's lists are structured in pieces of
+    about *piece* objects, after the JSON is parsed and the rest of it checked."""
+    obj = parse(raw)
+    yield
+    data: Any = obj.get("data") if type(obj) is dict and obj.get("type") == "metrics" else None
+    lists = {k: data[k] for k in METRICS_LISTS if type(data) is dict and type(data.get(k)) is list}
+    if not lists:
+        return decode_value(obj, accept=accept)
+    envelope = decode_value({**obj, "data": {**data, **{key: [] for key in lists}}}, accept=accept)
+    parts: dict[str, Any] = {}
+    for key, items in lists.items():
+        name, item_type = METRICS_LISTS[key]
+        out: list[Any] = []
+        done = 0
+        for index, item in enumerate(items):
+            out.append(structure_at(item, item_type, f"$.data.{key}[{index}]"))
+            done += weight(out[-1])
+            if done >= piece:
+                yield
+                done = 0
+        parts[name] = tuple(out)
+    head = envelope.payload
+    assert isinstance(head, MonitoringMetrics)  # the type was "metrics", and it decoded
+    return attrs.evolve(envelope, payload=attrs.evolve(head, **parts))
 
 
 @attrs.frozen

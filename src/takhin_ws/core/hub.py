@@ -11,6 +11,7 @@ the hub never waits for anyone."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 import time
@@ -180,12 +181,20 @@ class Hub:
         return self.commit(self.prepare(channel, payload, stale=stale))
 
     def prepare(
-        self, channel: str, payload: Payload, *, stale: bool | None = None, data: JSON | None = None
+        self,
+        channel: str,
+        payload: Payload,
+        *,
+        stale: bool | None = None,
+        data: JSON | None = None,
+        offset: int | None = None,
+        timestamp: int | None = None,
     ) -> Prepared:
         """:meth:`publish`'s encoding for the next offset, the hub unchanged: a caller
         may do a big publish's heavy part in steps (*data* built by
         :func:`~takhin_ws.core.encoding.metrics_data_steps`, then ``Prepared.compress``
-        in a worker thread), then :meth:`commit`."""
+        in a worker thread), then :meth:`commit`. A bus's reader gives the *offset*
+        and *timestamp* of what it received, and hands the result to :meth:`deliver`."""
         if self._closed:
             raise HubClosedError("hub is closed")
         if is_view(parse_channel(channel)):
@@ -199,8 +208,8 @@ class Hub:
             payload,
             channel,
             stream=stream_name,
-            offset=self._streams[stream_name].offset + 1,
-            timestamp=int(self._wall_clock()),
+            offset=self._streams[stream_name].offset + 1 if offset is None else offset,
+            timestamp=int(self._wall_clock()) if timestamp is None else timestamp,
             epoch=self.epoch,
             stale=stale,
             data=data,
@@ -219,43 +228,45 @@ class Hub:
                 prepared.channel, prepared.payload, stale=prepared.stale, data=prepared.data
             )
         stream.offset += 1
-        item, decoded = prepared.item, prepared.decoded
-        if decoded is None:
+        if prepared.decoded is None:
             self._views.note_event(prepared.payload)
-        stream.append(item)
-        self._published += 1
-        if decoded is not None:
-            self._filtered.source(item, decoded)
-        self._fan_out(prepared.stream, prepared.channel, item)
-        if decoded is not None:
-            self._views.source(item, decoded, prepared.views)  # kept for the tick
-            self._fan_out_views()
-            self._filtered.source_done()
-        return item
+        self._send(prepared.stream, prepared.channel, prepared.item, prepared)
+        return prepared.item
 
     def publish_event(self, payload: Payload) -> Outbound:
         """Publish *payload* on the channel it belongs to (an event's ``channel``,
         see :func:`~takhin_ws.wire.messages.channel_of`)."""
         return self.publish(channel_of(payload), payload)
 
-    def deliver(self, channel: str, item: Outbound) -> None:
-        """Fan out an already-encoded item (one that came through an event bus).
+    def deliver(self, channel: str, item: Outbound | Prepared) -> None:
+        """Fan out an already-encoded item (one that came through an event bus), or one
+        prepared from it (:meth:`prepare` with its offset: its views built ahead).
 
         Its offset becomes the stream's offset. If it does not follow the previous
         one (the bus lost messages this hub never saw), the history before it is
         dropped, so a resume across the hole answers ``recovered: false``."""
+        prepared = item if isinstance(item, Prepared) else None
+        item = item.item if isinstance(item, Prepared) else item
         stream_name = stream_of(channel)
-        stream = self._streams[stream_name]
-        stream.advance(item)
-        stream.append(item)
+        self._streams[stream_name].advance(item)
+        self._send(stream_name, channel, item, prepared)
+        if stream_name == "groups":
+            self._views.note_event_json(item.payload)
+
+    def _send(self, stream_name: str, channel: str, item: Outbound, ahead: Prepared | None) -> None:
+        """Record *item* in its stream's history and offer it to every subscriber; a
+        snapshot's views too (from what was built *ahead* of it, if anything)."""
+        self._streams[stream_name].append(item)
         self._published += 1
-        if stream_name == "metrics":
-            self._filtered.source(item)
+        if stream_name != "metrics":
+            self._fan_out(stream_name, channel, item)
+            return
+        decoded, views = (None, None) if ahead is None else (ahead.decoded, ahead.views)
+        self._filtered.source(item, decoded)
         self._fan_out(stream_name, channel, item)
-        self._learn(stream_name, item)
-        if stream_name == "metrics":
-            self._fan_out_views()
-            self._filtered.source_done()
+        self._views.source(item, decoded, views)  # kept for the tick: views never re-parse
+        self._fan_out_views()
+        self._filtered.source_done()
 
     def remember(self, channel: str, item: Outbound) -> None:
         """Record an already-encoded item in its stream's history and offset, like
@@ -265,7 +276,11 @@ class Hub:
         stream = self._streams[stream_name]
         stream.advance(item)
         stream.append(item)
-        self._learn(stream_name, item)
+        if stream_name == "metrics":  # what the views need of it
+            self._views.source(item)
+            self._filtered.source(item)
+        elif stream_name == "groups":
+            self._views.note_event_json(item.payload)
 
     def reset(self, epoch: str) -> None:
         """Start over in a new *epoch*: every stream's offset back to 0 and its history
@@ -292,14 +307,6 @@ class Hub:
         for ``group_detail``; group events keep them current between snapshots."""
         self._views.note_groups(groups)
 
-    def _learn(self, stream_name: str, item: Outbound) -> None:
-        """What the views need from an item that came through a bus."""
-        if stream_name == "metrics":
-            self._views.source(item)
-            self._filtered.source(item)
-        elif stream_name == "groups":
-            self._views.note_event_json(item.payload)
-
     def _out(
         self, item: Outbound, variant: Variant, permissions: Permissions | None
     ) -> Outbound | None:
@@ -319,16 +326,9 @@ class Hub:
 
     def _fan_out_views(self) -> None:
         """Each view due (:meth:`ViewChannels.due`), built once, to its subscribers."""
-        delivered = 0
         for channel, view in self._view_channels.due():
-            for variant, permissions, clients in self._subs.groups(channel):
-                out = self._filtered.view_variant(view, channel, variant, permissions)
-                if out is None:
-                    continue
-                for client in clients:
-                    client.subscriber.offer(out)
-                delivered += len(clients)
-        self._delivered += delivered
+            shape = functools.partial(self._filtered.view_variant, channel)
+            self._delivered += self._subs.offer(channel, view, shape)
 
     def subscribe_refusal(
         self, held: frozenset[str], added: frozenset[str], max_channels: int, max_views: int

@@ -42,7 +42,9 @@ __all__ = [
     "decode_value",
     "encode",
     "explain",
+    "parse",
     "payload_to_data",
+    "structure_at",
 ]
 
 #: Error codes a peer can see in an ``error`` message.
@@ -98,12 +100,18 @@ def decode(
             raise RemoteProtocolError(
                 TOO_LARGE, f"message of {size} bytes exceeds the limit of {max_size} bytes"
             )
+    return decode_value(parse(raw), accept=accept)
+
+
+def parse(raw: bytes | str) -> Any:
+    """The JSON value of *raw*, checked with :func:`check_depth` (the first half of
+    :func:`decode`; :func:`decode_value` is the second)."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RemoteProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
     check_depth(obj)
-    return decode_value(obj, accept=accept)
+    return obj
 
 
 def check_depth(value: object, limit: int = MAX_JSON_DEPTH) -> None:
@@ -143,7 +151,7 @@ def decode_value(obj: object, *, accept: frozenset[str] = ALL_TYPES) -> Envelope
         raise RemoteProtocolError(
             UNKNOWN_TYPE, f"unknown message type {kind!r} (accepted: {known})", "$.type"
         )
-    env = _structure(obj, InboundEnvelope, "$")
+    env = structure_at(obj, InboundEnvelope, "$")
     cls = PAYLOAD_CLASSES[kind]
     if kind in NO_DATA_TYPES:
         if env.data is not None:
@@ -154,7 +162,7 @@ def decode_value(obj: object, *, accept: frozenset[str] = ALL_TYPES) -> Envelope
     elif "data" not in obj:
         raise RemoteProtocolError(INVALID_FIELD, "required field 'data' is missing", "$.data")
     else:
-        payload = _structure(env.data, cls, "$.data")
+        payload = structure_at(env.data, cls, "$.data")
         if isinstance(payload, EVENT_CLASSES):
             try:
                 check_event(payload)
@@ -177,7 +185,9 @@ def decode_value(obj: object, *, accept: frozenset[str] = ALL_TYPES) -> Envelope
 _STRUCTURE_ERRORS: Final = (cattrs.BaseValidationError, TypeError, ValueError, KeyError)
 
 
-def _structure(value: object, cls: type[_T], path: str) -> _T:
+def structure_at(value: object, cls: type[_T], path: str) -> _T:
+    """*value* structured as *cls*; a defect raised as :class:`RemoteProtocolError`
+    with its path below *path* (``$.data.topicStats[3]``)."""
     try:
         return converter.structure(value, cls)
     except _STRUCTURE_ERRORS as exc:

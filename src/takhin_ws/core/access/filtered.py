@@ -121,7 +121,7 @@ class FilteredMetrics:
         return None if views is None else views.view(channel)
 
     def view_variant(
-        self, view: Outbound, channel: str, variant: Variant, permissions: Permissions | None
+        self, channel: str, view: Outbound, variant: Variant, permissions: Permissions | None
     ) -> Outbound | None:
         """*view* (of *channel*) in *variant*, as clients holding *permissions* see it."""
         if permissions is None:

@@ -28,8 +28,8 @@ Per publish it measures, with a :class:`trio.abc.Instrument` around every task s
 - ``late``: the worst lateness of a concurrent 1 ms Trio ticker (the hold as another
   task sees it, with the scheduler's noise);
 - ``gc``: the longest pause of the cyclic garbage collector during the publish (what
-  explains most of the rare long steps; the server freezes its start-up heap, this
-  benchmark does not);
+  explains most of the rare long steps; the benchmark freezes its heap before the
+  first publish, as the server's command does once started: ``--no-freeze`` not to);
 
 and reports the median and the max of each. Nothing here depends on how the hub
 publishes inside (one step or many, a worker thread or none): only ``Hub``,
@@ -55,6 +55,7 @@ import trio
 
 from benchmarks.wire import snapshot
 from takhin_ws import Hub, MonitoringMetrics, Settings
+from takhin_ws.config.cli import freeze_startup
 from takhin_ws.ingest.bus import MemoryBus
 from takhin_ws.lowlevel import PLAIN, QueueSubscriber, Variant
 
@@ -177,9 +178,13 @@ def drain(subscribers: Sequence[QueueSubscriber]) -> int:
     return sum(len(s.queue.get_batch_nowait()) for s in subscribers)
 
 
-async def measure(size: str, name: str, clients: int, publishes: int) -> dict[str, Any]:
+async def measure(
+    size: str, name: str, clients: int, publishes: int, freeze: bool = True
+) -> dict[str, Any]:
     """*publishes* publishes of a *size* snapshot to *clients* clients of each kind of
-    the set *name*, after one not counted (the hub's first publish of a stream)."""
+    the set *name*, after one not counted (the hub's first publish of a stream); with
+    *freeze*, what the process holds before the first is frozen out of the garbage
+    collector's full collections, as the server's command does once started."""
     topics, partitions, groups = (int(n) for n in size.split("x"))
     kinds = CLIENT_SETS[name]
     hub = Hub()
@@ -192,6 +197,9 @@ async def measure(size: str, name: str, clients: int, publishes: int) -> dict[st
     delivered = 0
     trio.lowlevel.add_instrument(watch)
     gc.callbacks.append(pause)
+    if freeze:
+        gc.collect()
+        freeze_startup()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker.run)
@@ -214,6 +222,7 @@ async def measure(size: str, name: str, clients: int, publishes: int) -> dict[st
     finally:
         trio.lowlevel.remove_instrument(watch)
         gc.callbacks.remove(pause)
+        gc.unfreeze()  # the next measure starts from the same heap
     latest = hub.latest("metrics")
     assert latest is not None
 
@@ -258,6 +267,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="clients of each kind per set")
     parser.add_argument("--publishes", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead")
+    parser.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="leave the heap to the garbage collector's full collections (an embedder's)",
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.publishes < 1:
         parser.error("--clients and --publishes take a positive number")
@@ -269,7 +284,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for name in args.sets:
-            result = trio.run(measure, size, name, args.clients, args.publishes)
+            result = trio.run(measure, size, name, args.clients, args.publishes, args.freeze)
             print(orjson.dumps(result).decode() if args.json else row(result), flush=True)
 
 

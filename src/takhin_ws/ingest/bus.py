@@ -131,11 +131,13 @@ class MemoryBus:
         else:
             await trio.lowlevel.checkpoint()
         prepared = self.hub.prepare(channel, payload, stale=stale, data=data)
-        if data is not None:
+        if data is not None:  # a snapshot: its view, its compression, each a step
             await trio.lowlevel.checkpoint()
             prepared.build_views()
-        if prepared.compress_size() >= THREAD_MIN_SIZE:
-            await trio.to_thread.run_sync(prepared.compress)
+            if prepared.compress_size() >= THREAD_MIN_SIZE:
+                await trio.to_thread.run_sync(prepared.compress)
+            else:
+                await trio.lowlevel.checkpoint()
         item = self.hub.commit(prepared)
         assert item.channel is not None
         assert item.offset is not None

@@ -1,4 +1,5 @@
-"""ApiVersions v0, FindCoordinator v4-v6 and OffsetFetch v8-v9 as bytes
+"""ApiVersions v0, ListGroups v4-v5, FindCoordinator v4-v6, DescribeGroups v5 and
+OffsetFetch v8-v9 as bytes
 (``sources/kafka/admin/groupwire.py``): each request read back and each answer written
 by an independent reading of the protocol's layout (Kafka's message definitions:
 flexible versions, compact strings and arrays, tagged fields), field by field."""
@@ -6,6 +7,7 @@ flexible versions, compact strings and arrays, tagged fields), field by field.""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,15 +15,23 @@ from hypothesis import strategies as st
 
 from takhin_ws.sources.kafka.admin.groupwire import (
     API_VERSIONS,
+    DESCRIBE_GROUPS,
     FIND_COORDINATOR,
+    LIST_GROUPS,
     OFFSET_FETCH,
+    Described,
+    Listed,
     ProtocolError,
     choose,
     decode_api_versions,
+    decode_describe_groups,
     decode_find_coordinator,
+    decode_list_groups,
     decode_offset_fetch,
     encode_api_versions,
+    encode_describe_groups,
     encode_find_coordinator,
+    encode_list_groups,
     encode_offset_fetch,
 )
 
@@ -32,6 +42,7 @@ int16 = st.integers(-(2**15), 2**15 - 1)
 int32 = st.integers(-(2**31), 2**31 - 1)
 #: Tagged fields an answer may carry (a newer broker's): (tag, bytes).
 tags = st.lists(st.tuples(st.integers(0, 300), st.binary(max_size=140)), max_size=2)
+Tags = list[tuple[int, bytes]]
 
 
 class Reader:
@@ -160,6 +171,97 @@ def test_the_offset_fetch_request_asks_every_topic_of_every_group(
     reader.done()
 
 
+@given(st.sampled_from([4, 5]), correlations)
+def test_the_list_groups_request_filters_nothing(version: int, correlation: int) -> None:
+    reader = Reader(encode_list_groups(version, correlation, b"me"))
+    assert reader.header(flexible=True) == (LIST_GROUPS, version, correlation, "me")
+    assert reader.uvarint() == 1  # states filter: empty
+    if version >= 5:
+        assert reader.uvarint() == 1  # types filter: empty
+    assert reader.uvarint() == 0
+    reader.done()
+
+
+@given(st.sampled_from([5]), correlations, groups)
+def test_the_describe_groups_request_asks_every_group(
+    version: int, correlation: int, asked: list[str]
+) -> None:
+    reader = Reader(encode_describe_groups(version, correlation, b"me", asked))
+    assert reader.header(flexible=True) == (DESCRIBE_GROUPS, version, correlation, "me")
+    assert [reader.compact_string() for _ in range(reader.uvarint() - 1)] == asked
+    assert reader.fixed(">b") == 0  # include authorized operations: false
+    assert reader.uvarint() == 0
+    reader.done()
+
+
+listed = st.lists(
+    st.tuples(names, st.sampled_from(["consumer", "", "connect"]), names, names, tags)
+)
+
+
+@given(st.sampled_from([4, 5]), listed, int16, correlations, tags)
+def test_the_list_groups_answer_gives_every_group_and_the_error(
+    version: int,
+    rows: list[tuple[str, str, str, str, Tags]],
+    error: int,
+    correlation: int,
+    extra: Tags,
+) -> None:
+    body = head(correlation, extra) + struct.pack(">h", error) + uvarint(len(rows) + 1)
+    for group, protocol, state, kind, more in rows:
+        body += compact(group) + compact(protocol) + compact(state)
+        body += (compact(kind) if version >= 5 else b"") + tagged(more)
+    body += tagged(extra)
+    got = decode_list_groups(body, correlation, version)
+    wanted = [Listed(g, p, s, k if version >= 5 else "") for g, p, s, k, _ in rows]
+    assert got == (error, wanted)
+
+
+#: A member of a DescribeGroups answer: member id, instance id, client id, host,
+#: metadata, assignment, tags.
+members = st.lists(
+    st.tuples(names, st.none() | names, names, names, st.binary(max_size=300), st.binary(), tags),
+    max_size=4,
+)
+described = st.dictionaries(
+    names,
+    st.tuples(st.sampled_from([0, 0, 15, 69]), names, names, names, members, tags),
+    max_size=5,
+)
+
+
+def describe_answer(correlation: int, rows: dict[str, Any], extra: Tags) -> bytes:
+    body = head(correlation, extra) + uvarint(len(rows) + 1)
+    for group, (error, state, protocol_type, data, people, more) in rows.items():
+        body += struct.pack(">h", error) + compact(group) + compact(state) + compact(protocol_type)
+        body += compact(data) + uvarint(len(people) + 1)
+        for member, instance, client, host, meta, assignment, own in people:
+            body += compact(member) + compact(instance) + compact(client) + compact(host)
+            body += uvarint(len(meta) + 1) + meta + uvarint(len(assignment) + 1) + assignment
+            body += tagged(own)
+        body += struct.pack(">i", -(2**31)) + tagged(more)
+    return body + tagged(extra)
+
+
+@given(described, correlations, tags)
+def test_the_describe_groups_answer_gives_each_group_its_state_and_members(
+    rows: dict[str, Any], correlation: int, extra: Tags
+) -> None:
+    got = decode_describe_groups(describe_answer(correlation, rows, extra), correlation)
+    assert got == {g: Described(r[0], r[1], r[2], len(r[4])) for g, r in rows.items()}
+
+
+@given(st.data())
+def test_a_describe_answer_cut_anywhere_does_not_read(data: st.DataObject) -> None:
+    people: list[tuple[str, str | None, str, str, bytes, bytes, Tags]]
+    people = [("m-1", None, "c", "/h", b"meta", b"assignment", [])]
+    body = describe_answer(3, {"g": (0, "Stable", "consumer", "range", people, [])}, [])
+    assert decode_describe_groups(body, 3) == {"g": Described(0, "Stable", "consumer", 1)}
+    cut = data.draw(st.integers(0, len(body) - 1))
+    with pytest.raises(ProtocolError):
+        decode_describe_groups(body[:cut], 3)
+
+
 coordinators = st.dictionaries(
     names,
     st.tuples(int32, names, st.integers(0, 65535), st.integers(0, 100), st.none() | names, tags),
@@ -199,8 +301,6 @@ answer_groups = st.dictionaries(
     max_size=5,
 )
 
-
-Tags = list[tuple[int, bytes]]
 #: An OffsetFetch answer: by group, (by topic, partitions: (partition, offset, leader
 #: epoch, metadata, error, tags)), the group's error, its tags.
 Rows = dict[str, tuple[dict[str, list[tuple[int, int, int, str | None, int, Tags]]], int, Tags]]

@@ -4,12 +4,12 @@ The collector (``sources/kafka/collector.py``) runs here in the test's own threa
 errors the broker would give only under a restart or a leader move are put in front of
 its real answers: one partition's ListOffsets answer replaced by ``NOT_LEADER`` (in the
 answer read over the protocol directly, then in librdkafka's, which the source asks
-next), a group left out of the listing, a metadata request that fails.
+next), a metadata request that fails. (Which groups a tick describes:
+``test_kafka_groups.py``.)
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,12 +19,11 @@ import pytest
 import trio
 from confluent_kafka import KafkaError
 
-from kafka_broker import KafkaBroker, commit, create_topic, produce, unique
+from kafka_broker import KafkaBroker, create_topic, produce, unique
 from kafka_ops import delete_topic
 from takhin_ws import Hub, MetricsProducer, Snapshot
 from takhin_ws.sources.kafka import collector as collector_module
 from takhin_ws.sources.kafka.admin import offsets as offsets_module
-from takhin_ws.sources.kafka.admin.client import DESCRIBE_ROUNDS
 from takhin_ws.sources.kafka.admin.framing import Address
 from takhin_ws.sources.kafka.admin.listoffsets import LATEST, Found
 from takhin_ws.sources.kafka.admin.requests import Batch
@@ -161,35 +160,6 @@ async def test_a_tick_with_a_failed_partition_is_published_stale_not_fresh(
     assert producer.statistics().failures == 1
 
 
-def test_a_group_the_listing_leaves_out_is_kept_while_its_description_says_it_lives(
-    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    name, group = unique("listed"), unique("hidden")
-    create_topic(kafka.bootstrap, name, 1)
-    produce(kafka.bootstrap, name, {0: 5})
-    commit(kafka.bootstrap, group, name, {0: 2})
-    collector = KafkaCollector(kafka.bootstrap)
-    try:
-        assert group in collector.collect(TIMEOUT).groups
-        client = collector.admin._client
-        real_listing = client.list_consumer_groups
-
-        def listing(**kwargs: Any) -> concurrent.futures.Future[Any]:
-            answer = real_listing(**kwargs).result()
-            answer.valid = [g for g in answer.valid if g.group_id != group]
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            future.set_result(answer)
-            return future
-
-        monkeypatch.setattr(client, "list_consumer_groups", listing)
-        snapshot = collector.collect(TIMEOUT)
-    finally:
-        collector.close()
-    assert group in snapshot.groups  # described: it lives, its lag is still shown
-    (lag,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
-    assert lag.total_lag == 3
-
-
 def test_k_failed_ticks_make_a_new_client_and_the_next_tick_is_fresh(
     kafka: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -242,35 +212,6 @@ def test_every_list_offsets_path_gives_the_same_offsets(kafka: KafkaBroker) -> N
     assert [topic_messages(s, name) for s in snapshots] == [9, 9, 9]
     direct, *others = [{t.name: t.total_messages for t in s.metrics.topic_stats} for s in snapshots]
     assert all(stats == direct for stats in others)
-
-
-def test_an_unchanged_group_is_described_once_in_describe_rounds_ticks(
-    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    name, group = unique("quiet"), unique("idle")
-    create_topic(kafka.bootstrap, name, 1)
-    produce(kafka.bootstrap, name, {0: 4})
-    commit(kafka.bootstrap, group, name, {0: 1})
-    collector = KafkaCollector(kafka.bootstrap)
-    described: list[int] = []
-    original = collector.admin._request_groups
-
-    def request(keys: list[Any], timeout: float) -> list[Batch]:
-        described.append(sum(1 for kind, g in keys if (kind, g) == ("describe", group)))
-        return original(keys, timeout)
-
-    monkeypatch.setattr(collector.admin, "_request_groups", request)
-    try:
-        first = collector.collect(TIMEOUT)
-        assert described == [1]  # new: described at once
-        for _ in range(DESCRIBE_ROUNDS):
-            snapshot = collector.collect(TIMEOUT)
-            assert snapshot.groups[group] == first.groups[group]  # still shown, same
-            (lag,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
-            assert lag.total_lag == 3  # its offsets read every tick
-    finally:
-        collector.close()
-    assert sum(described[1:]) == 1  # once in DESCRIBE_ROUNDS ticks
 
 
 def test_metadata_is_asked_again_after_its_refresh_or_once_a_topic_is_gone(
@@ -341,40 +282,3 @@ def test_a_start_offsets_refresh_due_on_a_metadata_tick_waits_one_tick(
         collector.close()
     assert metadata == [1, 1, 1, 1, 1]
     assert starts == [1, 0, 1, 0, 1]  # the first tick reads them: none is known yet
-
-
-def test_a_turn_of_group_descriptions_waits_a_metadata_tick_once(
-    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The metadata read every tick: the unchanged groups' turns are described every
-    other tick (a turn never waits two ticks in a row), each group once in a cycle."""
-    name, prefix = unique("turns"), unique("turn")
-    groups = [f"{prefix}-{k}" for k in range(DESCRIBE_ROUNDS)]  # consecutive: one a turn
-    create_topic(kafka.bootstrap, name, 1)
-    produce(kafka.bootstrap, name, {0: 2})
-    for group in groups:
-        commit(kafka.bootstrap, group, name, {0: 1})
-    monkeypatch.setattr(collector_module, "METADATA_REFRESH", 0.0)
-    collector = KafkaCollector(kafka.bootstrap)
-    described: list[list[str]] = []
-    original = collector.admin._request_groups
-
-    def request(keys: list[Any], timeout: float) -> list[Batch]:
-        # (a tick with nothing for librdkafka to ask, no call: its list stays empty)
-        described[-1] += sorted(g for kind, g in keys if kind == "describe" and g in groups)
-        return original(keys, timeout)
-
-    monkeypatch.setattr(collector.admin, "_request_groups", request)
-    try:
-        described.append([])
-        collector.collect(TIMEOUT)
-        assert described == [groups]  # new: described at once
-        for _ in range(2 * DESCRIBE_ROUNDS):
-            described.append([])
-            snapshot = collector.collect(TIMEOUT)
-            assert {g: snapshot.groups[g].state for g in groups} == dict.fromkeys(groups, "Empty")
-    finally:
-        collector.close()
-    turns = described[1:]
-    assert [len(turn) for turn in turns] == [1, 0] * DESCRIBE_ROUNDS  # the first tick waited
-    assert sorted(g for turn in turns for g in turn) == groups  # each once

@@ -5,10 +5,11 @@ the requests of one tick, each bounded by a deadline.
 batch: one metadata request (:mod:`.metadata`: over the protocol itself where it can,
 else librdkafka's), the offsets of every partition (:mod:`.offsets`: over the
 protocol itself where it can, else one librdkafka ListOffsets a kind), one group
-listing, DescribeGroups in batches of :data:`DESCRIBE_BATCH`, and the committed offsets
-of every group (:mod:`.groupoffsets`: one request per coordinator over the protocol
-itself where it can, else one librdkafka request a group, all requested at once). An
-answer is whole or the call fails:
+listing (one ListGroups a broker), DescribeGroups in batches of :data:`DESCRIBE_BATCH`
+(:mod:`.groups`: over the protocol itself where it can, else librdkafka's), and the
+committed offsets of every group (:mod:`.groupoffsets`: one request per coordinator
+over the protocol itself where it can, else one librdkafka request a group, all
+requested at once). An answer is whole or the call fails:
 
 - a partition or group that went away (a topic deleted mid-tick) is left out;
 - a partition or group that answers with any other error (no leader yet, a coordinator
@@ -32,6 +33,7 @@ from typing import Final
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    ConsumerGroupType,
     KafkaError,
     KafkaException,
 )
@@ -39,7 +41,8 @@ from confluent_kafka import (
 from ....core.metrics.snapshot import GroupInfo
 from ....wire.messages import GroupState
 from ..errors import GONE, KafkaSourceError, is_secret, mask_config
-from .groupoffsets import ATTEMPTS, DirectGroupOffsets
+from .groupoffsets import ATTEMPTS
+from .groups import DirectGroups, Listing
 from .groupwire import Committed
 from .metadata import Cluster, parse_bootstrap, read_metadata
 from .offsets import OffsetRequests, plaintext
@@ -113,10 +116,10 @@ class KafkaAdmin(OffsetRequests):
         self._round = 0
         #: Whether the last tick put its turn off (it read the metadata).
         self._turn_postponed = False
-        #: Committed offsets over the protocol itself (:mod:`.groupoffsets`), on a
-        #: plaintext listener.
+        #: The groups' listing, descriptions and committed offsets over the protocol
+        #: itself (:mod:`.groups`, :mod:`.groupoffsets`), on a plaintext listener.
         self.group_direct = (
-            DirectGroupOffsets(parse_bootstrap(bootstrap)) if plaintext(self.config) else None
+            DirectGroups(parse_bootstrap(bootstrap)) if plaintext(self.config) else None
         )
 
     def close(self) -> None:
@@ -219,22 +222,16 @@ class KafkaAdmin(OffsetRequests):
         described before it is let go: a coordinator that is shutting down or still
         loading lists fewer groups, without an error, and a group is gone only when its
         own description says so.
+        The listing and the descriptions go over the protocol itself where they can
+        (:mod:`.groups`: one ListGroups a broker, DescribeGroups in batches at each
+        coordinator), else through librdkafka.
         The committed offsets of every group are read every tick: over the protocol
         itself where it can (:mod:`.groupoffsets`, one request per coordinator), the
         rest with librdkafka (one request a group).
         """
         began = time.monotonic()
-        self._serve()
-        try:
-            listing = self._client.list_consumer_groups(request_timeout=self._remaining(deadline))
-        except KafkaException as exc:
-            raise self._failure("group listing", exc) from None
-        (listed,) = self._wait({"": listing}, deadline, "group listing").values()
-        if isinstance(listed, BaseException):
-            raise self._failure("group listing", listed)
-        for error in listed.errors:  # a broker that could not list: not whole
-            raise self._failure("group listing", error)
-        states = {g.group_id: g.state for g in listed.valid}
+        listing = self._list_groups(deadline)
+        states = {group: state for group, (state, _direct) in listing.items()}
         ids = sorted(states.keys() | known.keys())
         if not ids:
             return {}, {}
@@ -247,15 +244,19 @@ class KafkaAdmin(OffsetRequests):
             for index, group in enumerate(ids)
             if index % DESCRIBE_ROUNDS == turn
             or group not in known
-            or _STATES.get(states.get(group)) != known[group].state  # type: ignore[arg-type]
+            or states.get(group) != known[group].state
         ]
         read, left = self._committed_directly(ids, deadline)
-        keys = [("describe", g) for g in described] + [("offsets", g) for g in left]
+        found = self._describe_directly(
+            [group for group in described if listing.get(group, (None, False))[1]], deadline
+        )
+        keys = [("describe", g) for g in described if g not in found]
+        keys += [("offsets", g) for g in left]
         answers = self.ask(keys, self._request_groups, deadline, "group request")
         infos: dict[str, GroupInfo] = {}
         committed: dict[str, Committed] = {}
         for group in ids:
-            description = answers.get(("describe", group), known.get(group))
+            description = found.get(group) or answers.get(("describe", group), known.get(group))
             by_topic = read.get(group)
             if by_topic is None:
                 by_topic = _committed(answers[("offsets", group)])
@@ -277,6 +278,48 @@ class KafkaAdmin(OffsetRequests):
             _since(began),
         )
         return infos, committed
+
+    def _list_groups(self, deadline: float) -> Listing:
+        """Every group and its state, listed over the protocol itself where it can
+        (:mod:`.groups`), else by librdkafka (which fails the call, with its reason,
+        if a broker could not list its groups: the listing is not whole)."""
+        if self.group_direct is not None:
+            listing, why = self.group_direct.listing(self._brokers.values(), deadline)
+            if listing is not None:
+                return listing
+            logger.debug("kafka %s: group listing left to librdkafka (%s)", self.bootstrap, why)
+        self._serve()
+        try:
+            future = self._client.list_consumer_groups(request_timeout=self._remaining(deadline))
+        except KafkaException as exc:
+            raise self._failure("group listing", exc) from None
+        (listed,) = self._wait({"": future}, deadline, "group listing").values()
+        if isinstance(listed, BaseException):
+            raise self._failure("group listing", listed)
+        for error in listed.errors:  # a broker that could not list: not whole
+            raise self._failure("group listing", error)
+        return {
+            g.group_id: (_STATES.get(g.state), g.type != ConsumerGroupType.CONSUMER)
+            for g in listed.valid
+        }
+
+    def _describe_directly(self, groups: list[str], deadline: float) -> dict[str, GroupInfo]:
+        """The state and members of *groups* (of the classic protocol) over the
+        protocol itself where it can (:mod:`.groups`): those it could not describe
+        are left to librdkafka."""
+        if self.group_direct is None or not groups:
+            return {}
+        found, left = self.group_direct.describe(groups, deadline, self.describe_batch)
+        if left:
+            (group, why), *_ = left.items()
+            logger.debug(
+                "kafka %s: %d groups' descriptions left to librdkafka (group %s: %s)",
+                self.bootstrap,
+                len(left),
+                group,
+                why,
+            )
+        return found
 
     def _committed_directly(
         self, groups: list[str], deadline: float

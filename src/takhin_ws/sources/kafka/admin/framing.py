@@ -11,10 +11,12 @@ send a request, receive one answer), each by a :func:`time.monotonic` deadline.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, ParamSpec, TypeVar
 
 __all__ = [
     "HEADER",
@@ -24,11 +26,21 @@ __all__ = [
     "MAX_ANSWER",
     "Address",
     "ProtocolError",
+    "begin_answer",
+    "compact",
     "connect",
+    "end_answer",
+    "read_name",
+    "read_string",
+    "read_uvarint",
+    "reading",
     "reason_of",
     "receive",
     "remaining",
+    "request",
     "send",
+    "skip_tags",
+    "uvarint",
 ]
 
 #: The largest answer read (bytes): 12,000 partitions' offsets take ~300 KB.
@@ -45,6 +57,9 @@ HEADER: Final = struct.Struct(">hhih")
 
 #: A broker's (host, port).
 Address = tuple[str, int]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class ProtocolError(Exception):
@@ -98,3 +113,118 @@ def _exactly(sock: socket.socket, size: int, deadline: float) -> bytearray:
             raise ConnectionError("the broker closed the connection")
         got += read
     return data
+
+
+# --- the flexible versions' encodings: compact strings and arrays, tagged fields ---
+
+
+def uvarint(value: int) -> bytes:
+    """An unsigned varint (a compact length or count: its value + 1, 0 for null)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def compact(text: str) -> bytes:
+    """A compact string."""
+    raw = text.encode()
+    return uvarint(len(raw) + 1) + raw
+
+
+def request(
+    api: int,
+    version: int,
+    correlation: int,
+    client_id: bytes,
+    body: bytes,
+    *,
+    flexible: bool = True,
+) -> bytes:
+    """A whole request, size prefix included: header v2 for a flexible version (v1, then
+    tagged fields: none), else v1."""
+    head = HEADER.pack(api, version, correlation, len(client_id)) + client_id
+    if flexible:
+        head += b"\x00"
+    return I32.pack(len(head) + len(body)) + head + body
+
+
+def read_uvarint(view: memoryview, at: int) -> tuple[int, int]:
+    """An unsigned varint at *at*, and where what follows it starts."""
+    value = shift = 0
+    while True:
+        byte = view[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+        if shift > 28:
+            raise ProtocolError("a varint longer than 5 bytes")
+
+
+def read_string(view: memoryview, at: int) -> tuple[str | None, int]:
+    """A compact (nullable) string."""
+    size, at = read_uvarint(view, at)
+    if size == 0:
+        return None, at
+    end = at + size - 1
+    if end > len(view):
+        raise ProtocolError("an answer cut short")
+    return bytes(view[at:end]).decode(), end
+
+
+def read_name(view: memoryview, at: int) -> tuple[str, int]:
+    """A compact string that is not null (read in place when it is short)."""
+    size = view[at]
+    if 0 < size < 0x80:  # (most names: shorter than 127 bytes)
+        end = at + size
+        if end > len(view):
+            raise ProtocolError("an answer cut short")
+        return str(view[at + 1 : end], "utf-8"), end
+    name, at = read_string(view, at)
+    if name is None:
+        raise ProtocolError("a null name")
+    return name, at
+
+
+def skip_tags(view: memoryview, at: int) -> int:
+    """Where the tagged fields at *at* end (each skipped)."""
+    count, at = read_uvarint(view, at)
+    for _ in range(count):
+        _tag, at = read_uvarint(view, at)
+        size, at = read_uvarint(view, at)
+        at += size
+    return at
+
+
+def begin_answer(
+    body: bytes | bytearray, correlation: int, flexible: bool
+) -> tuple[memoryview, int]:
+    """The answer's view and where its body starts (after the response header)."""
+    view = memoryview(body)
+    (answered,) = I32.unpack_from(view, 0)
+    if answered != correlation:
+        raise ProtocolError(f"answer to request {answered}, not to {correlation}")
+    return view, skip_tags(view, 4) if flexible else 4
+
+
+def end_answer(view: memoryview, at: int) -> None:
+    """Raise unless the answer ends at *at*."""
+    if at != len(view):
+        raise ProtocolError(f"{len(view) - at} bytes after the answer")
+
+
+def reading(decode: Callable[_P, _T]) -> Callable[_P, _T]:
+    """*decode*, its cut-short or garbled answer raising :class:`ProtocolError`."""
+
+    @functools.wraps(decode)
+    def read(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return decode(*args, **kwargs)
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"an answer that does not read: {exc}") from None
+
+    return read

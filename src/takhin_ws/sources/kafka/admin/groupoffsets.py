@@ -49,7 +49,15 @@ from .groupwire import (
     encode_offset_fetch,
 )
 
-__all__ = ["ATTEMPTS", "DIRECT_SHARE", "MOVED", "SETTLING", "SETTLING_PAUSE", "DirectGroupOffsets"]
+__all__ = [
+    "ATTEMPTS",
+    "DIRECT_SHARE",
+    "MOVED",
+    "SETTLING",
+    "SETTLING_PAUSE",
+    "DirectGroupOffsets",
+    "Lacking",
+]
 
 #: Share of the time left that the groups read here may take: the rest is for
 #: librdkafka to read the groups this could not.
@@ -70,7 +78,7 @@ ATTEMPTS: Final = 4
 SETTLING_PAUSE: Final = 0.05
 
 
-class _Lacking(Exception):
+class Lacking(Exception):
     """The broker does not offer the version asked for (its connection is kept)."""
 
 
@@ -162,7 +170,7 @@ class DirectGroupOffsets:
                 correlation = self._next()
                 request = encode_offset_fetch(version, correlation, self._client_id, asked)
                 send(link.sock, request, deadline)
-            except (OSError, ProtocolError, _Lacking) as exc:
+            except (OSError, ProtocolError, Lacking) as exc:
                 self._failed(address, exc, asked, left, again)
                 continue
             sent.append((address, link, correlation, asked))
@@ -214,7 +222,7 @@ class DirectGroupOffsets:
                 request = encode_find_coordinator(version, correlation, self._client_id, groups)
                 send(link.sock, request, deadline)
                 found, errors = decode_find_coordinator(receive(link.sock, deadline), correlation)
-            except _Lacking as exc:
+            except Lacking as exc:
                 why, retry = str(exc), False
                 break  # (the brokers of one cluster offer the same)
             except (OSError, ProtocolError) as exc:
@@ -256,7 +264,7 @@ class DirectGroupOffsets:
             again.update(dict.fromkeys(asked, (why, 0)))
         else:
             left.update(dict.fromkeys(asked, why))
-        if isinstance(exc, _Lacking):
+        if isinstance(exc, Lacking):
             return
         self._drop(address)
         self.coordinators = {g: a for g, a in self.coordinators.items() if a != address}
@@ -264,7 +272,7 @@ class DirectGroupOffsets:
     def _version(self, link: _Link, api: int, spoken: Sequence[int]) -> int:
         version = choose(spoken, link.versions.get(api))
         if version is None:
-            raise _Lacking(
+            raise Lacking(
                 f"the broker offers no version {spoken[0]}-{spoken[-1]} of API {api} "
                 f"(it offers {link.versions.get(api, 'none')})"
             )

@@ -66,9 +66,16 @@ class Module:
 MODULES: Final[dict[str, Module]] = {
     "queue": Module(("core/queue.py",), ("tests/test_queue.py",)),
     "hub": Module(
-        ("core/hub.py", "core/encoding.py", "core/history.py", "core/clients.py"),
+        (
+            "core/hub.py",
+            "core/encoding.py",
+            "core/history.py",
+            "core/clients.py",
+            "core/subscriptions.py",
+        ),
         (
             "tests/test_hub.py",
+            "tests/test_encoding.py",
             "tests/test_hub_epoch.py",
             "tests/test_hub_bus.py",
             "tests/test_retained.py",

@@ -20,14 +20,16 @@ INTERVAL) and reports per tick:
   longest pause of the cyclic garbage collector during the collect;
 - ``step_ms``: the longest single step of any Trio task during the collect (a
   :class:`trio.abc.Instrument` around each step: how long this process's own code held
-  the event loop, without the scheduler's noise that ``loop_hold_ms`` also sees);
+  the event loop, without the scheduler's noise that ``loop_hold_ms`` also sees between
+  steps), ``step_cpu_ms`` the longest in the loop thread's CPU time (without other
+  processes' time on the CPU within a step either);
 - ``encode_ms``: encoding the 2.9 ``metrics`` envelope once with the codec, and its size;
 - ``publish_step_ms``: the longest task step while the snapshot is published the way the
   server does after the collect (``await MemoryBus(hub).publish("metrics", metrics)``,
   :func:`benchmarks.publish_step.publish_once`) to a hub with a dashboard client
   (permessage-deflate ``metrics:lean,topics,groups``) and a 2.9 client (permessage-deflate
-  ``metrics``); ``publish_steps`` how many steps the publish took, ``publish_cpu_ms``
-  its CPU time (this process, every thread);
+  ``metrics``), ``publish_step_cpu_ms`` the same in CPU time; ``publish_steps`` how many
+  steps the publish took, ``publish_cpu_ms`` its CPU time (this process, every thread);
 - with ``--debug``, ``work``: what the tick asked besides the end offsets and the
   committed offsets (``metadata``, ``N start offsets``, ``N described`` groups), from
   the collector's debug log.
@@ -203,7 +205,7 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
             child_cpu = process_cpu(child) - child_cpu if child != os.getpid() else cpu
             await trio.sleep(PROBE * 2)  # the probe's last lateness is in
             hold = max(lateness, default=0.0)
-            step = steps.longest
+            step, step_cpu = steps.longest, steps.longest_cpu
             gc_pause = max(gc_pauses.pauses, default=0.0)
             metrics = snapshot.metrics
             began = time.perf_counter()
@@ -220,10 +222,12 @@ async def measure(mode: str, bootstrap: str, args: argparse.Namespace) -> list[d
                     "server_cpu_ms": round(cpu * 1000, 1),
                     "loop_hold_ms": round(hold * 1000, 1),
                     "step_ms": round(step * 1000, 1),
+                    "step_cpu_ms": round(step_cpu * 1000, 1),
                     "idle_hold_ms": round(idle * 1000, 1),
                     "gc_pause_ms": round(gc_pause * 1000, 1),
                     "encode_ms": round(encoded * 1000, 1),
                     "publish_step_ms": round(published.step_ms, 1),
+                    "publish_step_cpu_ms": round(published.step_cpu_ms, 1),
                     "publish_steps": published.steps,
                     "publish_cpu_ms": round(published.cpu_ms, 1),
                     "frame_bytes": len(frame),
@@ -264,10 +268,12 @@ def summary(mode: str, all_rows: list[dict[str, Any]], args: argparse.Namespace)
         "server_cpu_ms": stat("server_cpu_ms"),
         "loop_hold_ms": stat("loop_hold_ms"),
         "step_ms": stat("step_ms"),
+        "step_cpu_ms": stat("step_cpu_ms"),
         "idle_hold_ms": stat("idle_hold_ms"),
         "gc_pause_ms": stat("gc_pause_ms"),
         "encode_ms": stat("encode_ms"),
         "publish_step_ms": stat("publish_step_ms"),
+        "publish_step_cpu_ms": stat("publish_step_cpu_ms"),
         "publish_steps": stat("publish_steps"),
         "publish_cpu_ms": stat("publish_cpu_ms"),
         "frame_bytes": rows[-1]["frame_bytes"] if rows else None,

@@ -13,6 +13,7 @@ from which the load client computes publish-to-receive latency.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import hashlib
@@ -223,3 +224,15 @@ class StdinCommands:
             if line.strip():
                 commands.append(json.loads(line))
         return commands
+
+
+def add_freeze_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-freeze``: leave the heap to the garbage collector's full collections (as an
+    embedding application may); by default a benchmark freezes what it holds once set
+    up, as ``python -m takhin_ws`` does once started (``args.freeze``)."""
+    parser.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="leave the heap to the garbage collector's full collections (an embedder's)",
+    )

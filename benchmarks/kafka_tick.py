@@ -61,7 +61,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from benchmarks.common import raise_nofile
+from benchmarks.common import add_freeze_option, raise_nofile
 from benchmarks.kafka_cluster import build_cluster
 from benchmarks.publish_step import CLIENT_SETS, StepWatch, add_clients, drain, publish_once
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
@@ -299,12 +299,7 @@ def main() -> None:
         "--timeout", type=float, help="collect deadline (default: 0.9 x interval, as served)"
     )
     parser.add_argument("--debug", action="store_true", help="log each request's time")
-    parser.add_argument(
-        "--no-freeze",
-        dest="freeze",
-        action="store_false",
-        help="leave the garbage collector as it is (as an embedding application may)",
-    )
+    add_freeze_option(parser)
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     if any(m not in MODES for m in modes):

@@ -54,6 +54,7 @@ import attrs
 import orjson
 import trio
 
+from benchmarks.common import add_freeze_option
 from benchmarks.wire import snapshot
 from takhin_ws import Hub, MonitoringMetrics, Settings
 from takhin_ws.config.cli import freeze_startup
@@ -280,12 +281,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="clients of each kind per set")
     parser.add_argument("--publishes", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead")
-    parser.add_argument(
-        "--no-freeze",
-        dest="freeze",
-        action="store_false",
-        help="leave the heap to the garbage collector's full collections (an embedder's)",
-    )
+    add_freeze_option(parser)
     args = parser.parse_args()
     if args.clients < 1 or args.publishes < 1:
         parser.error("--clients and --publishes take a positive number")

@@ -43,17 +43,7 @@ def decode_entry(
     """What a node's reader makes of an entry: decoded in steps, then prepared by its
     hub with the entry's offset and timestamp."""
     got, _ = run(decode_entry_steps(stream, ident, fields, epoch))
-    hub = Hub(epoch=epoch)
-    envelope = got.envelope
-    item = hub.prepare(
-        got.route,
-        envelope.payload,
-        stale=envelope.stale,
-        data=got.data,
-        offset=got.offset,
-        timestamp=envelope.timestamp,
-    ).item
-    return got.route, item
+    return got.route, got.prepare(Hub(epoch=epoch)).item
 
 
 def stored(fields: list[str | bytes], epoch: str = EPOCH) -> dict[bytes, bytes]:

@@ -373,15 +373,7 @@ class RedisBus:
             got = await in_steps(steps)
             if self.hub.closed:  # shutting down: nobody to deliver to
                 return None
-            envelope = got.envelope
-            item = self.hub.prepare(
-                got.route,
-                envelope.payload,
-                stale=envelope.stale,
-                data=got.data,
-                offset=got.offset,
-                timestamp=envelope.timestamp,
-            )
+            item = got.prepare(self.hub)
         except (EntryError, LocalProtocolError) as exc:  # unreadable, or not encodable
             ident = text(entry.identifier)
             log.error("skipping entry %s of %s: %s", ident, stream, exc)

@@ -22,7 +22,8 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import RemoteProtocolError
-from ..core.encoding import decode_steps, metrics_data_steps
+from ..core.encoding import Prepared, decode_steps, metrics_data_steps
+from ..core.hub import Hub
 from ..core.metrics.views import JSON, dumps, is_view, metrics_envelope
 from ..wire.channels import EVENT_STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
@@ -69,6 +70,19 @@ class Received:
     offset: int
     envelope: Envelope
     data: JSON | None
+
+    def prepare(self, hub: Hub) -> Prepared:
+        """What *hub* delivers of it (:meth:`Hub.prepare <takhin_ws.core.hub.Hub.prepare>`
+        with the entry's offset and timestamp): the bytes a single node publishes."""
+        envelope = self.envelope
+        return hub.prepare(
+            self.route,
+            envelope.payload,
+            stale=envelope.stale,
+            data=self.data,
+            offset=self.offset,
+            timestamp=envelope.timestamp,
+        )
 
 
 class EntryError(ValueError):

@@ -328,3 +328,41 @@ def test_a_group_the_listing_leaves_out_is_kept_while_its_description_says_it_li
     assert group in snapshot.groups  # described: it lives, its lag is still shown
     (lag,) = [c for c in snapshot.metrics.consumer_lags if c.group_id == group]
     assert lag.total_lag == 3
+
+
+@pytest.mark.slow
+def test_a_group_of_the_new_consumer_protocol_is_described_by_librdkafka(
+    kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real member of the new consumer protocol (KIP-848, ``group.protocol=consumer``,
+    4.x): listed as such and described by librdkafka (ConsumerGroupDescribe), which
+    DescribeGroups would call ``Dead``."""
+    topic, group = unique("kip848"), unique("newer")
+    create_topic(kafka.bootstrap, topic, 2)
+    settings = {"bootstrap.servers": kafka.bootstrap, "group.id": group, "log_level": 0}
+    consumer = Consumer({**settings, "group.protocol": "consumer"})
+    consumer.subscribe([topic])
+    stop = threading.Event()
+    poller = threading.Thread(target=lambda: [consumer.poll(0.1) for _ in iter(stop.is_set, True)])
+    poller.start()
+    admin = KafkaAdmin(kafka.bootstrap, describe_batch=BATCH)
+    asked = spy(admin, monkeypatch)
+    try:
+        wait = time.monotonic() + 60
+        while time.monotonic() < wait:
+            infos, _ = admin.groups(time.monotonic() + TIMEOUT)
+            if infos.get(group) == GroupInfo(state="Stable", members=1):
+                break
+            time.sleep(0.2)
+        assert admin.group_direct is not None
+        listing, _why = admin.group_direct.listing((), time.monotonic() + TIMEOUT)
+    finally:
+        stop.set()
+        poller.join()
+        consumer.close()
+        admin.close()
+    assert infos[group] == GroupInfo(state="Stable", members=1)
+    assert listing is not None
+    assert listing[group] == ("Stable", False)  # not described over the protocol
+    assert all(group not in call for call in asked["direct"])
+    assert any(group in call for call in asked["librdkafka"])

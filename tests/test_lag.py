@@ -249,3 +249,32 @@ def test_bad_sizes_are_refused() -> None:
         LagTracker(window=1)
     with pytest.raises(ValueError, match="capacity must be >= 4"):
         LagTracker(samples=2)
+
+
+def test_observing_in_steps_is_observing_whole() -> None:
+    """Ten groups of one topic with 5 partitions (each weighs 1 + 1 + 5 = 7): with pieces
+    of 14 objects the tick yields after every second group; state and result are those
+    of the whole call."""
+    whole, stepped = LagTracker(W), LagTracker(W)
+    for tick in range(W + 2):
+        layout = {
+            f"g{g}": {"t": {p: (100 * tick + p, 90 * tick + g) for p in range(5)}}
+            for g in range(10)
+        }
+        snap = snapshot(layout)
+        now = START + 2 * tick
+        expected = whole.observe(snap, now)
+        steps = stepped.observe_steps(snap, now, piece=14)
+        yields = 0
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                got = done.value
+                break
+            yields += 1
+        assert yields == 5
+        assert got == expected
+        assert [stepped.status(f"g{g}") for g in range(10)] == [
+            whole.status(f"g{g}") for g in range(10)
+        ]

@@ -9,10 +9,9 @@ import pytest
 import trio
 
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.core.lag.tracker import LagTracker
+from takhin_ws.core.lag.tracker import OBSERVE_PIECE, LagTracker
 from takhin_ws.core.metrics.snapshot import GroupInfo, MetricsSourceError, Snapshot
 from takhin_ws.core.series import Series
-from takhin_ws.ingest.insight import LAG_INLINE_PARTITIONS
 from takhin_ws.ingest.producer import MetricsProducer
 from takhin_ws.wire.codec import decode
 from takhin_ws.wire.messages import (
@@ -163,14 +162,14 @@ async def test_the_series_and_the_snapshot_hold_the_insight() -> None:
     assert len(series) == 3
 
 
-async def test_a_big_snapshot_is_tracked_off_the_event_loop() -> None:
-    source = Consumer(partitions=LAG_INLINE_PARTITIONS + 1)
+async def test_a_big_snapshot_is_tracked_in_steps() -> None:
+    source = Consumer(partitions=OBSERVE_PIECE * 2 + 1)
     _, sub, producer = setup(source)
     await producer.tick()
     source.committing = False
     await producer.tick()
     lag = last_lag(drain(sub))
-    assert len(lag.topic_lags[0].partition_lags) == LAG_INLINE_PARTITIONS + 1
+    assert len(lag.topic_lags[0].partition_lags) == OBSERVE_PIECE * 2 + 1
     assert lag.lag_seconds == pytest.approx(INTERVAL)
 
 

@@ -1,27 +1,21 @@
-"""The lag insight applied to a snapshot off the event loop when it is big.
+"""The lag insight applied to a snapshot in steps of the event loop.
 
-:func:`observe` runs :meth:`~takhin_ws.core.lag.tracker.LagTracker.observe` (pure, no I/O)
-inline for a small snapshot and in a Trio worker thread for one with more than
-:data:`LAG_INLINE_PARTITIONS` partition lags, so a big tick competes for the GIL in
-short slices instead of holding the event loop for the whole computation. The tracker
-is only ever used by one call at a time (the producer's tick).
+:func:`observe` runs :meth:`~takhin_ws.core.lag.tracker.LagTracker.observe_steps` (pure,
+no I/O) with a checkpoint every :data:`~takhin_ws.core.lag.tracker.OBSERVE_PIECE`
+objects: a big tick (12,000 partitions: ~50 ms of CPU) runs in steps of about a
+millisecond instead of holding the event loop, or, in a worker thread, competing with
+it for the GIL (which kept the loop waiting ~10 ms at a time). The tracker is only
+ever used by one call at a time (the producer's tick).
 """
 
 from __future__ import annotations
 
-from typing import Final
-
-import trio
-
 from ..core.lag.tracker import LagTracker
 from ..core.metrics.snapshot import Snapshot
 from ..wire.events import Event
+from .bus import in_steps
 
-__all__ = ["LAG_INLINE_PARTITIONS", "observe"]
-
-#: Snapshots with more partition lags than this go through the tracker in a worker
-#: thread (a small one is faster inline than a thread's round trip).
-LAG_INLINE_PARTITIONS: Final = 2000
+__all__ = ["observe"]
 
 
 async def observe(
@@ -29,9 +23,5 @@ async def observe(
 ) -> tuple[Snapshot, list[Event]]:
     """*snapshot* (taken at *now*) with the lag insight, and the tick's ``group_status``
     events."""
-    lags = snapshot.metrics.consumer_lags
-    if sum(len(t.partition_lags) for c in lags for t in c.topic_lags) > LAG_INLINE_PARTITIONS:
-        observed, statuses = await trio.to_thread.run_sync(tracker.observe, snapshot, now)
-    else:
-        observed, statuses = tracker.observe(snapshot, now)
+    observed, statuses = await in_steps(tracker.observe_steps(snapshot, now))
     return observed, list(statuses)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Generator
 from typing import Final
 
 import attrs
@@ -43,14 +44,18 @@ import attrs
 from ...wire.events import GroupStatus
 from ...wire.lag import LagStatus
 from ...wire.messages import ConsumerLag, PartitionLag, TopicLag
+from ..encoding import weight
 from ..metrics.snapshot import Snapshot
 from .status import MIN_WINDOW, SEVERITY, PartitionWindow
 from .timeline import DEFAULT_CAPACITY, OffsetTimeline
 
-__all__ = ["DEFAULT_LAG_WINDOW", "LagTracker"]
+__all__ = ["DEFAULT_LAG_WINDOW", "OBSERVE_PIECE", "LagTracker"]
 
 #: Observations (ticks) a status is judged over: 20 s at the default 2 s interval.
 DEFAULT_LAG_WINDOW: Final = 10
+#: Objects (a group, its topics, their partitions) observed between two yields of
+#: :meth:`LagTracker.observe_steps`: about a millisecond of CPU (~3.5 µs a partition).
+OBSERVE_PIECE: Final = 256
 
 
 class _Group:
@@ -115,17 +120,37 @@ class LagTracker:
     def observe(self, snapshot: Snapshot, now: float) -> tuple[Snapshot, list[GroupStatus]]:
         """*snapshot* (taken at *now*, Unix seconds) with the lag insight filled in,
         and the ``group_status`` events of this tick."""
+        steps = self.observe_steps(snapshot, now)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                result: tuple[Snapshot, list[GroupStatus]] = done.value
+                return result
+
+    def observe_steps(
+        self, snapshot: Snapshot, now: float, piece: int = OBSERVE_PIECE
+    ) -> Generator[None, None, tuple[Snapshot, list[GroupStatus]]]:
+        """:meth:`observe` in steps: yields after each run of groups holding about
+        *piece* objects (a group, its topics, their partitions), where an async caller
+        lets other tasks run. Run one to its end before the next (a tick left
+        half-way leaves the groups it did not reach one observation short)."""
         self._tick += 1
         tick = self._tick
         now = self._now = max(now, self._now)
         self._times[tick % self.window] = now
         events: list[GroupStatus] = []
-        lags = tuple(
-            self._group(lag, snapshot, tick, now, events) for lag in snapshot.metrics.consumer_lags
-        )
+        lags: list[ConsumerLag] = []
+        done = 0
+        for lag in snapshot.metrics.consumer_lags:
+            lags.append(self._group(lag, snapshot, tick, now, events))
+            done += weight(lag)
+            if done >= piece:
+                yield
+                done = 0
         if tick % self.window == 0:
             self._forget(tick - self.window)
-        metrics = attrs.evolve(snapshot.metrics, consumer_lags=lags)
+        metrics = attrs.evolve(snapshot.metrics, consumer_lags=tuple(lags))
         return Snapshot(metrics=metrics, groups=snapshot.groups), events
 
     def _group(

@@ -153,15 +153,20 @@ def test_the_collector_reads_the_same_groups_either_way(
         assert asked["listings"] == []  # listed over the protocol
         assert asked["librdkafka"] == []  # and every group described over it
         assert {joined, *idle} <= set(asked["direct"][0])
+        # a broker answers the listing with an error (a coordinator still loading)
+        monkeypatch.setattr(groups_module, "decode_list_groups", lambda *_: (14, []))
+        relisted, _ = admin.groups(time.monotonic() + TIMEOUT)
+        assert len(asked["listings"]) == 1  # librdkafka listed them
+        assert {joined, *idle} <= set(asked["direct"][1])  # and they were described directly
         assert admin.group_direct is not None
         admin.group_direct.close()
         admin.group_direct = None
         librdkafka, _ = admin.groups(time.monotonic() + TIMEOUT)
     finally:
         admin.close()
-    assert len(asked["listings"]) == 1
+    assert len(asked["listings"]) == 2
     assert {joined, *idle} <= set(asked["librdkafka"][0])
-    assert direct == librdkafka
+    assert direct == relisted == librdkafka
     assert direct[joined] == GroupInfo(state="Stable", members=1)
 
 

@@ -94,6 +94,8 @@ class DirectGroups(DirectGroupOffsets):
             addresses = addresses or self._cluster(deadline)
         except (OSError, ProtocolError) as exc:
             return None, f"Metadata: {reason_of(exc)}"
+        if not addresses:
+            return None, "Metadata: no broker"
         sent: list[tuple[Address, int, int]] = []
         why = ""
         for address in addresses:

@@ -6,10 +6,11 @@ its state (ListGroups to each broker) and the members of many groups at once
 librdkafka's ``describe_consumer_groups`` builds a Python object per group and per
 member on its own threads, and on a 4.x broker first asks ConsumerGroupDescribe (the
 new consumer protocol's request) and then, for a classic group, DescribeGroups: at
-3,000 groups the first tick, which describes every group, took most of a 5 s
-interval's CPU. Here one DescribeGroups v5 (:mod:`.groupwire`) describes a batch of
-groups at their coordinator, found and kept by the committed offsets' read, and the
-answer is read down to what a snapshot needs: the state and how many members.
+3,000 groups the first tick, which describes every group, took ~0.8 s of CPU and 2.6
+s or more of a 5 s interval (0.13-0.17 s and 0.5 s this way: docs/benchmarks.md).
+Here one DescribeGroups v5 (:mod:`.groupwire`) describes a batch of groups at their
+coordinator, found and kept by the committed offsets' read, and the answer is read
+down to what a snapshot needs: the state and how many members.
 
 As the other direct requests, only over a plaintext listener; the caller asks
 librdkafka for what this could not do, and it names its errors:

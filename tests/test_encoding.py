@@ -20,6 +20,7 @@ from takhin_ws.core.encoding import (
     METRICS_LISTS,
     PIECE_WEIGHT,
     decode_steps,
+    encode_published,
     metrics_data_steps,
     metrics_head,
     weight,
@@ -353,3 +354,124 @@ def test_decoding_in_steps_accepts_what_it_is_told_to() -> None:
     raw = encode(Envelope(payload=cluster(2, 1, 1), timestamp=1))
     with pytest.raises(RemoteProtocolError, match="unknown message type 'metrics'"):
         run(decode_steps(raw, accept=frozenset({"topic_created"})))
+
+
+# --- the edges of steps, variants and delivery ---
+
+
+@pytest.mark.parametrize(("topics", "yields"), [(9, 0), (10, 1), (19, 1), (20, 2), (29, 2)])
+def test_a_piece_is_exactly_its_weight(topics: int, yields: int) -> None:
+    m = cluster(topics=topics, groups=0, partitions=0)
+    assert run(metrics_data_steps(m, 10))[1] == yields
+    raw = encode(Envelope(payload=m, timestamp=1))
+    assert run(decode_steps(raw, piece=10))[1] == 1 + yields  # the parse, then the pieces
+
+
+def test_decoding_an_event_in_steps_accepts_only_what_it_is_told_to() -> None:
+    raw = encode(Envelope(payload=TopicCreated(name="orders", partitions=1), timestamp=1))
+    with pytest.raises(RemoteProtocolError, match="unknown message type 'topic_created'"):
+        run(decode_steps(raw, accept=frozenset({"metrics"})))
+
+
+def test_stale_is_kept_and_encoded_again_with_the_next_offset() -> None:
+    hub = Hub()
+    sub = QueueSubscriber()
+    hub.add_client(sub, ["metrics", "topics"])
+    event = TopicCreated(name="orders", partitions=1)
+    assert hub.prepare("topics", event, stale=True).stale is True
+    prepared = hub.prepare("metrics", cluster(1, 0, 0), stale=True)
+    assert prepared.stale is True
+    hub.publish("metrics", cluster(2, 0, 0))
+    drain(sub)
+    item = hub.commit(prepared)  # offset 1 was taken: encoded again, still stale
+    assert orjson.loads(item.payload)["stale"] is True
+    assert item.offset == 2
+
+
+def test_the_message_and_its_view_are_compressed_in_their_own_variants() -> None:
+    hub = Hub()
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=DEFLATE)
+    hub.add_client(QueueSubscriber(), ["metrics:lean"], variant=SMALL_WINDOW)
+    prepared = hub.prepare("metrics", cluster(5, 1, 2))
+    prepared.build_views()
+    prepared.compress()
+    view = prepared.views["metrics:lean"]
+    assert set(prepared.item._variants or ()) == {DEFLATE}
+    assert set(view._variants or ()) == {SMALL_WINDOW}
+
+
+def test_a_message_of_exactly_the_minimum_size_is_compressed() -> None:
+    hub = Hub()
+    size = len(hub.prepare("metrics", cluster(3, 0, 0)).item.payload)
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=Variant(window_bits=15, min_size=size))
+    assert hub.prepare("metrics", cluster(3, 0, 0)).compress_size() == size
+    over = Variant(window_bits=15, min_size=size + 1)
+    hub.add_client(QueueSubscriber(), ["metrics"], variant=over)
+    assert hub.prepare("metrics", cluster(3, 0, 0)).compress_size() == size
+
+
+def test_a_message_encoded_without_variants_has_nothing_to_compress() -> None:
+    prepared = encode_published(
+        cluster(2, 0, 0),
+        "metrics",
+        stream="metrics",
+        offset=1,
+        timestamp=1,
+        epoch="e",
+        stale=None,
+    )
+    prepared.build_views()
+    assert (prepared.compress_size(), prepared.views) == (0, {})
+    prepared.compress()
+    assert prepared.item._variants is None
+
+
+def test_a_narrow_publish_is_prepared_for_its_channel_and_its_stream() -> None:
+    hub = Hub()
+    hub.add_client(QueueSubscriber(), ["topics"], variant=Variant(window_bits=9))
+    hub.add_client(QueueSubscriber(), ["topic:orders"], variant=SMALL_WINDOW)
+    prepared = hub.prepare("topic:orders", TopicCreated(name="orders", partitions=1))
+    assert prepared.variants == {None: {Variant(window_bits=9), SMALL_WINDOW}}
+
+
+def test_a_prepared_delivery_keeps_the_offset_and_timestamp_it_is_given() -> None:
+    hub = Hub(wall_clock=lambda: 5.0)
+    prepared = hub.prepare("metrics", cluster(1, 0, 0), offset=7, timestamp=123)
+    assert prepared.offset == 7
+    decoded = orjson.loads(prepared.item.payload)
+    assert (decoded["offset"], decoded["timestamp"]) == (7, 123)
+    default = hub.prepare("metrics", cluster(1, 0, 0))
+    assert (default.offset, orjson.loads(default.item.payload)["timestamp"]) == (1, 5)
+
+
+def test_a_delivered_prepared_snapshot_reaches_clients_as_built_ahead() -> None:
+    node = Hub(epoch="shared")
+    full, lean = QueueSubscriber(), QueueSubscriber()
+    node.add_client(full, ["metrics"], variant=DEFLATE)
+    node.add_client(lean, ["metrics:lean"], variant=DEFLATE)
+    prepared = node.prepare("metrics", cluster(4, 2, 3), offset=9, timestamp=1)
+    prepared.build_views()
+    prepared.compress()
+    ahead = (prepared.item.variant(DEFLATE), prepared.views["metrics:lean"].variant(DEFLATE))
+    node.deliver("metrics", prepared)
+    assert drain(full) == [ahead[0]]
+    (got,) = drain(lean)
+    assert got is ahead[1]
+    assert node.offset("metrics") == 9
+    assert node.latest("metrics") is prepared.item
+
+
+def test_a_narrow_publish_counts_each_delivery() -> None:
+    hub = Hub()
+    for channels in (["topic:orders"], ["topic:orders"], ["topics"], ["topics", "topic:orders"]):
+        hub.add_client(QueueSubscriber(), channels)
+    hub.publish_event(TopicCreated(name="orders", partitions=1))
+    assert hub.statistics().delivered == 4
+
+
+def test_a_closed_hub_says_so() -> None:
+    hub = Hub()
+    prepared = hub.prepare("metrics", cluster(1, 0, 0))
+    hub.close()
+    with pytest.raises(HubClosedError, match=r"^hub is closed$"):
+        hub.commit(prepared)

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import orjson
 
+from takhin_ws.core.access.permissions import Permissions
 from takhin_ws.core.hub import Hub, QueueSubscriber
-from takhin_ws.wire.messages import MonitoringMetrics, TopicCreated
+from takhin_ws.wire.codec import decode
+from takhin_ws.wire.messages import (
+    GroupCreated,
+    GroupDetail,
+    MonitoringMetrics,
+    TopicCreated,
+)
 from takhin_ws.wire.websocket.frames import Outbound
 
 
@@ -88,3 +95,20 @@ def test_reset_starts_a_new_epoch_and_keeps_clients() -> None:
     assert notice.offset is None
     assert events == fresh
     assert node.replay("topics", 0, "new") == fresh
+
+
+def test_a_remembered_snapshot_and_group_event_feed_the_views() -> None:
+    source = Hub(epoch="shared")
+    created = source.publish_event(GroupCreated(group_id="billing", state="Stable", members=3))
+    snapshot = source.publish("metrics", MonitoringMetrics(timestamp=4))
+    node = Hub(epoch="shared")
+    node.remember("groups", created)
+    node.remember("metrics", snapshot)
+    assert node.latest("metrics", Permissions(["metrics"])) is not None  # filtered from it
+    detail = node.latest("metrics:group:billing")
+    assert detail is not None
+    assert decode(detail.payload).payload == GroupDetail(
+        group_id="billing", state="Stable", members=3
+    )
+    node.remember("topics", source.publish_event(topic("orders")))  # an event of another stream
+    assert node.latest("metrics:group:billing") is not None

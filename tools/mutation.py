@@ -81,6 +81,7 @@ MODULES: Final[dict[str, Module]] = {
             "tests/test_retained.py",
             "tests/test_access.py",
         ),
+        import_time=("takhin_ws.core.encoding.x__list_fields",),
     ),
     "transport": Module(("net/transport.py",), ("tests/test_transport.py",)),
     "outbuffer": Module(("core/outbuffer.py",), ("tests/test_outbuffer.py",)),
@@ -115,6 +116,7 @@ _Q = "takhin_ws.core.queue.x\u01c1DropOldestQueue\u01c1"
 _SC = "takhin_ws.core.session.x\u01c1SessionCore\u01c1"
 _T = "takhin_ws.net.transport.x\u01c1SocketTransport\u01c1"
 _HUB = "takhin_ws.core.hub.x\u01c1Hub\u01c1"
+_SUBS = "takhin_ws.core.subscriptions.x\u01c1Subscriptions\u01c1"
 _SESSION = "takhin_ws.net.session.x\u01c1Session\u01c1"
 _HIST = "takhin_ws.core.history.x\u01c1"
 _OB = "takhin_ws.core.outbuffer.x\u01c1OutboundBuffer\u01c1"
@@ -211,6 +213,38 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
         "moves the 1 MiB bound by one byte"
     ),
     (f"{_HUB}__init__", "self._closed = None"): _FALSY,
+    **{
+        (f"{_HUB}_fan_out", f"delivered += subs.offer(channel, item, self._out, {skip})"): (
+            "a stream without members skips nobody either way (None: no check per client)"
+        )
+        for skip in ("subs.members.get(stream_name, None)", "subs.members.get(stream_name, )")
+    },
+    **{
+        (f"{_HUB}commit", line): (
+            "encoding again without the data builds it from the payload: the same dict"
+        )
+        for line in (
+            "prepared.channel, prepared.payload, stale=prepared.stale, data=None",
+            "prepared.channel, prepared.payload, stale=prepared.stale, )",
+        )
+    },
+    (
+        "takhin_ws.core.encoding.x_weight",
+        "total += sum(map(weight, items)) if (deep) or True else len(items)",
+    ): ("a shortcut: items holding no tuples weigh 1 each, so their sum is their count"),
+    **{
+        (f"{_SUBS}groups", line): (
+            "the groups are only a cache of the members: built again, they are the same"
+        )
+        for line in (
+            "groups = None",
+            "groups = self._groups.get(None)",
+            "self._groups[channel] = None",
+        )
+    },
+    (f"{_SUBS}set", 'self.views[channel] = ""'): (
+        "the values of the views table are never read: it is an ordered set"
+    ),
     **{
         (
             f"{_SESSION}ending",

@@ -258,15 +258,15 @@ class Hub:
         snapshot's views too (from what was built *ahead* of it, if anything)."""
         self._streams[stream_name].append(item)
         self._published += 1
-        if stream_name != "metrics":
-            self._fan_out(stream_name, channel, item)
-            return
+        snapshot = stream_name == "metrics"
         decoded, views = (None, None) if ahead is None else (ahead.decoded, ahead.views)
-        self._filtered.source(item, decoded)
+        if snapshot:
+            self._filtered.source(item, decoded)
         self._fan_out(stream_name, channel, item)
-        self._views.source(item, decoded, views)  # kept for the tick: views never re-parse
-        self._fan_out_views()
-        self._filtered.source_done()
+        if snapshot:
+            self._views.source(item, decoded, views)  # kept for the tick: views never re-parse
+            self._fan_out_views()
+            self._filtered.source_done()
 
     def remember(self, channel: str, item: Outbound) -> None:
         """Record an already-encoded item in its stream's history and offset, like

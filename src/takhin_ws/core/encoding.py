@@ -134,7 +134,8 @@ def decode_steps(
     about *piece* objects, after the JSON is parsed and the rest of it checked."""
     obj = parse(raw)
     yield
-    data: Any = obj.get("data") if type(obj) is dict and obj.get("type") == "metrics" else None
+    kind = obj.get("type") if type(obj) is dict else None
+    data: Any = obj.get("data") if kind == MonitoringMetrics.TYPE else None
     lists = {k: data[k] for k in METRICS_LISTS if type(data) is dict and type(data.get(k)) is list}
     if not lists:
         return decode_value(obj, accept=accept)

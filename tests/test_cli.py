@@ -28,6 +28,7 @@ from clients import recv_json, websockets_close_code
 from takhin_ws.config.checks import show
 from takhin_ws.config.cli import (
     ENV_PREFIX,
+    FULL_COLLECTION_EVERY,
     JsonFormatter,
     configure_logging,
     freeze_startup,
@@ -659,11 +660,15 @@ async def test_the_start_says_what_the_source_is_before_anything_succeeds(
 
 def test_what_the_process_holds_once_started_is_left_out_of_full_collections() -> None:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         freeze_startup()
         assert gc.get_freeze_count() > 1000  # modules, classes... (the benchmark: the pauses)
+        assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_EVERY)
+        assert thresholds[2] < FULL_COLLECTION_EVERY
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_the_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:

@@ -8,7 +8,8 @@ import inspect
 import time
 
 import trio
-from benchmarks.tick_step import KINDS, GcClock, PlaceWatch, measure, suspended_at
+from benchmarks.step_places import GcClock, PlaceWatch, suspended_at
+from benchmarks.tick_step import KINDS, measure
 
 
 def test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_steps() -> None:
@@ -23,6 +24,7 @@ def test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_s
         assert result[key]["max"] >= result[key]["median"] >= 0.0
     places = result["places"]
     assert sum(p["tick_longest"] for p in places) == 3  # one longest step per tick
+    assert 3 >= result["over_goal"] >= result["over_goal_without_gc"] >= 0
     assert [p["max_ms"] for p in places] == sorted((p["max_ms"] for p in places), reverse=True)
     tick = {p[end] for p in places if p["task"] == "measure" for end in ("from", "to")}
     assert any("takhin_ws/core/lag/tracker.py" in at for at in tick)  # the lag tracker
@@ -86,3 +88,11 @@ def test_the_longest_step_is_named_by_where_it_began_and_ended() -> None:
         f"test_benchmark_tick.py:{b} (main)",
     )
     assert steps == 3
+
+
+def test_keeping_the_garbage_changes_nothing_that_is_delivered() -> None:
+    kept = trio.run(measure, "30x3x40", 1, 2, 2, True, True)
+    freed = trio.run(measure, "30x3x40", 1, 2, 2, True, False)
+    assert (kept["keep_garbage"], freed["keep_garbage"]) == (True, False)
+    assert kept["delivered"] == freed["delivered"] >= 2 * len(KINDS)
+    assert kept["events"] == freed["events"]

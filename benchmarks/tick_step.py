@@ -36,7 +36,7 @@ The ``--top`` places with the longest steps over the counted ticks are listed, w
 how often they were the tick's longest and how much garbage collection their longest
 step held. With ``--keep-garbage`` each size is run again keeping what a tick lets go
 of (the snapshot collected, the previous one, the publish's prepared encoding) until
-its measure is over: how much of the steps is freeing memory.
+the next tick's measure is over: how much of the steps is freeing memory.
 
 Example (from the repository root; ~1 min)::
 
@@ -142,8 +142,8 @@ async def measure(
     """*ticks* ticks (after *warmup* not counted) of a producer over a *size* cluster
     publishing to *clients* clients of each of :data:`KINDS`. With *keep_garbage*,
     what a tick lets go of (the snapshot collected, the previous good one, the
-    publish's prepared encoding) is kept until its measure is over, then freed: how
-    much of a step is deallocation."""
+    publish's prepared encoding, with the views the next one replaces) is kept until
+    the next tick's measure is over, then freed: how much of a step is deallocation."""
     topics, partitions, groups = (int(n) for n in size.split("x"))
     settings = Settings()
     hub = new_hub(settings)
@@ -160,6 +160,7 @@ async def measure(
         lag=LagTracker(settings.lag_window),
     )
     kept: list[object] = []
+    older = 0  # how many of them the tick before kept
     if keep_garbage:
         source.kept = kept
         keep_commits(hub, kept)
@@ -192,7 +193,8 @@ async def measure(
                 steps = watch.steps + 1  # the one in which tick() returned
                 await trio.sleep(SETTLE)  # work the tick left to other tasks counts too
                 watch.recording = False
-                kept.clear()  # outside the measure (the watch is reset before the next)
+                del kept[:older]  # the tick before's, outside the measure (what this
+                older = len(kept)  # one's views replaced is freed here, not in it)
                 received = drain(subscribers)
                 if counted:
                     costs.append(
@@ -259,16 +261,16 @@ def rows(result: dict[str, Any], top: int) -> tuple[str, list[str]]:
         value = result[key]
         return f"{value['median']:.{digits}f} / {value['max']:.{digits}f}"
 
+    label = result["size"] + (", garbage kept" if result["keep_garbage"] else "")
     tick = (
-        f"| {result['size']}{', garbage kept' if result['keep_garbage'] else ''} "
-        f"| {result['partitions']:,} | {result['lags']:,} "
+        f"| {label} | {result['partitions']:,} | {result['lags']:,} "
         f"| {result['clients']} | {result['delivered']} | {pair('step_ms')} "
         f"| {pair('step_cpu_ms')} | {pair('steps', 0)} | {pair('cpu_ms')} "
         f"| {pair('wall_ms')} | {pair('late_ms')} | {pair('gc_ms')} "
         f"| {result['over_goal']} ({result['over_goal_without_gc']}) |"
     )
     places = [
-        f"| {result['size']} | {p['task']} | `{p['from']}` | `{p['to']}` | {p['steps']} "
+        f"| {label} | {p['task']} | `{p['from']}` | `{p['to']}` | {p['steps']} "
         f"| {p['median_ms']:.1f} / {p['max_ms']:.1f} | {p['max_cpu_ms']:.1f} "
         f"| {p['gc_in_max_ms']:.1f} | {p['tick_longest']} |"
         for p in result["places"][:top]

@@ -215,6 +215,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "tests/test_benchmark_publish.py::"
         "test_every_client_set_gets_one_message_per_client_and_publish"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.tick_step"): (
+        "tests/test_benchmark_tick.py::"
+        "test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_steps"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.hostile"): (
         "skip: the hostile-load scenarios run servers of 10,000 topics with hundreds of"
         " clients for twenty minutes, which must not share the machine with the suite"

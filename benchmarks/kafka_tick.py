@@ -30,6 +30,10 @@ INTERVAL) and reports per tick:
   (permessage-deflate ``metrics:lean,topics,groups``) and a 2.9 client (permessage-deflate
   ``metrics``), ``publish_step_cpu_ms`` the same in CPU time; ``publish_steps`` how many
   steps the publish took, ``publish_cpu_ms`` its CPU time (this process, every thread);
+- with ``--producer``, a run of its own after the modes: the whole tick of the
+  server's metrics producer over the Kafka source (collect, lag tracker, change
+  detection, chart series, publish), measured as :mod:`benchmarks.tick_step` does
+  (:mod:`benchmarks.kafka_producer_tick`), with where the longest steps ran;
 - with ``--debug``, ``work``: what the tick asked besides the end offsets and the
   committed offsets (``metadata``, ``N start offsets``, ``N described`` groups), from
   the collector's debug log.
@@ -63,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from benchmarks.common import add_freeze_option, raise_nofile
 from benchmarks.kafka_cluster import build_cluster
+from benchmarks.kafka_producer_tick import add_producer_options, measure_producer
 from benchmarks.publish_step import CLIENT_SETS, StepWatch, add_clients, drain, publish_once
 from kafka_broker import KafkaBroker, java_binary, kafka_classpath
 from takhin_ws import Hub
@@ -299,6 +304,7 @@ def main() -> None:
         "--timeout", type=float, help="collect deadline (default: 0.9 x interval, as served)"
     )
     parser.add_argument("--debug", action="store_true", help="log each request's time")
+    add_producer_options(parser)
     add_freeze_option(parser)
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -316,6 +322,9 @@ def main() -> None:
                     summary(mode, trio.run(measure, mode, args.bootstrap, args), args)
                 ).decode()
             )
+        if args.producer:
+            producer = trio.run(measure_producer, args.bootstrap, args, process_cpu, log)
+            print(orjson.dumps(producer).decode())
         return
     workdir = Path(tempfile.mkdtemp(prefix="takhin-ws-kafka-bench-"))
     broker = KafkaBroker(java_binary(), kafka_classpath(), workdir, heap=args.heap)
@@ -326,6 +335,9 @@ def main() -> None:
         for mode in modes:
             rows = trio.run(measure, mode, broker.bootstrap, args)
             print(orjson.dumps(summary(mode, rows, args)).decode())
+        if args.producer:
+            producer = trio.run(measure_producer, broker.bootstrap, args, process_cpu, log)
+            print(orjson.dumps(producer).decode())
     except BaseException:
         log(f"failed; the broker's log ends with:\n{broker.log()}")
         raise

@@ -49,7 +49,7 @@ import argparse
 import gc
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -61,7 +61,7 @@ from benchmarks.lag_tick import INTERVAL, START, advance
 from benchmarks.publish_step import SETTLE, Ticker, add_clients, drain
 from benchmarks.step_places import GcClock, PlaceWatch
 from benchmarks.wire import snapshot
-from takhin_ws import Hub, LagTracker, MonitoringMetrics, Settings, Snapshot
+from takhin_ws import Hub, LagTracker, MetricsSource, MonitoringMetrics, Settings, Snapshot
 from takhin_ws.config.cli import freeze_startup
 from takhin_ws.core.encoding import Prepared
 from takhin_ws.core.series import Series
@@ -107,6 +107,10 @@ class AdvancingSource:
         return ready
 
 
+#: The figures of :class:`TickCost` reported as median / max.
+STATS = ("step_ms", "step_cpu_ms", "steps", "cpu_ms", "wall_ms", "late_ms", "gc_ms")
+
+
 @attrs.frozen
 class TickCost:
     step_ms: float
@@ -131,6 +135,111 @@ def keep_commits(hub: Hub, kept: list[object]) -> None:
     hub.commit = keeping  # type: ignore[method-assign]  # this instance, for this run
 
 
+def serving_producer(
+    hub: Hub,
+    source: MetricsSource,
+    settings: Settings,
+    wall_clock: Callable[[], float] = time.time,
+) -> MetricsProducer:
+    """A producer of *source* on *hub* as :func:`takhin_ws.net.services.open_services`
+    builds it (one node, no Redis)."""
+    return MetricsProducer(
+        hub,
+        source,
+        interval=settings.interval,
+        collect_timeout=settings.collect_timeout,
+        unready_after=settings.unready_after,
+        ingress=EventIngress(MemoryBus(hub)),
+        wall_clock=wall_clock,
+        detect_changes=settings.detect_changes,
+        series=Series(settings.series_window, settings.interval),
+        lag=LagTracker(settings.lag_window),
+    )
+
+
+class TickProbe:
+    """What :func:`measure` measures of one tick, for any producer: enter it (``with``)
+    around the ticks, with :meth:`run_ticker` running beside them."""
+
+    def __init__(self) -> None:
+        self.gc_clock = GcClock()
+        self.watch, self.ticker = PlaceWatch(self.gc_clock), Ticker()
+        self.costs: list[TickCost] = []
+
+    def __enter__(self) -> TickProbe:
+        trio.lowlevel.add_instrument(self.watch)
+        gc.callbacks.append(self.gc_clock)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        trio.lowlevel.remove_instrument(self.watch)
+        gc.callbacks.remove(self.gc_clock)
+
+    async def run_ticker(self) -> None:
+        await self.ticker.run()
+
+    async def tick(self, producer: MetricsProducer, counted: bool) -> TickCost:
+        """``await producer.tick()`` measured (and kept in ``costs`` if *counted*)."""
+        watch = self.watch
+        await trio.sleep(SETTLE)
+        self.ticker.late = 0.0
+        self.gc_clock.reset()
+        watch.recording = counted
+        await trio.lowlevel.checkpoint()  # the tick starts in a step of its own
+        watch.reset(trio.lowlevel.current_task())
+        wall, cpu = time.perf_counter(), time.process_time()
+        if not await producer.tick():
+            raise RuntimeError("the hub closed")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        steps = watch.steps + 1  # the one in which tick() returned
+        await trio.sleep(SETTLE)  # work the tick left to other tasks counts too
+        watch.recording = False
+        cost = TickCost(
+            watch.longest * 1000,
+            watch.longest_cpu * 1000,
+            steps,
+            cpu * 1000,
+            wall * 1000,
+            self.ticker.late * 1000,
+            self.gc_clock.longest * 1000,
+            watch.longest_gc * 1000,
+        )
+        if counted:
+            self.costs.append(cost)
+            if watch.longest_place is not None:
+                watch.places[watch.longest_place].tick_longest += 1
+        return cost
+
+    def summary(self) -> dict[str, Any]:
+        """Median and max of the counted ticks, and the places, longest step first."""
+        costs = self.costs
+
+        def stat(values: Sequence[float]) -> dict[str, float]:
+            return {"median": statistics.median(values), "max": max(values)}
+
+        top = sorted(self.watch.places.items(), key=lambda item: -max(item[1].walls))
+        return {
+            "ticks": len(costs),
+            "over_goal": sum(c.step_ms > GOAL_MS for c in costs),
+            "over_goal_without_gc": sum(c.step_ms - c.step_gc_ms > GOAL_MS for c in costs),
+            **{key: stat([getattr(c, key) for c in costs]) for key in STATS},
+            "places": [
+                {
+                    "task": task,
+                    "from": began,
+                    "to": ended,
+                    "steps": place.steps,
+                    "median_ms": statistics.median(place.walls) * 1000,
+                    "max_ms": max(place.walls) * 1000,
+                    "max_cpu_ms": place.longest_cpu * 1000,
+                    "gc_in_max_ms": place.longest_gc * 1000,
+                    "tick_longest": place.tick_longest,
+                }
+                for (task, began, ended), place in top
+            ],
+        }
+
+
 async def measure(
     size: str,
     clients: int,
@@ -149,110 +258,42 @@ async def measure(
     hub = new_hub(settings)
     subscribers = add_clients(hub, KINDS, clients)
     source = AdvancingSource(snapshot(topics, partitions, groups))
-    producer = MetricsProducer(
-        hub,
-        source,
-        interval=settings.interval,
-        ingress=EventIngress(MemoryBus(hub)),
-        wall_clock=source.now,
-        detect_changes=settings.detect_changes,
-        series=Series(settings.series_window, settings.interval),
-        lag=LagTracker(settings.lag_window),
-    )
+    producer = serving_producer(hub, source, settings, source.now)
     kept: list[object] = []
     older = 0  # how many of them the tick before kept
     if keep_garbage:
         source.kept = kept
         keep_commits(hub, kept)
-    gc_clock = GcClock()
-    watch, ticker = PlaceWatch(gc_clock), Ticker()
-    costs: list[TickCost] = []
     delivered = 0
-    trio.lowlevel.add_instrument(watch)
-    gc.callbacks.append(gc_clock)
-    if freeze:
-        gc.collect()
-        freeze_startup()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker.run, name="ticker")
-            for tick in range(warmup + ticks):
-                source.prepare(tick)
-                if keep_garbage:
-                    kept.append(producer.snapshot)  # replaced by this tick's
-                counted = tick >= warmup
-                await trio.sleep(SETTLE)
-                ticker.late = 0.0
-                gc_clock.reset()
-                watch.recording = counted
-                await trio.lowlevel.checkpoint()  # the tick starts in a step of its own
-                watch.reset(trio.lowlevel.current_task())
-                wall, cpu = time.perf_counter(), time.process_time()
-                assert await producer.tick(), "the hub closed"
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                steps = watch.steps + 1  # the one in which tick() returned
-                await trio.sleep(SETTLE)  # work the tick left to other tasks counts too
-                watch.recording = False
-                del kept[:older]  # the tick before's, outside the measure (what this
-                older = len(kept)  # one's views replaced is freed here, not in it)
-                received = drain(subscribers)
-                if counted:
-                    costs.append(
-                        TickCost(
-                            watch.longest * 1000,
-                            watch.longest_cpu * 1000,
-                            steps,
-                            cpu * 1000,
-                            wall * 1000,
-                            ticker.late * 1000,
-                            gc_clock.longest * 1000,
-                            watch.longest_gc * 1000,
-                        )
-                    )
-                    if watch.longest_place is not None:
-                        watch.places[watch.longest_place].tick_longest += 1
-                    delivered += received
-            nursery.cancel_scope.cancel()
-    finally:
-        trio.lowlevel.remove_instrument(watch)
-        gc.callbacks.remove(gc_clock)
-        gc.unfreeze()  # the next size starts from the same heap
-    events = producer.statistics().events
+    with TickProbe() as probe:
+        if freeze:
+            gc.collect()
+            freeze_startup()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(probe.run_ticker, name="ticker")
+                for tick in range(warmup + ticks):
+                    source.prepare(tick)
+                    if keep_garbage:
+                        kept.append(producer.snapshot)  # replaced by this tick's
+                    await probe.tick(producer, counted=tick >= warmup)
+                    del kept[:older]  # the tick before's, outside the measure (what this
+                    older = len(kept)  # one's views replaced is freed here, not in it)
+                    received = drain(subscribers)
+                    delivered += received if tick >= warmup else 0
+                nursery.cancel_scope.cancel()
+        finally:
+            gc.unfreeze()  # the next size starts from the same heap
     lags = sum(len(t.partition_lags) for c in source.base.consumer_lags for t in c.topic_lags)
-
-    def stat(values: Sequence[float]) -> dict[str, float]:
-        return {"median": statistics.median(values), "max": max(values)}
-
-    top = sorted(watch.places.items(), key=lambda item: -max(item[1].walls))
     return {
         "size": size,
         "keep_garbage": keep_garbage,
         "partitions": topics * partitions,
         "lags": lags,
         "clients": clients * len(KINDS),
-        "ticks": len(costs),
         "delivered": delivered,
-        "events": events,
-        "over_goal": sum(c.step_ms > GOAL_MS for c in costs),
-        "over_goal_without_gc": sum(c.step_ms - c.step_gc_ms > GOAL_MS for c in costs),
-        **{
-            f"{key}": stat([getattr(c, key) for c in costs])
-            for key in ("step_ms", "step_cpu_ms", "steps", "cpu_ms", "wall_ms", "late_ms", "gc_ms")
-        },
-        "places": [
-            {
-                "task": task,
-                "from": began,
-                "to": ended,
-                "steps": place.steps,
-                "median_ms": statistics.median(place.walls) * 1000,
-                "max_ms": max(place.walls) * 1000,
-                "max_cpu_ms": place.longest_cpu * 1000,
-                "gc_in_max_ms": place.longest_gc * 1000,
-                "tick_longest": place.tick_longest,
-            }
-            for (task, began, ended), place in top
-        ],
+        "events": producer.statistics().events,
+        **probe.summary(),
     }
 
 

@@ -159,6 +159,10 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "skip: builds a 12,000-partition Kafka broker and measures it for minutes, which"
         " must not share the machine with the suite"
     ),
+    ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_tick --producer"): (
+        "skip: builds a 12,000-partition Kafka broker and measures the server's whole"
+        " tick over it for minutes, which must not share the machine with the suite"
+    ),
     ("docs/benchmarks.md", "sh", "python -m benchmarks.kafka_metadata"): (
         "skip: measures a 12,000-partition Kafka broker set up beforehand, which must"
         " not share the machine with the suite"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 from takhin_ws import (
@@ -236,3 +238,23 @@ def add_freeze_option(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave the heap to the garbage collector's full collections (an embedder's)",
     )
+
+
+@contextlib.contextmanager
+def frozen_heap(freeze: bool = True) -> Iterator[None]:
+    """With *freeze*, the heap as ``python -m takhin_ws`` leaves it once started for the
+    block (collected, then ``config.cli.freeze_startup``: what the process holds out of
+    full collections, and those rarer); after it, unfrozen and the collector's
+    thresholds as they were, so the next measure (or test) starts from the same
+    collector."""
+    from takhin_ws.config.cli import freeze_startup  # the server's modules: only here
+
+    thresholds = gc.get_threshold()
+    if freeze:
+        gc.collect()
+        freeze_startup()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

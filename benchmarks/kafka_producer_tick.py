@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import trio
 
+from benchmarks.common import frozen_heap
 from benchmarks.publish_step import CLIENT_SETS, add_clients, drain
 from benchmarks.tick_step import TickProbe, serving_producer
 from takhin_ws import Settings
-from takhin_ws.config.cli import freeze_startup
 from takhin_ws.net.services import new_hub
 from takhin_ws.sources.kafka.source import KafkaSource
 
@@ -56,39 +56,38 @@ async def measure_producer(
             trio.open_nursery() as nursery,
         ):
             producer = serving_producer(hub, source, settings)
-            if args.freeze:
-                freeze_startup()  # as the server's command does once started
-            nursery.start_soon(probe.run_ticker, name="ticker")
-            start = trio.current_time()
-            for tick in range(warmup + args.ticks):
-                await trio.sleep_until(start + tick * args.interval)
-                child = source.collector_pid
-                before = process_cpu(child)
-                cost = await probe.tick(producer, counted=tick >= warmup)
-                spent = (process_cpu(child) - before) * 1000
-                drain(clients)
-                if tick >= warmup:
-                    collector_cpu.append(spent)
-                    stale += producer.stale
-                log(
-                    orjson.dumps(
-                        {
-                            "mode": "producer",
-                            "tick": tick,
-                            "counted": tick >= warmup,
-                            "stale": producer.stale,
-                            "step_ms": round(cost.step_ms, 1),
-                            "step_cpu_ms": round(cost.step_cpu_ms, 1),
-                            "steps": cost.steps,
-                            "server_cpu_ms": round(cost.cpu_ms, 1),
-                            "wall_ms": round(cost.wall_ms, 1),
-                            "late_ms": round(cost.late_ms, 1),
-                            "gc_ms": round(cost.gc_ms, 1),
-                            "collector_cpu_ms": round(spent, 1),
-                            "place": probe.watch.longest_place,
-                        }
-                    ).decode()
-                )
+            with frozen_heap(args.freeze):  # as the server's command does once started
+                nursery.start_soon(probe.run_ticker, name="ticker")
+                start = trio.current_time()
+                for tick in range(warmup + args.ticks):
+                    await trio.sleep_until(start + tick * args.interval)
+                    child = source.collector_pid
+                    before = process_cpu(child)
+                    cost = await probe.tick(producer, counted=tick >= warmup)
+                    spent = (process_cpu(child) - before) * 1000
+                    drain(clients)
+                    if tick >= warmup:
+                        collector_cpu.append(spent)
+                        stale += producer.stale
+                    log(
+                        orjson.dumps(
+                            {
+                                "mode": "producer",
+                                "tick": tick,
+                                "counted": tick >= warmup,
+                                "stale": producer.stale,
+                                "step_ms": round(cost.step_ms, 1),
+                                "step_cpu_ms": round(cost.step_cpu_ms, 1),
+                                "steps": cost.steps,
+                                "server_cpu_ms": round(cost.cpu_ms, 1),
+                                "wall_ms": round(cost.wall_ms, 1),
+                                "late_ms": round(cost.late_ms, 1),
+                                "gc_ms": round(cost.gc_ms, 1),
+                                "collector_cpu_ms": round(spent, 1),
+                                "place": probe.watch.longest_place,
+                            }
+                        ).decode()
+                    )
             nursery.cancel_scope.cancel()
     summary = probe.summary()
     summary["places"] = summary["places"][:TOP]

@@ -207,6 +207,7 @@ async def measure(
     delivered = 0
     trio.lowlevel.add_instrument(watch)
     gc.callbacks.append(pause)
+    thresholds = gc.get_threshold()  # freeze_startup changes them
     if freeze:
         gc.collect()
         freeze_startup()
@@ -235,6 +236,7 @@ async def measure(
         trio.lowlevel.remove_instrument(watch)
         gc.callbacks.remove(pause)
         gc.unfreeze()  # the next measure starts from the same heap
+        gc.set_threshold(*thresholds)
     latest = hub.latest("metrics")
     assert latest is not None
 

@@ -56,13 +56,12 @@ import attrs
 import orjson
 import trio
 
-from benchmarks.common import add_freeze_option
+from benchmarks.common import add_freeze_option, frozen_heap
 from benchmarks.lag_tick import INTERVAL, START, advance
 from benchmarks.publish_step import SETTLE, Ticker, add_clients, drain
 from benchmarks.step_places import GcClock, PlaceWatch
 from benchmarks.wire import snapshot
 from takhin_ws import Hub, LagTracker, MetricsSource, MonitoringMetrics, Settings, Snapshot
-from takhin_ws.config.cli import freeze_startup
 from takhin_ws.core.encoding import Prepared
 from takhin_ws.core.series import Series
 from takhin_ws.ingest.bus import MemoryBus
@@ -265,25 +264,19 @@ async def measure(
         source.kept = kept
         keep_commits(hub, kept)
     delivered = 0
-    with TickProbe() as probe:
-        if freeze:
-            gc.collect()
-            freeze_startup()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(probe.run_ticker, name="ticker")
-                for tick in range(warmup + ticks):
-                    source.prepare(tick)
-                    if keep_garbage:
-                        kept.append(producer.snapshot)  # replaced by this tick's
-                    await probe.tick(producer, counted=tick >= warmup)
-                    del kept[:older]  # the tick before's, outside the measure (what this
-                    older = len(kept)  # one's views replaced is freed here, not in it)
-                    received = drain(subscribers)
-                    delivered += received if tick >= warmup else 0
-                nursery.cancel_scope.cancel()
-        finally:
-            gc.unfreeze()  # the next size starts from the same heap
+    with TickProbe() as probe, frozen_heap(freeze):  # the next size: the same heap
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe.run_ticker, name="ticker")
+            for tick in range(warmup + ticks):
+                source.prepare(tick)
+                if keep_garbage:
+                    kept.append(producer.snapshot)  # replaced by this tick's
+                await probe.tick(producer, counted=tick >= warmup)
+                del kept[:older]  # the tick before's, outside the measure (what this
+                older = len(kept)  # one's views replaced is freed here, not in it)
+                received = drain(subscribers)
+                delivered += received if tick >= warmup else 0
+            nursery.cancel_scope.cancel()
     lags = sum(len(t.partition_lags) for c in source.base.consumer_lags for t in c.topic_lags)
     return {
         "size": size,

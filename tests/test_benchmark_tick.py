@@ -4,6 +4,7 @@ business)."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import time
 
@@ -13,7 +14,9 @@ from benchmarks.tick_step import KINDS, measure
 
 
 def test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_steps() -> None:
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
     result = trio.run(measure, "30x3x40", 1, 3, 2)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, frozen)  # as it was
     assert result["ticks"] == 3
     assert result["clients"] == len(KINDS)
     assert result["partitions"] == 90

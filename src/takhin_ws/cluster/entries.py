@@ -22,9 +22,15 @@ from typing import Any, Final
 import attrs
 
 from .._exceptions import RemoteProtocolError
-from ..core.encoding import Prepared, decode_steps, metrics_data_steps
+from ..core.encoding import (
+    Prepared,
+    SnapshotData,
+    decode_steps,
+    encode_snapshot,
+    metrics_data_steps,
+)
 from ..core.hub import Hub
-from ..core.metrics.views import JSON, dumps, is_view, metrics_envelope
+from ..core.metrics.views import is_view, metrics_envelope
 from ..wire.channels import EVENT_STREAMS, parse_channel, stream_of
 from ..wire.codec import encode
 from ..wire.events import EVENT_CLASSES
@@ -69,7 +75,7 @@ class Received:
     route: str
     offset: int
     envelope: Envelope
-    data: JSON | None
+    data: SnapshotData | None
 
     def prepare(self, hub: Hub) -> Prepared:
         """What *hub* delivers of it (:meth:`Hub.prepare <takhin_ws.core.hub.Hub.prepare>`
@@ -105,7 +111,7 @@ def encode_entry(
     *,
     timestamp: int,
     stale: bool | None = None,
-    data: JSON | None = None,
+    data: SnapshotData | None = None,
 ) -> tuple[str, list[str | bytes]]:
     """The stream of *channel* and the field/value pairs of its entry (all but
     ``epoch``, which the publish script adds); *data*: a snapshot's ``data`` built
@@ -117,7 +123,8 @@ def encode_entry(
     if payload.TYPE not in STREAM_TYPES[stream]:
         raise ValueError(f"a {payload.TYPE} message is not published on {stream}")
     if data is not None and isinstance(payload, MonitoringMetrics):
-        message = dumps(metrics_envelope(data, timestamp=timestamp, stale=stale))
+        envelope = metrics_envelope(data.data, timestamp=timestamp, stale=stale)
+        message = encode_snapshot(envelope, data.lists)
     else:
         message = encode(Envelope(payload=payload, timestamp=timestamp, stale=stale))
     return stream, [ROUTE_FIELD, route, MESSAGE_FIELD, message]

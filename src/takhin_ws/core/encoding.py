@@ -31,7 +31,9 @@ from collections.abc import Collection, Generator, Iterator, Mapping
 from typing import Any, Final
 
 import attrs
+import orjson
 
+from .._exceptions import LocalProtocolError
 from ..wire.channels import METRICS_LEAN
 from ..wire.codec import decode_value, encode, parse, structure_at
 from ..wire.converter import camel, converter
@@ -43,9 +45,11 @@ __all__ = [
     "METRICS_LISTS",
     "PIECE_WEIGHT",
     "Prepared",
+    "SnapshotData",
     "decode_steps",
     "encode_published",
     "encode_reply",
+    "encode_snapshot",
     "metrics_data_steps",
     "metrics_head",
     "weight",
@@ -105,24 +109,72 @@ def metrics_head(m: MonitoringMetrics) -> JSON:
     return metrics_data(attrs.evolve(m, **_EMPTY_LISTS))
 
 
+@attrs.frozen
+class SnapshotData:
+    """A snapshot's ``data`` as :func:`metrics_data_steps` builds it: the dict, and
+    each of its lists (:data:`METRICS_LISTS`) already as JSON, so that the message is
+    never dumped whole in one step (:func:`encode_snapshot`)."""
+
+    #: the ``data`` dict, as :func:`~takhin_ws.core.metrics.views.metrics_data` gives it
+    data: JSON
+    #: wire key -> that list as orjson writes it (``[...]``)
+    lists: Mapping[str, bytes]
+
+
 def metrics_data_steps(
     m: MonitoringMetrics, piece: int = PIECE_WEIGHT
-) -> Generator[None, None, JSON]:
-    """:func:`~takhin_ws.core.metrics.views.metrics_data` of *m* in pieces: yields after
-    each run of about *piece* objects; returns the same dict (same keys, same order)."""
+) -> Generator[None, None, SnapshotData]:
+    """:func:`~takhin_ws.core.metrics.views.metrics_data` of *m* in pieces, and its lists
+    as JSON: yields after each run of about *piece* objects (turned into dicts, then
+    JSON); returns the same dict (same keys, same order) and those lists. Raises
+    :class:`~takhin_ws._exceptions.LocalProtocolError` for a value JSON cannot carry."""
     data = metrics_head(m)
+    lists: dict[str, bytes] = {}
     for key, (name, item_type) in METRICS_LISTS.items():
         hook = converter.get_unstructure_hook(item_type)
         out: list[Any] = []
-        done = 0
+        chunks: list[bytes] = []
+        start = done = 0
         for item in getattr(m, name):
             out.append(hook(item))
             done += weight(item)
             if done >= piece:
+                chunks.append(_dump_run(out[start:]))
+                start = len(out)
                 yield
                 done = 0
+        if start < len(out):
+            chunks.append(_dump_run(out[start:]))
         data[key] = out
-    return data
+        lists[key] = b"[" + b",".join(chunks) + b"]"
+    return SnapshotData(data, lists)
+
+
+def _dump_run(items: list[Any]) -> bytes:
+    """A run of list items as JSON, without the brackets (runs join with commas)."""
+    try:
+        return orjson.dumps(items)[1:-1]
+    except TypeError as exc:  # e.g. an int beyond 64 bits put in by a source
+        raise LocalProtocolError(
+            "invalid_field", f"cannot encode {MonitoringMetrics.TYPE}: {exc}"
+        ) from exc
+
+
+def encode_snapshot(envelope: JSON, lists: Mapping[str, bytes]) -> bytes:
+    """The JSON of a snapshot's *envelope* (its ``data`` holding the lists of *lists*,
+    already as JSON): what ``orjson.dumps(envelope)`` gives, byte for byte, without
+    dumping the lists again."""
+    data = envelope["data"]
+    raw = dumps({**envelope, "data": {**data, **{key: [] for key in lists}}})
+    parts: list[bytes] = []
+    pos = 0
+    for key, body in lists.items():  # in the data's key order; no string comes before
+        marker = b'"' + key.encode() + b'":['
+        at = raw.index(marker, pos) + len(marker) - 1
+        parts += (raw[pos:at], body)
+        pos = at + 2  # past the empty list's "[]"
+    parts.append(raw[pos:])
+    return b"".join(parts)
 
 
 def decode_steps(
@@ -179,8 +231,8 @@ class Prepared:
     item: Outbound
     #: a snapshot's envelope as plain dicts (``None`` for an event)
     decoded: JSON | None = None
-    #: a snapshot's ``data``, kept to encode it again if the offset is taken meanwhile
-    data: JSON | None = None
+    #: a snapshot's data built in steps, kept to encode it again if the offset is taken
+    data: SnapshotData | None = None
     #: the variants the unrestricted subscribers receive, of the message (key ``None``)
     #: and of each view (its channel), as they were at prepare time
     variants: Mapping[str | None, Collection[Variant]] = attrs.field(factory=dict)
@@ -220,7 +272,7 @@ def encode_published(
     timestamp: int,
     epoch: str,
     stale: bool | None,
-    data: JSON | None = None,
+    data: SnapshotData | None = None,
     variants: Mapping[str | None, Collection[Variant]] | None = None,
 ) -> Prepared:
     """*payload* published on *channel* (of *stream*) at *offset*, as one message, and
@@ -229,17 +281,16 @@ def encode_published(
     ``None``) and those of its views (by channel)."""
     variants = variants or {}
     if isinstance(payload, MonitoringMetrics):  # big: the fast path, same bytes
-        if data is None:
-            data = metrics_data(payload)
         decoded = metrics_envelope(
-            data,
+            metrics_data(payload) if data is None else data.data,
             timestamp=timestamp,
             channel=stream,
             offset=offset,
             epoch=epoch,
             stale=stale,
         )
-        item = Outbound.of(dumps(decoded), stream, offset, channel)
+        raw = dumps(decoded) if data is None else encode_snapshot(decoded, data.lists)
+        item = Outbound.of(raw, stream, offset, channel)
         return Prepared(
             payload, channel, stream, offset, epoch, stale, item, decoded, data, variants
         )

@@ -27,10 +27,10 @@ from .access.filtered import FilteredMetrics
 from .access.limits import subscribe_refusal
 from .access.permissions import Permissions
 from .clients import Client, HubStatistics, QueueSubscriber, Subscriber
-from .encoding import Prepared, encode_published, encode_reply
+from .encoding import Prepared, SnapshotData, encode_published, encode_reply
 from .history import StreamHistory
 from .metrics.snapshot import GroupInfo
-from .metrics.views import JSON, MetricsViews, ViewChannels, is_view
+from .metrics.views import MetricsViews, ViewChannels, is_view
 from .subscriptions import Subscriptions
 
 __all__ = [
@@ -186,7 +186,7 @@ class Hub:
         payload: Payload,
         *,
         stale: bool | None = None,
-        data: JSON | None = None,
+        data: SnapshotData | None = None,
         offset: int | None = None,
         timestamp: int | None = None,
     ) -> Prepared:

@@ -3,8 +3,9 @@ prepare and commit, and the compressed variants built ahead of the fan-out."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import orjson
@@ -24,9 +25,11 @@ from takhin_ws.core.encoding import (
     encode_snapshot,
     metrics_data_steps,
     metrics_head,
+    release_steps,
     weight,
 )
 from takhin_ws.core.hub import Hub, QueueSubscriber
+from takhin_ws.core.metrics.snapshot import Snapshot
 from takhin_ws.core.metrics.views import metrics_data, metrics_envelope
 from takhin_ws.wire.codec import decode, encode
 from takhin_ws.wire.messages import (
@@ -507,3 +510,40 @@ def test_a_value_json_cannot_carry_is_refused_in_its_piece() -> None:
     with pytest.raises(LocalProtocolError, match="cannot encode metrics") as caught:
         run(metrics_data_steps(m, 1))
     assert caught.value.code == "invalid_field"
+
+
+# --- letting go in steps ---
+
+
+def test_a_snapshot_is_let_go_of_in_pieces() -> None:
+    m = cluster(topics=20, groups=6, partitions=3)  # topics weigh 1, a lag 1 + 2 x (1 + 3)
+    kept = m.consumer_lags[0]  # still held elsewhere: stays as it is
+    gone = weakref.ref(m.consumer_lags[5])
+    topic = weakref.ref(m.topic_stats[0])
+    garbage: list[Any] = [Snapshot(metrics=m, groups={}), None]
+    del m
+    steps = release_steps(garbage, piece=10)
+    assert garbage  # nothing happens before the first step
+    next(steps)
+    assert garbage == []
+    assert gone() is None  # the lags go first (the last items first), a piece a step
+    _, yields = run(steps)
+    assert 1 + yields == 3 + 2  # a yield after every second lag, every tenth topic
+    assert topic() is None
+    assert kept.group_id == "g0"
+
+
+def test_a_decoded_envelope_is_let_go_of_in_pieces() -> None:
+    hub = Hub()
+    first = hub.prepare("metrics", cluster(10, 4, 2))
+    hub.commit(first)
+    assert first.garbage == []  # nothing before it
+    second = hub.prepare(
+        "metrics", cluster(10, 4, 2), data=run(metrics_data_steps(cluster(10, 4, 2)))[0]
+    )
+    hub.commit(second)
+    assert second.garbage == [first.decoded]  # what its commit replaced
+    _, yields = run(release_steps(second.garbage, piece=5))
+    assert second.garbage == []
+    assert yields == 4 + 2  # a lag (1 + 2 x (1 + 2 dicts)) is over 5 alone; 10 topics
+    assert run(release_steps(["not a snapshot", {"data": []}], piece=1))[1] == 0

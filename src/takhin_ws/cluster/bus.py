@@ -35,7 +35,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from .._exceptions import LocalProtocolError
-from ..core.encoding import Prepared, metrics_data_steps
+from ..core.encoding import Prepared, metrics_data_steps, release_steps
 from ..core.hub import Hub
 from ..ingest.bus import THREAD_MIN_SIZE, BusUnavailableError, Published, in_steps
 from ..wire.channels import STREAMS
@@ -363,6 +363,7 @@ class RedisBus:
                         await trio.to_thread.run_sync(item.compress)
                     self.hub.deliver(item.channel, item)
                     self.delivered += 1
+                    await in_steps(release_steps(item.garbage))
                 self._last[stream] = text(entry.identifier)
 
     async def _item(self, stream: str, entry: Any) -> Prepared | None:

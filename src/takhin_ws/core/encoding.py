@@ -39,6 +39,7 @@ from ..wire.codec import decode_value, encode, parse, structure_at
 from ..wire.converter import camel, converter
 from ..wire.messages import ALL_TYPES, Envelope, MonitoringMetrics, Payload
 from ..wire.websocket.frames import Outbound, Variant
+from .metrics.snapshot import Snapshot
 from .metrics.views import JSON, dumps, lean_view, metrics_data, metrics_envelope
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "encode_snapshot",
     "metrics_data_steps",
     "metrics_head",
+    "release_steps",
     "weight",
 ]
 
@@ -95,7 +97,9 @@ def _nested(cls: Any) -> tuple[tuple[str, bool], ...]:
 
 def weight(item: Any) -> int:
     """How many objects one list item of a message holds (a consumer lag: itself, its
-    topics and their partitions)."""
+    topics and their partitions), as message objects or as decoded dicts."""
+    if type(item) is dict:
+        return 1 + sum(weight(v) for value in item.values() if type(value) is list for v in value)
     total = 1
     for name, deep in _nested(item.__class__):
         items = getattr(item, name)
@@ -209,6 +213,36 @@ def decode_steps(
     return attrs.evolve(envelope, payload=attrs.evolve(head, **parts))
 
 
+def release_steps(garbage: list[Any], piece: int = PIECE_WEIGHT) -> Generator[None, None, None]:
+    """Let go of what *garbage* holds (snapshots, ``metrics`` messages, decoded
+    envelopes), emptying it, in pieces of about *piece* objects with a yield between
+    two: freeing a big snapshot is otherwise one long step. What something else still
+    holds stays as it is."""
+    parts: list[Any] = []
+    while garbage:
+        parts += _parts(garbage.pop())
+    done = 0
+    while parts:
+        done += weight(parts[-1])
+        del parts[-1]
+        if done >= piece:
+            yield
+            done = 0
+
+
+def _parts(root: Any) -> list[Any]:
+    """The items of the big lists of *root*: a snapshot's or a ``metrics`` message's
+    topics and consumer lags, or those of a decoded envelope's ``data``."""
+    if isinstance(root, Snapshot):
+        root = root.metrics
+    if isinstance(root, MonitoringMetrics):
+        return [item for name, _ in METRICS_LISTS.values() for item in getattr(root, name)]
+    data = root.get("data") if type(root) is dict else None
+    if type(data) is not dict:
+        return []
+    return [item for key in METRICS_LISTS for item in data.get(key) or ()]
+
+
 @attrs.frozen
 class Prepared:
     """A message encoded for offset *offset* of *stream* in *epoch*, not published yet:
@@ -238,6 +272,9 @@ class Prepared:
     variants: Mapping[str | None, Collection[Variant]] = attrs.field(factory=dict)
     #: views built ahead by :meth:`build_views`, by channel
     views: dict[str, Outbound] = attrs.field(factory=dict)
+    #: what its commit replaced (the previous snapshot's decoded envelope), which
+    #: nothing else holds: for the caller to let go of in steps (:func:`release_steps`)
+    garbage: list[Any] = attrs.field(factory=list)
 
     def build_views(self) -> None:
         """Build a snapshot's ``metrics:lean`` view ahead, if it has subscribers (the

@@ -228,8 +228,7 @@ class Hub:
                 prepared.channel, prepared.payload, stale=prepared.stale, data=prepared.data
             )
         stream.offset += 1
-        if prepared.decoded is None:
-            self._views.note_event(prepared.payload)
+        self._views.note_event(prepared.payload)  # a group event's state and members
         self._send(prepared.stream, prepared.channel, prepared.item, prepared)
         return prepared.item
 
@@ -245,8 +244,7 @@ class Hub:
         Its offset becomes the stream's offset. If it does not follow the previous
         one (the bus lost messages this hub never saw), the history before it is
         dropped, so a resume across the hole answers ``recovered: false``."""
-        prepared = item if isinstance(item, Prepared) else None
-        item = item.item if isinstance(item, Prepared) else item
+        prepared, item = (item, item.item) if isinstance(item, Prepared) else (None, item)
         stream_name = stream_of(channel)
         self._streams[stream_name].advance(item)
         self._send(stream_name, channel, item, prepared)
@@ -264,7 +262,9 @@ class Hub:
             self._filtered.source(item, decoded)
         self._fan_out(stream_name, channel, item)
         if snapshot:
-            self._views.source(item, decoded, views)  # kept for the tick: views never re-parse
+            old = self._views.source(item, decoded, views)  # kept for the tick: no re-parse
+            if ahead is not None and old is not None:
+                ahead.garbage.append(old)  # for the caller to let go of in steps
             self._fan_out_views()
             self._filtered.source_done()
 

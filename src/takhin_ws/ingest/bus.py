@@ -21,7 +21,7 @@ import trio
 from attrs import frozen
 
 from .._exceptions import TakhinWsError
-from ..core.encoding import metrics_data_steps
+from ..core.encoding import metrics_data_steps, release_steps
 from ..core.hub import Hub
 from ..wire.messages import MonitoringMetrics, Payload
 
@@ -124,7 +124,8 @@ class MemoryBus:
         """:meth:`publish_nowait` in steps: a snapshot's ``data`` is built in pieces, a
         checkpoint between two, then its JSON, then its ``metrics:lean`` view, and a
         big message is compressed in a worker thread, before the hub commits it (the
-        commit encodes it again if another publish took its offset meanwhile)."""
+        commit encodes it again if another publish took its offset meanwhile); the
+        previous snapshot's dicts are let go of in pieces after."""
         data = None
         if isinstance(payload, MonitoringMetrics):
             data = await in_steps(metrics_data_steps(payload))
@@ -139,6 +140,7 @@ class MemoryBus:
             else:
                 await trio.lowlevel.checkpoint()
         item = self.hub.commit(prepared)
+        await in_steps(release_steps(prepared.garbage))  # the previous snapshot's dicts
         assert item.channel is not None
         assert item.offset is not None
         return Published(payload.TYPE, item.channel, item.offset, self.hub.epoch)

@@ -24,6 +24,7 @@ import trio
 from attrs import frozen
 
 from .._exceptions import HubClosedError
+from ..core.encoding import release_steps
 from ..core.hub import Hub
 from ..core.lag.tracker import LagTracker
 from ..core.metrics.changes import diff
@@ -36,15 +37,12 @@ from ..core.metrics.snapshot import (
 from ..core.series import Series
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics
+from .bus import in_steps
 from .ingress import EventIngress
 from .insight import observe
 from .outlet import Outlet, describe_error
 
-__all__ = [
-    "DEFAULT_INTERVAL",
-    "MetricsProducer",
-    "MetricsStatistics",
-]
+__all__ = ["DEFAULT_INTERVAL", "MetricsProducer", "MetricsStatistics"]
 
 logger: Final = logging.getLogger("takhin_ws.metrics")
 
@@ -268,9 +266,9 @@ class MetricsProducer:
             self._follow()
             return not self.hub.closed
         self._ticks += 1
-        snapshot, error = await self._collect()
-        if snapshot is not None:
-            return await self._succeeded(snapshot)
+        collected, error = await self._collect()  # in a list: let go of in steps
+        if collected is not None:
+            return await self._succeeded(collected)
         assert error is not None
         return await self._failed(error)
 
@@ -294,7 +292,7 @@ class MetricsProducer:
         self._collecting = collect
         return collect
 
-    async def _collect(self) -> tuple[Snapshot | None, Exception | None]:
+    async def _collect(self) -> tuple[list[Snapshot | None] | None, Exception | None]:
         result: object = None
         error: Exception | None = None
         with trio.move_on_after(self.collect_timeout) as scope:
@@ -314,15 +312,18 @@ class MetricsProducer:
                 f"{type(self.source).__name__}.collect() returned "
                 f"{type(result).__name__}, expected a Snapshot"
             )
-        return result, None
+        return [result], None
 
-    async def _succeeded(self, snapshot: Snapshot) -> bool:
+    async def _succeeded(self, garbage: list[Snapshot | None]) -> bool:
+        """Publish the collected snapshot (``garbage[0]``); let go of it and the last."""
+        snapshot = garbage[0]
+        assert snapshot is not None
         now = self._wall_clock()
         statuses: list[Event] = []
         if self.lag is not None:
             snapshot, statuses = await observe(self.lag, snapshot, now)
-        previous = self._snapshot
-        self._snapshot = snapshot
+        previous, self._snapshot = self._snapshot, snapshot
+        garbage.append(previous)  # let go of in steps once published
         self._last_success = now
         if self._streak:
             since = "" if self._streak_started is None else f" ({now - self._streak_started:.1f} s)"
@@ -332,17 +333,17 @@ class MetricsProducer:
                 "" if self._streak == 1 else "s",
                 since,
             )
-        self._streak = 0
-        self._streak_started = None
-        self._error = None
-        self._stale = False
+        self._streak, self._streak_started, self._error, self._stale = 0, None, None, False
         self.hub.note_groups(snapshot.groups)  # group state for the group_detail view
         events = diff(previous, snapshot) if self._detect_changes and previous is not None else []
         if not await self._announce([*events, *statuses]):
             return False
         if self.series is not None:
             self.series.add(snapshot.metrics, now)
-        return await self._publish(snapshot.metrics, stale=False)
+        published = await self._publish(snapshot.metrics, stale=False)
+        del snapshot, previous
+        await in_steps(release_steps(garbage))
+        return published
 
     def _follow(self) -> None:
         """Another node collects: feed the series the snapshot the bus delivered."""

@@ -160,15 +160,19 @@ class MetricsViews:
         item: Outbound,
         envelope: JSON | None = None,
         built: Mapping[str, Outbound] | None = None,
-    ) -> None:
+    ) -> JSON | None:
         """A new snapshot (*envelope* if the caller has it decoded): views start over,
-        from those *built* of it already (:func:`lean_view`), by channel."""
+        from those *built* of it already (:func:`lean_view`), by channel. Returns the
+        previous snapshot's decoded envelope (``None`` if none was kept), which nothing
+        here holds any more."""
+        old = self._envelope
         self._item = item
         self._envelope = envelope
         self._built.clear()
         if built:
             self._built.update(built)
         self._lags = self._topics = self._consumers = None
+        return old
 
     def clear(self) -> None:
         """No snapshot any more (a new epoch)."""

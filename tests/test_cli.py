@@ -665,7 +665,6 @@ def test_what_the_process_holds_once_started_is_left_out_of_full_collections() -
         freeze_startup()
         assert gc.get_freeze_count() > 1000  # modules, classes... (the benchmark: the pauses)
         assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_EVERY)
-        assert thresholds[2] < FULL_COLLECTION_EVERY
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 from .framing import Address, ProtocolError, connect, reason_of, receive, send
 from .groupwire import (
@@ -165,11 +165,15 @@ class DirectGroupOffsets:
         sent: list[tuple[Address, _Link, int, list[str]]] = []
         for address, asked in by_address.items():
             try:
-                link = self._link(address, deadline)
-                version = self._version(link, OFFSET_FETCH, OFFSET_FETCH_VERSIONS)
-                correlation = self._next()
-                request = encode_offset_fetch(version, correlation, self._client_id, asked)
-                send(link.sock, request, deadline)
+                link, _, correlation = self._ask(
+                    address,
+                    OFFSET_FETCH,
+                    OFFSET_FETCH_VERSIONS,
+                    deadline,
+                    encode_offset_fetch,
+                    self._client_id,
+                    asked,
+                )
             except (OSError, ProtocolError, Lacking) as exc:
                 self._failed(address, exc, asked, left, again)
                 continue
@@ -216,11 +220,15 @@ class DirectGroupOffsets:
         retry = False
         for address in dict.fromkeys([*self._finders, *self._bootstrap]):
             try:
-                link = self._link(address, deadline)
-                version = self._version(link, FIND_COORDINATOR, FIND_COORDINATOR_VERSIONS)
-                correlation = self._next()
-                request = encode_find_coordinator(version, correlation, self._client_id, groups)
-                send(link.sock, request, deadline)
+                link, _, correlation = self._ask(
+                    address,
+                    FIND_COORDINATOR,
+                    FIND_COORDINATOR_VERSIONS,
+                    deadline,
+                    encode_find_coordinator,
+                    self._client_id,
+                    groups,
+                )
                 found, errors = decode_find_coordinator(receive(link.sock, deadline), correlation)
             except Lacking as exc:
                 why, retry = str(exc), False
@@ -268,6 +276,25 @@ class DirectGroupOffsets:
             return
         self._drop(address)
         self.coordinators = {g: a for g, a in self.coordinators.items() if a != address}
+
+    def _ask(
+        self,
+        address: Address,
+        api: int,
+        spoken: Sequence[int],
+        deadline: float,
+        encode: Callable[..., bytes],
+        *args: Any,
+    ) -> tuple[_Link, int, int]:
+        """Send *address* one request of *api* in the newest of the *spoken* versions it
+        takes (``encode(version, correlation, *args)``): its link, that version and the
+        correlation id to read the answer by. Raises ``OSError``, :class:`ProtocolError`,
+        :class:`Lacking`."""
+        link = self._link(address, deadline)
+        version = self._version(link, api, spoken)
+        correlation = self._next()
+        send(link.sock, encode(version, correlation, *args), deadline)
+        return link, version, correlation
 
     def _version(self, link: _Link, api: int, spoken: Sequence[int]) -> int:
         version = choose(spoken, link.versions.get(api))

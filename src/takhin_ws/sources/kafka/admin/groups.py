@@ -101,10 +101,14 @@ class DirectGroups(DirectGroupOffsets):
         why = ""
         for address in addresses:
             try:
-                link = self._link(address, deadline)
-                version = self._version(link, LIST_GROUPS, LIST_GROUPS_VERSIONS)
-                correlation = self._next()
-                send(link.sock, encode_list_groups(version, correlation, self._client_id), deadline)
+                _, version, correlation = self._ask(
+                    address,
+                    LIST_GROUPS,
+                    LIST_GROUPS_VERSIONS,
+                    deadline,
+                    encode_list_groups,
+                    self._client_id,
+                )
             except Lacking as exc:
                 why = str(exc)
                 break
@@ -171,11 +175,15 @@ class DirectGroups(DirectGroupOffsets):
                 if not waiting:
                     del chunks[address]
                 try:
-                    link = self._link(address, deadline)
-                    version = self._version(link, DESCRIBE_GROUPS, DESCRIBE_GROUPS_VERSIONS)
-                    correlation = self._next()
-                    request = encode_describe_groups(version, correlation, self._client_id, asked)
-                    send(link.sock, request, deadline)
+                    _, _, correlation = self._ask(
+                        address,
+                        DESCRIBE_GROUPS,
+                        DESCRIBE_GROUPS_VERSIONS,
+                        deadline,
+                        encode_describe_groups,
+                        self._client_id,
+                        asked,
+                    )
                 except (OSError, ProtocolError, Lacking) as exc:
                     self._undescribed(address, exc, asked, chunks.pop(address, []), left)
                     continue

@@ -219,7 +219,11 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
         "tests/test_benchmark_publish.py::"
         "test_every_client_set_gets_one_message_per_client_and_publish"
     ),
-    ("docs/benchmarks.md", "sh", "python -m benchmarks.tick_step"): (
+    ("docs/benchmarks.md", "sh", "tick_step --sizes 1000x12x150 1000x12x300 --top 8"): (
+        "tests/test_benchmark_tick.py::"
+        "test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_steps"
+    ),
+    ("docs/benchmarks.md", "sh", "tick_step --sizes 1000x12x150 1000x12x300 --top 6"): (
         "tests/test_benchmark_tick.py::"
         "test_the_tick_benchmark_publishes_every_tick_to_every_client_and_names_its_steps"
     ),

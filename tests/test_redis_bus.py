@@ -137,6 +137,7 @@ async def test_a_big_snapshot_crosses_in_steps_with_its_views_and_compression(
             subs[bus] = (full, lean)
         published = await a.publish("metrics", snapshot, stale=False)
         await wait_until(lambda: b.hub.offset("metrics") == published.offset)
+        await wait_until(lambda: len(pieces) == 5)  # each reader let go after delivering
         # the publisher's dicts; each reader's decoding, then its letting go of the
         # previous snapshot (none yet)
         assert sorted(pieces) == [0, 0, 8, 1 + 8 + 8, 1 + 8 + 8]

@@ -150,11 +150,12 @@ class MemoryBus:
 
 
 async def in_steps(steps: Generator[None, None, T]) -> T:
-    """Run *steps* to its result, letting other tasks run where it yields."""
+    """Run *steps* to its result, letting other tasks run before it and where it yields
+    (each piece a step of its own, not the tail of the caller's)."""
     while True:
+        await trio.lowlevel.checkpoint()
         try:
             next(steps)
         except StopIteration as done:
             result: T = done.value
             return result
-        await trio.lowlevel.checkpoint()

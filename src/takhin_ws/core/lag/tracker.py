@@ -149,7 +149,8 @@ class LagTracker:
                 yield
                 done = 0
         if tick % self.window == 0:
-            self._forget(tick - self.window)
+            yield
+            yield from self._forget(tick - self.window, piece)
         metrics = attrs.evolve(snapshot.metrics, consumer_lags=tuple(lags))
         return Snapshot(metrics=metrics, groups=snapshot.groups), events
 
@@ -288,20 +289,30 @@ class LagTracker:
         slope = sxy / sxx
         return total / -slope if slope < 0 else None
 
-    def _forget(self, before: int) -> None:
-        """Drop what no snapshot showed since tick *before*."""
+    def _forget(self, before: int, piece: int) -> Generator[None, None, None]:
+        """Drop what no snapshot showed since tick *before*, yielding after each run of
+        about *piece* partitions looked at."""
         for group_id in [g for g, group in self._groups.items() if group.tick < before]:
             del self._groups[group_id]
-        for group in self._groups.values():
+        done = 0
+        for group in list(self._groups.values()):
             for topic in list(group.partitions):
                 windows = group.partitions[topic]
                 for partition in [p for p, w in windows.items() if w.tick < before]:
                     del windows[partition]
                 if not windows:
                     del group.partitions[topic]
+                done += len(windows) + 1
+            if done >= piece:
+                yield
+                done = 0
         for topic in list(self._timelines):
             timelines = self._timelines[topic]
             for partition in [p for p, t in timelines.items() if t.tick < before]:
                 del timelines[partition]
             if not timelines:
                 del self._timelines[topic]
+            done += len(timelines) + 1
+            if done >= piece:
+                yield
+                done = 0

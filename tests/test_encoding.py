@@ -547,3 +547,10 @@ def test_a_decoded_envelope_is_let_go_of_in_pieces() -> None:
     assert second.garbage == []
     assert yields == 4 + 2  # a lag (1 + 2 x (1 + 2 dicts)) is over 5 alone; 10 topics
     assert run(release_steps(["not a snapshot", {"data": []}], piece=1))[1] == 0
+
+
+def test_every_root_is_let_go_of_a_piece_at_a_time() -> None:
+    garbage: list[Any] = [cluster(topics=9, groups=0, partitions=0) for _ in range(2)]
+    assert run(release_steps(garbage, piece=10))[1] == 1  # 18 objects: one whole piece
+    garbage = [cluster(topics=19, groups=0, partitions=0)]
+    assert run(release_steps(garbage, piece=10))[1] == 1  # the 19th closes no piece

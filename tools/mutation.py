@@ -242,6 +242,25 @@ EQUIVALENT: Final[dict[tuple[str, str], str]] = {
             "self._groups[channel] = None",
         )
     },
+    (
+        "takhin_ws.core.encoding.x_encode_published",
+        "raw = dumps(decoded) if (data is None) or True else encode_snapshot(decoded, data.lists)",
+    ): (
+        "dumping the whole envelope gives the bytes its lists spliced in give (a test checks"
+        " it): the pieces only keep that off one step"
+    ),
+    **{
+        ("takhin_ws.core.encoding.x_encode_snapshot", line): (
+            "a list's key occurs once in the head (its lists empty, no text of a source"
+            " before them): found from the start, from the last one or from the end alike"
+        )
+        for line in (
+            "at = raw.index(marker, None) + len(marker) - 1",
+            "at = raw.index(marker, ) + len(marker) - 1",
+            "at = raw.rindex(marker, pos) + len(marker) - 1",
+            "pos = None",
+        )
+    },
     (f"{_SUBS}set", 'self.views[channel] = ""'): (
         "the values of the views table are never read: it is an ordered set"
     ),

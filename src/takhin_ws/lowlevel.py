@@ -16,16 +16,16 @@ server (an in-process fan-out, a server-sent-events endpoint, a test):
 - :class:`Permissions`, a token's ``channels`` claim compiled: a client registered
   with one (``Hub.add_client(..., permissions=...)``) receives only what it grants;
 - :class:`Prepared`, a publish encoded but not yet made (``Hub.prepare``, then
-  ``Hub.commit``), and :func:`metrics_data_steps`, a snapshot's dicts built in pieces:
-  how a big publish is cut into short steps of an event loop (``MemoryBus.publish``
-  does it this way).
+  ``Hub.commit``), and :func:`metrics_data_steps`, a snapshot's dicts (and its lists as
+  JSON: :class:`SnapshotData`) built in pieces: how a big publish is cut into short
+  steps of an event loop (``MemoryBus.publish`` does it this way).
 
 A server builds and runs all of these itself: ``takhin_ws`` is enough to run one.
 """
 
 from .core.access.permissions import Permissions
 from .core.clients import Client, QueueSubscriber, Subscriber
-from .core.encoding import Prepared, metrics_data_steps
+from .core.encoding import Prepared, SnapshotData, metrics_data_steps
 from .core.queue import Drop, DropOldestQueue, QueueStatistics
 from .wire.websocket.frames import BARE, PLAIN, Outbound, Variant
 
@@ -40,6 +40,7 @@ __all__ = [
     "Prepared",
     "QueueStatistics",
     "QueueSubscriber",
+    "SnapshotData",
     "Subscriber",
     "Variant",
     "metrics_data_steps",

@@ -40,6 +40,15 @@ def _string(text: str) -> bytes:
     return struct.pack(">h", len(data)) + data
 
 
+def reason_of_mode(mode: str, lacking: str) -> str:
+    """What a reader of the fake in *mode* says went wrong (part of its reason);
+    *lacking*: what a ``"lacking"`` one says it lacks (``"no version 4-5 of API 16"``)."""
+    return {
+        "close": "the broker closed the connection",
+        "protocol": "does not read",
+    }.get(mode, lacking)
+
+
 class FakeKafka:
     def __init__(self, mode: str) -> None:
         self.mode = mode

@@ -151,3 +151,24 @@ async def test_an_event_is_published_as_by_publish_nowait() -> None:
     published = await bus.publish("topic:orders", event)
     assert published == twin.publish_nowait("topic:orders", event)
     assert [item.frame for item in drain(sub)] == [twin.hub.latest("topics").frame]  # type: ignore[union-attr]
+
+
+async def test_an_event_costs_one_checkpoint() -> None:
+    """Nothing to let go of after an event: no step more than the one it always takes."""
+    bus = MemoryBus(hub())
+    with trio.testing.assert_checkpoints():
+        await bus.publish("topics", TopicCreated(name="orders", partitions=1))
+    steps = 0
+
+    class Count(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal steps
+            if task is me:
+                steps += 1
+
+    me = trio.lowlevel.current_task()
+    count = Count()
+    trio.lowlevel.add_instrument(count)
+    await bus.publish("topics", TopicCreated(name="payments", partitions=1))
+    trio.lowlevel.remove_instrument(count)
+    assert steps == 1  # resumed once: after its one checkpoint

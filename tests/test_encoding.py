@@ -20,6 +20,7 @@ from takhin_ws.core.access.permissions import Permissions
 from takhin_ws.core.encoding import (
     METRICS_LISTS,
     PIECE_WEIGHT,
+    complete,
     decode_steps,
     encode_published,
     encode_snapshot,
@@ -554,3 +555,10 @@ def test_every_root_is_let_go_of_a_piece_at_a_time() -> None:
     assert run(release_steps(garbage, piece=10))[1] == 1  # 18 objects: one whole piece
     garbage = [cluster(topics=19, groups=0, partitions=0)]
     assert run(release_steps(garbage, piece=10))[1] == 1  # the 19th closes no piece
+
+
+def test_complete_runs_the_steps_to_what_they_give() -> None:
+    m = cluster(topics=30, groups=2, partitions=4)
+    assert complete(metrics_data_steps(m, 5)) == run(metrics_data_steps(m, 5))[0]
+    raw = encode(Envelope(payload=m, timestamp=1))
+    assert complete(decode_steps(raw, piece=5)) == decode(raw)

@@ -35,9 +35,9 @@ import trio
 from coredis.exceptions import RedisError
 
 from .._exceptions import LocalProtocolError
-from ..core.encoding import Prepared, metrics_data_steps, release_steps
+from ..core.encoding import Prepared, complete, metrics_data_steps
 from ..core.hub import Hub
-from ..ingest.bus import THREAD_MIN_SIZE, BusUnavailableError, Published, in_steps
+from ..ingest.bus import THREAD_MIN_SIZE, BusUnavailableError, Published, in_steps, let_go
 from ..wire.channels import STREAMS
 from ..wire.messages import MonitoringMetrics, Payload
 from .connection import DEFAULT_PREFIX, Keys, describe, open_client, where
@@ -363,7 +363,7 @@ class RedisBus:
                         await trio.to_thread.run_sync(item.compress)
                     self.hub.deliver(item.channel, item)
                     self.delivered += 1
-                    await in_steps(release_steps(item.garbage))
+                    await let_go(item.garbage)
                 self._last[stream] = text(entry.identifier)
 
     async def _item(self, stream: str, entry: Any) -> Prepared | None:
@@ -371,7 +371,8 @@ class RedisBus:
         built); None (logged) for an entry we cannot use, or once the hub is closed."""
         steps = decode_entry_steps(stream, entry.identifier, entry.field_values, self.hub.epoch)
         try:
-            got = await in_steps(steps)
+            # a snapshot in steps; an event (small) in one go, no checkpoint per entry
+            got = await in_steps(steps) if stream == "metrics" else complete(steps)
             if self.hub.closed:  # shutting down: nobody to deliver to
                 return None
             item = got.prepare(self.hub)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import typing
 from collections.abc import Collection, Generator, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -47,6 +47,7 @@ __all__ = [
     "PIECE_WEIGHT",
     "Prepared",
     "SnapshotData",
+    "complete",
     "decode_steps",
     "encode_published",
     "encode_reply",
@@ -56,6 +57,8 @@ __all__ = [
     "release_steps",
     "weight",
 ]
+
+T = TypeVar("T")
 
 #: Objects (a topic's stats, a partition's lag...) turned into dicts between two yields
 #: of :func:`metrics_data_steps`: a fraction of a millisecond of CPU.
@@ -211,6 +214,18 @@ def decode_steps(
     head = envelope.payload
     assert isinstance(head, MonitoringMetrics)  # the type was "metrics", and it decoded
     return attrs.evolve(envelope, payload=attrs.evolve(head, **parts))
+
+
+def complete(steps: Generator[None, None, T]) -> T:
+    """Run *steps* to their result in one go (a small message, or a caller with no
+    event loop to share); ``ingest.bus.in_steps`` is the same with a checkpoint at each
+    yield."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
 
 def release_steps(garbage: list[Any], piece: int = PIECE_WEIGHT) -> Generator[None, None, None]:

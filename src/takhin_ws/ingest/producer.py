@@ -24,7 +24,6 @@ import trio
 from attrs import frozen
 
 from .._exceptions import HubClosedError
-from ..core.encoding import release_steps
 from ..core.hub import Hub
 from ..core.lag.tracker import LagTracker
 from ..core.metrics.changes import diff
@@ -37,7 +36,7 @@ from ..core.metrics.snapshot import (
 from ..core.series import Series
 from ..wire.events import Event
 from ..wire.messages import MonitoringMetrics
-from .bus import in_steps
+from .bus import let_go
 from .ingress import EventIngress
 from .insight import observe
 from .outlet import Outlet, describe_error
@@ -342,7 +341,7 @@ class MetricsProducer:
             self.series.add(snapshot.metrics, now)
         published = await self._publish(snapshot.metrics, stale=False)
         del snapshot, previous
-        await in_steps(release_steps(garbage))
+        await let_go(garbage)
         return published
 
     def _follow(self) -> None:

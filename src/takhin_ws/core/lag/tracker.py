@@ -44,7 +44,7 @@ import attrs
 from ...wire.events import GroupStatus
 from ...wire.lag import LagStatus
 from ...wire.messages import ConsumerLag, PartitionLag, TopicLag
-from ..encoding import weight
+from ..encoding import complete, weight
 from ..metrics.snapshot import Snapshot
 from .status import MIN_WINDOW, SEVERITY, PartitionWindow
 from .timeline import DEFAULT_CAPACITY, OffsetTimeline
@@ -120,13 +120,7 @@ class LagTracker:
     def observe(self, snapshot: Snapshot, now: float) -> tuple[Snapshot, list[GroupStatus]]:
         """*snapshot* (taken at *now*, Unix seconds) with the lag insight filled in,
         and the ``group_status`` events of this tick."""
-        steps = self.observe_steps(snapshot, now)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                result: tuple[Snapshot, list[GroupStatus]] = done.value
-                return result
+        return complete(self.observe_steps(snapshot, now))
 
     def observe_steps(
         self, snapshot: Snapshot, now: float, piece: int = OBSERVE_PIECE
